@@ -1,0 +1,54 @@
+"""medzoo: a MedicalNet-style model zoo for medical imaging, built on MONAI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+_HERE = Path(__file__).parent
+_VERSION = re.search(r'__version__ = "([^"]+)"', (_HERE / "medzoo" / "version.py").read_text()).group(1)
+
+INSTALL_REQUIRES = [
+    "torch>=2.4,<=2.13.0",
+    "monai==1.6.1",
+    "numpy>=1.24",
+    "safetensors>=0.4",
+    "pyyaml>=6",
+    "tqdm>=4.60",
+    "nibabel>=5",
+    "pillow>=10",
+    "scipy>=1.10",
+    "matplotlib>=3.7",
+    "tensorboard>=2.14",
+]
+EXTRAS = {
+    "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+    "dicom": ["pydicom>=2.4"],
+}
+EXTRAS["dev"] = [
+    "pytest>=8",
+    "pytest-timeout>=2.2",
+    "hypothesis>=6.100",
+    "ruff>=0.4",
+    "fire>=0.5",
+    *EXTRAS["onnx"],
+    *EXTRAS["dicom"],
+]
+
+setup(
+    name="medzoo",
+    version=_VERSION,
+    description="A MedicalNet-style model zoo for medical imaging: shared 3D ResNet encoders, task heads, verified weights.",
+    long_description=(_HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["medzoo", "medzoo.*"]),
+    include_package_data=True,
+    package_data={"medzoo": ["py.typed"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["medzoo = medzoo.cli.main:main"]},
+)
