@@ -169,7 +169,9 @@ class Aggregator(nn.Module):
         if pad_mask.dtype != torch.bool:
             raise TypeError(f"{name}: pad_mask must be a bool tensor (True = padding), got {pad_mask.dtype}")
         if tuple(pad_mask.shape) != (batch, n_slices):
-            raise ValueError(f"{name}: pad_mask has shape {tuple(pad_mask.shape)}, expected [B, N] = {(batch, n_slices)}")
+            raise ValueError(
+                f"{name}: pad_mask has shape {tuple(pad_mask.shape)}, expected [B, N] = {(batch, n_slices)}"
+            )
         valid = ~pad_mask.to(x.device)
         if not _is_exporting():
             empty = (~valid.any(dim=1)).nonzero().flatten().tolist()

@@ -11,7 +11,8 @@ Transformer through its positional encoding, the LSTM by construction), and neit
 - ``lstm``: a bidirectional ``nn.LSTM`` run over a ``PackedSequence`` built with
   ``pack_padded_sequence(..., enforce_sorted=False)``, so padded steps are never computed. Pooling: ``"last"``
   (default) concatenates the top layer's final forward and backward hidden states; ``"mean"`` is the masked mean of
-  the per-slice outputs. ``out_features = 2 * hidden_size``.
+  the per-slice outputs. ``out_features = 2 * hidden_size``. Packing depends on the data (the lengths), so this
+  one cannot go through ``torch.export``; the other aggregators export with dynamic ``B`` and ``N``.
 
 Example:
     >>> import torch
@@ -102,8 +103,9 @@ class TransformerAggregator(Aggregator):
         self.proj = nn.Linear(in_features, d_model) if d_model != in_features else nn.Identity()
         self.pos_table = nn.Embedding(self.max_len, d_model) if positional == "learned" else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model)) if pool == "cls" else None
+        ff = dim_feedforward or 2 * d_model
         layer = nn.TransformerEncoderLayer(
-            d_model, nhead, dim_feedforward or 2 * d_model, dropout, activation="gelu", batch_first=True, norm_first=True
+            d_model, nhead, ff, dropout, activation="gelu", batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
         self._init_embeddings()
