@@ -83,6 +83,7 @@ class TestAggregatorContract:
         assert isinstance(out, tuple) and len(out) == 2
         z, weights = out
         torch.testing.assert_close(z, agg(x, pad), rtol=0, atol=0)
+        assert agg.has_weights == (name in WEIGHTED)
         if name not in WEIGHTED:
             assert weights is None
             return
@@ -198,6 +199,8 @@ class TestAggregatorContract:
             agg(torch.randn(2, 3, F), torch.zeros(2, 3, dtype=torch.long))
         with pytest.raises(ValueError, match="pad_mask has shape"):
             agg(torch.randn(2, 3, F), torch.zeros(2, 4, dtype=torch.bool))
+        with pytest.raises(ValueError, match=r"no slices \(N = 0\)"):
+            agg(torch.randn(2, 0, F))
         with pytest.raises(TypeError, match="floating-point"):
             agg(torch.ones(2, 3, F, dtype=torch.long))
 
