@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from medzoo.heads.base import HEADS, LEVELS, FeatureInfo, Head, create_head, default_label_names, list_heads
 from medzoo.heads.medicalnet import MedicalNetSegHead
+from medzoo.heads.vector import ClassificationHead, MultilabelHead, RegressionHead
 
 __all__ = [
     "HEADS",
+    "ClassificationHead",
+    "MultilabelHead",
+    "RegressionHead",
     "LEVELS",
     "FeatureInfo",
     "Head",
