@@ -24,7 +24,17 @@ from torch import Tensor, nn
 
 from medzoo.registry import Registry
 
-__all__ = ["HEADS", "LEVELS", "FeatureInfo", "Head", "create_head", "list_heads", "default_label_names", "dense_activate"]
+__all__ = [
+    "HEADS",
+    "LEVELS",
+    "FeatureInfo",
+    "Head",
+    "HeadArgumentError",
+    "create_head",
+    "default_label_names",
+    "dense_activate",
+    "list_heads",
+]
 
 HEADS = Registry("head type")
 
@@ -53,6 +63,14 @@ class FeatureInfo:
     spatial_dims: int = 3
 
 
+class HeadArgumentError(ValueError):
+    """A head argument is missing or invalid; ``arg`` names it (``create_model`` reports ``tasks.<task>.<arg>``)."""
+
+    def __init__(self, arg: str, message: str) -> None:
+        super().__init__(message)
+        self.arg = arg
+
+
 def default_label_names(n: int) -> tuple[str, ...]:
     """``("class_0", ..., "class_{n-1}")``."""
     return tuple(f"class_{i}" for i in range(n))
@@ -63,16 +81,16 @@ def _resolve_labels(num_classes: int | None, labels: Sequence[str] | None, what:
     if labels is not None:
         labels = tuple(str(lab) for lab in labels)
         if len(set(labels)) != len(labels):
-            raise ValueError(f"{what}: labels must be unique, got {list(labels)}")
+            raise HeadArgumentError("labels", f"{what}: labels must be unique, got {list(labels)}")
         if num_classes is not None and num_classes != len(labels):
-            raise ValueError(f"{what}: num_classes={num_classes} but {len(labels)} labels were given")
+            raise HeadArgumentError("num_classes", f"{what}: num_classes={num_classes} but {len(labels)} labels")
         if not labels:
-            raise ValueError(f"{what}: labels must not be empty")
+            raise HeadArgumentError("labels", f"{what}: labels must not be empty")
         return labels
     if num_classes is None:
-        raise ValueError(f"{what}: num_classes is required")
+        raise HeadArgumentError("num_classes", f"{what}: num_classes is required")
     if int(num_classes) < 1:
-        raise ValueError(f"{what}: num_classes must be >= 1, got {num_classes}")
+        raise HeadArgumentError("num_classes", f"{what}: num_classes must be >= 1, got {num_classes}")
     return default_label_names(int(num_classes))
 
 
@@ -115,7 +133,8 @@ def create_head(type_name: str, info: FeatureInfo, **kwargs: Any) -> Head:
 
     Example:
         >>> from medzoo.heads import FeatureInfo, create_head
-        >>> info = FeatureInfo((8, 8, 16, 32, 64), ((2,) * 3, (4,) * 3, (8,) * 3, (16,) * 3, (32,) * 3), 32, 64)
+        >>> reductions = ((2,) * 3, (4,) * 3, (8,) * 3, (16,) * 3, (32,) * 3)
+        >>> info = FeatureInfo((8, 8, 16, 32, 64), reductions, output_stride=32, in_features=64)
         >>> create_head("classification", info, num_classes=3).label_names
         ('class_0', 'class_1', 'class_2')
     """
@@ -127,7 +146,9 @@ def list_heads() -> list[str]:
     return HEADS.list()
 
 
-def dense_activate(logits: Tensor, input_size: Sequence[int] | None = None, threshold: float = 0.5) -> dict[str, Tensor]:
+def dense_activate(
+    logits: Tensor, input_size: Sequence[int] | None = None, threshold: float = 0.5
+) -> dict[str, Tensor]:
     """Activate segmentation logits ``[B, K, *spatial]``.
 
     Logits smaller than ``input_size`` are first resized to it (linear interpolation of the logits). ``K == 1`` is

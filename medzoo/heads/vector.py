@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from medzoo.heads.base import HEADS, Head, _resolve_labels
+from medzoo.heads.base import HEADS, Head, HeadArgumentError, _resolve_labels
 
 __all__ = ["ClassificationHead", "MultilabelHead", "RegressionHead"]
 
@@ -25,7 +25,7 @@ class _LinearHead(Head):
     def __init__(self, in_features: int, out_features: int, dropout: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise HeadArgumentError("dropout", f"dropout must be in [0, 1), got {dropout}")
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(in_features, out_features)
 
@@ -72,13 +72,14 @@ def _thresholds(thresholds: float | Sequence[float] | Mapping[str, float] | None
     if isinstance(thresholds, Mapping):
         unknown = sorted(set(thresholds) - set(labels))
         if unknown:
-            raise ValueError(f"multilabel head: thresholds for unknown labels {unknown}; labels are {list(labels)}")
+            raise HeadArgumentError("thresholds", f"multilabel head: thresholds for unknown labels {unknown}; "
+                                    f"labels are {list(labels)}")
         return torch.tensor([float(thresholds.get(lab, 0.5)) for lab in labels])
     if isinstance(thresholds, (int, float)):
         return torch.full((len(labels),), float(thresholds))
     values = [float(t) for t in thresholds]
     if len(values) != len(labels):
-        raise ValueError(f"multilabel head: {len(values)} thresholds for {len(labels)} labels")
+        raise HeadArgumentError("thresholds", f"multilabel head: {len(values)} thresholds for {len(labels)} labels")
     return torch.tensor(values)
 
 
@@ -105,7 +106,7 @@ class MultilabelHead(_LinearHead):
         thresholds: float | Sequence[float] | Mapping[str, float] | None = None, dropout: float = 0.0,
     ) -> None:
         if labels is None:
-            raise ValueError("multilabel head: labels (the label names) are required")
+            raise HeadArgumentError("labels", "multilabel head: labels (the label names) are required")
         label_names = _resolve_labels(num_classes, labels, "multilabel head")
         super().__init__(in_features, len(label_names), dropout)
         self.label_names = label_names
@@ -121,14 +122,16 @@ def _ranges(outputs: Sequence[str] | Mapping[str, Sequence[float] | None]) -> tu
     """Names, lower bounds and spans of the regression outputs (no range -> identity scaling)."""
     items = list(outputs.items()) if isinstance(outputs, Mapping) else [(name, None) for name in outputs]
     if not items:
-        raise ValueError("regression head: outputs must name at least one output")
+        raise HeadArgumentError("outputs", "regression head: outputs must name at least one output")
     names, lows, spans = [], [], []
     for name, rng in items:
         if rng is None:
             lo, hi = 0.0, 1.0
         else:
             if len(rng) != 2 or float(rng[1]) <= float(rng[0]):
-                raise ValueError(f"regression head: output {name!r} needs a range [low, high] with high > low, got {rng}")
+                raise HeadArgumentError(
+                    "outputs", f"regression head: output {name!r} needs a range [low, high] with high > low, got {rng}"
+                )
             lo, hi = float(rng[0]), float(rng[1])
         names.append(str(name))
         lows.append(lo)
@@ -162,7 +165,7 @@ class RegressionHead(_LinearHead):
         dropout: float = 0.0,
     ) -> None:
         if outputs is None:
-            raise ValueError("regression head: outputs (the output names, optionally with ranges) are required")
+            raise HeadArgumentError("outputs", "regression head: outputs (names, optionally with ranges) are required")
         names, lows, spans = _ranges(outputs)
         super().__init__(in_features, len(names), dropout)
         self.label_names = names

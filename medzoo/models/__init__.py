@@ -8,7 +8,8 @@ Example:
 
 from __future__ import annotations
 
+from medzoo.models.factory import build_heads, create_model
 from medzoo.models.multitask import LEVEL_INPUT, MultiTaskModel
 from medzoo.models.series import encode_series, pool_features
 
-__all__ = ["LEVEL_INPUT", "MultiTaskModel", "encode_series", "pool_features"]
+__all__ = ["LEVEL_INPUT", "MultiTaskModel", "build_heads", "create_model", "encode_series", "pool_features"]
