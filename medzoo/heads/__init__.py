@@ -1,0 +1,29 @@
+"""Task heads: segmentation decoders, MedicalNet's seg head, classification, multilabel and regression.
+
+Heads return logits; only ``MultiTaskModel.predict`` (through :meth:`Head.activate`) applies activations.
+
+Example:
+    >>> from medzoo.heads import list_heads
+    >>> "medicalnet_seg" in list_heads()
+    True
+"""
+
+from __future__ import annotations
+
+from medzoo.heads.base import HEADS, LEVELS, FeatureInfo, Head, create_head, default_label_names, list_heads
+from medzoo.heads.medicalnet import MedicalNetSegHead
+from medzoo.heads.vector import ClassificationHead, MultilabelHead, RegressionHead
+
+__all__ = [
+    "HEADS",
+    "ClassificationHead",
+    "MultilabelHead",
+    "RegressionHead",
+    "LEVELS",
+    "FeatureInfo",
+    "Head",
+    "MedicalNetSegHead",
+    "create_head",
+    "default_label_names",
+    "list_heads",
+]

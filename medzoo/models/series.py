@@ -1,0 +1,139 @@
+"""Series (variable-length multi-slice) encoding.
+
+A batch of series is ``x [B, N, C, H, W]`` (slices, encoded with the encoder's 2D path) or ``x [B, N, C, d, H, W]``
+(slabs, 3D), with ``pad_mask [B, N]`` (bool, True = padding, PyTorch's convention). Only the valid items are
+encoded: they are packed into as few encoder calls as ``max_items_per_chunk`` allows, pooled per item, and
+scattered back to ``[B, N, F]`` (zeros at padded positions). Padded items never reach the encoder, so in training
+mode they cannot leak into batch-norm statistics either, and the result of a series does not depend on what it is
+batched with (in eval mode).
+
+``mode="dense"`` encodes all ``B * N`` items instead (the MILModel way); it is what exports use (DECISIONS 16), and
+the benchmark's baseline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+__all__ = ["check_series", "encode_series", "pool_features", "scatter_items"]
+
+Encoder = Callable[[Tensor], Sequence[Tensor]]
+
+
+def pool_features(fmap: Tensor) -> Tensor:
+    """Global average pooling of a feature map ``[B, F, *spatial] -> [B, F]``."""
+    return fmap.flatten(2).mean(dim=-1)
+
+
+def check_series(x: Tensor, pad_mask: Tensor | None) -> Tensor:
+    """Validate a series batch and return its ``pad_mask`` (all False when ``None``).
+
+    Raises:
+        ValueError: wrong ranks or shapes, a non-bool mask, or a series with no valid item.
+    """
+    if x.dim() not in (5, 6):
+        raise ValueError(
+            f"a series input must be [B, N, C, H, W] (slices) or [B, N, C, d, H, W] (slabs), got shape {tuple(x.shape)}"
+        )
+    if pad_mask is None:
+        return torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+    if pad_mask.dtype != torch.bool:
+        raise ValueError(f"pad_mask must be a bool tensor (True = padding), got dtype {pad_mask.dtype}")
+    if tuple(pad_mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"pad_mask must have shape [B, N] = {tuple(x.shape[:2])}, got {tuple(pad_mask.shape)}")
+    empty = pad_mask.all(dim=1).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"series {empty} of the batch have no valid item (pad_mask is all True); drop them first")
+    return pad_mask.to(x.device)
+
+
+@contextlib.contextmanager
+def _frozen_norm_stats(module: nn.Module) -> Iterator[None]:
+    """Keep batch-norm running statistics unchanged while a checkpointed chunk is recomputed in backward."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def _encode_pooled(encoder: Encoder, items: Tensor, checkpoint: bool) -> Tensor:
+    """Encode one chunk ``[M, C, ...]`` and pool its last map to ``[M, F]``, optionally with checkpointing."""
+    if not (checkpoint and torch.is_grad_enabled()):
+        return pool_features(encoder(items)[-1])
+    calls = [0]
+
+    def run(t: Tensor) -> Tensor:
+        calls[0] += 1
+        # The second call is the recomputation during backward: it must not update BN statistics again.
+        ctx = _frozen_norm_stats(encoder) if calls[0] > 1 and isinstance(encoder, nn.Module) else contextlib.nullcontext()
+        with ctx:
+            return pool_features(encoder(t)[-1])
+
+    return _checkpoint(run, items, use_reentrant=False)
+
+
+def scatter_items(values: Tensor, index: Tensor, batch_shape: Sequence[int]) -> Tensor:
+    """Place per-item rows ``values [M, F]`` at flat positions ``index [M]`` of a zero ``[B, N, F]`` tensor."""
+    b, n = batch_shape
+    out = values.new_zeros(b * n, *values.shape[1:])
+    return out.index_copy(0, index, values).view(b, n, *values.shape[1:])
+
+
+def encode_series(
+    encoder: Encoder,
+    x: Tensor,
+    pad_mask: Tensor | None = None,
+    *,
+    max_items_per_chunk: int = 64,
+    checkpoint: bool = False,
+    mode: str = "packed",
+) -> Tensor:
+    """Encode a batch of series into per-item pooled features.
+
+    Args:
+        encoder: callable returning the feature list for ``[M, C, H, W]`` or ``[M, C, d, H, W]``.
+        x: ``[B, N, C, H, W]`` or ``[B, N, C, d, H, W]``.
+        pad_mask: ``[B, N]`` bool, True = padding; ``None`` means every item is valid.
+        max_items_per_chunk: at most this many items go through the encoder in one call.
+        checkpoint: recompute each chunk's activations in backward (bounded training memory); BN running
+            statistics are updated once, as without checkpointing.
+        mode: ``"packed"`` encodes valid items only; ``"dense"`` encodes all ``B * N`` items.
+
+    Returns:
+        ``[B, N, F]`` pooled features, zero at padded positions.
+
+    Example:
+        >>> import torch
+        >>> enc = lambda t: [t.flatten(2).mean(-1, keepdim=True)]
+        >>> encode_series(enc, torch.ones(2, 3, 4, 8, 8), torch.tensor([[False] * 3, [False, True, True]])).shape
+        torch.Size([2, 3, 4])
+    """
+    if max_items_per_chunk < 1:
+        raise ValueError(f"max_items_per_chunk must be >= 1, got {max_items_per_chunk}")
+    if mode not in ("packed", "dense"):
+        raise ValueError(f"mode must be 'packed' or 'dense', got {mode!r}")
+    pad_mask = check_series(x, pad_mask)
+    flat = x.flatten(0, 1)
+    if mode == "packed":
+        index = (~pad_mask).flatten().nonzero().flatten()
+        flat = flat.index_select(0, index)
+    else:
+        index = torch.arange(flat.shape[0], device=x.device)
+    n_calls = math.ceil(flat.shape[0] / max_items_per_chunk)
+    size = math.ceil(flat.shape[0] / n_calls)  # even chunks: as few calls as allowed, balanced
+    pooled = torch.cat([_encode_pooled(encoder, chunk, checkpoint) for chunk in flat.split(size)])
+    out = scatter_items(pooled, index, x.shape[:2])
+    return out.masked_fill(pad_mask.unsqueeze(-1), 0.0) if mode == "dense" else out
