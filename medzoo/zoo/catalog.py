@@ -192,9 +192,9 @@ def add_entry(catalog_path: str | os.PathLike, spec: WeightsSpec, *, replace: bo
 
 
 def _prune(v: Any) -> Any:
-    """Drop None values and empty containers from mappings, for compact YAML."""
+    """Drop None values and empty containers from mappings, for compact YAML (``sha256: null`` stays explicit)."""
     if isinstance(v, dict):
-        return {k: _prune(x) for k, x in v.items() if x is not None and x != [] and x != {}}
+        return {k: _prune(x) for k, x in v.items() if k == "sha256" or (x is not None and x != [] and x != {})}
     if isinstance(v, list):
         return [_prune(x) for x in v]
     return v
