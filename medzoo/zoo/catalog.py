@@ -35,18 +35,12 @@ from typing import Any
 
 import yaml
 
+from medzoo.zoo.download import atomic_write_bytes, cache_root, file_lock
 from medzoo.zoo.spec import SpecError, WeightsSpec
 
 __all__ = [
-    "CATALOG_ENV",
-    "CatalogError",
-    "add_entry",
-    "catalog_paths",
-    "default_catalog_path",
-    "get_entry",
-    "list_entries",
-    "load_catalog",
-    "read_catalog_file",
+    "CATALOG_ENV", "CatalogError", "add_entry", "catalog_paths", "default_catalog_path", "get_entry",
+    "list_entries", "load_catalog", "read_catalog_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,8 +60,6 @@ def default_catalog_path() -> Path:
 
 def catalog_paths(path: str | os.PathLike | None = None) -> list[Path]:
     """The catalog files that are read, in order (see the module docstring)."""
-    from medzoo.zoo.download import cache_root  # local import: download imports catalog users, not vice versa
-
     base = Path(path) if path is not None else Path(os.environ.get(CATALOG_ENV) or default_catalog_path())
     if not base.is_file():
         how = "the path given" if path is not None else (f"${CATALOG_ENV}" if os.environ.get(CATALOG_ENV)
@@ -169,8 +161,6 @@ def add_entry(catalog_path: str | os.PathLike, spec: WeightsSpec, *, replace: bo
         ValueError: an entry with that name exists and ``replace`` is False.
         CatalogError: the file is invalid before or after the change (nothing is written then).
     """
-    from medzoo.zoo.download import atomic_write_bytes, file_lock
-
     path = Path(catalog_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(path.name + ".lock")):

@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -47,21 +48,9 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "HOME_ENV",
-    "OFFLINE_ENV",
-    "DownloadError",
-    "IntegrityError",
-    "OfflineError",
-    "UnpinnedError",
-    "atomic_write_bytes",
-    "cache_path",
-    "cache_root",
-    "download",
-    "download_all",
-    "file_lock",
-    "is_offline",
-    "read_pins",
-    "sha256_file",
+    "HOME_ENV", "OFFLINE_ENV", "DownloadError", "IntegrityError", "OfflineError", "UnpinnedError",
+    "atomic_write_bytes", "cache_path", "cache_root", "download", "download_all", "file_lock", "is_offline",
+    "read_pins", "sha256_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,9 +116,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temp file next to ``path``, fsync it, then ``os.replace`` it into place."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -216,9 +206,13 @@ def _download_one(spec: WeightsSpec | None, file: FileSpec, *, cache_dir: str | 
     dest = cache_path(spec, file, cache_dir)
     label = f"{spec.name} ({file.name})" if spec is not None else file.name
     opts = {"progress": progress, "retries": max(1, retries), "offline": is_offline(offline), "label": label}
-    sha, size, record = _expected(file, cache_root(cache_dir), allow_unpinned, label)
+    if not (file.pinned or allow_unpinned):
+        raise UnpinnedError(
+            f"{label}: the catalog pins no sha256 for {file.url}, so its content cannot be verified. Pass "
+            f"allow_unpinned=True (CLI: --allow-unpinned) to download it anyway and record its hash on first fetch.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(dest.with_name(dest.name + ".lock")):
+        sha, size, record = _expected(file, cache_root(cache_dir), label)
         got = _cached(dest, sha, size)
         if got is None:
             got = _fetch(file, dest, sha, size, opts)
@@ -247,14 +241,10 @@ def _resolve(spec_or_file: WeightsSpec | FileSpec | str, part: str | None) -> tu
     raise KeyError(f"weights {spec_or_file.name!r} have no file for part {part!r}; files hold parts {parts}")
 
 
-def _expected(file: FileSpec, root: Path, allow_unpinned: bool, label: str) -> tuple[str | None, int | None, bool]:
+def _expected(file: FileSpec, root: Path, label: str) -> tuple[str | None, int | None, bool]:
     """(sha256, size, record_after) to verify against: the catalog's, else the recorded pin, else none yet."""
     if file.pinned:
         return file.sha256, file.size, False
-    if not allow_unpinned:
-        raise UnpinnedError(
-            f"{label}: the catalog pins no sha256 for {file.url}, so its content cannot be verified. Pass "
-            f"allow_unpinned=True (CLI: --allow-unpinned) to download it anyway and record its hash on first fetch.")
     pin = read_pins(root).get(file.url)
     if pin is not None:
         if file.size is not None and pin["size"] != file.size:
@@ -289,8 +279,15 @@ def _cached(dest: Path, sha: str | None, size: int | None) -> str | None:
         stamp.unlink(missing_ok=True)
         return None
     if old.get("sha256") != got or not all(old.get(k) == v for k, v in fresh.items()):
-        atomic_write_bytes(stamp, json.dumps({"sha256": got, **fresh}).encode("utf-8"))
+        _write_stamp(dest, got)
     return got
+
+
+def _write_stamp(dest: Path, sha: str) -> None:
+    """Remember that ``dest`` (at its current size and mtime) was verified to have ``sha``."""
+    st = dest.stat()
+    stamp = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    atomic_write_bytes(dest.with_name(dest.name + ".verified"), json.dumps(stamp).encode("utf-8"))
 
 
 def _is_local(src: str) -> bool:
@@ -325,7 +322,7 @@ def _fetch(file: FileSpec, dest: Path, sha: str | None, size: int | None, opts: 
         else:
             os.replace(part, dest)
             _meta_path(part).unlink(missing_ok=True)
-            _cached(dest, got, size)  # writes the verified stamp (hash already known: cheap re-check of size)
+            _write_stamp(dest, got)
             log.info("%s: verified sha256 %s, saved to %s", opts["label"], got, dest)
             return got
         log.warning("%s: %s", opts["label"], errors[-1])

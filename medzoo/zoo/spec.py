@@ -28,18 +28,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 __all__ = [
-    "Architecture",
-    "FileSpec",
-    "Preprocessing",
-    "SpecError",
-    "TaskSpec",
-    "WeightsSpec",
-    "FILE_FORMATS",
-    "FILE_PARTS",
-    "NORMALISATIONS",
-    "TASK_LEVELS",
-    "TASK_TYPES",
-    "URL_SCHEMES",
+    "Architecture", "FileSpec", "Preprocessing", "SpecError", "TaskSpec", "WeightsSpec",
+    "FILE_FORMATS", "FILE_PARTS", "MODEL_PARTS", "NORMALISATIONS", "TASK_LEVELS", "TASK_TYPES", "URL_SCHEMES",
 ]
 
 TASK_TYPES = ("classification", "multilabel", "regression", "segmentation")
@@ -54,6 +44,7 @@ OUTPUT_STRIDES = (8, 16, 32)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9][a-z0-9_\-]*)*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$")
 
 
 class SpecError(ValueError):
@@ -405,7 +396,7 @@ class WeightsSpec:
             raise ctx.sub("files").fail(f"file names must be unique within an entry, got {names}")
         pre = d.get("preprocessing")
         return cls(
-            name=name, version=_str(d["version"], ctx.sub("version")),
+            name=name, version=_version(d["version"], ctx.sub("version")),
             architecture=Architecture.from_dict(d["architecture"], ctx.sub("architecture")),
             parts=_parts(d["parts"], tasks, ctx.sub("parts")), files=files,
             license=_str(d["license"], ctx.sub("license")), source=_str(d["source"], ctx.sub("source")),
@@ -420,6 +411,13 @@ class WeightsSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts, str, numbers, None) that ``from_dict`` accepts back unchanged."""
         return _plain(dataclasses.asdict(self))
+
+
+def _version(v: Any, ctx: _Ctx) -> str:
+    v = _str(v, ctx)
+    if not _VERSION_RE.match(v) or ".." in v:
+        raise ctx.fail(f"expected a version like '1.0' or '2024.1-rc1' (letters, digits, . _ + -), got {v!r}")
+    return v
 
 
 def _parts(v: Any, tasks: dict[str, TaskSpec], ctx: _Ctx) -> tuple[str, ...]:

@@ -135,6 +135,8 @@ def _with(path: str, value):
     ("preprocessing.intensity_window", KeyError, "preprocessing.intensity_window", "needs an intensity_window"),
     ("parts", ["encoder", "heads.nope"], "parts[1]", "heads.<task>"),
     ("version", 1.0, "version", "quote numbers"),
+    ("version", "../../etc", "version", "expected a version"),
+    ("files.0.filename", "..", "files[0].filename", "file name"),
     ("name", "Tiny Covid", "name", "lowercase dotted"),
     ("license", KeyError, "<root>", "missing required key(s) ['license']"),
     ("colour", "blue", "<root>", "unknown key(s) ['colour']"),

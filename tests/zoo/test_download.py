@@ -161,12 +161,14 @@ def test_unpinned_refused_without_flag_and_recorded_with_it(http_server, medzoo_
     assert not path.exists()
 
 
-def test_file_url_and_plain_path_sources(tmp_path, medzoo_home):
+def test_file_url_and_plain_path_sources(tmp_path, medzoo_home, monkeypatch):
     src = tmp_path / "local.bin"
     src.write_bytes(DATA)
+    monkeypatch.setenv("MEDZOO_OFFLINE", "1")  # local sources need no network, so offline mode allows them
     for url in (src.as_uri(), str(src)):
         spec = FileSpec(url=url, sha256=SHA, size=len(DATA), format="safetensors", filename=f"{len(url)}.bin")
-        assert download(spec, progress=False).read_bytes() == DATA
+        path = download(spec, progress=False)
+        assert path.read_bytes() == DATA and path != src
     src.write_bytes(tampered())
     spec = FileSpec(url=str(src), sha256=SHA, size=len(DATA), format="safetensors", filename="t.bin")
     with pytest.raises(IntegrityError, match=str(src)):
