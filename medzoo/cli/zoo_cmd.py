@@ -51,8 +51,12 @@ def _human(n: int | None) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Print a table of registered encoders and one of catalog entries matching ``args.pattern``."""
+    """Print a table of registered encoders and one of catalog entries matching ``args.pattern``.
+
+    ``pinned`` is ``yes`` (sha256 in the catalog), ``recorded`` (unpinned, hash recorded on first fetch) or ``no``.
+    """
     from medzoo.zoo.catalog import get_entry, list_entries
+    from medzoo.zoo.download import read_pins
 
     try:
         from medzoo.encoders import list_encoders
@@ -64,12 +68,16 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"Encoders ({len(encoders)})")
         print(_table(["name"], [[e] for e in encoders]) if encoders else "  (none match)")
         print()
-    names = list_entries(args.pattern, catalog=args.catalog)
+    pins = read_pins()
     rows = []
-    for name in names:
+    for name in list_entries(args.pattern, catalog=args.catalog):
         spec = get_entry(name, catalog=args.catalog)
+        recorded = all(f.pinned or f.url in pins for f in spec.files)
+        size = spec.size if spec.size is not None or not recorded else sum(
+            f.size if f.size is not None else pins[f.url]["size"] for f in spec.files)
+        pinned = "yes" if spec.pinned else ("recorded" if recorded else "no")
         rows.append([name, spec.architecture.encoder, ",".join(spec.parts), ",".join(spec.tasks) or "-",
-                     "yes" if spec.pinned else "no", _human(spec.size)])
+                     pinned, _human(size)])
     print(f"Weights ({len(rows)})")
     print(_table(["name", "encoder", "parts", "tasks", "pinned", "size"], rows) if rows else "  (none match)")
     return 0
@@ -83,7 +91,7 @@ def run_info(args: argparse.Namespace) -> int:
     from medzoo.zoo.download import cache_path
 
     spec = get_entry(args.name, catalog=args.catalog)
-    print(yaml.safe_dump(spec.to_dict(), sort_keys=False, width=110).rstrip())
+    print(yaml.safe_dump(spec.to_dict(), sort_keys=False, width=110, default_flow_style=None).rstrip())
     for f in spec.files:
         path = cache_path(spec, f)
         print(f"# {f.name}: {'cached at ' + str(path) if path.is_file() else 'not cached'}"

@@ -191,7 +191,7 @@ def _prune(v: Any) -> Any:
 
 
 def _entry_yaml(spec: WeightsSpec) -> str:
-    body = yaml.safe_dump([_prune(spec.to_dict())], sort_keys=False, default_flow_style=False, width=110)
+    body = yaml.safe_dump([_prune(spec.to_dict())], sort_keys=False, default_flow_style=None, width=110)
     return "".join("  " + line if line.strip() else line for line in body.splitlines(keepends=True))
 
 

@@ -235,3 +235,15 @@ def test_cli_list_and_info(capsys, medzoo_home):
     body = yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("#")))
     assert WeightsSpec.from_dict(body) == get_entry("resnet34.medicalnet23", catalog=CATALOG)
     assert "not cached" in out and "--allow-unpinned" in out
+
+
+def test_cli_list_shows_recorded_pins(capsys, medzoo_home):
+    import json
+
+    url = get_entry("resnet10.medicalnet8", catalog=CATALOG).files[0].url
+    medzoo_home.mkdir(parents=True)
+    (medzoo_home / "pins.json").write_text(json.dumps({url: {"sha256": "ab" * 32, "size": 57_500_000}}))
+    assert _cli(["list", "resnet10.*", "--catalog", str(CATALOG)]) == 0
+    rows = {r.split()[0]: r.split() for r in capsys.readouterr().out.splitlines() if r.startswith("resnet10.")}
+    assert rows["resnet10.medicalnet8"][4:] == ["recorded", "57.5", "MB"]
+    assert rows["resnet10.medicalnet23"][4:] == ["no", "?"]

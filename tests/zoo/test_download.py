@@ -43,13 +43,21 @@ def leftovers(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.glob(path.name + ".part*"))
 
 
-def test_download_verifies_and_cache_hit_does_not_refetch(http_server, medzoo_home):
+def test_download_verifies_and_cache_hit_does_not_refetch(http_server, medzoo_home, monkeypatch):
+    import medzoo.zoo.download as dl
+
     spec = pinned(http_server.add("w.safetensors", DATA))
+    hashed = []
+    real = dl.sha256_file
+    monkeypatch.setattr(dl, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
     path = download(spec, progress=False)
     assert path.read_bytes() == DATA
     assert path == cache_path(None, spec) and medzoo_home in path.parents
-    assert leftovers(path) == []
-    assert download(spec, progress=False) == path
+    assert leftovers(path) == [] and hashed == ["w.safetensors.part"]
+    assert download(spec, progress=False) == path  # verified stamp matches: no re-hash, no request
+    assert http_server.count("w.safetensors") == 1 and hashed == ["w.safetensors.part"]
+    os.utime(path, ns=(1, 1))  # the file changed on disk (mtime): the next hit re-hashes it
+    assert download(spec, progress=False) == path and hashed[-1] == "w.safetensors"
     assert http_server.count("w.safetensors") == 1
 
 
