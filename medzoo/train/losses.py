@@ -523,7 +523,8 @@ class DiceCELoss(nn.Module):
     """
 
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, class_weight: WeightLike = None,
-                 ignore_index: int = -1, match_size: bool = False, sigmoid: bool = False, **dice_kwargs: object) -> None:
+                 ignore_index: int = -1, match_size: bool = False, sigmoid: bool = False,
+                 **dice_kwargs: object) -> None:
         super().__init__()
         self.dice_weight, self.ce_weight, self.sigmoid = float(dice_weight), float(ce_weight), sigmoid
         self.ignore_index, self.match_size, self.dice_kwargs = ignore_index, match_size, dice_kwargs
