@@ -52,6 +52,7 @@ def _np(x: Any, dtype: type = np.float64) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ segmentation
 def _overlaps(pred: Tensor, target: Tensor, num_classes: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """Per sample and class: |P ∩ T|, |P|, |T| as float64 ``[B, C]``."""
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
     if num_classes is not None:
         if pred.shape != target.shape:
             raise ValueError(f"label maps must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
@@ -84,7 +85,8 @@ def dice_per_class(pred: Tensor, target: Tensor, num_classes: int | None = None,
     """Dice ``2|P∩T| / (|P| + |T|)`` per sample and class.
 
     Args:
-        pred: label map ``[B, *S]`` (with ``num_classes``) or binary one-hot ``[B, C, *S]`` (without).
+        pred: label map ``[B, *S]`` (with ``num_classes``) or binary one-hot ``[B, C, *S]`` (without); a tensor
+            or an array.
         target: same form as ``pred``.
         num_classes: the number of classes of label maps; None means the inputs are one-hot.
         include_background: keep class 0.
@@ -193,7 +195,7 @@ class AurocCI:
     """AUROC point estimates with percentile bootstrap intervals.
 
     Attributes:
-        auroc: ``[L]`` per-label AUROC on the full data.
+        auroc: ``[L]`` per-label AUROC on the full data (``L = 1`` for ``[N]`` inputs).
         lower: ``[L]`` lower bounds; ``upper``: ``[L]`` upper bounds (NaN when undefined in every replicate).
         mean: mean AUROC; ``mean_lower`` / ``mean_upper`` its interval.
         n_boot: number of replicates; ``level``: the coverage (0.95).

@@ -7,6 +7,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from monai.metrics import DiceMetric, MeanIoU
 
 from medzoo.train.metrics import (
@@ -65,6 +67,7 @@ def test_dice_and_iou_match_monai(include_background, ignore_empty):
     if ignore_empty:
         assert torch.isnan(dice_per_class(pred, target, 4)[1, 2])
     np.testing.assert_array_equal(dice_per_class(p1, t1, **kw).numpy(), dice_per_class(pred, target, 4, **kw).numpy())
+    np.testing.assert_array_equal(iou_per_class(pred.numpy(), target.numpy(), 4, **kw).numpy(), pairs[1][0].numpy())
 
 
 def test_dice_iou_hand_example_and_errors():
@@ -94,6 +97,15 @@ def test_auroc_matches_brute_force_pairs_with_ties_and_nan():
     np.testing.assert_allclose(ours, ref, rtol=1e-12, equal_nan=True)
     assert mean_auroc(scores, targets) == pytest.approx(np.mean(ref[[0, 1, 2, 4]]), rel=1e-12)
     assert auroc(scores[:, 0], targets[:, 0]) == pytest.approx(ref[0], rel=1e-12)
+
+
+@settings(deadline=None, derandomize=True, max_examples=40)
+@given(st.lists(st.tuples(st.integers(0, 4), st.sampled_from([0.0, 1.0, float("nan")])), min_size=1, max_size=25))
+def test_auroc_property_matches_brute_force(rows):
+    scores = np.array([r[0] for r in rows], dtype=float) / 4  # few distinct values: many ties
+    targets = np.array([r[1] for r in rows])
+    ours, ref = auroc(scores, targets), _brute_auroc(scores, targets)
+    assert (np.isnan(ours) and np.isnan(ref)) or ours == pytest.approx(ref, rel=1e-12)
 
 
 def test_auroc_is_rank_based_and_checks_input():
