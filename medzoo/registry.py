@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -58,20 +59,25 @@ class Registry:
     def _unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self._items, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Valid names: {', '.join(sorted(self._items))}"
+        return f"unknown {self.kind} {name!r}.{hint} Valid names: {', '.join(self.list())}"
 
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a shell-style ``pattern``."""
-        return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))
+        return sorted((n for n in self._items if fnmatch.fnmatch(n, pattern)), key=_natural_key)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.list())
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.list()})"
+
+
+def _natural_key(name: str) -> list:
+    """Sort ``resnet18`` before ``resnet101``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

@@ -3,7 +3,7 @@
 Example:
     >>> from medzoo.encoders import create_encoder, list_encoders
     >>> list_encoders()[:3]
-    ['resnet10', 'resnet101', 'resnet152']
+    ['resnet10', 'resnet18', 'resnet34']
     >>> create_encoder("resnet50", widths=(8, 16, 32, 64)).out_channels
     (8, 32, 64, 128, 256)
 """
