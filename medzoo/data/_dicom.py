@@ -128,7 +128,7 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
     Returns:
         The slice paths, in slice order.
     """
-    pydicom = require_pydicom("write_dicom_series")
+    require_pydicom("write_dicom_series")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -165,7 +165,7 @@ def _pil_to_array(img: Any) -> tuple[np.ndarray, int]:
     if mode == "I":  # 32-bit int container, used by some Pillow versions for 16-bit PNG
         arr = np.asarray(img)
         if arr.min() < 0 or arr.max() > 65535:
-            raise DatasetFormatError(img.filename, f"32-bit integer image with values outside 0..65535")
+            raise DatasetFormatError(img.filename, "32-bit integer image with values outside 0..65535")
         return arr.astype(np.uint16), 16
     if mode in ("L", "1", "P", "LA"):
         img = img.convert("L") if mode != "L" else img

@@ -60,7 +60,8 @@ def test_cached_equals_uncached_ct_and_series(tmp_path):
                     np.diag([2.0, 2.0, 3.0, 1.0]))
         write_nifti(tmp_path / f"l{i}.nii.gz", rng.integers(0, 3, (10, 9, 6)).astype(np.uint8),
                     np.diag([2.0, 2.0, 3.0, 1.0]))
-        recs.append(Record(f"v{i}", f"v{i}", str(tmp_path / f"v{i}.nii.gz"), {}, {"mask": str(tmp_path / f"l{i}.nii.gz")}))
+        recs.append(Record(f"v{i}", f"v{i}", str(tmp_path / f"v{i}.nii.gz"), {},
+                           {"mask": str(tmp_path / f"l{i}.nii.gz")}))
     m = Manifest("msd", tmp_path, recs, {})
     t = ct_preset(train=False, spacing=(3.0, 3.0, 3.0), patch=(8, 8, 8))
     out = prepare(m, tmp_path / "ct", transform=t)
