@@ -1,0 +1,167 @@
+"""DICOM reading and writing (pydicom is an optional dependency: ``pip install medzoo[dicom]``).
+
+A series folder is read as a ``[1, X, Y, Z]`` float32 volume in HU, where X runs along a row (column index),
+Y down the columns (row index) and Z along the slice normal, sorted by ImagePositionPatient projected on the
+normal (file names and order on disk do not matter). The affine maps voxels to RAS+ mm, the same convention
+as nibabel, so a series and its NIfTI conversion give the same array and affine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medzoo.data.manifest import DatasetFormatError
+
+__all__ = ["read_dicom_series", "read_dicom_file", "write_dicom_series", "require_pydicom"]
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def require_pydicom(what: str) -> Any:
+    """Import pydicom or raise an ImportError that says how to install it."""
+    try:
+        import pydicom
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{what} needs pydicom, an optional dependency: pip install 'medzoo[dicom]'") from exc
+    return pydicom
+
+
+def _read(path: Path, pydicom: Any) -> Any:
+    if path.stat().st_size == 0:
+        raise DatasetFormatError(path, "DICOM file is empty (0 bytes)")
+    try:
+        ds = pydicom.dcmread(str(path))
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, ValueError...
+        raise DatasetFormatError(path, f"cannot read DICOM ({type(exc).__name__}: {exc})") from exc
+    return ds, pixels
+
+
+def _tag(ds: Any, path: Path, name: str) -> Any:
+    value = getattr(ds, name, None)
+    if value is None:
+        raise DatasetFormatError(path, f"DICOM slice lacks the {name} tag, needed to build the volume")
+    return value
+
+
+def _hu(ds: Any, pixels: np.ndarray) -> np.ndarray:
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def read_dicom_file(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read one 2-D DICOM image as ``[1, H, W]`` float32 (rescaled; MONOCHROME1 inverted so bright = dense)."""
+    pydicom = require_pydicom(f"reading {path}")
+    ds, pixels = _read(path, pydicom)
+    if pixels.ndim != 2:
+        raise DatasetFormatError(path, f"expected a 2-D DICOM image, got pixel shape {pixels.shape}")
+    arr = _hu(ds, pixels)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        arr = arr.max() + arr.min() - arr
+    spacing = tuple(float(s) for s in getattr(ds, "PixelSpacing", (1.0, 1.0)))
+    meta = {"format": "dicom", "original_shape": arr.shape, "spacing": spacing, "max_value": float(arr.max())}
+    return arr[None], meta
+
+
+def read_dicom_series(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a folder of DICOM slices (hidden files skipped) as ``[1, X, Y, Z]`` float32 HU, with a RAS affine."""
+    pydicom = require_pydicom(f"reading the DICOM series {folder}")
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    if not files:
+        raise DatasetFormatError(folder, "DICOM series folder holds no files")
+    slices = []
+    for f in files:
+        ds, pixels = _read(f, pydicom)
+        orient = np.asarray(_tag(ds, f, "ImageOrientationPatient"), dtype=np.float64)
+        pos = np.asarray(_tag(ds, f, "ImagePositionPatient"), dtype=np.float64)
+        slices.append((f, ds, pixels, orient, pos))
+    _, ds0, px0, orient0, _ = slices[0]
+    row_dir, col_dir = orient0[:3], orient0[3:]
+    normal = np.cross(row_dir, col_dir)
+    for f, _, px, orient, _ in slices:
+        if px.shape != px0.shape or not np.allclose(orient, orient0, atol=1e-4):
+            raise DatasetFormatError(f, f"slice shape {px.shape} / orientation {orient.tolist()} differs from "
+                                        f"{slices[0][0].name} ({px0.shape} / {orient0.tolist()})")
+    slices.sort(key=lambda s: float(np.dot(s[4], normal)))
+    depths = [float(np.dot(s[4], normal)) for s in slices]
+    for a, b, da, db in zip(slices, slices[1:], depths, depths[1:]):
+        if abs(db - da) < 1e-6:
+            raise DatasetFormatError(b[0], f"has the same slice position as {a[0].name}")
+    vol = np.stack([_hu(ds, px) for _, ds, px, _, _ in slices], axis=-1)  # [rows, cols, Z]
+    vol = np.ascontiguousarray(vol.transpose(1, 0, 2))[None]  # [1, X=cols, Y=rows, Z]
+    row_spacing, col_spacing = (float(v) for v in _tag(ds0, files[0], "PixelSpacing"))
+    if len(slices) > 1:
+        step = (slices[-1][4] - slices[0][4]) / (len(slices) - 1)
+    else:
+        step = normal * float(getattr(ds0, "SliceThickness", 1.0) or 1.0)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * col_spacing, col_dir * row_spacing, step, slices[0][4]
+    meta = {"format": "dicom-series", "affine": _LPS_TO_RAS @ lps, "original_shape": tuple(vol.shape[1:]),
+            "spacing": (col_spacing, row_spacing, float(np.linalg.norm(step))),
+            "slice_files": [str(s[0]) for s in slices]}
+    return vol, meta
+
+
+def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: tuple[float, float, float],
+                       origin: tuple[float, float, float] = (0.0, 0.0, 0.0), series_uid_seed: str = "medzoo",
+                       file_names: list[str] | None = None) -> list[Path]:
+    """Write a ``[X, Y, Z]`` HU volume as CT slices (axial, LPS identity orientation), reproducibly.
+
+    Pixels are stored unsigned with RescaleIntercept -1024 so that readers must apply the rescale. The series
+    reads back (``read_dicom_series``) as the same array, with affine ``diag(-sx, -sy, sz)`` and origin
+    ``(-ox, -oy, oz)`` in RAS. UIDs derive from ``series_uid_seed``; no dates are written.
+
+    Args:
+        folder: created if needed.
+        volume: ``[X, Y, Z]`` (or ``[1, X, Y, Z]``) HU values in -1024..64511.
+        spacing: (sx, sy, sz) mm.
+        origin: LPS position of voxel (0, 0, 0).
+        series_uid_seed: makes the UIDs unique per series and reproducible.
+        file_names: optional names per slice, in slice order (default ``IM0001.dcm``...).
+
+    Returns:
+        The slice paths, in slice order.
+    """
+    require_pydicom("write_dicom_series")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    vol = np.asarray(volume)
+    vol = vol[0] if vol.ndim == 4 else vol
+    stored = np.rint(vol.astype(np.float64) + 1024.0)
+    if stored.min() < 0 or stored.max() > 65535:
+        raise ValueError("write_dicom_series: HU values must lie in -1024..64511")
+    stored = stored.astype(np.uint16)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    names = file_names or [f"IM{k + 1:04d}.dcm" for k in range(vol.shape[2])]
+    series_uid = generate_uid(entropy_srcs=[series_uid_seed, "series"])
+    study_uid = generate_uid(entropy_srcs=[series_uid_seed, "study"])
+    paths = []
+    for k in range(vol.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid_seed, str(k)])
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(out / names[k]), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = _CT_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Modality, ds.PatientID, ds.InstanceNumber = "CT", series_uid_seed[:64], k + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * spacing[2])]
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (Y), column spacing (X)
+        ds.SliceThickness = float(spacing[2])
+        ds.Rows, ds.Columns = int(vol.shape[1]), int(vol.shape[0])
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        ds.save_as(str(out / names[k]), enforce_file_format=True)
+        paths.append(out / names[k])
+    return paths
