@@ -39,7 +39,8 @@ def check_series(x: Tensor, pad_mask: Tensor | None) -> Tensor:
     """
     if x.dim() not in (5, 6):
         raise ValueError(
-            f"a series input must be [B, N, C, H, W] (slices) or [B, N, C, d, H, W] (slabs), got shape {tuple(x.shape)}"
+            "a series input must be [B, N, C, H, W] (slices) or [B, N, C, d, H, W] (slabs), "
+            f"got shape {tuple(x.shape)}"
         )
     if pad_mask is None:
         return torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -78,8 +79,8 @@ def _encode_pooled(encoder: Encoder, items: Tensor, checkpoint: bool) -> Tensor:
     def run(t: Tensor) -> Tensor:
         calls[0] += 1
         # The second call is the recomputation during backward: it must not update BN statistics again.
-        ctx = _frozen_norm_stats(encoder) if calls[0] > 1 and isinstance(encoder, nn.Module) else contextlib.nullcontext()
-        with ctx:
+        recompute = calls[0] > 1 and isinstance(encoder, nn.Module)
+        with _frozen_norm_stats(encoder) if recompute else contextlib.nullcontext():
             return pool_features(encoder(t)[-1])
 
     return _checkpoint(run, items, use_reentrant=False)
