@@ -1,0 +1,95 @@
+"""Encoders: the ResNet family on MONAI, registered by name.
+
+Example:
+    >>> from medzoo.encoders import create_encoder, list_encoders
+    >>> list_encoders()[:3]
+    ['resnet10', 'resnet101', 'resnet152']
+    >>> create_encoder("resnet50", widths=(8, 16, 32, 64)).out_channels
+    (8, 32, 64, 128, 256)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medzoo.encoders.base import Encoder, check_encoder_input
+from medzoo.encoders.resnet import DEFAULT_WIDTHS, RESNET_SPECS, ResNetEncoder
+from medzoo.registry import Registry
+
+__all__ = ["ENCODERS", "Encoder", "ResNetEncoder", "create_encoder", "list_encoders", "check_encoder_input",
+           "DEFAULT_WIDTHS", "RESNET_SPECS"]
+
+ENCODERS = Registry("encoder")
+
+
+def _create_resnet(depth: int, **kwargs: Any) -> ResNetEncoder:
+    return ResNetEncoder(depth, name=f"resnet{depth}", **kwargs)
+
+
+@ENCODERS.register("resnet10")
+def resnet10(**kwargs: Any) -> ResNetEncoder:
+    """ResNet-10 (BasicBlock [1,1,1,1], shortcut B), MedicalNet's smallest."""
+    return _create_resnet(10, **kwargs)
+
+
+@ENCODERS.register("resnet18")
+def resnet18(**kwargs: Any) -> ResNetEncoder:
+    """ResNet-18 (BasicBlock [2,2,2,2], shortcut A)."""
+    return _create_resnet(18, **kwargs)
+
+
+@ENCODERS.register("resnet34")
+def resnet34(**kwargs: Any) -> ResNetEncoder:
+    """ResNet-34 (BasicBlock [3,4,6,3], shortcut A)."""
+    return _create_resnet(34, **kwargs)
+
+
+@ENCODERS.register("resnet50")
+def resnet50(**kwargs: Any) -> ResNetEncoder:
+    """ResNet-50 (Bottleneck [3,4,6,3], shortcut B)."""
+    return _create_resnet(50, **kwargs)
+
+
+@ENCODERS.register("resnet101")
+def resnet101(**kwargs: Any) -> ResNetEncoder:
+    """ResNet-101 (Bottleneck [3,4,23,3], shortcut B)."""
+    return _create_resnet(101, **kwargs)
+
+
+@ENCODERS.register("resnet152")
+def resnet152(**kwargs: Any) -> ResNetEncoder:
+    """ResNet-152 (Bottleneck [3,8,36,3], shortcut B)."""
+    return _create_resnet(152, **kwargs)
+
+
+@ENCODERS.register("resnet200")
+def resnet200(**kwargs: Any) -> ResNetEncoder:
+    """ResNet-200 (Bottleneck [3,24,36,3], shortcut B)."""
+    return _create_resnet(200, **kwargs)
+
+
+def create_encoder(name: str, *, in_channels: int = 1, output_stride: int = 32,
+                   widths: tuple[int, ...] | None = None, **kwargs: Any) -> ResNetEncoder:
+    """Build a registered encoder by name.
+
+    Args:
+        name: one of :func:`list_encoders` (resnet10/18/34/50/101/152/200).
+        in_channels: input channels (a 1-channel pretrained stem is adapted when loading, and reported).
+        output_stride: 32, 16 or 8; 8 is MedicalNet's geometry.
+        widths: the four stage widths, for tiny models (default 64, 128, 256, 512).
+        **kwargs: ``shortcut``, ``bias_downsample``, or ``monai.networks.nets.ResNet`` options (``norm``, ``act``).
+
+    Returns:
+        The encoder; see :mod:`medzoo.encoders.base` for its contract.
+
+    Example:
+        >>> enc = create_encoder("resnet10", output_stride=8, widths=(8, 16, 32, 64))
+        >>> enc.reductions[-1]
+        (8, 8, 8)
+    """
+    return ENCODERS.get(name)(in_channels=in_channels, output_stride=output_stride, widths=widths, **kwargs)
+
+
+def list_encoders(pattern: str = "*") -> list[str]:
+    """Registered encoder names matching a shell-style pattern."""
+    return ENCODERS.list(pattern)

@@ -1,0 +1,38 @@
+"""The zoo: weight loading with reports, MedicalNet import, export, catalog and verified downloads.
+
+Names resolve lazily so that ``import medzoo.zoo`` stays cheap.
+
+Example:
+    >>> from medzoo import zoo
+    >>> callable(zoo.load_medicalnet)
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["LoadReport", "load_medicalnet", "from_medicalnet", "detect_architecture", "read_weights",
+           "UnsafeWeightsError", "write_export_dir", "read_export_dir"]
+
+_LAZY = {
+    "LoadReport": "medzoo.zoo.report",
+    "load_medicalnet": "medzoo.zoo.medicalnet",
+    "from_medicalnet": "medzoo.zoo.medicalnet",
+    "detect_architecture": "medzoo.zoo.medicalnet",
+    "read_weights": "medzoo.zoo.state",
+    "UnsafeWeightsError": "medzoo.zoo.state",
+    "write_export_dir": "medzoo.zoo.export",
+    "read_export_dir": "medzoo.zoo.export",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'medzoo.zoo' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
