@@ -55,19 +55,17 @@ def check_series(x: Tensor, pad_mask: Tensor | None) -> Tensor:
 
 
 @contextlib.contextmanager
-def _frozen_norm_stats(module: nn.Module) -> Iterator[None]:
-    """Keep batch-norm running statistics unchanged while a checkpointed chunk is recomputed in backward."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
+def _restored_buffers(module: nn.Module) -> Iterator[None]:
+    """Restore every buffer (BN running statistics) after the block: a checkpointed chunk recomputed in backward
+    must not update them a second time. Works for any implementation that updates the buffers in place (the
+    encoder's 2D path runs a functional twin on the same buffer tensors)."""
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         yield
     finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
 
 
 def _encode_pooled(encoder: Encoder, items: Tensor, checkpoint: bool) -> Tensor:
@@ -80,7 +78,7 @@ def _encode_pooled(encoder: Encoder, items: Tensor, checkpoint: bool) -> Tensor:
         calls[0] += 1
         # The second call is the recomputation during backward: it must not update BN statistics again.
         recompute = calls[0] > 1 and isinstance(encoder, nn.Module)
-        with _frozen_norm_stats(encoder) if recompute else contextlib.nullcontext():
+        with _restored_buffers(encoder) if recompute else contextlib.nullcontext():
             return pool_features(encoder(t)[-1])
 
     return _checkpoint(run, items, use_reentrant=False)
