@@ -131,8 +131,7 @@ def encode_series(
         flat = flat.index_select(0, index)
     else:
         index = torch.arange(flat.shape[0], device=x.device)
-    n_calls = math.ceil(flat.shape[0] / max_items_per_chunk)
-    size = math.ceil(flat.shape[0] / n_calls)  # even chunks: as few calls as allowed, balanced
-    pooled = torch.cat([_encode_pooled(encoder, chunk, checkpoint) for chunk in flat.split(size)])
+    n_calls = math.ceil(flat.shape[0] / max_items_per_chunk)  # as few calls as allowed, balanced sizes
+    pooled = torch.cat([_encode_pooled(encoder, chunk, checkpoint) for chunk in flat.tensor_split(n_calls)])
     out = scatter_items(pooled, index, x.shape[:2])
     return out.masked_fill(pad_mask.unsqueeze(-1), 0.0) if mode == "dense" else out
