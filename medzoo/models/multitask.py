@@ -207,6 +207,14 @@ class MultiTaskModel(nn.Module):
         bad = [t for t in names if self.task_levels[t] != "series"]
         if bad or not names:
             raise ValueError(f"slice_logits needs series-level tasks; got {names} with levels {self.task_levels}")
+        feature_dim = getattr(self.encoder, "feature_dim", None)
+        for t in names:
+            fc = getattr(self.heads[t], "fc", None)
+            if fc is not None and feature_dim is not None and fc.in_features != feature_dim:
+                raise ValueError(
+                    f"slice_logits: task {t!r} reads {fc.in_features} aggregated features, but items have "
+                    f"{feature_dim}; use an aggregator that keeps the feature size (mean, max, attention)"
+                )
         pad_mask = check_series(x, pad_mask)
         items = self.encode_series(x, pad_mask)
         return {t: self.heads[t](items).masked_fill(pad_mask.unsqueeze(-1), 0.0) for t in names}
