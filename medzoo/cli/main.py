@@ -17,7 +17,7 @@ __all__ = ["main", "build_parser"]
 
 # Subcommand modules, in the order ``medzoo --help`` shows them.
 COMMAND_MODULES = [
-    "medzoo.cli.list_cmd",
+    "medzoo.cli.zoo_cmd",
     "medzoo.cli.convert_cmd",
 ]
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
         # User-facing errors: one clear line, no traceback (use -vv for it).
         logging.getLogger("medzoo").debug("traceback", exc_info=True)
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

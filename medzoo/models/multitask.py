@@ -84,8 +84,6 @@ class MultiTaskModel(nn.Module):
         unknown = sorted(set(levels) - set(heads))
         if unknown:
             raise ValueError(f"levels given for tasks without a head: {unknown}; tasks are {sorted(heads)}")
-        if not heads:
-            raise ValueError("a MultiTaskModel needs at least one task head")
         if max_items_per_chunk < 1:
             raise ValueError(f"series.max_items_per_chunk must be >= 1, got {max_items_per_chunk}")
         self.task_levels = {name: levels.get(name, "volume") for name in heads}

@@ -1,0 +1,112 @@
+"""``medzoo list [PATTERN]``, ``medzoo info NAME`` and ``medzoo download NAME``: browse and fetch the zoo."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+
+__all__ = ["add_parser", "run_download", "run_info", "run_list"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``list``, ``info`` and ``download`` subcommands."""
+    p = subparsers.add_parser("list", help="list encoders and catalog weights")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet50*' (default: all)")
+    _catalog_arg(p)
+    p.set_defaults(func=run_list)
+
+    p = subparsers.add_parser("info", help="show the full spec of a catalog entry")
+    p.add_argument("name", help="catalog entry, e.g. resnet18.medicalnet23")
+    _catalog_arg(p)
+    p.set_defaults(func=run_info)
+
+    p = subparsers.add_parser("download", help="download and verify the files of a catalog entry")
+    p.add_argument("name", help="catalog entry, e.g. resnet18.medicalnet23")
+    p.add_argument("--allow-unpinned", action="store_true",
+                   help="download even when the catalog pins no sha256; the computed hash is recorded and reused")
+    p.add_argument("--cache-dir", default=None, help="cache root (default: $MEDZOO_HOME or ~/.cache/medzoo)")
+    _catalog_arg(p)
+    p.set_defaults(func=run_download)
+
+
+def _catalog_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", default=None, help="catalog YAML (default: $MEDZOO_CATALOG or weights/catalog.yaml)")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)  # pragma: no cover
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print a table of registered encoders and one of catalog entries matching ``args.pattern``.
+
+    ``pinned`` is ``yes`` (sha256 in the catalog), ``recorded`` (unpinned, hash recorded on first fetch) or ``no``.
+    """
+    from medzoo.zoo.catalog import get_entry, list_entries
+    from medzoo.zoo.download import read_pins
+
+    try:
+        from medzoo.encoders import list_encoders
+
+        encoders = [e for e in list_encoders() if fnmatch.fnmatch(e, args.pattern)]
+    except ImportError:  # the encoders package is optional until it lands
+        encoders = None
+    if encoders is not None:
+        print(f"Encoders ({len(encoders)})")
+        print(_table(["name"], [[e] for e in encoders]) if encoders else "  (none match)")
+        print()
+    pins = read_pins()
+    rows = []
+    for name in list_entries(args.pattern, catalog=args.catalog):
+        spec = get_entry(name, catalog=args.catalog)
+        recorded = all(f.pinned or f.url in pins for f in spec.files)
+        size = spec.size if spec.size is not None or not recorded else sum(
+            f.size if f.size is not None else pins[f.url]["size"] for f in spec.files)
+        pinned = "yes" if spec.pinned else ("recorded" if recorded else "no")
+        rows.append([name, spec.architecture.encoder, ",".join(spec.parts), ",".join(spec.tasks) or "-",
+                     pinned, _human(size)])
+    print(f"Weights ({len(rows)})")
+    print(_table(["name", "encoder", "parts", "tasks", "pinned", "size"], rows) if rows else "  (none match)")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print the full spec of one entry as YAML, then where it is cached."""
+    import yaml
+
+    from medzoo.zoo.catalog import get_entry
+    from medzoo.zoo.download import cache_path
+
+    spec = get_entry(args.name, catalog=args.catalog)
+    print(yaml.safe_dump(spec.to_dict(), sort_keys=False, width=110, default_flow_style=None).rstrip())
+    for f in spec.files:
+        path = cache_path(spec, f)
+        print(f"# {f.name}: {'cached at ' + str(path) if path.is_file() else 'not cached'}"
+              f"{'' if f.pinned else ' (unpinned: download needs --allow-unpinned)'}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Download every file of the entry and print the verified cached paths."""
+    from medzoo.zoo.catalog import get_entry
+    from medzoo.zoo.download import download_all
+
+    spec = get_entry(args.name, catalog=args.catalog)
+    paths = download_all(spec, cache_dir=args.cache_dir, allow_unpinned=args.allow_unpinned,
+                         progress=not getattr(args, "quiet", False))
+    for p in paths:
+        print(p)
+    return 0

@@ -1,0 +1,1 @@
+"""Inference: prediction (sliding window, writers), explanations (CAM, Grad-CAM) and localisation metrics."""

@@ -1,0 +1,1 @@
+"""Training: losses, metrics, the Trainer, checkpoints, logging and distributed helpers."""

@@ -1,0 +1,494 @@
+"""Verified, cached, resumable downloads of catalog files.
+
+* Sources: ``http(s)://``, ``file://`` and plain local paths; a file's ``url`` first, then its mirrors in order.
+* Cache: ``$MEDZOO_HOME`` (default ``~/.cache/medzoo``): ``weights/<entry>/<version>/<file>``. A cache hit is
+  re-verified (size, and the full sha256 whenever the file changed since it was last verified) and never re-fetched.
+* ``MEDZOO_OFFLINE=1``: no network; the cache (and local ``file://``/path sources) only, or a clear error.
+* Integrity: the full sha256 and the size are checked before the file is moved into place with ``os.replace``.
+  A file that fails is removed. A server that declares or sends a size other than the catalog's is an error.
+* Resume: the transfer goes to ``<file>.part``; after a dropped connection the next attempt (or the next call)
+  asks for the rest with an HTTP ``Range`` request and restarts when the server ignores it.
+* Concurrency: an exclusive ``fcntl.flock`` on ``<file>.lock``; a second process waits, then finds the cache hit.
+* Unpinned files (``sha256: null``) download only with ``allow_unpinned=True``; the computed sha256 and size are
+  recorded in ``$MEDZOO_HOME/pins.json`` and verify every later fetch.
+
+Example:
+    >>> from medzoo.zoo.download import download
+    >>> path = download("resnet10.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import http.client
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from medzoo.version import __version__
+from medzoo.zoo.spec import FileSpec, WeightsSpec
+
+try:  # POSIX; elsewhere downloads still work, without the inter-process lock.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "HOME_ENV", "OFFLINE_ENV", "DownloadError", "IntegrityError", "OfflineError", "UnpinnedError",
+    "atomic_write_bytes", "cache_path", "cache_root", "download", "download_all", "file_lock", "is_offline",
+    "read_pins", "sha256_file",
+]
+
+log = logging.getLogger(__name__)
+
+HOME_ENV = "MEDZOO_HOME"
+OFFLINE_ENV = "MEDZOO_OFFLINE"
+CHUNK = 1 << 16
+TIMEOUT_S = 30.0
+
+
+class DownloadError(RuntimeError):
+    """No source delivered a good copy; the message lists each source and why it failed."""
+
+
+class IntegrityError(DownloadError):
+    """A file's sha256 or size differs from what the catalog (or the recorded pin) expects."""
+
+
+class OfflineError(DownloadError):
+    """The file is not cached and ``MEDZOO_OFFLINE`` forbids downloading it."""
+
+
+class UnpinnedError(DownloadError):
+    """The catalog pins no sha256 for the file and ``allow_unpinned`` was not given."""
+
+
+class _Transient(Exception):
+    """A retryable transfer failure (dropped connection, timeout, 5xx); the ``.part`` file is kept."""
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache root: ``cache_dir``, else ``$MEDZOO_HOME``, else ``~/.cache/medzoo``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "medzoo").expanduser()
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """``offline`` if given, else whether ``$MEDZOO_OFFLINE`` is set to 1/true/yes/on."""
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cache_path(spec: WeightsSpec | None, file: FileSpec, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``file`` lives in the cache (``weights/<entry>/<version>/<name>``, or ``files/<key>/<name>``)."""
+    root = cache_root(cache_dir)
+    if spec is not None:
+        return root / "weights" / spec.name / spec.version / file.name
+    key = file.sha256 or hashlib.sha256(file.url.encode("utf-8")).hexdigest()
+    return root / "files" / key[:16] / file.name
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Full lowercase hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``path``, fsync it, then ``os.replace`` it into place."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Exclusive inter-process lock held on ``path`` (created if missing) for the ``with`` block."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def read_pins(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """Hashes recorded for unpinned files: url -> ``{"sha256", "size", "recorded", "source"}``."""
+    path = cache_root(cache_dir) / "pins.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DownloadError(f"{path}: not valid JSON ({exc}); fix or delete it to record the pins again") from None
+
+
+def _record_pin(root: Path, file: FileSpec, sha: str, size: int, source: str) -> None:
+    path = root / "pins.json"
+    with file_lock(root / "pins.json.lock"):
+        pins = read_pins(root)
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        pins[file.url] = {"sha256": sha, "size": size, "recorded": now, "source": source}
+        atomic_write_bytes(path, (json.dumps(pins, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    log.warning("recorded sha256 %s (%d bytes) for unpinned %s in %s; pin it in the catalog to make this "
+                "check permanent", sha, size, file.url, path)
+
+
+def download(
+    spec_or_file: WeightsSpec | FileSpec | str,
+    *,
+    part: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    allow_unpinned: bool = False,
+    offline: bool | None = None,
+    progress: bool = True,
+    retries: int = 3,
+) -> Path:
+    """Fetch (or find in the cache) one verified file and return its cached path.
+
+    Args:
+        spec_or_file: a catalog entry name, a :class:`WeightsSpec` or a bare :class:`FileSpec`.
+        part: with a spec, the file holding this part (see ``FileSpec.part``); default: the first file.
+        cache_dir: cache root instead of ``$MEDZOO_HOME``.
+        allow_unpinned: download a file whose sha256 the catalog does not pin, and record its hash.
+        offline: no network (default: ``$MEDZOO_OFFLINE``); local sources still work.
+        progress: show a tqdm bar (only when stderr is a terminal).
+        retries: attempts per http source; each one resumes where the previous one stopped.
+
+    Raises:
+        UnpinnedError, OfflineError, IntegrityError, DownloadError: see the class docstrings.
+    """
+    spec, file = _resolve(spec_or_file, part)
+    return _download_one(spec, file, cache_dir=cache_dir, allow_unpinned=allow_unpinned, offline=offline,
+                         progress=progress, retries=retries)
+
+
+def download_all(spec_or_name: WeightsSpec | str, **kwargs: Any) -> list[Path]:
+    """Fetch every file of an entry (keyword arguments as :func:`download`, minus ``part``); returns the paths."""
+    spec, _ = _resolve(spec_or_name, None)
+    return [_download_one(spec, f, **kwargs) for f in spec.files]
+
+
+def _download_one(spec: WeightsSpec | None, file: FileSpec, *, cache_dir: str | os.PathLike | None = None,
+                  allow_unpinned: bool = False, offline: bool | None = None, progress: bool = True,
+                  retries: int = 3) -> Path:
+    dest = cache_path(spec, file, cache_dir)
+    label = f"{spec.name} ({file.name})" if spec is not None else file.name
+    opts = {"progress": progress, "retries": max(1, retries), "offline": is_offline(offline), "label": label}
+    if not (file.pinned or allow_unpinned):
+        raise UnpinnedError(
+            f"{label}: the catalog pins no sha256 for {file.url}, so its content cannot be verified. Pass "
+            f"allow_unpinned=True (CLI: --allow-unpinned) to download it anyway and record its hash on first fetch.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(dest.with_name(dest.name + ".lock")):
+        sha, size, record = _expected(file, cache_root(cache_dir), label)
+        got = _cached(dest, sha, size)
+        if got is None:
+            got = _fetch(file, dest, sha, size, opts)
+        else:
+            log.info("%s: cache hit %s", label, dest)
+        if record:
+            _record_pin(cache_root(cache_dir), file, got, dest.stat().st_size, str(dest))
+    return dest
+
+
+def _resolve(spec_or_file: WeightsSpec | FileSpec | str, part: str | None) -> tuple[WeightsSpec | None, FileSpec]:
+    if isinstance(spec_or_file, str):
+        from medzoo.zoo.catalog import get_entry
+
+        spec_or_file = get_entry(spec_or_file)
+    if isinstance(spec_or_file, FileSpec):
+        return None, spec_or_file
+    if not isinstance(spec_or_file, WeightsSpec):
+        raise TypeError(f"download() takes an entry name, a WeightsSpec or a FileSpec, got {spec_or_file!r}")
+    if part is None:
+        return spec_or_file, spec_or_file.files[0]
+    for f in spec_or_file.files:
+        if f.part == part:
+            return spec_or_file, f
+    parts = [f.part for f in spec_or_file.files]
+    raise KeyError(f"weights {spec_or_file.name!r} have no file for part {part!r}; files hold parts {parts}")
+
+
+def _expected(file: FileSpec, root: Path, label: str) -> tuple[str | None, int | None, bool]:
+    """(sha256, size, record_after) to verify against: the catalog's, else the recorded pin, else none yet."""
+    if file.pinned:
+        return file.sha256, file.size, False
+    pin = read_pins(root).get(file.url)
+    if pin is not None:
+        if file.size is not None and pin["size"] != file.size:
+            raise IntegrityError(f"{label}: pin in {root / 'pins.json'} says {pin['size']} bytes, catalog {file.size}")
+        log.warning("%s is unpinned in the catalog; verifying against the sha256 recorded on %s (%s)",
+                    label, pin.get("recorded", "?"), root / "pins.json")
+        return pin["sha256"], int(pin["size"]), False
+    log.warning("%s is unpinned in the catalog: downloading without a hash to check against", label)
+    return None, file.size, True
+
+
+def _cached(dest: Path, sha: str | None, size: int | None) -> str | None:
+    """The sha256 of a good cached copy, or None (a bad copy is removed)."""
+    if not dest.is_file():
+        return None
+    st = dest.stat()
+    stamp = dest.with_name(dest.name + ".verified")
+    fresh = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        old = json.loads(stamp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    got = old.get("sha256") if all(old.get(k) == v for k, v in fresh.items()) else None
+    if size is not None and st.st_size != size:
+        reason = f"its size is {st.st_size} bytes, expected {size}"
+    else:
+        got = got or sha256_file(dest)
+        reason = "" if sha is None or got == sha else f"its sha256 is {got}, expected {sha}"
+    if reason:
+        log.warning("cached %s failed verification (%s); removing it", dest, reason)
+        dest.unlink()
+        stamp.unlink(missing_ok=True)
+        return None
+    if old.get("sha256") != got or not all(old.get(k) == v for k, v in fresh.items()):
+        _write_stamp(dest, got)
+    return got
+
+
+def _write_stamp(dest: Path, sha: str) -> None:
+    """Remember that ``dest`` (at its current size and mtime) was verified to have ``sha``."""
+    st = dest.stat()
+    stamp = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    atomic_write_bytes(dest.with_name(dest.name + ".verified"), json.dumps(stamp).encode("utf-8"))
+
+
+def _is_local(src: str) -> bool:
+    return urlparse(src).scheme in ("", "file") or (len(src) > 1 and src[1] == ":")
+
+
+def _local_path(src: str) -> Path:
+    parsed = urlparse(src)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    return Path(src).expanduser()
+
+
+def _fetch(file: FileSpec, dest: Path, sha: str | None, size: int | None, opts: dict[str, Any]) -> str:
+    """Try each source in order; on success the verified file is at ``dest`` and its sha256 is returned."""
+    part = dest.with_name(dest.name + ".part")
+    errors: list[str] = []
+    integrity = False
+    for src in file.sources:
+        if opts["offline"] and not _is_local(src):
+            errors.append(f"{src}: skipped, {OFFLINE_ENV}=1 forbids network downloads")
+            continue
+        try:
+            got = _try_source(src, part, sha, size, opts)
+        except IntegrityError as exc:
+            integrity = True
+            errors.append(str(exc))
+            part.unlink(missing_ok=True)  # never keep bytes that failed a check
+            _meta_path(part).unlink(missing_ok=True)
+        except (_Transient, DownloadError, OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+            errors.append(f"{src}: {exc}")
+        else:
+            os.replace(part, dest)
+            _meta_path(part).unlink(missing_ok=True)
+            _write_stamp(dest, got)
+            log.info("%s: verified sha256 %s, saved to %s", opts["label"], got, dest)
+            return got
+        log.warning("%s: %s", opts["label"], errors[-1])
+    raise _failure(opts, dest, sha, errors, integrity)
+
+
+def _failure(opts: dict[str, Any], dest: Path, sha: str | None, errors: list[str], integrity: bool) -> DownloadError:
+    tried = "\n".join(f"  - {e}" for e in errors)
+    expect = f"expected sha256 {sha}" if sha else "unpinned (no sha256 to check)"
+    if opts["offline"] and all(f"{OFFLINE_ENV}=1" in e for e in errors):
+        return OfflineError(
+            f"{opts['label']}: not in the cache at {dest}, and {OFFLINE_ENV}=1 allows no download:\n{tried}\n"
+            f"Unset {OFFLINE_ENV} (or pass offline=False) to download it, or copy the file to {dest}.")
+    cls = IntegrityError if integrity else DownloadError
+    return cls(f"could not get a verified copy of {opts['label']} ({expect}); tried:\n{tried}\n"
+               f"To work without the network, copy the file to {dest} and set {OFFLINE_ENV}=1.")
+
+
+def _try_source(src: str, part: Path, sha: str | None, size: int | None, opts: dict[str, Any]) -> str:
+    """Transfer from one source into ``part`` and verify; a resumed copy that fails is fetched again in full."""
+    if _is_local(src):
+        _copy_local(src, part, size)
+        return _verify(part, sha, size, src)
+    resumed = part.is_file() and part.stat().st_size > 0
+    _http_download(src, part, size, opts)
+    try:
+        return _verify(part, sha, size, src)
+    except IntegrityError:
+        if not resumed:
+            raise
+        log.warning("%s: the resumed copy failed verification; downloading it again from the start", src)
+        _http_download(src, part, size, opts)
+        return _verify(part, sha, size, src)
+
+
+def _verify(part: Path, sha: str | None, size: int | None, src: str) -> str:
+    """Check size and full sha256 of ``part``; on a mismatch remove it and raise :class:`IntegrityError`."""
+    n = part.stat().st_size
+    got = sha256_file(part)
+    if (size is not None and n != size) or (sha is not None and got != sha):
+        part.unlink()
+        _meta_path(part).unlink(missing_ok=True)
+        want = f"sha256 {sha}" if sha else "no pinned sha256"
+        raise IntegrityError(f"{src}: content rejected and removed: expected {want}, {size} bytes; "
+                             f"got sha256 {got}, {n} bytes")
+    return got
+
+
+def _copy_local(src: str, part: Path, size: int | None) -> None:
+    path = _local_path(src)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file {path}")
+    n = path.stat().st_size
+    if size is not None and n != size:
+        raise IntegrityError(f"{src}: the file has {n} bytes, expected {size}; not copied")
+    with open(path, "rb") as fi, open(part, "wb") as fo:
+        shutil.copyfileobj(fi, fo, CHUNK)
+        fo.flush()
+        os.fsync(fo.fileno())
+    _meta_path(part).unlink(missing_ok=True)
+
+
+def _meta_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+
+def _http_download(url: str, part: Path, size: int | None, opts: dict[str, Any]) -> None:
+    """Fill ``part`` from ``url``, resuming after transient failures, up to ``opts['retries']`` attempts."""
+    for attempt in range(opts["retries"]):
+        try:
+            return _http_attempt(url, part, size, opts)
+        except _Transient as exc:
+            kept = part.stat().st_size if part.is_file() else 0
+            if attempt + 1 == opts["retries"]:
+                raise _Transient(f"{exc}; gave up after {attempt + 1} attempt(s), {kept} bytes kept in {part} "
+                                 f"for the next try to resume") from None
+            log.warning("%s: %s; retrying from byte %d", url, exc, kept)
+            time.sleep(min(2.0, 0.25 * attempt))
+
+
+def _http_attempt(url: str, part: Path, size: int | None, opts: dict[str, Any]) -> None:
+    offset = _resume_offset(url, part, size)
+    if size is not None and offset == size:
+        return
+    req = urllib.request.Request(url, headers={"User-Agent": f"medzoo/{__version__}"})
+    if offset:
+        req.add_header("Range", f"bytes={offset}-")
+        validator = _read_meta(part).get("validator")
+        if validator:
+            req.add_header("If-Range", validator)
+    try:
+        resp = urllib.request.urlopen(req, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 or exc.code >= 500:
+            part.unlink(missing_ok=True)  # 416: our partial copy is not a prefix of the file
+            raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"HTTP {exc.code} {exc.reason}") from None
+    except (socket.timeout, ConnectionError) as exc:
+        raise _Transient(f"connection failed: {exc}") from None
+    with resp:
+        offset = _check_response(url, resp, part, offset, size)
+        _stream(url, resp, part, offset, size, opts)
+
+
+def _resume_offset(url: str, part: Path, size: int | None) -> int:
+    """Bytes of ``part`` that can be resumed from ``url`` (0 after discarding an unusable partial copy)."""
+    if not part.is_file():
+        return 0
+    n = part.stat().st_size
+    if n and _read_meta(part).get("url") == url and (size is None or n <= size):
+        return n
+    part.unlink()
+    return 0
+
+
+def _check_response(url: str, resp: Any, part: Path, offset: int, size: int | None) -> int:
+    """Validate status and declared sizes; returns the offset the body starts at (0 if Range was ignored)."""
+    length = resp.headers.get("Content-Length")
+    length = int(length) if length is not None and length.isdigit() else None
+    if offset and resp.status == 206:
+        start = resp.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+        if start != str(offset):
+            part.unlink(missing_ok=True)
+            raise _Transient(f"asked for bytes from {offset}, the server sent {resp.headers.get('Content-Range')}")
+    elif offset:
+        log.info("%s ignored the Range request; downloading from the start", url)
+        offset = 0
+    total = None if length is None else offset + length
+    if size is not None and total is not None and total != size:
+        part.unlink(missing_ok=True)
+        raise IntegrityError(f"{url}: the server declares {total} bytes, the catalog says {size}; refused")
+    if offset == 0:
+        validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        meta = json.dumps({"url": url, "validator": validator, "total": total}).encode("utf-8")
+        atomic_write_bytes(_meta_path(part), meta)
+    return offset
+
+
+def _stream(url: str, resp: Any, part: Path, offset: int, size: int | None, opts: dict[str, Any]) -> None:
+    from tqdm.auto import tqdm
+
+    length = resp.headers.get("Content-Length")
+    total = offset + int(length) if length is not None and length.isdigit() else None
+    received = offset
+    bar = tqdm(total=total or size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+               desc=opts["label"], disable=not (opts["progress"] and sys.stderr.isatty()))
+    with bar, open(part, "ab" if offset else "wb") as f:
+        try:
+            for chunk in iter(lambda: resp.read(CHUNK), b""):
+                received += len(chunk)
+                if size is not None and received > size:
+                    raise IntegrityError(f"{url}: the server sent more than the {size} bytes the catalog declares")
+                f.write(chunk)
+                bar.update(len(chunk))
+        except (http.client.IncompleteRead, ConnectionError, socket.timeout) as exc:
+            raise _Transient(f"connection lost after {received} bytes ({type(exc).__name__})") from None
+        finally:
+            f.flush()
+            os.fsync(f.fileno())
+    if total is not None and received < total:
+        raise _Transient(f"connection closed after {received} of {total} bytes")
+
+
+def _read_meta(part: Path) -> dict[str, Any]:
+    try:
+        return json.loads(_meta_path(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
