@@ -7,8 +7,8 @@ Any unknown key is an error naming the full dotted key and the close matches; a 
 error naming it. No ``_target_``, no expressions, no code execution.
 
 Example:
-    >>> cfg = load_config({"encoder": {"name": "resnet10"}, "tasks": {"covid": {"type": "classification",
-    ...     "num_classes": 3, "level": "series"}}, "aggregator": {"name": "mean"}}, overrides=["encoder.widths=[8,16,32,64]"])
+    >>> tasks = {"covid": {"type": "classification", "num_classes": 3, "level": "series"}}
+    >>> cfg = load_config({"tasks": tasks, "aggregator": {"name": "mean"}}, overrides=["encoder.widths=[8,16,32,64]"])
     >>> cfg.encoder.widths, cfg.tasks["covid"].num_classes
     ((8, 16, 32, 64), 3)
 """
@@ -279,7 +279,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         key, sep, raw = str(item).partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE with a dotted KEY, such as encoder.name=resnet10")
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE with a dotted KEY, e.g. encoder.name=resnet10")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
@@ -314,7 +314,8 @@ def load_config(
             file and the dotted key.
 
     Example:
-        >>> cfg = load_config({"tasks": {"seg": {"type": "segmentation", "num_classes": 2}}}, ["encoder.name=resnet10"])
+        >>> tasks = {"seg": {"type": "segmentation", "num_classes": 2}}
+        >>> cfg = load_config({"tasks": tasks}, ["encoder.name=resnet10"])
         >>> cfg.encoder.name
         'resnet10'
     """

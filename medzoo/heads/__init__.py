@@ -10,8 +10,18 @@ Example:
 
 from __future__ import annotations
 
-from medzoo.heads.base import HEADS, LEVELS, FeatureInfo, Head, create_head, default_label_names, list_heads
+from medzoo.heads.base import (
+    HEADS,
+    LEVELS,
+    FeatureInfo,
+    Head,
+    HeadArgumentError,
+    create_head,
+    default_label_names,
+    list_heads,
+)
 from medzoo.heads.medicalnet import MedicalNetSegHead
+from medzoo.heads.segmentation import SegmentationHead
 from medzoo.heads.vector import ClassificationHead, MultilabelHead, RegressionHead
 
 __all__ = [
@@ -19,9 +29,11 @@ __all__ = [
     "ClassificationHead",
     "MultilabelHead",
     "RegressionHead",
+    "SegmentationHead",
     "LEVELS",
     "FeatureInfo",
     "Head",
+    "HeadArgumentError",
     "MedicalNetSegHead",
     "create_head",
     "default_label_names",

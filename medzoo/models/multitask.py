@@ -147,7 +147,9 @@ class MultiTaskModel(nn.Module):
         return kind, names
 
     # ----------------------------------------------------------------------------------------------- forward
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None, tasks: Sequence[str] | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, x: Tensor, pad_mask: Tensor | None = None, tasks: Sequence[str] | None = None
+    ) -> dict[str, Tensor]:
         """Logits per task.
 
         Args:
@@ -188,6 +190,32 @@ class MultiTaskModel(nn.Module):
             else:
                 out[t] = self.heads[t](items).masked_fill(pad_mask.unsqueeze(-1), 0.0)
         return out
+
+    def slice_logits(
+        self, x: Tensor, pad_mask: Tensor | None = None, tasks: Sequence[str] | None = None
+    ) -> dict[str, Tensor]:
+        """Series-level heads applied to each item's pooled features (DECISIONS 19): ``{task: [B, N, K]}``.
+
+        Gives slice-level predictions of a patient-level task, for slice metrics; needs an aggregator whose
+        ``out_features`` equals the encoder's feature size (mean, max, attention). Padded positions are zero.
+        """
+        names = self._check_names(tasks) if tasks is not None else [
+            t for t, lv in self.task_levels.items() if lv == "series"
+        ]
+        bad = [t for t in names if self.task_levels[t] != "series"]
+        if bad or not names:
+            raise ValueError(f"slice_logits needs series-level tasks; got {names} with levels {self.task_levels}")
+        feature_dim = getattr(self.encoder, "feature_dim", None)
+        for t in names:
+            fc = getattr(self.heads[t], "fc", None)
+            if fc is not None and feature_dim is not None and fc.in_features != feature_dim:
+                raise ValueError(
+                    f"slice_logits: task {t!r} reads {fc.in_features} aggregated features, but items have "
+                    f"{feature_dim}; use an aggregator that keeps the feature size (mean, max, attention)"
+                )
+        pad_mask = check_series(x, pad_mask)
+        items = self.encode_series(x, pad_mask)
+        return {t: self.heads[t](items).masked_fill(pad_mask.unsqueeze(-1), 0.0) for t in names}
 
     def slice_weights(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor | None:
         """The aggregator's per-item weights ``[B, N]`` (which slices drove the decision), or ``None``."""

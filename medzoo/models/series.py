@@ -39,7 +39,8 @@ def check_series(x: Tensor, pad_mask: Tensor | None) -> Tensor:
     """
     if x.dim() not in (5, 6):
         raise ValueError(
-            f"a series input must be [B, N, C, H, W] (slices) or [B, N, C, d, H, W] (slabs), got shape {tuple(x.shape)}"
+            "a series input must be [B, N, C, H, W] (slices) or [B, N, C, d, H, W] (slabs), "
+            f"got shape {tuple(x.shape)}"
         )
     if pad_mask is None:
         return torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -54,35 +55,37 @@ def check_series(x: Tensor, pad_mask: Tensor | None) -> Tensor:
 
 
 @contextlib.contextmanager
-def _frozen_norm_stats(module: nn.Module) -> Iterator[None]:
-    """Keep batch-norm running statistics unchanged while a checkpointed chunk is recomputed in backward."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
+def _restored_buffers(module: nn.Module) -> Iterator[None]:
+    """Restore every buffer (BN running statistics) after the block: a checkpointed chunk recomputed in backward
+    must not update them a second time. Works for any implementation that updates the buffers in place (the
+    encoder's 2D path runs a functional twin on the same buffer tensors)."""
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         yield
     finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
 
 
-def _encode_pooled(encoder: Encoder, items: Tensor, checkpoint: bool) -> Tensor:
-    """Encode one chunk ``[M, C, ...]`` and pool its last map to ``[M, F]``, optionally with checkpointing."""
+def _encode_pooled(encoder: Encoder, flat: Tensor, index: Tensor, checkpoint: bool) -> Tensor:
+    """Gather items ``flat[index]``, encode them in one call and pool the last map to ``[M, F]``.
+
+    With ``checkpoint``, the gather runs inside the checkpointed function, so that only the index is kept for the
+    recomputation in backward, not a copy of the chunk.
+    """
     if not (checkpoint and torch.is_grad_enabled()):
-        return pool_features(encoder(items)[-1])
+        return pool_features(encoder(flat.index_select(0, index))[-1])
     calls = [0]
 
-    def run(t: Tensor) -> Tensor:
+    def run(idx: Tensor) -> Tensor:
         calls[0] += 1
         # The second call is the recomputation during backward: it must not update BN statistics again.
-        ctx = _frozen_norm_stats(encoder) if calls[0] > 1 and isinstance(encoder, nn.Module) else contextlib.nullcontext()
-        with ctx:
-            return pool_features(encoder(t)[-1])
+        recompute = calls[0] > 1 and isinstance(encoder, nn.Module)
+        with _restored_buffers(encoder) if recompute else contextlib.nullcontext():
+            return pool_features(encoder(flat.index_select(0, idx))[-1])
 
-    return _checkpoint(run, items, use_reentrant=False)
+    return _checkpoint(run, index, use_reentrant=False)
 
 
 def scatter_items(values: Tensor, index: Tensor, batch_shape: Sequence[int]) -> Tensor:
@@ -126,14 +129,15 @@ def encode_series(
     if mode not in ("packed", "dense"):
         raise ValueError(f"mode must be 'packed' or 'dense', got {mode!r}")
     pad_mask = check_series(x, pad_mask)
-    flat = x.flatten(0, 1)
+    flat = x.flatten(0, 1)  # a view: no copy of the input
     if mode == "packed":
         index = (~pad_mask).flatten().nonzero().flatten()
-        flat = flat.index_select(0, index)
     else:
         index = torch.arange(flat.shape[0], device=x.device)
-    n_calls = math.ceil(flat.shape[0] / max_items_per_chunk)
-    size = math.ceil(flat.shape[0] / n_calls)  # even chunks: as few calls as allowed, balanced
-    pooled = torch.cat([_encode_pooled(encoder, chunk, checkpoint) for chunk in flat.split(size)])
+    n_calls = math.ceil(index.numel() / max_items_per_chunk)  # as few calls as allowed, balanced sizes
+    # Gather each chunk just before encoding it, so that packing copies one chunk of input at a time.
+    pooled = torch.cat(
+        [_encode_pooled(encoder, flat, idx, checkpoint) for idx in index.tensor_split(n_calls)]
+    )
     out = scatter_items(pooled, index, x.shape[:2])
     return out.masked_fill(pad_mask.unsqueeze(-1), 0.0) if mode == "dense" else out
