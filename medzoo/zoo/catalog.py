@@ -66,7 +66,8 @@ def catalog_paths(path: str | os.PathLike | None = None) -> list[Path]:
     if not base.is_file():
         how = "the path given" if path is not None else (f"${CATALOG_ENV}" if os.environ.get(CATALOG_ENV)
                                                          else "the packaged default")
-        raise FileNotFoundError(f"weights catalog {base} (from {how}) does not exist")
+        raise FileNotFoundError(f"weights catalog {base} (from {how}) does not exist; set ${CATALOG_ENV} to a "
+                                f"catalog YAML file")
     user_dir = cache_root() / "catalogs"
     user = sorted(user_dir.glob("*.yaml")) if user_dir.is_dir() else []
     return [base, *[p for p in user if p.resolve() != base.resolve()]]
