@@ -14,7 +14,8 @@ A catalog file looks like::
         version: "1.0"
         ...
 
-Errors name the file, the line of the entry and the key.
+Errors name the file, the line of the entry and the key. A file source given as a relative plain path is relative
+to the folder of the catalog that names it.
 
 Example:
     >>> from medzoo.zoo.catalog import get_entry, list_entries
@@ -26,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import logging
@@ -64,7 +66,8 @@ def catalog_paths(path: str | os.PathLike | None = None) -> list[Path]:
     if not base.is_file():
         how = "the path given" if path is not None else (f"${CATALOG_ENV}" if os.environ.get(CATALOG_ENV)
                                                          else "the packaged default")
-        raise FileNotFoundError(f"weights catalog {base} (from {how}) does not exist")
+        raise FileNotFoundError(f"weights catalog {base} (from {how}) does not exist; set ${CATALOG_ENV} to a "
+                                f"catalog YAML file")
     user_dir = cache_root() / "catalogs"
     user = sorted(user_dir.glob("*.yaml")) if user_dir.is_dir() else []
     return [base, *[p for p in user if p.resolve() != base.resolve()]]
@@ -77,7 +80,18 @@ def read_catalog_file(path: str | os.PathLike) -> dict[str, WeightsSpec]:
         CatalogError: bad YAML, wrong layout, an invalid entry (file, line and key named) or a duplicate name.
     """
     path = Path(path)
-    return _parse(path.read_text(encoding="utf-8"), str(path))
+    specs = _parse(path.read_text(encoding="utf-8"), str(path))
+    return {name: _anchor_paths(spec, path.parent) for name, spec in specs.items()}
+
+
+def _anchor_paths(spec: WeightsSpec, base: Path) -> WeightsSpec:
+    """Relative plain-path sources are relative to the catalog file's folder (a local zoo next to its files)."""
+
+    def fix(src: str) -> str:
+        return str(base / src) if "://" not in src and not Path(src).expanduser().is_absolute() else src
+
+    files = tuple(dataclasses.replace(f, url=fix(f.url), mirrors=tuple(map(fix, f.mirrors))) for f in spec.files)
+    return dataclasses.replace(spec, files=files)
 
 
 def _parse(text: str, path: str) -> dict[str, WeightsSpec]:
@@ -109,15 +123,21 @@ def _parse(text: str, path: str) -> dict[str, WeightsSpec]:
     return out
 
 
-def _entry_lines(text: str) -> list[int]:
-    """1-based line numbers of the items of the top-level ``entries`` list."""
+def _entries_node(text: str) -> yaml.SequenceNode | None:
+    """The YAML node of the top-level ``entries`` list (None when there is none)."""
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     if not isinstance(node, yaml.MappingNode):
-        return []
+        return None
     for key, value in node.value:
         if key.value == "entries" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
+            return value
+    return None
+
+
+def _entry_lines(text: str) -> list[int]:
+    """1-based line numbers of the items of the top-level ``entries`` list."""
+    node = _entries_node(text)
+    return [] if node is None else [item.start_mark.line + 1 for item in node.value]
 
 
 def load_catalog(path: str | os.PathLike | None = None) -> dict[str, WeightsSpec]:
@@ -164,7 +184,7 @@ def add_entry(catalog_path: str | os.PathLike, spec: WeightsSpec, *, replace: bo
     path = Path(catalog_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(path.name + ".lock")):
-        old = read_catalog_file(path) if path.exists() else {}
+        old = _parse(path.read_text(encoding="utf-8"), str(path)) if path.exists() else {}
         if spec.name in old and not replace:
             raise ValueError(f"{path}: an entry named {spec.name!r} exists; pass replace=True to overwrite it")
         if spec.name in old:
@@ -190,20 +210,22 @@ def _prune(v: Any) -> Any:
     return v
 
 
-def _entry_yaml(spec: WeightsSpec) -> str:
+def _entry_yaml(spec: WeightsSpec, indent: int = 2) -> str:
     body = yaml.safe_dump([_prune(spec.to_dict())], sort_keys=False, default_flow_style=None, width=110)
-    return "".join("  " + line if line.strip() else line for line in body.splitlines(keepends=True))
+    return "".join(" " * indent + line if line.strip() else line for line in body.splitlines(keepends=True))
 
 
 def _append_entry(text: str, spec: WeightsSpec) -> str:
-    data = yaml.safe_load(text) if text.strip() else None
-    if data is None:
-        text = text.rstrip("\n") + ("\n" if text.strip() else "") + f"schema: {SCHEMA_VERSION}\nentries:\n"
-    elif not (isinstance(data, dict) and list(data)[-1] == "entries" and text.rstrip().split("\n")[-1][:1] in " -"):
+    """``text`` with ``spec`` appended as text when the file ends with a block-style entries list, else re-dumped."""
+    if not text.strip() or yaml.safe_load(text) is None:
+        return text.rstrip("\n") + ("\n" if text.strip() else "") + _dump_catalog([spec])
+    data = yaml.safe_load(text)
+    node = _entries_node(text)
+    if list(data)[-1] != "entries" or node is None or not node.value or node.flow_style:
+        log.info("catalog layout does not allow a plain append; rewriting it (comments are not kept)")
         return _dump_catalog([*_parse(text, "catalog").values(), spec])
-    elif not data.get("entries"):
-        text = text.replace("entries: []", "entries:").rstrip("\n") + "\n"
-    return text.rstrip("\n") + "\n" + _entry_yaml(spec)
+    first = text.splitlines()[node.value[0].start_mark.line]  # the "- name: ..." line of the first entry
+    return text.rstrip("\n") + "\n" + _entry_yaml(spec, len(first) - len(first.lstrip(" ")))
 
 
 def _dump_catalog(entries: list[WeightsSpec]) -> str:

@@ -95,6 +95,12 @@ def _int(v: Any, ctx: _Ctx, *, minimum: int = 0, optional: bool = False) -> int 
     return v
 
 
+def _bool(v: Any, ctx: _Ctx) -> bool | None:
+    if v is not None and not isinstance(v, bool):
+        raise ctx.fail(f"expected true, false or null, got {v!r}")
+    return v
+
+
 def _num(v: Any, ctx: _Ctx) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ctx.fail(f"expected a number, got {v!r}")
@@ -130,6 +136,8 @@ class Architecture:
         widths: the four stage widths; ``None`` means the standard (64, 128, 256, 512).
         in_channels: input channels the stem was trained with.
         shortcut: ``"A"`` or ``"B"`` (MedicalNet: B for 10/50/101/152/200, A for 18/34); ``None`` = the default.
+        depth, block, layers, bias_downsample: optional detail, as ``ResNetEncoder.architecture()`` reports it
+            (``block`` is ``basic`` or ``bottleneck``; ``layers`` the four block counts).
     """
 
     encoder: str
@@ -137,6 +145,10 @@ class Architecture:
     widths: tuple[int, ...] | None = None
     in_channels: int = 1
     shortcut: str | None = None
+    depth: int | None = None
+    block: str | None = None
+    layers: tuple[int, ...] | None = None
+    bias_downsample: bool | None = None
 
     @classmethod
     def from_dict(cls, d: Any, ctx: _Ctx) -> Architecture:
@@ -151,6 +163,11 @@ class Architecture:
                         optional=True),
             in_channels=_int(d.get("in_channels", 1), ctx.sub("in_channels"), minimum=1),
             shortcut=_str(d.get("shortcut"), ctx.sub("shortcut"), choices=SHORTCUTS, optional=True),
+            depth=_int(d.get("depth"), ctx.sub("depth"), minimum=1, optional=True),
+            block=_str(d.get("block"), ctx.sub("block"), choices=("basic", "bottleneck"), optional=True),
+            layers=_seq(d.get("layers"), ctx.sub("layers"), lambda x, c: _int(x, c, minimum=1), length=4,
+                        optional=True),
+            bias_downsample=_bool(d.get("bias_downsample"), ctx.sub("bias_downsample")),
         )
 
 
@@ -166,6 +183,7 @@ class TaskSpec:
         thresholds: label -> decision threshold in (0, 1); not allowed for regression.
         ranges: regression only: output -> (low, high) of valid values.
         head: registered head name (e.g. ``linear``, ``unet``, ``medicalnet_seg``); ``None`` = the default.
+        num_classes: optional; when given it must equal ``len(labels)`` (a consistency check).
     """
 
     type: str
@@ -174,6 +192,7 @@ class TaskSpec:
     thresholds: dict[str, float] | None = None
     ranges: dict[str, tuple[float, float]] | None = None
     head: str | None = None
+    num_classes: int | None = None
 
     @classmethod
     def from_dict(cls, d: Any, ctx: _Ctx) -> TaskSpec:
@@ -184,6 +203,9 @@ class TaskSpec:
         if len(labels) < need or len(set(labels)) != len(labels):
             raise ctx.sub("labels").fail(f"a {kind} task needs >= {need} unique label names, got {list(labels)}")
         thresholds = cls._thresholds(d.get("thresholds"), kind, labels, ctx.sub("thresholds"))
+        n = _int(d.get("num_classes"), ctx.sub("num_classes"), minimum=1, optional=True)
+        if n is not None and n != len(labels):
+            raise ctx.sub("num_classes").fail(f"{n} does not match the {len(labels)} labels {list(labels)}")
         ranges = None
         if d.get("ranges") is not None:
             if kind != "regression":
@@ -191,7 +213,8 @@ class TaskSpec:
             rmap = _mapping(d["ranges"], ctx.sub("ranges"), set(labels))
             ranges = {k: _seq(v, ctx.sub("ranges").sub(k), _num, length=2) for k, v in rmap.items()}
         return cls(type=kind, labels=labels, level=_str(d["level"], ctx.sub("level"), choices=TASK_LEVELS),
-                   thresholds=thresholds, ranges=ranges, head=_str(d.get("head"), ctx.sub("head"), optional=True))
+                   thresholds=thresholds, ranges=ranges, head=_str(d.get("head"), ctx.sub("head"), optional=True),
+                   num_classes=n)
 
     @staticmethod
     def _thresholds(v: Any, kind: str, labels: tuple[str, ...], ctx: _Ctx) -> dict[str, float] | None:
@@ -346,6 +369,7 @@ class WeightsSpec:
         metrics: free-form results, e.g. ``{"covid": {"dataset": "COVIDx-CT test", "auroc": 0.97}}``.
         versions: software versions the weights were made with (``medzoo``, ``torch``, ``monai``).
         notes: free text (e.g. the expected size of unpinned files).
+        description: one line on what the weights are.
     """
 
     name: str
@@ -361,6 +385,7 @@ class WeightsSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     notes: str | None = None
+    description: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -406,6 +431,7 @@ class WeightsSpec:
             versions={k: _str(v, ctx.sub("versions").sub(k)) for k, v in _mapping(
                 d.get("versions") or {}, ctx.sub("versions"), {"medzoo", "torch", "monai", "python"}).items()},
             notes=_str(d.get("notes"), ctx.sub("notes"), optional=True),
+            description=_str(d.get("description"), ctx.sub("description"), optional=True),
         )
 
     def to_dict(self) -> dict[str, Any]:

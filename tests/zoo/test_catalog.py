@@ -206,12 +206,45 @@ def test_add_entry_appends_keeps_comments_and_refuses_duplicates(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.yaml", "catalog.yaml.lock"]
 
 
+def test_relative_paths_are_relative_to_the_catalog(tmp_path, medzoo_home):
+    from medzoo.zoo.download import download
+
+    data = b"weights" * 100
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "w.safetensors").write_bytes(data)
+    entry = copy.deepcopy(GOOD)
+    entry["files"] = [{"url": "w.safetensors", "mirrors": ["https://example.org/w"], "format": "safetensors",
+                       "sha256": __import__("hashlib").sha256(data).hexdigest(), "size": len(data)}]
+    path = _write(tmp_path / "zoo" / "catalog.yaml", [entry])
+    spec = read_catalog_file(path)["tiny.covid"]
+    assert spec.files[0].url == str(tmp_path / "zoo" / "w.safetensors")
+    assert spec.files[0].mirrors == ("https://example.org/w",)
+    assert download(spec, progress=False).read_bytes() == data
+    add_entry(path, WeightsSpec.from_dict(dict(copy.deepcopy(GOOD), name="tiny.two")))
+    assert yaml.safe_load(path.read_text())["entries"][0]["files"][0]["url"] == "w.safetensors"
+
+
+def test_architecture_accepts_the_encoder_report():
+    encoders = pytest.importorskip("medzoo.encoders")
+    arch = encoders.create_encoder("resnet50", output_stride=8, widths=(8, 16, 32, 64)).architecture()
+    spec = WeightsSpec.from_dict(dict(copy.deepcopy(GOOD), architecture=arch))
+    a = spec.architecture
+    assert (a.encoder, a.depth, a.block, a.layers, a.widths, a.shortcut, a.output_stride) == (
+        "resnet50", 50, "bottleneck", (3, 4, 6, 3), (8, 16, 32, 64), "B", 8)
+    with pytest.raises(SpecError, match="num_classes"):
+        WeightsSpec.from_dict(_with("tasks.covid.num_classes", 2))
+
+
 def test_add_entry_creates_a_new_catalog(tmp_path):
     path = tmp_path / "sub" / "new.yaml"
     spec = WeightsSpec.from_dict(GOOD)
     add_entry(path, spec)
     add_entry(path, WeightsSpec.from_dict(dict(copy.deepcopy(GOOD), name="tiny.two")))
     assert list(read_catalog_file(path)) == ["tiny.covid", "tiny.two"]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# mine\nschema: 1\nentries: []\n")
+    add_entry(empty, spec)
+    assert list(read_catalog_file(empty)) == ["tiny.covid"]
 
 
 def _cli(argv: list[str]) -> int:
