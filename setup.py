@@ -50,5 +50,6 @@ setup(
     package_data={"medzoo": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
+    data_files=[("share/medzoo", ["weights/catalog.yaml"])],
     entry_points={"console_scripts": ["medzoo = medzoo.cli.main:main"]},
 )

@@ -14,7 +14,8 @@ import importlib
 from typing import Any
 
 __all__ = ["LoadReport", "load_medicalnet", "from_medicalnet", "detect_architecture", "read_weights",
-           "UnsafeWeightsError", "write_export_dir", "read_export_dir"]
+           "UnsafeWeightsError", "write_export_dir", "read_export_dir", "WeightsSpec", "get_entry", "list_entries",
+           "add_entry", "download"]
 
 _LAZY = {
     "LoadReport": "medzoo.zoo.report",
@@ -25,6 +26,11 @@ _LAZY = {
     "UnsafeWeightsError": "medzoo.zoo.state",
     "write_export_dir": "medzoo.zoo.export",
     "read_export_dir": "medzoo.zoo.export",
+    "WeightsSpec": "medzoo.zoo.spec",
+    "get_entry": "medzoo.zoo.catalog",
+    "list_entries": "medzoo.zoo.catalog",
+    "add_entry": "medzoo.zoo.catalog",
+    "download": "medzoo.zoo.download",
 }
 
 

@@ -32,6 +32,7 @@ import difflib
 import fnmatch
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,11 @@ class CatalogError(SpecError):
 
 
 def default_catalog_path() -> Path:
-    """The packaged catalog: ``weights/catalog.yaml`` at the repository root (next to the ``medzoo`` package)."""
-    return Path(__file__).resolve().parents[2] / "weights" / "catalog.yaml"
+    """The packaged catalog: ``weights/catalog.yaml`` at the repository root (a checkout or editable install), else
+    the copy a regular install puts under ``<prefix>/share/medzoo/catalog.yaml``."""
+    in_repo = Path(__file__).resolve().parents[2] / "weights" / "catalog.yaml"
+    installed = Path(sys.prefix) / "share" / "medzoo" / "catalog.yaml"
+    return in_repo if in_repo.is_file() or not installed.is_file() else installed
 
 
 def catalog_paths(path: str | os.PathLike | None = None) -> list[Path]:

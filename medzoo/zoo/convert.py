@@ -16,26 +16,25 @@ __all__ = ["convert_medicalnet", "medicalnet_metadata"]
 
 # MedicalNet's preprocessing (setting.py / datasets/brains18.py): resize to a target size, z-score over voxels > 0.
 MEDICALNET_PREPROCESSING = {
-    "modality": "CT/MR",
-    "intensity": {"window": None, "normalization": "zscore_nonzero", "zero_fill": "gaussian_noise"},
-    "input_size": [56, 448, 448],
-    "resize": "nearest (scipy.ndimage.zoom order 0) to input_size",
-    "spacing": None,
-    "orientation": None,
+    "modality": ["CT", "MR"], "normalisation": "zscore_nonzero", "intensity_window": None,
+    "input_size": [56, 448, 448], "resize": "nearest", "spacing": None, "orientation": None,
+    "notes": "crop to the non-background box, resize (scipy.ndimage.zoom order 0) to input_size, z-score over "
+             "voxels > 0; training fills zero voxels with N(0,1) noise",
 }
 
 
 def medicalnet_metadata(model: Any, name: str, source: str) -> dict[str, Any]:
     """The weights spec of a converted MedicalNet model."""
     arch = model.encoder.architecture()
-    tasks = {t: {"type": "medicalnet_seg", "level": "volume", "num_classes": len(h.label_names),
+    tasks = {t: {"type": "segmentation", "head": "medicalnet_seg", "level": "volume",
                  "labels": list(h.label_names)} for t, h in model.heads.items()}
     return {
         "name": name, "version": "1", "description": f"MedicalNet weights converted from {Path(source).name}",
         "architecture": arch, "parts": ["encoder"] + (["heads"] if tasks else []), "tasks": tasks,
-        "preprocessing": MEDICALNET_PREPROCESSING, "license": "MIT (Tencent MedicalNet)",
-        "source": {"converted_from": str(source), "format": "medicalnet-pth",
-                   "citation": "Chen, Ma, Zheng. Med3D: Transfer Learning for 3D Medical Image Analysis. 2019"},
+        "preprocessing": MEDICALNET_PREPROCESSING, "license": "MIT", "source": str(source),
+        "citation": "Chen S, Ma K, Zheng Y. Med3D: Transfer Learning for 3D Medical Image Analysis. "
+                    "arXiv:1904.00625, 2019.",
+        "notes": "converted from a MedicalNet checkpoint (format medicalnet-pth)",
     }
 
 
@@ -53,6 +52,7 @@ def convert_medicalnet(path: str | Path, out_dir: str | Path, *, name: str | Non
     encoder_cfg = {"name": enc["encoder"], "in_channels": enc["in_channels"], "output_stride": output_stride,
                    "widths": enc["widths"], "options": {"shortcut": enc["shortcut"],
                                                         "bias_downsample": enc["bias_downsample"]}}
-    config = {"encoder": encoder_cfg, "tasks": meta["tasks"]}
+    config = {"encoder": encoder_cfg, "tasks": {t: {"type": "medicalnet_seg", "level": "volume",
+                                                    "labels": spec["labels"]} for t, spec in meta["tasks"].items()}}
     state = model.state_dict() if len(model.heads) else model.encoder.state_dict()
     return write_export_dir(out_dir, state_dict=state, config=config, metadata=meta, overwrite=overwrite)

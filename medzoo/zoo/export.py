@@ -8,9 +8,10 @@ crash never leaves a half-written export that looks complete.
 Example:
     >>> import tempfile, torch
     >>> d = write_export_dir(tempfile.mkdtemp() + "/exp", state_dict={"w": torch.ones(2)},
-    ...                      config={"encoder": {"name": "resnet10"}}, metadata={"name": "demo", "parts": ["encoder"]})
+    ...                      config={"encoder": {"name": "resnet10"}}, metadata={"name": "demo", "parts": ["encoder"]},
+    ...                      validate=False)
     >>> state, config, meta = read_export_dir(d)
-    >>> state["w"].tolist(), meta["files"][0]["path"]
+    >>> state["w"].tolist(), meta["files"][0]["url"]
     ([1.0, 1.0], 'model.safetensors')
 """
 
@@ -61,7 +62,8 @@ def is_export_dir(path: str | Path) -> bool:
 
 
 def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
-                     metadata: dict[str, Any], model_card: str | None = None, overwrite: bool = False) -> Path:
+                     metadata: dict[str, Any], model_card: str | None = None, overwrite: bool = False,
+                     validate: bool = True) -> Path:
     """Write an export directory atomically.
 
     Args:
@@ -71,6 +73,7 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
         metadata: the weights spec; ``files`` (sha256, size) and ``versions`` are filled in here.
         model_card: README text; a card is generated from the metadata when None.
         overwrite: replace an existing folder.
+        validate: check the metadata against :class:`medzoo.zoo.spec.WeightsSpec` before writing.
 
     Returns:
         The export folder.
@@ -86,9 +89,14 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta = dict(metadata)
-        meta["files"] = [{"path": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
-                          "size": (tmp / WEIGHTS_FILE).stat().st_size, "format": "safetensors"}]
+        part = "encoder" if list(meta.get("parts", [])) == ["encoder"] else "all"
+        meta["files"] = [{"url": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
+                          "size": (tmp / WEIGHTS_FILE).stat().st_size, "format": "safetensors", "part": part}]
         meta.setdefault("versions", runtime_versions())
+        if validate:
+            from medzoo.zoo.spec import WeightsSpec
+
+            WeightsSpec.from_dict(meta, where=str(out / METADATA_FILE))  # exports and the catalog share one schema
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
         (tmp / CARD_FILE).write_text(model_card if model_card is not None else model_card_text(meta))
@@ -119,7 +127,7 @@ def read_export_dir(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
         raise FileNotFoundError(f"{p}: not an export directory (expected {WEIGHTS_FILE} and {CONFIG_FILE})")
     meta = json.loads((p / METADATA_FILE).read_text()) if (p / METADATA_FILE).is_file() else {}
     if verify:
-        expected = next((f.get("sha256") for f in meta.get("files", []) if f.get("path") == WEIGHTS_FILE), None)
+        expected = next((f.get("sha256") for f in meta.get("files", []) if f.get("url") == WEIGHTS_FILE), None)
         actual = sha256_file(p / WEIGHTS_FILE)
         if expected and expected != actual:
             raise ValueError(f"{p / WEIGHTS_FILE}: sha256 {actual} does not match metadata.json ({expected})")
