@@ -171,7 +171,8 @@ def patient_split(manifest: Manifest, fractions: Mapping[str, float] | None = No
     use_official = official and bool(records) and all("official_split" in r.meta for r in records)
     if use_official:
         parts = _official(records, fr, seed, stratify)
-        log.info("%s: using the official split (%s)", manifest.kind, sorted({r.meta["official_split"] for r in records}))
+        names = sorted({r.meta["official_split"] for r in records})
+        log.info("%s: using the official split (%s)", manifest.kind, ", ".join(names))
     else:
         parts = _split_records(records, fr, seed, stratify)
     out = {s: manifest.subset(parts.get(s, []), split=s) for s in SPLITS}

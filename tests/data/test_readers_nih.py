@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 import pytest
+from dataset_fixtures import NIH_BOXES, NIH_HEADER_2020, NIH_ROWS, write_lines
 
 from medzoo.data import DatasetFormatError, open_dataset
 from medzoo.data.readers.nih import NIH_LABELS
-from dataset_fixtures import NIH_BOXES, NIH_HEADER_2020, NIH_ROWS, write_lines
 
 
 def vec(*names: str) -> np.ndarray:
@@ -102,7 +102,7 @@ def test_non_utf8_line(ds):
 
 def test_bad_box_label(ds):
     root = ds.nih(boxes=[*NIH_BOXES, "00000004_000.png,Infiltrates,1,2,3,4"])
-    with pytest.raises(DatasetFormatError, match=rf"BBox_List_2017.csv:5: unknown box label 'Infiltrates'"):
+    with pytest.raises(DatasetFormatError, match=r"BBox_List_2017.csv:5: unknown box label 'Infiltrates'"):
         open_dataset("nih-cxr14", root)
 
 

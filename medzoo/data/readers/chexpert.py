@@ -26,7 +26,13 @@ import numpy as np
 
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 from medzoo.data.readers._common import (
-    CsvTable, drop_duplicate_ids, make_manifest, parse_float, read_csv, row_dict, select_split,
+    CsvTable,
+    drop_duplicate_ids,
+    make_manifest,
+    parse_float,
+    read_csv,
+    row_dict,
+    select_split,
 )
 from medzoo.data.readers._registry import DATASETS
 

@@ -22,7 +22,7 @@ Split files are found in ``root``, ``root/labels`` and ``root/splits/**`` by nam
 ``files={"train": "train.txt", ...}`` names them explicitly.
 
 Example:
-    >>> m = open_dataset("covidx-ct", "/data/covidx-ct", split="test", level="series", version="CT-3A")  # doctest: +SKIP
+    >>> m = open_dataset("covidx-ct", "/data/covidx-ct", level="series", version="CT-3A")  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -28,7 +28,14 @@ import numpy as np
 
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 from medzoo.data.readers._common import (
-    CsvTable, drop_duplicate_ids, make_manifest, parse_float, read_csv, require_file, resolve_path, row_dict,
+    CsvTable,
+    drop_duplicate_ids,
+    make_manifest,
+    parse_float,
+    read_csv,
+    require_file,
+    resolve_path,
+    row_dict,
 )
 from medzoo.data.readers._registry import DATASETS
 

@@ -22,7 +22,12 @@ import numpy as np
 
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 from medzoo.data.readers._common import (
-    drop_duplicate_ids, make_manifest, read_csv, resolve_path, row_dict, select_split,
+    drop_duplicate_ids,
+    make_manifest,
+    read_csv,
+    resolve_path,
+    row_dict,
+    select_split,
 )
 from medzoo.data.readers._registry import DATASETS
 from medzoo.data.readers.chexpert import UNCERTAINTY_POLICIES, chexpert_value, label_columns
@@ -57,7 +62,8 @@ def _ids(row: dict[str, str], path: Path, line: int, *cols: str) -> tuple[str, .
     return tuple(out)
 
 
-def _labels(path: Path, errors: ErrorCollector, uncertain: float) -> tuple[list[str], dict[tuple[str, str], np.ndarray]]:
+def _labels(path: Path, errors: ErrorCollector, uncertain: float
+            ) -> tuple[list[str], dict[tuple[str, str], np.ndarray]]:
     table = read_csv(path, errors)
     table.column("subject_id"), table.column("study_id")
     cols = label_columns(table, ("subject_id", "study_id"))
@@ -141,6 +147,6 @@ def read_mimic(root: Path, *, split: str | None, errors: ErrorCollector, labeler
     if unlabelled:
         log.warning("mimic-cxr-jpg: %d image(s) have no label row for their study; their labels are NaN", unlabelled)
     if split is not None and not official:
-        raise DatasetFormatError(root / f"{PREFIX}split.csv", f"split {split!r} asked for, but the split file is missing")
+        raise DatasetFormatError(root / f"{PREFIX}split.csv", f"split {split!r} asked for, but there is no split file")
     records, name = select_split("mimic-cxr-jpg", drop_duplicate_ids(records, errors), split, SPLITS)
     return make_manifest("mimic-cxr-jpg", root, records, {"findings": cols}, name, errors, {"findings"})

@@ -29,7 +29,15 @@ import numpy as np
 
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 from medzoo.data.readers._common import (
-    CsvTable, DirIndex, drop_duplicate_ids, make_manifest, parse_float, read_csv, read_lines, row_dict, select_split,
+    CsvTable,
+    DirIndex,
+    drop_duplicate_ids,
+    make_manifest,
+    parse_float,
+    read_csv,
+    read_lines,
+    row_dict,
+    select_split,
 )
 from medzoo.data.readers._registry import DATASETS
 

@@ -11,7 +11,7 @@ absent one 0. Images are looked up as ``root/<ImageDir>/<ImageID>``, ``root/imag
 ``root/<ImageID>``. ``exclude`` names ImageIDs to leave out (for example the known broken files).
 
 Example:
-    >>> m = open_dataset("padchest", "/data/PadChest", exclude=["216840111366964013076187734852011291090445391_00-196-188.png"])  # doctest: +SKIP
+    >>> m = open_dataset("padchest", "/data/PadChest", exclude=["broken_image.png"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ import numpy as np
 
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 from medzoo.data.readers._common import (
-    CsvTable, drop_duplicate_ids, first_existing, make_manifest, read_csv, resolve_path, row_dict,
+    CsvTable,
+    drop_duplicate_ids,
+    first_existing,
+    make_manifest,
+    read_csv,
+    resolve_path,
+    row_dict,
 )
 from medzoo.data.readers._registry import DATASETS
 

@@ -28,7 +28,13 @@ import numpy as np
 
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 from medzoo.data.readers._common import (
-    CsvTable, DirIndex, drop_duplicate_ids, make_manifest, parse_float, read_csv, row_dict,
+    CsvTable,
+    DirIndex,
+    drop_duplicate_ids,
+    make_manifest,
+    parse_float,
+    read_csv,
+    row_dict,
 )
 from medzoo.data.readers._registry import DATASETS
 

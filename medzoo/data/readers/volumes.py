@@ -24,12 +24,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 from medzoo.data.readers._common import (
-    drop_duplicate_ids, make_manifest, read_csv, read_lines, require_file, resolve_path, row_dict,
+    drop_duplicate_ids,
+    make_manifest,
+    read_csv,
+    read_lines,
+    require_file,
+    resolve_path,
+    row_dict,
 )
 from medzoo.data.readers._registry import DATASETS
 
@@ -62,9 +69,11 @@ def _volume_record(base: Path, image: str, label: str | None, listing: Path, lin
     return Record(id=vid, patient_id=vid, image=img, meta=meta)
 
 
-def _json_line(lines: list[str], needle: str) -> int | None:
+def _json_line(lines: list[str], needle: str, occurrence: int) -> int | None:
+    """Line of the ``occurrence``-th (0-based) appearance of the JSON string ``needle``."""
     quoted = json.dumps(needle)
-    return next((i for i, text in enumerate(lines, 1) if quoted in text), None)
+    hits = (i for i, text in enumerate(lines, 1) if quoted in text)
+    return next((i for k, i in enumerate(hits) if k == occurrence), None)
 
 
 def _msd_entries(data: dict, path: Path) -> list[tuple[str, str, str | None]]:
@@ -104,12 +113,13 @@ def read_msd(root: Path, *, split: str | None, errors: ErrorCollector) -> Manife
         raise DatasetFormatError(path, f"invalid JSON ({e.msg})", e.lineno) from None
     if not isinstance(data, dict):
         raise DatasetFormatError(path, "expected a JSON object with 'training' and 'test' keys")
-    records = []
+    records, seen = [], Counter()
     for name, image, label in _msd_entries(data, path):
+        seen[image] += 1
         if split is not None and splits[split] != name:
             continue
         try:
-            records.append(_volume_record(root, image, label, path, _json_line(lines, image), name))
+            records.append(_volume_record(root, image, label, path, _json_line(lines, image, seen[image] - 1), name))
         except DatasetFormatError as e:
             errors.handle(e)
     n_train = data.get("numTraining")
