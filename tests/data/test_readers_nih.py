@@ -96,8 +96,11 @@ def test_non_utf8_line(ds):
     lines = path.read_bytes().splitlines()
     lines[2] = lines[2].replace(b"Cardiomegaly", b"Cardiom\xe9galy")
     path.write_bytes(b"\n".join(lines))
-    with pytest.raises(DatasetFormatError, match=rf"{path}:3: not valid UTF-8"):
+    with pytest.raises(DatasetFormatError, match=rf"{path}:3: not valid UTF-8 \(byte 0xe9 at column 25\)"):
         open_dataset("nih-cxr14", root)
+    m = open_dataset("nih-cxr14", root, on_error="skip")
+    assert "00000001_001.png" not in [r.id for r in m] and len(m) == 4
+    assert [(s.line, s.reason.startswith("not valid UTF-8")) for s in m.skipped] == [(3, True)]
 
 
 def test_bad_box_label(ds):

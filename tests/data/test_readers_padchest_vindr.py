@@ -92,3 +92,13 @@ def test_vindr_bad_rows(ds, row, reason):
     assert str(info.value).startswith(f"{root / 'train.csv'}:4: ") and reason in str(info.value)
     skipped = open_dataset("vindr-cxr", root, on_error="skip")
     assert len(skipped) == 2 and [s.line for s in skipped.skipped] == [4]
+
+
+def test_vindr_header_without_class_id(ds):
+    rows = [",".join(f for i, f in enumerate(r.split(",")) if i != 2) for r in VINDR_ROWS]
+    assert rows[0] == "image_id,class_name,rad_id,x_min,y_min,x_max,y_max"
+    m = open_dataset("vindr-cxr", ds.vindr(rows=rows))
+    ref = open_dataset("vindr-cxr", ds.vindr())
+    for a, b in zip(m, ref):
+        np.testing.assert_array_equal(a.labels["findings"], b.labels["findings"])
+        assert a.meta["radiologists"] == b.meta["radiologists"]

@@ -94,7 +94,7 @@ def open_dataset(
     builder = DATASETS.get(kind)
     _check_options(kind, builder, options)
     errors = ErrorCollector(on_error)
-    manifest = builder(Path(root), split=split, errors=errors, **options)
+    manifest = builder(Path(root).expanduser(), split=split, errors=errors, **options)
     manifest.skipped = errors.finish(kind)
     log.info("%s: %d record(s) from %s%s", kind, len(manifest), root, f" (split {split})" if split else "")
     return manifest

@@ -195,23 +195,29 @@ class DirIndex:
     """Caches ``os.listdir`` of folders so that checking many files costs one listing per folder."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, frozenset[str]] = {}
+        self._cache: dict[str, tuple[str, frozenset[str]]] = {}
+
+    def _entry(self, folder: str | Path) -> tuple[str, frozenset[str]]:
+        key = str(folder)
+        if key not in self._cache:
+            absolute = os.path.abspath(key)
+            try:
+                names = frozenset(os.listdir(absolute))
+            except OSError:
+                names = frozenset()
+            self._cache[key] = (absolute, names)
+        return self._cache[key]
 
     def names(self, folder: str | Path) -> frozenset[str]:
         """File names in ``folder`` (empty when it does not exist)."""
-        key = os.path.abspath(folder)
-        if key not in self._cache:
-            try:
-                self._cache[key] = frozenset(os.listdir(key))
-            except OSError:
-                self._cache[key] = frozenset()
-        return self._cache[key]
+        return self._entry(folder)[1]
 
     def find(self, name: str, folders: list[str | Path]) -> str | None:
         """Absolute path of ``name`` in the first of ``folders`` that holds it, or None."""
         for folder in folders:
-            if name in self.names(folder):
-                return os.path.join(os.path.abspath(folder), name)
+            absolute, names = self._entry(folder)
+            if name in names:
+                return absolute + os.sep + name
         return None
 
 

@@ -8,7 +8,8 @@ One record per image. ``meta["boxes"]`` maps each radiologist id to their boxes
 ``[{"label", "box": (x_min, y_min, x_max, y_max)}]`` (an empty list for a "No finding" read),
 ``meta["votes"]`` counts the radiologists who marked each finding, and ``meta["radiologists"]`` lists them.
 The ``consensus`` option makes the findings vector from the votes: ``"any"`` (at least one reader; default),
-``"majority"`` (more than half) or ``"all"``.
+``"majority"`` (more than half) or ``"all"``. The challenge release has no patient ids, so each image is its own
+patient (``patient_id == image_id``). The PhysioNet release's CSVs are not read here (their columns are unverified).
 
 Example:
     >>> m = open_dataset("vindr-cxr", "/data/vinbigdata", consensus="majority")  # doctest: +SKIP
