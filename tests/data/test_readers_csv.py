@@ -107,3 +107,17 @@ def test_utf8_bom_and_crlf(table, tmp_path):
     path.write_bytes(b"\xef\xbb\xbffile,effusion\r\na.png,1\r\n")
     m = open_dataset("csv", path, image_col="file", label_cols=["effusion"], task="findings")
     assert m.label_names == {"findings": ["effusion"]} and m[0].labels["findings"][0] == 1
+
+
+def test_mask_column(table, tmp_path):
+    write_image(tmp_path / "imgs" / "masks" / "a.png")
+    path = table([ROWS[0] + ",masks/a.png", ROWS[1] + ","])
+    lines = path.read_text().splitlines()
+    write_lines(path, [lines[0] + ",mask", *lines[1:]])
+    m = open_dataset("csv", path, image_col="file", label_cols=["score"], task="severity", type="regression",
+                     mask_col="mask")
+    assert m[0].meta["mask"] == [str(tmp_path / "imgs" / "masks" / "a.png")] and "mask" not in m[1].meta
+    assert "mask" not in m[0].meta["columns"]
+    write_lines(path, [lines[0] + ",mask", ROWS[0] + ",masks/zz.png"])
+    with pytest.raises(DatasetFormatError, match=rf"{path}:2: mask not found"):
+        open_dataset("csv", path, image_col="file", label_cols=["score"], task="s", type="regression", mask_col="mask")

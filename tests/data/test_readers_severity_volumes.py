@@ -144,3 +144,14 @@ def test_nifti_folder_csv_manifest(ds, tmp_path):
     write_lines(csv, ["image,label", "images/a.nii.gz,labels/nope.nii.gz"])
     with pytest.raises(DatasetFormatError, match=r"manifest.csv:2: label not found"):
         open_dataset("nifti-folder", root)
+
+
+def test_nifti_folder_duplicate_volume_names(ds, caplog):
+    root = ds.nifti_folder()
+    write_nifti(root / "images" / "a.nii")
+    (root / "images" / "README.txt").write_text("notes")
+    with pytest.raises(DatasetFormatError, match=r"images/a.nii.gz: two volumes named 'a'"):
+        open_dataset("nifti-folder", root)
+    m = open_dataset("nifti-folder", root, on_error="skip")
+    assert [r.image for r in m] == [str(root / "images" / "a.nii"), str(root / "images" / "b.nii.gz")]
+    assert "ignoring 1 non-NIfTI file(s)" in caplog.text

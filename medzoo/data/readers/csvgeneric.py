@@ -11,7 +11,8 @@
 Image paths (PNG, JPEG, DICOM, NIfTI; not decoded here) are relative to the CSV's folder (or absolute);
 ``..`` that escapes that folder is an error. ``patient_col`` names the patient id column; without it every image
 is its own patient (logged, since patient-level splits then cannot group studies). ``id_col`` defaults to the
-image path. Other columns go to ``meta["columns"]``.
+image path. ``mask_col`` names an optional segmentation mask path column (``meta["mask"]``, a one-item list, as
+for the TB sets; blank means no mask). Other columns go to ``meta["columns"]``.
 
 Example:
     >>> m = open_dataset("csv", "my/labels.csv", image_col="file", label_cols=["tb"], task="tb",
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +86,43 @@ def _classes(table: CsvTable, col: str, classes: list[str] | None) -> list[str]:
     return sorted({f[index].strip() for _, f in table.rows if len(f) > index and f[index].strip()})
 
 
+@dataclass
+class _Columns:
+    image: str
+    labels: list[str]
+    type: str
+    names: list[str]
+    task: str
+    patient: str | None
+    id: str | None
+    mask: str | None
+
+
+def _path(root: Path, text: str, line: int, what: str) -> str:
+    return require_file(resolve_path(root.parent, text, root, line, allow_absolute=True), root, line, what)
+
+
+def _record(root: Path, line: int, row: dict[str, str], c: _Columns) -> Record:
+    value = _label(row, c.labels, c.type, c.names, root, line)
+    image = _path(root, row[c.image], line, "image")
+    mask = row[c.mask].strip() if c.mask else ""
+    patient = row[c.patient].strip() if c.patient else row[c.image].strip()
+    if not patient:
+        raise DatasetFormatError(root, f"empty patient id in column {c.patient!r}", line)
+    extra = {k: v for k, v in row.items() if k not in (c.image, c.patient, c.id, c.mask, *c.labels)}
+    meta: dict = {"source": (str(root), line), "columns": extra}
+    if mask:
+        meta["mask"] = [_path(root, mask, line, "mask")]
+    rid = row[c.id].strip() if c.id else row[c.image].strip()
+    return Record(id=rid, patient_id=patient, image=image, labels={c.task: value}, meta=meta)
+
+
 @DATASETS.register("csv")
 def read_csv_dataset(root: Path, *, split: str | None, errors: ErrorCollector, image_col: str,
                      label_cols: list[str] | str, task: str, type: str = "multilabel",
                      patient_col: str | None = None, id_col: str | None = None,
-                     classes: list[str] | None = None, delimiter: str = ",") -> Manifest:
+                     classes: list[str] | None = None, mask_col: str | None = None,
+                     delimiter: str = ",") -> Manifest:
     """Read a CSV of image paths and label columns (``root`` is the CSV file).
 
     Args:
@@ -102,6 +136,7 @@ def read_csv_dataset(root: Path, *, split: str | None, errors: ErrorCollector, i
         patient_col: patient id column (default: none; each image is its own patient).
         id_col: record id column (default: the image path as written).
         classes: class names for ``type="class"`` (default: sorted distinct values).
+        mask_col: column with a mask path (relative like the images), or None.
         delimiter: field separator.
     """
     if type not in TYPES:
@@ -109,23 +144,16 @@ def read_csv_dataset(root: Path, *, split: str | None, errors: ErrorCollector, i
     cols = [label_cols] if isinstance(label_cols, str) else list(label_cols)
     table = read_csv(root, errors, delimiter=delimiter)
     _check_columns(table, image_col, cols, patient_col, id_col, type)
+    if mask_col:
+        table.column(mask_col)
     names = _classes(table, cols[0], classes) if type == "class" else list(cols)
+    cfg = _Columns(image_col, cols, type, names, task, patient_col, id_col, mask_col)
     records = []
     for line, fields in table.rows:
         try:
-            row = row_dict(table, line, fields)
-            value = _label(row, cols, type, names, root, line)
-            image = require_file(resolve_path(root.parent, row[image_col], root, line, allow_absolute=True), root, line)
-            patient = row[patient_col].strip() if patient_col else row[image_col].strip()
-            if not patient:
-                raise DatasetFormatError(root, f"empty patient id in column {patient_col!r}", line)
+            records.append(_record(root, line, row_dict(table, line, fields), cfg))
         except DatasetFormatError as e:
             errors.handle(e)
-            continue
-        rid = row[id_col].strip() if id_col else row[image_col].strip()
-        extra = {k: v for k, v in row.items() if k not in (image_col, patient_col, id_col, *cols)}
-        meta = {"source": (str(root), line), "columns": extra}
-        records.append(Record(id=rid, patient_id=patient, image=image, labels={task: value}, meta=meta))
     if patient_col is None:
         log.warning("csv: no patient_col given; each image is treated as its own patient")
     vector = {task} if type != "class" else set()

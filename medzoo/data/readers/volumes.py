@@ -160,8 +160,24 @@ def read_medicalnet_list(root: Path, *, split: str | None, errors: ErrorCollecto
     return make_manifest("medicalnet-list", root, records, {}, split, errors)
 
 
-def _nifti_files(folder: Path) -> dict[str, str]:
-    return {volume_id(n): n for n in sorted(os.listdir(folder)) if not n.startswith(".") and n.endswith(NIFTI)}
+def _nifti_files(folder: Path, errors: ErrorCollector) -> dict[str, str]:
+    """volume id -> file name for the NIfTI files of ``folder``; hidden files are ignored, others are logged."""
+    out: dict[str, str] = {}
+    other = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("."):
+            continue
+        if not name.endswith(NIFTI):
+            other.append(name)
+            continue
+        vid = volume_id(name)
+        if vid in out:
+            errors.handle(DatasetFormatError(folder / name, f"two volumes named {vid!r} ({out[vid]} and {name})"))
+            continue
+        out[vid] = name
+    if other:
+        log.warning("nifti-folder: ignoring %d non-NIfTI file(s) in %s, e.g. %s", len(other), folder, other[0])
+    return out
 
 
 def _from_folders(root: Path, errors: ErrorCollector) -> list[Record]:
@@ -169,8 +185,8 @@ def _from_folders(root: Path, errors: ErrorCollector) -> list[Record]:
     if img_dir is None:
         raise DatasetFormatError(root, "no images/ (or imagesTr/) folder and no manifest.csv")
     lab_dir = next((root / d for d in ("labels", "labelsTr") if (root / d).is_dir()), None)
-    images = _nifti_files(img_dir)
-    labels = _nifti_files(lab_dir) if lab_dir else {}
+    images = _nifti_files(img_dir, errors)
+    labels = _nifti_files(lab_dir, errors) if lab_dir else {}
     for vid in sorted(set(labels) - set(images)):
         errors.handle(DatasetFormatError(lab_dir / labels[vid], f"label without an image {vid!r} in {img_dir}"))
     records = []
