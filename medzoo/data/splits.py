@@ -2,10 +2,12 @@
 
 :func:`patient_split` never puts one patient's records in two splits. With ``official=True`` (default) and a
 manifest whose records carry ``meta["official_split"]`` (NIH lists, CheXpert train/valid, MIMIC, COVIDx files,
-MSD), those splits are kept: the official test split is ``test``, an official validation split is ``val``, and
-the training pool is divided into ``train``/``val`` by patient in the ratio of ``fractions`` when there is no
-official validation split. CheXpert's ``valid`` (its test set is hidden) becomes ``test``. Otherwise patients are
-shuffled with ``seed`` and cut by ``fractions``, stratum by stratum when ``stratify`` names a task.
+MSD), those splits are kept: the official test split is ``test`` and an official validation split is ``val``;
+whatever the official split lacks is carved out of the training pool by patient, in the ratio of ``fractions``
+(NIH: ``val`` from ``train_val``; a manifest read with ``split="train"``: ``val`` and ``test``). CheXpert's
+``valid`` (its test set is hidden) becomes ``test``. MSD's official test cases have no labels: read
+``split="training"`` to split labelled cases only. Otherwise patients are shuffled with ``seed`` and cut by
+``fractions``, stratum by stratum when ``stratify`` names a task.
 
 Example:
     >>> from medzoo.data.manifest import Record, Manifest
@@ -123,26 +125,24 @@ def _official(records: list[Record], fractions: dict[str, float], seed: int, tas
     unknown = names - _TRAIN_LIKE - _VAL_LIKE - {"test"}
     if unknown:
         raise ValueError(f"unknown official split name(s) {sorted(unknown)}")
-    has_test, has_val = "test" in names, bool(names & _VAL_LIKE)
+    test_names = {"test"} if "test" in names else names & _VAL_LIKE  # CheXpert: valid is the test set
+    val_names = names & _VAL_LIKE if "test" in names else set()
     out: dict[str, list[Record]] = {s: [] for s in SPLITS}
     pool = []
     for r in records:
         name = r.meta["official_split"]
-        if name == "test" or (name in _VAL_LIKE and not has_test):
+        if name in test_names:
             out["test"].append(r)
-        elif name in _VAL_LIKE:
+        elif name in val_names:
             out["val"].append(r)
         else:
             pool.append(r)
-    if has_val and has_test:
-        out["train"] = pool
-    else:
-        total = fractions["train"] + fractions["val"]
-        if total <= 0:
-            raise ValueError("fractions give nothing to train or val, but the official split has a training pool")
-        inner = {"train": fractions["train"] / total, "val": fractions["val"] / total}
-        parts = _split_records(pool, inner, seed, task)
-        out["train"], out["val"] = parts["train"], parts["val"]
+    carve = ["train"] + [s for s, given in (("val", val_names), ("test", test_names)) if not given]
+    total = sum(fractions[s] for s in carve)
+    if pool:
+        if fractions["train"] <= 0:
+            raise ValueError("fractions give nothing to train, but the official split has a training pool")
+        out.update(_split_records(pool, {s: fractions[s] / total for s in carve}, seed, task))
     return out
 
 

@@ -75,6 +75,8 @@ def test_nih_official_split(ds):
     assert {r.patient_id for r in parts["train"]}.isdisjoint({r.patient_id for r in parts["val"]})
     random = patient_split(open_dataset("nih-cxr14", root), seed=0, official=False)
     check_leakage(random)
+    pool_only = patient_split(open_dataset("nih-cxr14", root, split="train_val"), seed=0)  # test carved too
+    assert {k: len({r.patient_id for r in v}) for k, v in pool_only.items()} == {"train": 2, "val": 0, "test": 1}
 
 
 def test_official_lists_that_leak_are_refused(ds):
