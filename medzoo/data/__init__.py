@@ -1,0 +1,32 @@
+"""Datasets: readers for the public CT and CXR formats, label harmonisation and patient-level splits.
+
+Importing this package loads only the standard library and numpy (no torch, no image decoders).
+
+Example:
+    >>> from medzoo.data import open_dataset, patient_split, relabel, CXR_VOCABULARY
+    >>> m = open_dataset("nih-cxr14", "/data/ChestX-ray14")  # doctest: +SKIP
+    >>> parts = patient_split(m, seed=0)  # official test list kept, val carved out of train_val  # doctest: +SKIP
+    >>> train = relabel(parts["train"], CXR_VOCABULARY)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from medzoo.data.labels import CXR_VOCABULARY, SYNONYMS, canonical_label, relabel
+from medzoo.data.manifest import DatasetFormatError, Manifest, Record, SkippedRecord
+from medzoo.data.readers import list_datasets, open_dataset
+from medzoo.data.splits import check_leakage, patient_split
+
+__all__ = [
+    "open_dataset",
+    "list_datasets",
+    "Manifest",
+    "Record",
+    "SkippedRecord",
+    "DatasetFormatError",
+    "relabel",
+    "canonical_label",
+    "CXR_VOCABULARY",
+    "SYNONYMS",
+    "check_leakage",
+    "patient_split",
+]
