@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dataset_fixtures import DatasetWriter
+from tests.data.dataset_fixtures import DatasetWriter
 
 
 @pytest.fixture

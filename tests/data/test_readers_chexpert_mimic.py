@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from dataset_fixtures import CHEXPERT_HEADER, CHEXPERT_TRAIN, MIMIC_META, write_lines
+from tests.data.dataset_fixtures import CHEXPERT_HEADER, CHEXPERT_TRAIN, MIMIC_META, write_lines
 
 from medzoo.data import DatasetFormatError, open_dataset
 from medzoo.data.readers.chexpert import CHEXPERT_LABELS

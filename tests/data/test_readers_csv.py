@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from dataset_fixtures import write_image, write_lines
+from tests.data.dataset_fixtures import write_image, write_lines
 
 from medzoo.data import DatasetFormatError, list_datasets, open_dataset
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from dataset_fixtures import PADCHEST_ROWS, VINDR_ROWS
+from tests.data.dataset_fixtures import PADCHEST_ROWS, VINDR_ROWS
 
 from medzoo.data import DatasetFormatError, open_dataset
 from medzoo.data.readers.vindr import VINDR_LABELS

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from dataset_fixtures import COHEN_SEVERITY, write_lines, write_nifti
+from tests.data.dataset_fixtures import COHEN_SEVERITY, write_lines, write_nifti
 
 from medzoo.data import DatasetFormatError, open_dataset
 

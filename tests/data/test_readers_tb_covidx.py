@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from dataset_fixtures import COVIDX_CT, COVIDX_TRAIN, write_image, write_lines
+from tests.data.dataset_fixtures import COVIDX_CT, COVIDX_TRAIN, write_image, write_lines
 
 from medzoo.data import DatasetFormatError, open_dataset
 from medzoo.data.readers.covidx import scan_of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dataset_fixtures import write_lines
+from tests.data.dataset_fixtures import write_lines
 
 from medzoo.data import Manifest, Record, check_leakage, open_dataset, patient_split
 
