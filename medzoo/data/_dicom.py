@@ -135,8 +135,7 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
         The slice paths, in slice order.
     """
     require_pydicom("write_dicom_series")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     vol = np.asarray(volume)
     vol = vol[0] if vol.ndim == 4 else vol
@@ -147,30 +146,40 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     names = file_names or [f"IM{k + 1:04d}.dcm" for k in range(vol.shape[2])]
-    series_uid = generate_uid(entropy_srcs=[series_uid_seed, "series"])
-    study_uid = generate_uid(entropy_srcs=[series_uid_seed, "study"])
+    uids = {"series": generate_uid(entropy_srcs=[series_uid_seed, "series"]),
+            "study": generate_uid(entropy_srcs=[series_uid_seed, "study"])}
     paths = []
     for k in range(vol.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid_seed, str(k)])
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(out / names[k]), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = _CT_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.Modality, ds.PatientID, ds.InstanceNumber = "CT", series_uid_seed[:64], k + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * spacing[2])]
-        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (Y), column spacing (X)
-        ds.SliceThickness = float(spacing[2])
-        ds.Rows, ds.Columns = int(vol.shape[1]), int(vol.shape[0])
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        ds = _ct_slice_dataset(out / names[k], stored[:, :, k], k, spacing, origin, series_uid_seed, uids)
         ds.save_as(str(out / names[k]), enforce_file_format=True)
         paths.append(out / names[k])
     return paths
+
+
+def _ct_slice_dataset(path: Path, plane: np.ndarray, k: int, spacing: tuple[float, float, float],
+                      origin: tuple[float, float, float], seed: str, uids: dict[str, str]) -> Any:
+    """One axial CT slice (``plane`` is ``[X, Y]`` uint16, stored as rows = Y, columns = X)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[seed, str(k)])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = _CT_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
+    ds.Modality, ds.PatientID, ds.InstanceNumber = "CT", seed[:64], k + 1
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * spacing[2])]
+    ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (Y), column spacing (X)
+    ds.SliceThickness = float(spacing[2])
+    ds.Rows, ds.Columns = int(plane.shape[1]), int(plane.shape[0])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.PixelData = np.ascontiguousarray(plane.T).tobytes()
+    return ds
 
 
 def write_dicom_image(path: str | os.PathLike, image: np.ndarray, uid_seed: str, monochrome1: bool = False,
