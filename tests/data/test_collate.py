@@ -40,6 +40,8 @@ def test_collate_vector_labels_nan_rows_and_errors():
     f = batch["label.findings"]
     assert f.shape == (2, 3) and f[0, 0] == 1 and f[0, 2] == 0 and torch.isnan(f[0, 1]) and torch.isnan(f[1]).all()
     assert torch.isnan(batch["label.tb"][0]) and batch["label.tb"][1] == 1
+    c = {"image": torch.zeros(1, 4, 4), "label.findings": torch.tensor(float("nan")), "meta": {}}
+    assert torch.isnan(collate([c, a])["label.findings"][0]).all() and collate([c, a])["label.findings"].shape == (2, 3)
     with pytest.raises(ValueError, match="different shapes"):
         collate([a, {"image": torch.zeros(1, 5, 4), "meta": {}}])
     with pytest.raises(ValueError, match="mixes"):
