@@ -243,3 +243,12 @@ def test_synth_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "nih-cxr14" in out and "covidx-ct" in out and "dicom-series" not in out
     assert json.loads((tmp_path / "c" / "corpus.json").read_text())["seed"] == 2
+
+
+@pytest.mark.slow
+def test_small_corpus_is_quick_and_sized(tmp_path):
+    t0 = time.perf_counter()
+    paths = write_synthetic_corpus(tmp_path, seed=0, size="small")
+    assert time.perf_counter() - t0 < 20
+    assert len(list((paths["nih-cxr14"] / "images").iterdir())) == SIZES["small"].nih
+    assert len(list((paths["msd"] / "imagesTr").glob("lung_*.nii.gz"))) == SIZES["small"].ct_train
