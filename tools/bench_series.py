@@ -11,8 +11,8 @@ Two figures (DECISIONS 25):
    the speedup is the ratio of median times. Targets: >= 1.3x over the loop and >= 1.5x over dense.
 2. **Memory.** Peak resident memory of one series (B = 1) as N grows 16..256 at a fixed chunk of 16 slices
    (N >= chunk, so every chunk is full), each N in a fresh subprocess, measured from just before the step (after
-   the model and input exist, so net of the input bytes), by resetting the kernel's high-water mark (``/proc/self/clear_refs``, Linux). Modes: inference,
-   training step with per-chunk checkpointing, and training without it (for contrast: it keeps every chunk's
+   the model and input exist, so net of the input bytes), by resetting the kernel's high-water mark
+   (``/proc/self/clear_refs``, Linux). Modes: inference, training step with per-chunk checkpointing, and training without it (for contrast: it keeps every chunk's
    activations for backward, so it grows with N). Target: flat within 20% for inference and checkpointed training.
    Checkpointed training keeps a small autograd/checkpoint bookkeeping per chunk (about 0.18 MB, independent of
    the slice size), so it grows slowly with N / chunk; slice data and activations do not accumulate.
@@ -200,12 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and N values")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--threads", type=int, help="torch threads for the speed figure (default: torch's)")
     parser.add_argument("--memory-child", nargs=3, metavar=("N", "MODE", "CHUNK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         n, mode, chunk = args.memory_child
         print(json.dumps(_memory_child(int(n), mode, int(chunk))))
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = bench_series(quick=args.quick)
     _print(rows)
     if args.json:
