@@ -10,12 +10,13 @@ Two figures (DECISIONS 25):
    (forward, loss, backward), with the methods interleaved and their order rotated each repeat (>= 11 repeats);
    the speedup is the ratio of median times. Targets: >= 1.3x over the loop and >= 1.5x over dense.
 2. **Memory.** Peak resident memory of one series (B = 1) as N grows 16..256 at a fixed chunk of 16 slices
-   (N >= chunk, so every chunk is full), each N in a fresh subprocess, measured from just before the step (after
-   the model and input exist, so net of the input bytes), by resetting the kernel's high-water mark
-   (``/proc/self/clear_refs``, Linux). Modes: inference, training step with per-chunk checkpointing, and training
-   without it (for contrast: it keeps every chunk's activations for backward, so it grows with N). Target: flat within 20% for inference and checkpointed training.
-   Checkpointed training keeps a small autograd/checkpoint bookkeeping per chunk (about 0.18 MB, independent of
-   the slice size), so it grows slowly with N / chunk; slice data and activations do not accumulate.
+   (N >= chunk, so every chunk is full), each N in a fresh subprocess, measured from just before the step
+   (after the model and input exist, so net of the input bytes), by resetting the kernel's high-water mark
+   (``/proc/self/clear_refs``, Linux). Modes: inference, training step with per-chunk checkpointing, and
+   training without it (for contrast: it keeps every chunk's activations for backward, so it grows with N).
+   Target: flat within 20% for inference and checkpointed training. Checkpointed training keeps a small
+   autograd/checkpoint bookkeeping per chunk (about 0.18 MB, independent of the slice size), so it grows
+   slowly with N / chunk; slice data and activations do not accumulate.
 
 Run: ``python tools/bench_series.py [--quick] [--json out.json]``.
 """
