@@ -116,6 +116,8 @@ class MultiTaskModel(nn.Module):
         has series ones.
         """
         if tasks is not None:
+            if not list(tasks):
+                raise ValueError(f"tasks is empty; give task names from {self.tasks} or None for all")
             kinds = {LEVEL_INPUT[self.task_levels[t]] for t in self._check_names(tasks)}
             if len(kinds) > 1:
                 by_task = {t: self.task_levels[t] for t in tasks}
