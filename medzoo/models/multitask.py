@@ -58,6 +58,8 @@ class MultiTaskModel(nn.Module):
         levels: task name -> level (default ``volume`` for every task).
         max_items_per_chunk: series items per encoder call.
         checkpoint_chunks: activation checkpointing per chunk of series items while training.
+        series_mode: ``"packed"`` (encode valid items only) or ``"dense"`` (encode all B*N items, no data-dependent
+            indexing: the path exports trace, DECISIONS 16). Both give the same outputs in eval mode.
 
     Example:
         >>> import torch
@@ -78,6 +80,7 @@ class MultiTaskModel(nn.Module):
         levels: Mapping[str, str] | None = None,
         max_items_per_chunk: int = 64,
         checkpoint_chunks: bool = False,
+        series_mode: str = "packed",
     ) -> None:
         super().__init__()
         levels = dict(levels or {})
@@ -94,6 +97,9 @@ class MultiTaskModel(nn.Module):
         self.aggregator = aggregator
         self.max_items_per_chunk = int(max_items_per_chunk)
         self.checkpoint_chunks = bool(checkpoint_chunks)
+        if series_mode not in ("packed", "dense"):
+            raise ValueError(f"series_mode must be 'packed' or 'dense', got {series_mode!r}")
+        self.series_mode = series_mode
         self._encoder_frozen = False
 
     # ----------------------------------------------------------------------------------------------- routing
@@ -110,6 +116,8 @@ class MultiTaskModel(nn.Module):
         has series ones.
         """
         if tasks is not None:
+            if not list(tasks):
+                raise ValueError(f"tasks is empty; give task names from {self.tasks} or None for all")
             kinds = {LEVEL_INPUT[self.task_levels[t]] for t in self._check_names(tasks)}
             if len(kinds) > 1:
                 by_task = {t: self.task_levels[t] for t in tasks}
@@ -176,7 +184,7 @@ class MultiTaskModel(nn.Module):
         """Per-item pooled features ``[B, N, F]`` of a series (zeros at padding); see :mod:`medzoo.models.series`."""
         return encode_series(
             self.encoder, x, pad_mask, max_items_per_chunk=self.max_items_per_chunk,
-            checkpoint=self.checkpoint_chunks and self.training,
+            checkpoint=self.checkpoint_chunks and self.training, mode=self.series_mode,
         )
 
     def _forward_series(self, x: Tensor, pad_mask: Tensor | None, names: list[str]) -> dict[str, Tensor]:

@@ -31,6 +31,10 @@ def pool_features(fmap: Tensor) -> Tensor:
     return fmap.flatten(2).mean(dim=-1)
 
 
+def _is_exporting() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 def check_series(x: Tensor, pad_mask: Tensor | None) -> Tensor:
     """Validate a series batch and return its ``pad_mask`` (all False when ``None``).
 
@@ -48,6 +52,8 @@ def check_series(x: Tensor, pad_mask: Tensor | None) -> Tensor:
         raise ValueError(f"pad_mask must be a bool tensor (True = padding), got dtype {pad_mask.dtype}")
     if tuple(pad_mask.shape) != tuple(x.shape[:2]):
         raise ValueError(f"pad_mask must have shape [B, N] = {tuple(x.shape[:2])}, got {tuple(pad_mask.shape)}")
+    if _is_exporting():  # the emptiness check is a data-dependent branch; exports trace the dense path
+        return pad_mask.to(x.device)
     empty = pad_mask.all(dim=1).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"series {empty} of the batch have no valid item (pad_mask is all True); drop them first")

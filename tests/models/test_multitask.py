@@ -191,3 +191,17 @@ def test_construction_refuses_bad_combinations(head, level, agg, match):
     enc = create_encoder("resnet10", widths=TINY)
     with pytest.raises(ValueError, match=match):
         MultiTaskModel(enc, {"t": head}, create_aggregator("mean", 64) if agg else None, levels={"t": level})
+
+
+def test_dense_series_mode_gives_the_same_outputs_in_eval(model):
+    model.eval()
+    x, pad = _series([2, 5, 3])
+    with torch.no_grad():
+        packed = model(x, pad)
+        model.series_mode = "dense"
+        try:
+            dense = model(x, pad)
+        finally:
+            model.series_mode = "packed"
+    for k in packed:
+        torch.testing.assert_close(dense[k], packed[k], atol=1e-5, rtol=1e-5)

@@ -42,13 +42,20 @@ def _per_item(encoder, x, pad):
     return out
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 4, 100])
-def test_packed_chunked_equals_per_item_and_dense(encoder, chunk):
+@pytest.fixture(scope="module")
+def reference(encoder):
+    torch.manual_seed(3)
     x, pad = _batch([5, 2, 7])
+    with torch.no_grad():
+        return x, pad, _per_item(encoder, x, pad)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 100])
+def test_packed_chunked_equals_per_item_and_dense(encoder, reference, chunk):
+    x, pad, ref = reference
     with torch.no_grad():
         packed = encode_series(encoder, x, pad, max_items_per_chunk=chunk)
         dense = encode_series(encoder, x, pad, max_items_per_chunk=chunk, mode="dense")
-        ref = _per_item(encoder, x, pad)
     assert packed.shape == (3, 7, encoder.feature_dim)
     torch.testing.assert_close(packed, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dense, ref, atol=1e-5, rtol=1e-5)
