@@ -119,8 +119,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as err:  # torch raises RuntimeError/EOFError/zip errors for damaged files
         raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupt?): {_first_line(err)}") from err
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), Mapping):
+        keys = f" with keys {sorted(obj)}" if isinstance(obj, dict) else ""
         raise CheckpointError(f"{path}: not a medzoo training checkpoint (expected a dict with a 'model' state dict, "
-                              f"got {type(obj).__name__}{' with keys ' + str(sorted(obj)) if isinstance(obj, dict) else ''})")
+                              f"got {type(obj).__name__}{keys})")
     return obj
 
 
