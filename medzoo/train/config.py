@@ -127,7 +127,11 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and schedule of a run."""
+    """Optimisation and schedule of a run.
+
+    ``norm_eval`` keeps batch-norm layers in eval mode while training (small-batch fine-tuning; DDP equality,
+    DECISIONS 18). ``amp`` applies on CUDA only. ``best_metric`` defaults to ``val/loss`` (mode ``min``).
+    """
 
     epochs: int = 1
     max_steps: int | None = None
@@ -141,6 +145,7 @@ class TrainConfig:
     grad_accum: int = 1
     clip_grad: float | None = None
     amp: bool = False
+    norm_eval: bool = False
     sampling: str = "proportional"
     temperature: float = 2.0
     loss: dict[str, LossConfig] = field(default_factory=dict)
@@ -174,13 +179,17 @@ class InitConfig:
 
 @dataclass
 class RunConfig:
-    """A whole run; ``load_run_config`` builds it from YAML with overrides."""
+    """A whole run; ``load_run_config`` builds it from YAML with overrides.
+
+    ``data_root``: the folder relative ``data[].root`` paths start from (``--set data_root=/data/synth``).
+    """
 
     model: ModelConfig
     data: list[DataConfig]
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    data_root: str = "."
 
 
 # ------------------------------------------------------------------------------------------------- checks

@@ -216,9 +216,9 @@ def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
     bundles = []
     for i, d in enumerate(cfg.data):
         try:
-            manifest = open_dataset(d.kind, d.root, **d.options)
+            manifest = open_dataset(d.kind, Path(cfg.data_root).expanduser() / d.root, **d.options)
         except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
-            raise ConfigError(f"data[{i}] ({d.kind} at {d.root}): {err}") from err
+            raise ConfigError(f"data[{i}] ({d.kind} at {d.root}, data_root {cfg.data_root}): {err}") from err
         mapping = _mapping(i, d, manifest, model, cfg)
         seed = cfg.train.seed if d.split.seed is None else d.split.seed
         try:
