@@ -119,13 +119,17 @@ class TaskMapping:
 
 @dataclass
 class DatasetBundle:
-    """One configured dataset: its name, config, split datasets and task mapping."""
+    """One configured dataset: its name, config, split datasets and task mapping.
+
+    ``slice_labels``: record id -> per-slice classes (COVIDx-CT series), for slice-level metrics.
+    """
 
     name: str
     config: DataConfig
     splits: dict[str, Dataset]
     mapping: TaskMapping
     input_kind: str = "image"
+    slice_labels: dict[str, list] = field(default_factory=dict)
 
 
 def _size(size: Sequence[int] | None, n: int) -> tuple[int, ...] | None:
@@ -233,5 +237,6 @@ def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
         kind = "series" if levels & {"series", "slice"} else ("volume" if "volume" in levels else "image")
         name = d.name or d.kind
         log.info("dataset %s: %s", name, ", ".join(f"{s} {len(m)}" for s, m in parts.items()))
-        bundles.append(DatasetBundle(name, d, splits, mapping, kind))
+        slice_labels = {r.id: list(r.meta["slice_labels"]) for r in manifest if "slice_labels" in r.meta}
+        bundles.append(DatasetBundle(name, d, splits, mapping, kind, slice_labels))
     return bundles

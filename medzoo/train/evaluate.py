@@ -115,7 +115,7 @@ def _nanmean(rows: np.ndarray) -> np.ndarray:
 
 def _slice_labels(batch: dict[str, Any], bundle: DatasetBundle, task: str, n: int) -> Tensor | None:
     """``[B, N]`` per-slice labels (mapped to the head's classes, NaN at padding) or None when not given."""
-    rows = [m.get("slice_labels") for m in batch.get("meta", [])]
+    rows = [m.get("slice_labels", bundle.slice_labels.get(str(m.get("id")))) for m in batch.get("meta", [])]
     if not rows or any(r is None for r in rows):
         return None
     out = torch.full((len(rows), n), math.nan)
