@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from medzoo.config import ConfigError, load_config
-from medzoo.models import create_model
 from medzoo.train.checkpoint import load_checkpoint, model_from_checkpoint
 from medzoo.train.config import load_run_config
 from medzoo.train.data import TaskMapping, label_index
