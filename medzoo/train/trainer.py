@@ -152,7 +152,9 @@ class Trainer:
         if self.world <= 1:
             return self.model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        # Heads of tasks a batch does not label (and a frozen encoder) get no gradient: DDP must look for them.
+        unused = len(self.model.tasks) > 1 or self.cfg.train.freeze_encoder_epochs > 0
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
 
     def _default_callbacks(self, quiet: bool) -> None:
         if not D.is_main():
