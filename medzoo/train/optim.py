@@ -2,8 +2,8 @@
 
 The encoder trains at ``lr`` and the heads (and aggregator) at ``lr * head_lr_mult`` (MedicalNet used 100x on the
 new layers), through ``MultiTaskModel.param_groups``. The schedule is a per-step multiplier: linear warm-up from
-``1 / warmup_steps`` to 1, then cosine decay to ``min_lr_ratio`` at the last step, exponential decay ``gamma^k``,
-or constant.
+``1 / warmup_steps`` to 1, then cosine decay towards ``min_lr_ratio`` (reached just after the last step),
+exponential decay ``gamma^k``, or constant.
 
 Example:
     >>> lr_factor(0, total_steps=10, name="cosine", warmup_steps=2)
@@ -39,7 +39,7 @@ def lr_factor(step: int, total_steps: int, name: str = "cosine", warmup_steps: i
         return (step + 1) / warmup_steps
     k = step - warmup_steps
     if name == "cosine":
-        span = max(1, total_steps - warmup_steps - 1)
+        span = max(1, total_steps - warmup_steps)  # the last step still has a (small) non-zero rate
         progress = min(1.0, k / span)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     if name == "exponential":

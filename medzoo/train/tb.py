@@ -68,8 +68,8 @@ class TensorBoardCallback:
         w.add_scalar("train/loss", trainer.last_loss, step)
         for task, value in trainer.last_task_losses.items():
             w.add_scalar(f"train/loss/{task}", value, step)
-        for group in trainer.optimizer.param_groups:
-            w.add_scalar(f"lr/{group.get('name', 'all')}", group["lr"], step)
+        for name, lr in trainer.last_lrs.items():  # the rates this step used
+            w.add_scalar(f"lr/{name}", lr, step)
 
     def on_eval_end(self, trainer: Any) -> None:
         for key, value in trainer.last_metrics.items():

@@ -122,6 +122,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.bad_evals, self.stopped_early, self.history = 0, False, []
         self.last_loss, self.last_task_losses, self.last_metrics, self.last_images = 0.0, {}, {}, {}
+        self.last_lrs: dict[str, float] = {}
         self.last_split, self.final_metrics = "val", {}
         self._acc_loss: list[float] = []
         self._acc_tasks: dict[str, list[float]] = defaultdict(list)
@@ -258,6 +259,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self.last_lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
         self.scheduler.step()
         self.step += 1
         self.last_loss = float(np.mean(self._acc_loss)) if self._acc_loss else math.nan
