@@ -118,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:  # as medzoo.cli.main: one clear line
+        print(f"medzoo {args.command}: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,12 @@ def _subsample(manifest: Any, fraction: float, seed: int) -> Any:
     return manifest.subset([r for r in manifest if r.patient_id in keep])
 
 
+def _without_masks(manifest: Any) -> Any:
+    if not any("mask" in r.meta for r in manifest):
+        return manifest
+    return manifest.subset([replace(r, meta={k: v for k, v in r.meta.items() if k != "mask"}) for r in manifest])
+
+
 def _dataset(d: DataConfig, part: Any, split: str, tasks: list[str], seed: int) -> Dataset:
     from medzoo.data.dataset import ManifestDataset
 
@@ -231,6 +237,8 @@ def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
         except ValueError as err:
             raise ConfigError(f"data[{i}].split: {err}") from err
         parts["train"] = _subsample(parts["train"], d.fraction, seed)
+        if MASK_KEY not in mapping.sources:  # no segmentation task reads the masks: do not load them
+            parts = {s: _without_masks(m) for s, m in parts.items()}
         tasks = [s for s in mapping.sources if s != MASK_KEY]
         splits = {s: _dataset(d, m, s, tasks, cfg.train.seed) for s, m in parts.items() if len(m)}
         levels = {cfg.model.tasks[t].level for t in d.tasks.values()}

@@ -191,8 +191,7 @@ class Trainer:
         self.trigger("on_train_start")
         while self.step < self.total_steps and not self.stopped_early:
             self._train_epoch()
-            if self.batch_in_epoch == 0 or self.step >= self.total_steps:
-                self._end_epoch()
+            self._end_epoch(finished=self.batch_in_epoch == 0)
         test, _ = self._evaluate("test")
         self.final_metrics = {**self.last_metrics_of("val"), **test}
         self.trigger("on_train_end")
@@ -267,9 +266,9 @@ class Trainer:
         self._acc_loss, self._acc_tasks = [], defaultdict(list)
         self.trigger("on_step_end")
 
-    def _end_epoch(self) -> None:
-        self.epoch += 1
-        self.batch_in_epoch = 0
+    def _end_epoch(self, finished: bool) -> None:
+        """Evaluate and save; an epoch cut short by ``max_steps`` keeps its position, so a resume continues it."""
+        self.epoch += int(finished)
         last = self.step >= self.total_steps or self.epoch >= self.cfg.train.epochs
         if self.epoch % self.cfg.train.eval_every == 0 or last:
             metrics, _ = self._evaluate("val")
