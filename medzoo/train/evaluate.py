@@ -144,7 +144,7 @@ def evaluate(model: nn.Module, bundles: Sequence[DatasetBundle], split: str, obj
         if ds is None:
             continue
         loader = DataLoader(ds, batch_size=bundle.config.eval_batch_size or bundle.config.batch_size,
-                            shuffle=False, collate_fn=collate_fn)
+                            shuffle=False, collate_fn=collate_fn, generator=torch.Generator())  # global RNG untouched
         for b, batch in enumerate(loader):
             if max_batches is not None and b >= max_batches:
                 break

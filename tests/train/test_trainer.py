@@ -12,7 +12,7 @@ import torch
 
 from medzoo.config import ConfigError, load_config
 from medzoo.train.checkpoint import load_checkpoint, model_from_checkpoint
-from medzoo.train.config import load_run_config
+from medzoo.train.config import LossConfig, load_run_config
 from medzoo.train.data import TaskMapping, label_index
 from medzoo.train.objective import Objective
 from medzoo.train.optim import lr_factor
@@ -58,6 +58,12 @@ def test_objective_masks_nan_labels():
     logp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
     expected_c = -(logp[0, 2] + logp[2, 0]) / 2
     assert parts["f"] == pytest.approx(expected_f, rel=1e-5) and parts["c"] == pytest.approx(expected_c, rel=1e-5)
+    weighted = Objective(mc, {"f": LossConfig(weight=2.5), "c": LossConfig(type="focal", options={"mode": "multiclass"},
+                                                                           weight=0.5)})
+    total_w, parts_w = weighted({"f": logits, "c": logits}, {"f": y, "c": cls})
+    assert parts_w["f"] == pytest.approx(parts["f"]) and parts_w["c"] < parts["c"]  # focal down-weights
+    assert float(total_w) == pytest.approx(2.5 * parts_w["f"] + 0.5 * parts_w["c"], rel=1e-6)
+    assert float(total) == pytest.approx(parts["f"] + parts["c"], rel=1e-6)
     total.backward()
     assert torch.all(logits.grad[1] == 0)  # no label at all: no gradient
     assert logits.grad[3, 2] == 0 and logits.grad[3, 0] != 0  # NaN entry masked, its labelled neighbours are not
@@ -185,3 +191,20 @@ def test_example_configs_build_on_the_corpus(corpus, tmp_path, name):
     outputs = tr.model(batch["image"], pad_mask=batch.get("pad_mask"), tasks=list(targets))
     loss, _ = tr.objective(outputs, targets)
     assert torch.isfinite(loss)
+
+
+def test_amp_is_cuda_only(corpus, tmp_path, caplog):
+    cfg = run_config(corpus, tmp_path / "run", ["nih"], amp=True, max_steps=1)
+    tr = Trainer(cfg)
+    assert not tr.amp and not tr.scaler.is_enabled()  # fp32 on the CPU, with a warning
+    assert "CUDA only" in caplog.text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_on_cuda(corpus, tmp_path):
+    cfg = run_config(corpus, tmp_path / "run", ["nih", "covidx_ct"], amp=True, max_steps=3, device="cuda")
+    tr = Trainer(cfg)
+    assert tr.amp and tr.scaler.is_enabled()
+    res = tr.fit()
+    assert res.step == 3 and math.isfinite(res.metrics["val/loss"])
