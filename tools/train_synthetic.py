@@ -41,45 +41,52 @@ def chance_levels(trainer: object) -> dict[str, float]:
             for k, name in ((1, "lung"), (2, "lesion")):
                 frac = float((masks == k).mean())
                 out[f"ct_seg/dice/{name}"] = 2 * frac / (1 + frac)  # predict class k everywhere
-        for key in [k for k in samples[0] if k == "label.covid"]:
-            y = np.array([float(s[key]) for s in samples])
+        if "label.covid" in samples[0]:
+            y = np.array([float(s["label.covid"]) for s in samples])
             out["covid_ct/accuracy"] = float(np.bincount(y[~np.isnan(y)].astype(int)).max() / np.sum(~np.isnan(y)))
     out.update({"covid_ct/auroc": 0.5, "findings/mean_auroc": 0.5})
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", default=None, help="an existing synthetic corpus (default: write one to a temp dir)")
-    p.add_argument("--out", default=None, help="run folder (default: a temp dir)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
-    args = p.parse_args(argv)
+def run(corpus: Path | None, out: Path, threads: int = 2, overrides: list[str] | None = None) -> dict:
+    """Write the small corpus (when ``corpus`` is None), train, and return the figures.
 
+    Returns:
+        ``{"result": TrainResult, "chance": {metric: chance level}, "corpus_s", "train_s", "threads"}``.
+    """
     import torch
 
     from medzoo.data.synth import write_synthetic_corpus
     from medzoo.train.trainer import Trainer
 
-    torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="medzoo_synth_"))
-    corpus = Path(args.corpus) if args.corpus else tmp / "corpus"
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    if not args.corpus:
+    if corpus is None:
+        corpus = out / "corpus"
         write_synthetic_corpus(corpus, seed=0, size="small", dicom=False)
     t_corpus = time.perf_counter() - t0
-    out = args.out or str(tmp / "run")
-    trainer = Trainer(CONFIG, [f"data_root={corpus}", f"output.dir={out}", *args.overrides], quiet=True)
+    trainer = Trainer(CONFIG, [f"data_root={corpus}", f"output.dir={out / 'run'}", *(overrides or [])], quiet=True)
     t1 = time.perf_counter()
     result = trainer.fit()
-    t_train = time.perf_counter() - t1
-    chance = chance_levels(trainer)
-    print(f"corpus {t_corpus:.1f} s, training + evaluation {t_train:.1f} s on {args.threads} CPU thread(s), "
-          f"{result.step} steps, {result.epoch} epochs; run folder {out}")
+    return {"result": result, "chance": chance_levels(trainer), "corpus_s": t_corpus,
+            "train_s": time.perf_counter() - t1, "threads": threads}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", default=None, help="an existing synthetic corpus (default: write one)")
+    p.add_argument("--out", default=None, help="output folder (default: a temp dir)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
+    args = p.parse_args(argv)
+    out = Path(args.out or tempfile.mkdtemp(prefix="medzoo_synth_"))
+    figs = run(Path(args.corpus) if args.corpus else None, out, args.threads, args.overrides)
+    res = figs["result"]
+    print(f"corpus {figs['corpus_s']:.1f} s, training + evaluation {figs['train_s']:.1f} s on {args.threads} CPU "
+          f"thread(s), {res.step} steps, {res.epoch} epochs; run folder {res.run_dir}")
     print(f"{'task/metric (test split)':<28} {'model':>8} {'chance':>8}")
-    for key, ref in chance.items():
-        value = result.metrics.get(f"test/{key}", float("nan"))
-        print(f"{key:<28} {value:>8.3f} {ref:>8.3f}")
+    for key, ref in figs["chance"].items():
+        print(f"{key:<28} {res.metrics.get(f'test/{key}', float('nan')):>8.3f} {ref:>8.3f}")
     return 0
 
 
