@@ -118,14 +118,7 @@ class Trainer:
             log.warning("train.amp applies on CUDA only; training in float32 on %s", self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.net = self._wrap_ddp()
-        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self.best: dict[str, Any] | None = None
-        self.bad_evals, self.stopped_early, self.history = 0, False, []
-        self.last_loss, self.last_task_losses, self.last_metrics, self.last_images = 0.0, {}, {}, {}
-        self.last_lrs: dict[str, float] = {}
-        self.last_split, self.final_metrics = "val", {}
-        self._acc_loss: list[float] = []
-        self._acc_tasks: dict[str, list[float]] = defaultdict(list)
+        self._reset_state()
         self.callbacks: dict[str, list[Callable]] = defaultdict(list)
         self._default_callbacks(quiet)
         for event, fns in (callbacks or {}).items():
@@ -134,6 +127,16 @@ class Trainer:
             self.load_state(load_checkpoint(self.run_dir / "last.pt"))
 
     # ----------------------------------------------------------------------------------------------- set-up
+    def _reset_state(self) -> None:
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best: dict[str, Any] | None = None
+        self.bad_evals, self.stopped_early, self.history = 0, False, []
+        self.last_loss, self.last_task_losses, self.last_metrics, self.last_images = 0.0, {}, {}, {}
+        self.last_lrs: dict[str, float] = {}
+        self.last_split, self.final_metrics = "val", {}
+        self._acc_loss: list[float] = []
+        self._acc_tasks: dict[str, list[float]] = defaultdict(list)
+
     def _build_loader(self, collate: Callable) -> None:
         t = self.cfg.train
         train = [b for b in self.bundles if b.config.train and "train" in b.splits]
