@@ -1,0 +1,250 @@
+"""From ``data:`` config entries to split datasets whose labels are mapped, by name, onto the model's tasks.
+
+For each entry: read the manifest (:func:`medzoo.data.open_dataset`), split it by patient, keep ``fraction`` of the
+training patients, build the transform preset and a :class:`~medzoo.data.dataset.ManifestDataset` per split (or a
+prepared cache). :class:`TaskMapping` turns a batch's ``label.<dataset task>`` keys into model-task targets:
+
+- class labels are re-indexed by class name (``COVID-19`` -> the head's ``covid19``; names compare case-insensitively
+  without punctuation, and CXR findings through :func:`medzoo.data.canonical_label`);
+- multilabel and regression vectors are reordered to the head's label order (a label the dataset lacks is NaN);
+- a dense (segmentation) task takes the record's mask.
+
+A batch label without a mapping is an error (DECISIONS 7).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from medzoo.config import ConfigError
+from medzoo.train.config import DataConfig, RunConfig
+
+__all__ = ["DatasetBundle", "TaskMapping", "build_datasets", "build_transform", "label_index"]
+
+log = logging.getLogger(__name__)
+MASK_KEY = "mask"
+
+
+def _norm(name: str) -> str:
+    from medzoo.data.labels import canonical_label
+
+    canon = canonical_label(str(name))
+    return re.sub(r"[^0-9a-z]", "", (canon or str(name)).lower())
+
+
+def label_index(source: Sequence[str], target: Sequence[str], key: str, ignore: Sequence[str] = (),
+                allow_missing: bool = True) -> list[int]:
+    """For each target label, the index of the same-named source label (-1 when the source lacks it).
+
+    Raises:
+        ConfigError: a source label with no target (unless listed in ``ignore``), or (``allow_missing=False``) a
+            target the source lacks; the message names ``key``.
+    """
+    unnamed = any(all(re.fullmatch(r"class_\d+", n) for n in names) for names in (source, target))
+    if unnamed and len(source) == len(target):
+        return list(range(len(target)))  # the head has no names: take the dataset's order
+    pos = {_norm(s): i for i, s in enumerate(source)}
+    index = [pos.get(_norm(t), -1) for t in target]
+    covered = {_norm(t) for t in target} | {_norm(s) for s in ignore}
+    unmapped = [s for s in source if _norm(s) not in covered]
+    if unmapped:
+        raise ConfigError(f"{key}: dataset labels {unmapped} have no place in the head's labels {list(target)}; add "
+                          f"them to the head or list them in ignore_labels")
+    if not allow_missing and -1 in index:
+        raise ConfigError(f"{key}: the head's classes {[t for t, i in zip(target, index) if i < 0]} are not among "
+                          f"the dataset's classes {list(source)}")
+    return index
+
+
+@dataclass
+class TaskMapping:
+    """How one dataset's batch labels become model-task targets.
+
+    Attributes:
+        sources: batch label key suffix (dataset task, or ``mask``) -> model task.
+        kinds: model task -> ``class``, ``vector``, ``regression`` or ``dense``.
+        index: model task -> source index per head label (vector, regression) or head class per dataset class.
+    """
+
+    sources: dict[str, str]
+    kinds: dict[str, str]
+    index: dict[str, list[int]] = field(default_factory=dict)
+    heads: dict[str, nn.Module] = field(default_factory=dict)
+
+    def targets(self, batch: Mapping[str, Any], dataset: str) -> dict[str, Tensor]:
+        """``{model task: target}`` from a batch's ``label.*`` keys.
+
+        Raises:
+            KeyError: a batch label that the dataset's ``tasks`` mapping does not name.
+        """
+        out = {}
+        for key, value in batch.items():
+            if not key.startswith("label."):
+                continue
+            src = key[len("label."):]
+            if src not in self.sources:
+                raise KeyError(f"dataset {dataset!r}: batch label {src!r} is not mapped to a model task; "
+                               f"mapped: {sorted(self.sources)}")
+            task = self.sources[src]
+            out[task] = self._convert(task, value)
+        return out
+
+    def _convert(self, task: str, y: Tensor) -> Tensor:
+        kind, index = self.kinds[task], self.index.get(task)
+        if kind == "dense" or index is None:
+            return y
+        if kind == "class":
+            table = torch.tensor([float(i) for i in index] + [math.nan])
+            valid = ~torch.isnan(y)
+            pos = torch.where(valid, y, torch.full_like(y, len(index))).long().clamp(0, len(index))
+            return table[pos].to(y.dtype)
+        cols = torch.tensor(index)
+        picked = y[..., cols.clamp_min(0)]
+        picked = torch.where(cols >= 0, picked, torch.full_like(picked, math.nan))
+        if kind == "regression":
+            picked = self.heads[task].scale_targets(picked)
+        return picked
+
+
+@dataclass
+class DatasetBundle:
+    """One configured dataset: its name, config, split datasets and task mapping.
+
+    ``slice_labels``: record id -> per-slice classes (COVIDx-CT series), for slice-level metrics.
+    """
+
+    name: str
+    config: DataConfig
+    splits: dict[str, Dataset]
+    mapping: TaskMapping
+    input_kind: str = "image"
+    slice_labels: dict[str, list] = field(default_factory=dict)
+
+
+def _size(size: Sequence[int] | None, n: int) -> tuple[int, ...] | None:
+    if size is None:
+        return None
+    size = tuple(int(s) for s in size)
+    return size * n if len(size) == 1 else size
+
+
+def build_transform(d: DataConfig, train: bool) -> Any:
+    """The configured preset (``train`` adds augmentations when ``transform.augment``)."""
+    from medzoo.data import transforms as T
+
+    t, aug = d.transform, train and d.transform.augment
+    if t.preset == "none":
+        return None
+    if t.preset == "ct":
+        kw = dict(t.options)
+        if t.size is not None:
+            kw["patch"] = _size(t.size, 3)
+        return T.ct_preset(aug, **kw)
+    if t.preset == "cxr":
+        return T.cxr_preset(aug, **({"size": _size(t.size, 2)} if t.size else {}), **t.options)
+    return T.series_preset(aug, size=_size(t.size, 2), **t.options)
+
+
+def _head_kind(head: nn.Module, task_type: str) -> str:
+    if getattr(head, "kind", "vector") == "dense":
+        return "dense"
+    return {"classification": "class", "regression": "regression"}.get(task_type, "vector")
+
+
+def _mapping(i: int, d: DataConfig, manifest: Any, model: nn.Module, cfg: RunConfig) -> TaskMapping:
+    sources, kinds, index, heads = {}, {}, {}, {}
+    for src, task in d.tasks.items():
+        key = f"data[{i}].tasks.{src}"
+        head = model.heads[task]
+        kind = _head_kind(head, cfg.model.tasks[task].type)
+        kinds[task], heads[task] = kind, head
+        if kind == "dense":
+            sources[MASK_KEY] = task
+            continue
+        if src not in manifest.label_names:
+            raise ConfigError(f"{key}: dataset {d.kind!r} has no task {src!r}; its tasks: {manifest.tasks}"
+                              + (" (a mask feeds only a segmentation task)" if src == MASK_KEY else ""))
+        sources[src] = task
+        names = manifest.label_names[src]
+        if kind == "class":  # dataset class i -> head class index[i]
+            index[task] = label_index(head.label_names, names, key, allow_missing=False)
+        else:  # head label j <- dataset column index[j]
+            index[task] = label_index(names, head.label_names, key, d.ignore_labels)
+    return TaskMapping(sources, kinds, index, heads)
+
+
+def _subsample(manifest: Any, fraction: float, seed: int) -> Any:
+    """Keep ``fraction`` of the patients (at least one), chosen with ``seed``; records keep their order."""
+    if fraction >= 1.0:
+        return manifest
+    patients = sorted(manifest.patients())
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
+    keep = set(rng.permutation(patients)[: max(1, math.ceil(fraction * len(patients)))].tolist())
+    return manifest.subset([r for r in manifest if r.patient_id in keep])
+
+
+def _without_masks(manifest: Any) -> Any:
+    if not any("mask" in r.meta for r in manifest):
+        return manifest
+    return manifest.subset([replace(r, meta={k: v for k, v in r.meta.items() if k != "mask"}) for r in manifest])
+
+
+def _dataset(d: DataConfig, part: Any, split: str, tasks: list[str], seed: int) -> Dataset:
+    from medzoo.data.dataset import ManifestDataset
+
+    slice_size = _size(d.slice_size, 2)
+    if d.cache:
+        from medzoo.data.prepared import PreparedDataset, prepare
+
+        out = prepare(part, Path(d.cache) / split, transform=build_transform(d, False), slice_size=slice_size,
+                      tasks=tasks, mask_task=MASK_KEY)
+        return PreparedDataset(out, seed=seed)
+    return ManifestDataset(part, build_transform(d, split == "train"), tasks=tasks, slice_size=slice_size,
+                           seed=seed, mask_task=MASK_KEY)
+
+
+def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
+    """Read, split, subsample and wrap every configured dataset.
+
+    Raises:
+        ConfigError: an unreadable dataset, a mapping to a task the dataset lacks, or labels that do not match the
+            head's labels by name; the message names ``data[i]...``.
+    """
+    from medzoo.data import open_dataset, patient_split
+
+    bundles = []
+    for i, d in enumerate(cfg.data):
+        try:
+            manifest = open_dataset(d.kind, Path(cfg.data_root).expanduser() / d.root, **d.options)
+        except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"data[{i}] ({d.kind} at {d.root}, data_root {cfg.data_root}): {err}") from err
+        mapping = _mapping(i, d, manifest, model, cfg)
+        seed = cfg.train.seed if d.split.seed is None else d.split.seed
+        try:
+            parts = patient_split(manifest, d.split.fractions, seed=seed, stratify=d.split.stratify,
+                                  official=d.split.official)
+        except ValueError as err:
+            raise ConfigError(f"data[{i}].split: {err}") from err
+        parts["train"] = _subsample(parts["train"], d.fraction, seed)
+        if MASK_KEY not in mapping.sources:  # no segmentation task reads the masks: do not load them
+            parts = {s: _without_masks(m) for s, m in parts.items()}
+        tasks = [s for s in mapping.sources if s != MASK_KEY]
+        splits = {s: _dataset(d, m, s, tasks, cfg.train.seed) for s, m in parts.items() if len(m)}
+        levels = {cfg.model.tasks[t].level for t in d.tasks.values()}
+        kind = "series" if levels & {"series", "slice"} else ("volume" if "volume" in levels else "image")
+        name = d.name or d.kind
+        log.info("dataset %s: %s", name, ", ".join(f"{s} {len(m)}" for s, m in parts.items()))
+        slice_labels = {r.id: list(r.meta["slice_labels"]) for r in manifest if "slice_labels" in r.meta}
+        bundles.append(DatasetBundle(name, d, splits, mapping, kind, slice_labels))
+    return bundles
