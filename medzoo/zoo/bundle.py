@@ -22,8 +22,8 @@ and writes ``<output_dir>/<name>.npz`` with one logits array per task. It define
 
 Example:
     >>> from monai.bundle import ConfigWorkflow  # doctest: +SKIP
-    >>> wf = ConfigWorkflow(config_file="b/configs/inference.json", meta_file="b/configs/metadata.json",  # doctest: +SKIP
-    ...                     workflow_type="infer", bundle_root="b", dataset_dir="in", output_dir="out")
+    >>> wf = ConfigWorkflow(config_file="b/configs/inference.json", workflow_type="infer",  # doctest: +SKIP
+    ...                     bundle_root="b", dataset_dir="in", output_dir="out")
     >>> wf.initialize(); wf.run(); wf.finalize()  # doctest: +SKIP
 """
 
