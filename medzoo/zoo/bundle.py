@@ -179,7 +179,7 @@ def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequ
         "version": version, "changelog": {version: "exported by medzoo"},
         "monai_version": versions["monai"], "pytorch_version": versions["torch"],
         "numpy_version": numpy.__version__, "required_packages_version": {},
-        "optional_packages_version": {"medzoo": versions["medzoo"]}, "name": spec.get("name", "medzoo model"),
+        "exported_by": f"medzoo {versions['medzoo']}", "name": spec.get("name", "medzoo model"),
         "task": ", ".join(f"{t}: {(spec.get('tasks') or {}).get(t, {}).get('type', '?')}" for t in module.task_names),
         "description": spec.get("description") or f"medzoo export of {spec.get('name', 'a model')}",
         "authors": "medzoo export", "copyright": f"license: {spec.get('license', 'unknown')}",
