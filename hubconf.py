@@ -13,7 +13,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch.hub.list lists every public callable, so keep typing names out of the namespace
+    from typing import Any
 
 dependencies = ["torch", "monai"]
 
