@@ -13,6 +13,9 @@
 Weights are read with safetensors or ``torch.load(weights_only=True)`` only; MedicalNet files go through
 :mod:`medzoo.zoo.medicalnet`. Encoder-only files hold bare encoder keys (DECISIONS 11).
 
+``medzoo.zoo.load`` names both this module and the function: importing a submodule binds its name on the package,
+which would hide a function of the same name, so calling the module calls :func:`load`.
+
 Example:
     >>> from medzoo.models import create_model
     >>> model = create_model({"encoder": {"name": "resnet18", "in_channels": 1}, "tasks": {}})
@@ -26,15 +29,17 @@ import copy
 import json
 import logging
 import os
+import sys
+import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from medzoo.zoo.apply_weights import load_parts
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.spec import Preprocessing, TaskSpec, WeightsSpec
 
@@ -44,7 +49,6 @@ log = logging.getLogger(__name__)
 
 WEIGHT_FORMATS = ("safetensors", "torch-state-dict", "medicalnet-pth")
 ALL_PARTS = ("encoder", "aggregator", "heads")
-_ARCH_FIELDS = ("depth", "block", "shortcut", "widths")
 _FIXED_TASK_KEYS = ("type", "level", "num_classes", "labels", "outputs", "decoder_channels")
 _DOWNLOAD_KW = ("catalog", "cache_dir", "offline", "progress")
 _DEFAULT_HEAD = {"classification": "classification", "multilabel": "multilabel", "regression": "regression",
@@ -257,153 +261,6 @@ def _build_config(src: _Source, parts: set[str], tasks: Any, kw: dict[str, Any])
     return config
 
 
-# ----------------------------------------------------------------------------------------------- state loading
-def _read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
-    from medzoo.zoo.state import read_weights, strip_prefixes, unwrap_state_dict
-
-    if fmt == "safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as exc:  # SafetensorError for anything that is not a safetensors file
-            raise ValueError(f"{path}: not a valid safetensors file ({exc})") from exc
-    return strip_prefixes(unwrap_state_dict(read_weights(path), source=str(path)))
-
-
-def _full_names(state: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
-    """Model-level key names: an encoder-only file's bare keys get the ``encoder.`` prefix."""
-    model_level = any(k.startswith(("encoder.", "heads.", "aggregator.")) for k in state)
-    if part == "encoder" or (part == "unknown" and not model_level):
-        return {f"encoder.{k}": v for k, v in state.items()}
-    return state
-
-
-def _check_architecture(model: Any, spec: WeightsSpec | None, enc_state: dict, source: str) -> None:
-    from medzoo.zoo.medicalnet import detect_architecture, find_encoder
-
-    mine = find_encoder(model).architecture()
-    theirs = detect_architecture(enc_state, source)
-    diffs = [f for f in _ARCH_FIELDS if list(_as_list(theirs[f])) != list(_as_list(mine[f]))]
-    if diffs:
-        name = spec.architecture.encoder if spec else f"resnet{theirs['depth']}"
-        raise ValueError(
-            f"{source}: architecture mismatch ({', '.join(diffs)}): the weights are {name} (depth {theirs['depth']}, "
-            f"{theirs['block']} blocks, shortcut {theirs['shortcut']}, widths {theirs['widths']}); the model's "
-            f"encoder is {mine['encoder']} (depth {mine['depth']}, {mine['block']} blocks, shortcut {mine['shortcut']}"
-            f", widths {mine['widths']})")
-
-
-def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _load_encoder(model: Any, enc_state: dict, spec: WeightsSpec | None, report: LoadReport, source: str) -> None:
-    from medzoo.zoo.medicalnet import find_encoder
-    from medzoo.zoo.state import load_state_with_report
-
-    encoder = find_encoder(model)
-    _check_architecture(model, spec, enc_state, source)
-    sub = load_state_with_report(encoder, enc_state, source=source, strict=True)
-    prefix = "" if encoder is model else "encoder."
-    report.loaded += [prefix + k for k in sub.loaded]
-    report.adapted.update({prefix + k: v for k, v in sub.adapted.items()})
-    report.missing += [prefix + k for k in sub.missing]
-    report.unexpected += [prefix + k for k in sub.unexpected]
-    trained = spec.architecture.output_stride if spec is not None else None
-    if trained is not None and trained != encoder.output_stride:
-        report.adapted["<geometry>"] = (f"output_stride {trained} (trained) -> {encoder.output_stride}: same weights,"
-                                        " different strides/dilations")
-
-
-def _load_module(module: Any, state: dict, prefix: str, report: LoadReport, why_drop: str | None) -> None:
-    """Load ``state`` (keys relative to ``module``) when every shape matches, else drop it by name with a reason."""
-    own = module.state_dict() if module is not None else {}
-    if why_drop is None and set(own) != set(state):
-        extra, lacking = sorted(set(state) - set(own)), sorted(set(own) - set(state))
-        why_drop = f"the model's {prefix.rstrip('.')} differs: file-only keys {extra}, model-only keys {lacking}"
-    if why_drop is None:
-        bad = [k for k in state if own[k].shape != state[k].shape]
-        if bad:
-            k = bad[0]
-            why_drop = f"shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model ({prefix}{k})"
-    if why_drop is not None:
-        report.ignored.update({prefix + k: why_drop for k in state})
-        return  # the model's own keys are reported as missing by _report_fresh_heads
-    report.loaded += [prefix + k for k in state]
-    module.load_state_dict(state, strict=True)
-
-
-def _head_mismatch(model: Any, task: str, spec: WeightsSpec | None, wanted: set[str]) -> str | None:
-    if "heads" not in wanted and f"heads.{task}" not in wanted:
-        return "heads not requested (parts)"
-    heads = getattr(model, "heads", {})
-    if task not in heads:
-        return f"the model has no head {task!r}"
-    if spec is not None and task in spec.tasks:
-        labels = list(spec.tasks[task].labels)
-        mine = list(getattr(heads[task], "label_names", labels))
-        if labels != mine:
-            return f"labels differ: weights {labels}, model {mine}"
-    return None
-
-
-def _load_parts(model: Any, src: _Source, wanted: set[str]) -> LoadReport:
-    report = LoadReport(source=src.name)
-    for path, fmt, part in src.files:
-        if fmt == "medicalnet-pth":
-            _load_medicalnet(model, path, wanted, report)
-            continue
-        state = _full_names(_read_state(path, fmt), part)
-        enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-        if enc and "encoder" in wanted:
-            _load_encoder(model, enc, src.spec, report, str(path))
-        elif enc:
-            report.ignored.update({f"encoder.{k}": "encoder not requested (parts)" for k in enc})
-        agg = {k[len("aggregator."):]: v for k, v in state.items() if k.startswith("aggregator.")}
-        if agg:
-            module = getattr(model, "aggregator", None)
-            why = ("aggregator not requested (parts)" if "aggregator" not in wanted
-                   else None if module is not None else "the model has no aggregator")
-            _load_module(module if why is None else None, agg, "aggregator.", report, why)
-        for task in sorted({k.split(".")[1] for k in state if k.startswith("heads.")}):
-            sub = {k[len(f"heads.{task}."):]: v for k, v in state.items() if k.startswith(f"heads.{task}.")}
-            why = _head_mismatch(model, task, src.spec, wanted)
-            _load_module(model.heads[task] if why is None else None, sub, f"heads.{task}.", report, why)
-        other = [k for k in state if not k.startswith(("encoder.", "aggregator.", "heads."))]
-        report.unexpected += other
-    _report_fresh_heads(model, report)
-    return report.log()
-
-
-def _report_fresh_heads(model: Any, report: LoadReport) -> None:
-    """Model parameters that no file touched (new heads) are listed as missing."""
-    seen = set(report.loaded) | set(report.adapted) | set(report.missing)
-    for key in getattr(model, "state_dict", dict)():
-        if key.startswith(("heads.", "aggregator.")) and key not in seen:
-            report.missing.append(key)
-
-
-def _load_medicalnet(model: Any, path: Path, wanted: set[str], report: LoadReport) -> None:
-    from medzoo.zoo.medicalnet import find_encoder, load_medicalnet
-
-    if "encoder" not in wanted:
-        raise ValueError(f"{path}: a MedicalNet file holds an encoder; request parts=['encoder'] (or 'all')")
-    heads = any(p.split(".")[0] == "heads" for p in wanted)
-    target = model if heads else find_encoder(model)
-    sub = load_medicalnet(target, path)
-    prefix = "" if target is model else "encoder."
-
-    def fix(k: str) -> str:
-        return k if k.startswith(("heads.", "conv_seg.", "<")) else prefix + k
-
-    report.loaded += [fix(k) for k in sub.loaded]
-    report.adapted.update({fix(k): v for k, v in sub.adapted.items()})
-    report.ignored.update(sub.ignored)
-    report.missing += [fix(k) for k in sub.missing]
-    report.unexpected += sub.unexpected
-
-
 # ----------------------------------------------------------------------------------------------- versions
 def check_versions(recorded: Mapping[str, str], source: str) -> list[str]:
     """Warn (``UserWarning``) for each of medzoo/torch/monai whose major version differs from the recorded one."""
@@ -455,7 +312,7 @@ def load(ref: str | os.PathLike, *, parts: str | Sequence[str] | None = None, ta
     model = create_model(_build_config(src, wanted, tasks, kw))
     if src.spec is not None:
         check_versions(src.spec.versions, src.name)
-    model.load_report = _load_parts(model, src, wanted)
+    model.load_report = load_parts(model, src.files, src.spec, wanted, src.name)
     model.weights_spec = src.spec
     return model.eval(), (src.spec.preprocessing if src.spec else None)
 
@@ -486,7 +343,7 @@ def load_pretrained(model: Any, ref: str | os.PathLike, parts: str | Sequence[st
     wanted = _normalise_parts(parts, src.spec, ("encoder",))
     if src.spec is not None:
         check_versions(src.spec.versions, src.name)
-    report = _load_parts(model, src, wanted)
+    report = load_parts(model, src.files, src.spec, wanted, src.name)
     model.load_report = report
     return report
 
@@ -529,3 +386,13 @@ def _checkpoint_fallback(path: Path) -> tuple[Any, dict[str, Any]]:
     model = create_model(run_config["model"])
     model.load_state_dict(ckpt["model"], strict=True)
     return model, dict(run_config)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``medzoo.zoo.load(NAME, ...)`` is :func:`load` even after ``import medzoo.zoo.load``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Preprocessing | None]:
+        return load(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

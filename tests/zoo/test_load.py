@@ -267,3 +267,13 @@ def test_load_model_resolves_references(series_export, tmp_path):
     pth = tmp_path / "resnet_10.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in enc.state_dict().items()}}, pth)
     _assert_same(enc, load_model(f"medicalnet:{pth}").encoder)
+
+
+def test_medzoo_zoo_load_stays_callable_after_the_submodule_import(series_export):
+    import medzoo.zoo
+    import medzoo.zoo.load  # noqa: F401  (binds the submodule's name on the package)
+
+    model, full, _ = series_export
+    loaded, pre = medzoo.zoo.load(full)
+    _assert_same(model, loaded)
+    assert pre.modality == ("CT",)

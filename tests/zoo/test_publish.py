@@ -14,7 +14,7 @@ from medzoo.models import create_model
 from medzoo.zoo.catalog import get_entry, read_catalog_file
 from medzoo.zoo.download import IntegrityError
 from medzoo.zoo.export import sha256_file
-from medzoo.zoo.load import load
+from medzoo.zoo.load import load, load_pretrained
 from medzoo.zoo.publish import export_model, publish
 
 W = [8, 16, 32, 64]
@@ -118,3 +118,19 @@ def test_publish_cli(exported, tmp_path, capsys, medzoo_home):
     spec = get_entry("tiny.cli", catalog=catalog)
     assert spec.files[0].url == "https://example.org/z/model.safetensors"
     assert spec.files[0].mirrors == ("https://mirror.example.org/z/model.safetensors",)
+
+
+def test_cli_reexports_an_export_dir_as_encoder_only(exported, tmp_path, capsys):
+    model, exp = exported
+    assert _cli(["export", str(exp), "--out", str(tmp_path / "enc"), "--parts", "encoder"]) == 0
+    assert "model.safetensors" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "enc" / "metadata.json").read_text())
+    assert meta["parts"] == ["encoder"] and meta["tasks"] == {} and meta["license"] == "CC-BY-4.0"
+    assert meta["version"] == "2.1" and meta["name"] == "enc"
+    from safetensors.torch import load_file
+
+    assert sorted(load_file(str(tmp_path / "enc" / "model.safetensors"))) == sorted(model.encoder.state_dict())
+    target = create_model({"encoder": {"name": "resnet18", "widths": W}, "tasks": {}})
+    report = load_pretrained(target, tmp_path / "enc")
+    assert report.ok and len(report.loaded) == len(model.encoder.state_dict())
+    _same(model.encoder, target.encoder)
