@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Ensemble", "Predictor", "cam", "combine_outputs", "explain", "explain_input", "grad_cam",
-           "predict_inputs", "resolve_model"]
+# ``cam`` and ``explain`` are submodule names, so their functions are not re-exported here.
+__all__ = ["Ensemble", "Predictor", "combine_outputs", "explain_input", "grad_cam", "predict_inputs", "resolve_model"]
 
 _LAZY = {
     "Ensemble": "medzoo.infer.ensemble", "combine_outputs": "medzoo.infer.ensemble",
     "Predictor": "medzoo.infer.predict", "predict_inputs": "medzoo.infer.predict",
-    "resolve_model": "medzoo.infer.predict", "cam": "medzoo.infer.cam", "grad_cam": "medzoo.infer.cam",
-    "explain": "medzoo.infer.cam", "explain_input": "medzoo.infer.explain",
+    "resolve_model": "medzoo.infer.predict", "grad_cam": "medzoo.infer.cam",
+    "explain_input": "medzoo.infer.explain",
 }
 
 
