@@ -55,7 +55,8 @@ def test_auroc_ci_table_matches_a_hand_written_bootstrap():
     assert rows[2]["ci_lower"] == pytest.approx(np.percentile(np.nanmean(boot, axis=1), 2.5))
     md = chexnet_markdown(rows)
     assert md.splitlines()[0] == "| Pathology | AUROC (95% CI) |"
-    assert md.splitlines()[2] == f"| Effusion | {rows[0]['auroc']:.3f} ({rows[0]['ci_lower']:.3f}-{rows[0]['ci_upper']:.3f}) |"
+    r0 = rows[0]
+    assert md.splitlines()[2] == f"| Effusion | {r0['auroc']:.3f} ({r0['ci_lower']:.3f}-{r0['ci_upper']:.3f}) |"
 
 
 def test_covidx_ct_slice_and_patient_levels():
