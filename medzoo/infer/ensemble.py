@@ -11,7 +11,7 @@ Example:
     >>> from medzoo.infer.predict import TaskOutput
     >>> a = {"cls": TaskOutput("cls", "classification", ("x", "y"), probs=np.array([0.2, 0.8]))}
     >>> b = {"cls": TaskOutput("cls", "classification", ("x", "y"), probs=np.array([0.6, 0.4]))}
-    >>> combine_outputs([a, b])["cls"].probs.tolist()
+    >>> combine_outputs([a, b])["cls"].probs.round(6).tolist()
     [0.4, 0.6]
 """
 

@@ -17,8 +17,9 @@ Example:
     >>> import numpy as np, tempfile, os
     >>> from medzoo.data.imageio import write_png
     >>> p = str(write_png(os.path.join(tempfile.mkdtemp(), "a.png"), np.zeros((8, 8), np.uint8)))
-    >>> [(i.id, i.kind) for i in discover_inputs([p])]
-    [('a', 'image')]
+    >>> items, errors = discover_inputs([p])
+    >>> [(i.id, i.kind) for i in items], errors
+    ([('a', 'image')], [])
 """
 
 from __future__ import annotations
