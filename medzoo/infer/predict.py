@@ -127,9 +127,10 @@ def resolve_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _metadata(model: nn.Module, ref: str | Path) -> dict[str, Any]:
-    meta = getattr(model, "metadata", None)
-    if isinstance(meta, dict):
-        return meta
+    """The model's metadata: ``model.weights_spec`` (set by ``medzoo.zoo.load``), else ``metadata.json``."""
+    spec = getattr(model, "weights_spec", None)
+    if spec is not None and hasattr(spec, "to_dict"):
+        return {**spec.to_dict(), "preprocessing": spec.preprocessing}
     p = Path(str(ref)) / "metadata.json"
     return json.loads(p.read_text()) if p.is_file() else {}
 

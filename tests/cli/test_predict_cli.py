@@ -29,11 +29,24 @@ def _cli(*argv: str) -> int:
     return args.func(args)
 
 
+def _spec_tasks(model):
+    out = {}
+    for t, head in model.heads.items():
+        kind = "segmentation" if head.kind == "dense" else "multilabel"
+        out[t] = {"type": kind, "labels": list(head.label_names), "level": model.task_levels[t]}
+        if kind == "multilabel":
+            out[t]["thresholds"] = dict(zip(head.label_names, head.thresholds.tolist()))
+    return out
+
+
 def _export(tmp_path, name, tasks, seed=0, pre=PRE):
+    """A valid export directory (the metadata passes WeightsSpec, as zoo loading requires)."""
     model = build(tasks, seed=seed)
-    meta = {"name": name, "version": "1", "parts": ["encoder", "heads"], "preprocessing": pre}
+    meta = {"name": name, "version": "1", "parts": ["encoder", "heads"], "preprocessing": pre,
+            "architecture": {"encoder": "resnet10", "widths": [8, 16, 32, 64]}, "tasks": _spec_tasks(model),
+            "license": "MIT", "source": "https://example.org/tests", "citation": "none"}
     return str(write_export_dir(tmp_path / name, state_dict=model.state_dict(), config=to_dict(model.config),
-                                metadata=meta, validate=False))
+                                metadata=meta))
 
 
 @pytest.fixture(scope="module")
