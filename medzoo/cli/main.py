@@ -19,6 +19,8 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES = [
     "medzoo.cli.zoo_cmd",
     "medzoo.cli.convert_cmd",
+    "medzoo.cli.synth_cmd",
+    "medzoo.cli.prepare_cmd",
 ]
 
 

@@ -30,3 +30,23 @@ __all__ = [
     "check_leakage",
     "patient_split",
 ]
+
+# Torch/image-decoder parts load lazily, so importing medzoo.data stays light.
+_LAZY = {
+    "ManifestDataset": "medzoo.data.dataset",
+    "collate": "medzoo.data.collate",
+    "PreparedDataset": "medzoo.data.prepared",
+    "prepare": "medzoo.data.prepared",
+    "load_record": "medzoo.data.imageio",
+    "read_image": "medzoo.data.imageio",
+    "write_synthetic_corpus": "medzoo.data.synth",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'medzoo.data' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -16,10 +16,11 @@ import numpy as np
 
 from medzoo.data.manifest import DatasetFormatError
 
-__all__ = ["read_dicom_series", "read_dicom_file", "write_dicom_series", "require_pydicom"]
+__all__ = ["read_dicom_series", "read_dicom_file", "write_dicom_series", "write_dicom_image", "require_pydicom"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+_DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage, for presentation
 
 
 def require_pydicom(what: str) -> Any:
@@ -56,16 +57,21 @@ def _hu(ds: Any, pixels: np.ndarray) -> np.ndarray:
 
 
 def read_dicom_file(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read one 2-D DICOM image as ``[1, H, W]`` float32 (rescaled; MONOCHROME1 inverted so bright = dense)."""
+    """Read one 2-D DICOM image as ``[1, H, W]`` float32 (rescaled; MONOCHROME1 inverted so bright = dense).
+
+    ``meta["max_value"]`` is ``2**BitsStored - 1``, which the CXR preset divides by.
+    """
     pydicom = require_pydicom(f"reading {path}")
     ds, pixels = _read(path, pydicom)
     if pixels.ndim != 2:
         raise DatasetFormatError(path, f"expected a 2-D DICOM image, got pixel shape {pixels.shape}")
-    arr = _hu(ds, pixels)
+    bits = int(getattr(ds, "BitsStored", 16) or 16)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        arr = arr.max() + arr.min() - arr
+        pixels = (2**bits - 1) - pixels.astype(np.int64)  # bright = dense, like MONOCHROME2
+    arr = _hu(ds, pixels)
     spacing = tuple(float(s) for s in getattr(ds, "PixelSpacing", (1.0, 1.0)))
-    meta = {"format": "dicom", "original_shape": arr.shape, "spacing": spacing, "max_value": float(arr.max())}
+    meta = {"format": "dicom", "original_shape": arr.shape, "spacing": spacing, "bit_depth": bits,
+            "max_value": float(2**bits - 1)}
     return arr[None], meta
 
 
@@ -129,8 +135,7 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
         The slice paths, in slice order.
     """
     require_pydicom("write_dicom_series")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     vol = np.asarray(volume)
     vol = vol[0] if vol.ndim == 4 else vol
@@ -141,27 +146,73 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     names = file_names or [f"IM{k + 1:04d}.dcm" for k in range(vol.shape[2])]
-    series_uid = generate_uid(entropy_srcs=[series_uid_seed, "series"])
-    study_uid = generate_uid(entropy_srcs=[series_uid_seed, "study"])
+    uids = {"series": generate_uid(entropy_srcs=[series_uid_seed, "series"]),
+            "study": generate_uid(entropy_srcs=[series_uid_seed, "study"])}
     paths = []
     for k in range(vol.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid_seed, str(k)])
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(out / names[k]), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = _CT_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.Modality, ds.PatientID, ds.InstanceNumber = "CT", series_uid_seed[:64], k + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * spacing[2])]
-        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (Y), column spacing (X)
-        ds.SliceThickness = float(spacing[2])
-        ds.Rows, ds.Columns = int(vol.shape[1]), int(vol.shape[0])
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        ds = _ct_slice_dataset(out / names[k], stored[:, :, k], k, spacing, origin, series_uid_seed, uids)
         ds.save_as(str(out / names[k]), enforce_file_format=True)
         paths.append(out / names[k])
     return paths
+
+
+def _ct_slice_dataset(path: Path, plane: np.ndarray, k: int, spacing: tuple[float, float, float],
+                      origin: tuple[float, float, float], seed: str, uids: dict[str, str]) -> Any:
+    """One axial CT slice (``plane`` is ``[X, Y]`` uint16, stored as rows = Y, columns = X)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[seed, str(k)])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = _CT_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
+    ds.Modality, ds.PatientID, ds.InstanceNumber = "CT", seed[:64], k + 1
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * spacing[2])]
+    ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (Y), column spacing (X)
+    ds.SliceThickness = float(spacing[2])
+    ds.Rows, ds.Columns = int(plane.shape[1]), int(plane.shape[0])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.PixelData = np.ascontiguousarray(plane.T).tobytes()
+    return ds
+
+
+def write_dicom_image(path: str | os.PathLike, image: np.ndarray, uid_seed: str, monochrome1: bool = False,
+                      pixel_spacing: tuple[float, float] = (0.139, 0.139)) -> Path:
+    """Write a 2-D uint16 radiograph as a DX DICOM file (reproducible UIDs, no dates).
+
+    With ``monochrome1`` the stored pixels are inverted (bright = low value), as some VinDr-CXR files are;
+    :func:`read_dicom_file` undoes it.
+    """
+    require_pydicom("write_dicom_image")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    img = np.asarray(image)
+    if img.ndim != 2 or img.dtype != np.uint16:
+        raise ValueError(f"write_dicom_image expects a [H, W] uint16 array, got {img.shape} {img.dtype}")
+    stored = (65535 - img) if monochrome1 else img
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _DX_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[uid_seed, "image"])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    ds = FileDataset(str(p), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = _DX_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
+    ds.Modality, ds.PatientID = "DX", uid_seed[:64]
+    ds.Rows, ds.Columns = int(img.shape[0]), int(img.shape[1])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    ds.save_as(str(p), enforce_file_format=True)
+    return p

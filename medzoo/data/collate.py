@@ -37,12 +37,17 @@ def _pad_series(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
     return out, pad_mask
 
 
+def _missing(value: torch.Tensor | None) -> bool:
+    """Absent, or a NaN scalar (what ``label_tensor`` gives for an unknown label of any shape)."""
+    return value is None or (value.ndim == 0 and bool(torch.isnan(value)))
+
+
 def _stack_labels(samples: Sequence[dict[str, Any]], key: str) -> torch.Tensor:
-    present = [s[key] for s in samples if key in s]
-    shape, dtype = present[0].shape, torch.float32
+    present = [s[key] for s in samples if not _missing(s.get(key))]
+    shape, dtype = (present[0].shape if present else torch.Size()), torch.float32
     rows = []
     for i, s in enumerate(samples):
-        if key not in s:
+        if _missing(s.get(key)):
             rows.append(torch.full(shape, float("nan"), dtype=dtype))
             continue
         if s[key].shape != shape:
@@ -61,7 +66,8 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``image`` ``[B, C, *spatial]`` or ``[B, N_max, C, H, W]`` (zero padded); for series ``pad_mask``
         ``[B, N_max]`` bool, True at padding; each ``label.<task>`` stacked to ``[B, ...]`` float32, NaN rows for
-        samples that lack the label; ``meta`` a list of dicts.
+        samples that lack the label (absent, or a NaN scalar standing for a missing vector or mask);
+        ``meta`` a list of dicts.
 
     Raises:
         ValueError: mixing series and non-series samples, or shapes that cannot be stacked.

@@ -80,6 +80,8 @@ class ManifestDataset(Dataset):
             gets NaN.
         slice_size: (H, W) every 2-D image or series slice is resized to before the transform (DECISIONS 3).
         seed: base seed of the per-sample augmentation seed (seed, epoch, index); see :meth:`set_epoch`.
+            Call ``set_epoch`` before each epoch's DataLoader iterator starts; with ``persistent_workers=True``
+            the workers keep the epoch they started with.
         mask_task: key suffix for the segmentation mask (``label.<mask_task>``).
         nonfinite: NaN/Inf policy for image files (see :func:`medzoo.data.imageio.read_image`).
     """

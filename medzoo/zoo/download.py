@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -421,7 +420,7 @@ def _http_attempt(url: str, part: Path, size: int | None, opts: dict[str, Any]) 
             part.unlink(missing_ok=True)  # 416: our partial copy is not a prefix of the file
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
         raise DownloadError(f"HTTP {exc.code} {exc.reason}") from None
-    except (socket.timeout, ConnectionError) as exc:
+    except (TimeoutError, ConnectionError) as exc:
         raise _Transient(f"connection failed: {exc}") from None
     with resp:
         offset = _check_response(url, resp, part, offset, size)
@@ -478,7 +477,7 @@ def _stream(url: str, resp: Any, part: Path, offset: int, size: int | None, opts
                     raise IntegrityError(f"{url}: the server sent more than the {size} bytes the catalog declares")
                 f.write(chunk)
                 bar.update(len(chunk))
-        except (http.client.IncompleteRead, ConnectionError, socket.timeout) as exc:
+        except (TimeoutError, http.client.IncompleteRead, ConnectionError) as exc:
             raise _Transient(f"connection lost after {received} bytes ({type(exc).__name__})") from None
         finally:
             f.flush()

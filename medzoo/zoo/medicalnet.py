@@ -73,7 +73,8 @@ def find_encoder(module: nn.Module) -> ResNetEncoder:
     """The ResNet encoder of ``module``: the module itself, or its ``encoder`` attribute."""
     enc = module if isinstance(module, ResNetEncoder) else getattr(module, "encoder", None)
     if not isinstance(enc, ResNetEncoder):
-        raise TypeError(f"expected a medzoo ResNet encoder or a model with one as .encoder, got {type(module).__name__}")
+        raise TypeError(f"expected a medzoo ResNet encoder or a model with one as .encoder, "
+                        f"got {type(module).__name__}")
     return enc
 
 
@@ -86,8 +87,8 @@ def _check_architecture(file_arch: dict[str, Any], encoder: ResNetEncoder, sourc
     enc_arch = encoder.architecture()
     diffs = [f for f in _ARCH_FIELDS if list(_listify(file_arch[f])) != list(_listify(enc_arch[f]))]
     if diffs:
-        raise ValueError(f"{source}: architecture mismatch ({', '.join(diffs)}): the file holds {_describe(file_arch)}, "
-                         f"the encoder is {_describe(enc_arch)}")
+        raise ValueError(f"{source}: architecture mismatch ({', '.join(diffs)}): the file holds "
+                         f"{_describe(file_arch)}, the encoder is {_describe(enc_arch)}")
 
 
 def _listify(value: Any) -> list:

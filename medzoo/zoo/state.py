@@ -68,7 +68,8 @@ def read_weights(path: str | Path) -> dict:
             "state dict or convert them with `medzoo convert`."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{path}: not a readable torch weight file (truncated or corrupt?): {_first_line(exc)}") from exc
+        reason = _first_line(exc)
+        raise ValueError(f"{path}: not a readable torch weight file (truncated or corrupt?): {reason}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tests.data.dataset_fixtures import DatasetWriter
 
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from medzoo.data.collate import collate
@@ -38,6 +40,8 @@ def test_collate_vector_labels_nan_rows_and_errors():
     f = batch["label.findings"]
     assert f.shape == (2, 3) and f[0, 0] == 1 and f[0, 2] == 0 and torch.isnan(f[0, 1]) and torch.isnan(f[1]).all()
     assert torch.isnan(batch["label.tb"][0]) and batch["label.tb"][1] == 1
+    c = {"image": torch.zeros(1, 4, 4), "label.findings": torch.tensor(float("nan")), "meta": {}}
+    assert torch.isnan(collate([c, a])["label.findings"][0]).all() and collate([c, a])["label.findings"].shape == (2, 3)
     with pytest.raises(ValueError, match="different shapes"):
         collate([a, {"image": torch.zeros(1, 5, 4), "meta": {}}])
     with pytest.raises(ValueError, match="mixes"):
@@ -77,3 +81,17 @@ def test_manifest_dataset_mask_and_tasks(tmp_path):
     assert s["label.seg"].shape == (1, 8, 8) and s["label.seg"].sum() == 24
     assert torch.isnan(s["label.tb"]) and s["label.findings"][0] == 1 and torch.isnan(s["label.findings"][1])
     assert ManifestDataset(m, tasks=["findings"], mask_task="lung")[0].keys() >= {"label.lung", "label.findings"}
+
+
+@settings(deadline=None, derandomize=True, max_examples=40)
+@given(st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=5))
+def test_collate_padding_keeps_every_slice(lengths):
+    samples = [{"image": torch.randn(n, 1, 3, 2), "label.x": torch.tensor(float(i)), "meta": {"series": True}}
+               for i, n in enumerate(lengths)]
+    batch = collate(samples)
+    assert batch["image"].shape == (len(lengths), max(lengths), 1, 3, 2)
+    for i, (s, n) in enumerate(zip(samples, lengths)):
+        torch.testing.assert_close(batch["image"][i, :n], s["image"])
+        assert (batch["image"][i, n:] == 0).all()
+        assert batch["pad_mask"][i].tolist() == [False] * n + [True] * (max(lengths) - n)
+    assert batch["label.x"].tolist() == [float(i) for i in range(len(lengths))]

@@ -146,3 +146,28 @@ def test_prepare_refuses_to_clobber_other_cache(tmp_path):
     assert PreparedDataset(out)[0]["image"].shape == (1, 10, 10)
     with pytest.raises(FileNotFoundError, match="index.json"):
         PreparedDataset(tmp_path / "nothing")
+
+
+def test_prepare_cli_uses_open_dataset(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    import medzoo.data
+    from medzoo.cli import prepare_cmd
+
+    m = _cxr_manifest(tmp_path, n=3)
+    seen = {}
+
+    def fake_open_dataset(kind, root, **options):
+        seen.update(kind=kind, root=root, **options)
+        return m
+
+    monkeypatch.setattr(medzoo.data, "open_dataset", fake_open_dataset, raising=False)
+    parser = argparse.ArgumentParser()
+    prepare_cmd.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["prepare", "nih-cxr14", str(tmp_path), "--out", str(tmp_path / "cache"), "--size", "16",
+                              "--split", "test", "--option", "view=PA"])
+    assert args.func(args) == 0
+    assert seen == {"kind": "nih-cxr14", "root": str(tmp_path), "split": "test", "view": "PA"}
+    assert "nih-cxr14" in capsys.readouterr().out
+    ds = PreparedDataset(tmp_path / "cache")
+    _assert_same(ds[1], ManifestDataset(m, transform=cxr_preset(train=False, size=16))[1])

@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 import pytest
-from tests.data.dataset_fixtures import CHEXPERT_HEADER, CHEXPERT_TRAIN, MIMIC_META, write_lines
 
 from medzoo.data import DatasetFormatError, open_dataset
 from medzoo.data.readers.chexpert import CHEXPERT_LABELS
+from tests.data.dataset_fixtures import CHEXPERT_HEADER, CHEXPERT_TRAIN, MIMIC_META, write_lines
 
 n, U = np.nan, -7.0  # U marks an uncertain cell, replaced per policy below
 TRAIN = [

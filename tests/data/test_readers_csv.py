@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
-from tests.data.dataset_fixtures import write_image, write_lines
 
 from medzoo.data import DatasetFormatError, list_datasets, open_dataset
+from tests.data.dataset_fixtures import write_image, write_lines
 
 KINDS = ["chexpert", "covid-severity", "covidx-ct", "covidx-cxr", "csv", "medicalnet-list", "mimic-cxr-jpg",
          "montgomery", "msd", "nifti-folder", "nih-cxr14", "padchest", "shenzhen", "vindr-cxr"]

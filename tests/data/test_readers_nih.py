@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 import pytest
-from tests.data.dataset_fixtures import NIH_BOXES, NIH_HEADER_2020, NIH_ROWS, write_lines
 
 from medzoo.data import DatasetFormatError, open_dataset
 from medzoo.data.readers.nih import NIH_LABELS
+from tests.data.dataset_fixtures import NIH_BOXES, NIH_HEADER_2020, NIH_ROWS, write_lines
 
 
 def vec(*names: str) -> np.ndarray:

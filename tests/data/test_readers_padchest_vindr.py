@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 import pytest
-from tests.data.dataset_fixtures import PADCHEST_ROWS, VINDR_ROWS
 
 from medzoo.data import DatasetFormatError, open_dataset
 from medzoo.data.readers.vindr import VINDR_LABELS
+from tests.data.dataset_fixtures import PADCHEST_ROWS, VINDR_ROWS
 
 
 def test_padchest_labels(ds):

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
-from tests.data.dataset_fixtures import COHEN_SEVERITY, write_lines, write_nifti
 
 from medzoo.data import DatasetFormatError, open_dataset
+from tests.data.dataset_fixtures import COHEN_SEVERITY, write_lines, write_nifti
 
 
 def test_severity_cohen_scale(ds):

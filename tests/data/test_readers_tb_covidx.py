@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 import pytest
-from tests.data.dataset_fixtures import COVIDX_CT, COVIDX_TRAIN, write_image, write_lines
 
 from medzoo.data import DatasetFormatError, open_dataset
 from medzoo.data.readers.covidx import scan_of
+from tests.data.dataset_fixtures import COVIDX_CT, COVIDX_TRAIN, write_image, write_lines
 
 
 def test_montgomery(ds):

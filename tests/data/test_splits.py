@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.data.dataset_fixtures import write_lines
 
 from medzoo.data import Manifest, Record, check_leakage, open_dataset, patient_split
+from tests.data.dataset_fixtures import write_lines
 
 
 def synthetic(n_patients: int = 100, per_patient: int = 3, positives: int = 20) -> Manifest:

@@ -207,3 +207,48 @@ def test_chexpert_and_covidx_cxr_format(corpus):
         for line in (root / f"{split}_COVIDx9A.txt").read_text().splitlines():
             *pid, fname, cls, src = line.split(" ")
             assert pid and cls in {"normal", "pneumonia", "COVID-19"} and (root / split / fname).exists()
+
+
+def test_vindr_format(corpus):
+    _, paths, _ = corpus
+    if "vindr-cxr" not in paths:
+        pytest.skip("pydicom not installed")
+    root = paths["vindr-cxr"]
+    lines = (root / "train.csv").read_text().splitlines()
+    assert lines[0] == "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max"
+    readers: dict[str, set[str]] = {}
+    for r in csv.reader(lines[1:]):
+        assert len(r) == 8 and re.fullmatch(r"[0-9a-f]{32}", r[0]) and re.fullmatch(r"R([1-9]|1[0-7])", r[3])
+        readers.setdefault(r[0], set()).add(r[3])
+        if r[2] == "14":
+            assert r[1] == "No finding" and r[4:] == ["", "", "", ""]
+        else:
+            assert 0 <= int(r[2]) <= 13 and float(r[4]) < float(r[6]) and float(r[5]) < float(r[7])
+    assert all(len(v) == 3 for v in readers.values())
+    for image_id in readers:
+        img, meta = read_image(root / "train" / f"{image_id}.dicom")
+        assert img.shape == (1, SIZES["tiny"].cxr_px, SIZES["tiny"].cxr_px) and meta["max_value"] == 65535
+        assert img[0, 0, 0] < img.max() / 4  # corners are dark air after MONOCHROME1 handling
+
+
+def test_synth_cli(tmp_path, capsys):
+    import argparse
+
+    from medzoo.cli import synth_cmd
+
+    parser = argparse.ArgumentParser()
+    synth_cmd.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["synth", "--out", str(tmp_path / "c"), "--size", "tiny", "--seed", "2", "--no-dicom"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "nih-cxr14" in out and "covidx-ct" in out and "dicom-series" not in out
+    assert json.loads((tmp_path / "c" / "corpus.json").read_text())["seed"] == 2
+
+
+@pytest.mark.slow
+def test_small_corpus_is_quick_and_sized(tmp_path):
+    t0 = time.perf_counter()
+    paths = write_synthetic_corpus(tmp_path, seed=0, size="small")
+    assert time.perf_counter() - t0 < 20
+    assert len(list((paths["nih-cxr14"] / "images").iterdir())) == SIZES["small"].nih
+    assert len(list((paths["msd"] / "imagesTr").glob("lung_*.nii.gz"))) == SIZES["small"].ct_train

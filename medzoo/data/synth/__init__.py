@@ -9,7 +9,8 @@
   Normal / Pneumonia / COVID-19 differ by lesion pattern.
 - ``nih`` -> ``nih-cxr14``: PNGs + ``Data_Entry_2017_v2020.csv``, split lists, ``BBox_List_2017.csv``; the 14
   findings are drawn at known places.
-- ``chexpert/CheXpert-v1.0-small`` -> ``chexpert``; ``covidx-cxr`` -> ``covidx-cxr``.
+- ``chexpert/CheXpert-v1.0-small`` -> ``chexpert``; ``covidx-cxr`` -> ``covidx-cxr``; ``vindr`` -> ``vindr-cxr``
+  (Kaggle ``train.csv`` with per-radiologist boxes, DICOM images; only when pydicom is importable).
 - ``montgomery/MontgomerySet`` -> ``montgomery``; ``shenzhen/ChinaSet_AllFiles`` -> ``shenzhen`` (community
   masks in ``shenzhen/mask``).
 - ``severity`` -> ``covid-severity``: CXRs with lung masks and both severity scales.
@@ -37,6 +38,7 @@ from medzoo.data.synth.ct import write_covidx_ct, write_msd
 from medzoo.data.synth.cxr import write_chexpert, write_covidx_cxr, write_nih
 from medzoo.data.synth.severity import write_severity
 from medzoo.data.synth.tb import write_montgomery, write_shenzhen
+from medzoo.data.synth.vindr import write_vindr
 
 __all__ = ["write_synthetic_corpus", "SIZES", "CorpusSize", "CORPUS_VERSION"]
 
@@ -53,13 +55,13 @@ def write_synthetic_corpus(out_dir: str | os.PathLike, seed: int = 0, size: str 
         seed: base seed; every family derives its own generator from it.
         size: ``"small"`` (about 200 NIH CXRs at 96 px, 40 CT volumes 48x48x32, 60 COVIDx-CT patients;
             a few seconds) or ``"tiny"`` (for tests).
-        dicom: also write a DICOM series (skipped when pydicom is not installed).
+        dicom: also write the DICOM series and the VinDr-CXR set (skipped when pydicom is not installed).
 
     Returns:
         Dataset kind (or a descriptive name) -> the folder or file to open: ``msd``, ``medicalnet-list``,
         ``dicom-series`` (when written), ``covidx-ct``, ``nih-cxr14``, ``chexpert``, ``covidx-cxr``,
-        ``montgomery``, ``shenzhen``, ``shenzhen-masks``, ``covid-severity``, ``severity-cohen-csv``,
-        ``severity-covidnet-s-csv``, ``severity-with-masks-csv``.
+        ``vindr-cxr`` (when written), ``montgomery``, ``shenzhen``, ``shenzhen-masks``, ``covid-severity``,
+        ``severity-cohen-csv``, ``severity-covidnet-s-csv``, ``severity-with-masks-csv``.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
@@ -75,6 +77,9 @@ def write_synthetic_corpus(out_dir: str | os.PathLike, seed: int = 0, size: str 
     paths["nih-cxr14"] = write_nih(out / "nih", seed, cfg)
     paths["chexpert"] = write_chexpert(out / "chexpert", seed, cfg)
     paths["covidx-cxr"] = write_covidx_cxr(out / "covidx-cxr", seed, cfg)
+    vindr = write_vindr(out / "vindr", seed, cfg) if dicom else None
+    if vindr is not None:
+        paths["vindr-cxr"] = vindr
     paths["montgomery"] = write_montgomery(out / "montgomery", seed, cfg)
     paths["shenzhen"], paths["shenzhen-masks"] = write_shenzhen(out / "shenzhen", seed, cfg)
     sev = write_severity(out / "severity", seed, cfg)
