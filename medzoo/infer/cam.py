@@ -130,7 +130,7 @@ def cam(model: nn.Module, x: Tensor, task: str, label: str | int | None = None) 
     with _eval(model), torch.no_grad(), _capture_last_maps(model.encoder, False) as maps:
         logits = model(x, tasks=[task])[task]
     k = label_index(head, label, logits)
-    raw = _weighted_sum(fc.weight[k], maps[-1])
+    raw = _weighted_sum(fc.weight[k].detach(), maps[-1])
     return Explanation(_upsample(raw, x.shape[2:]), head.label_names[k], k, "cam", score=float(logits[0, k]))
 
 
@@ -204,7 +204,7 @@ def series_explanation(model: nn.Module, x: Tensor, task: str, label: str | int 
         raw = F.relu(torch.einsum("nc,nc...->n...", alpha, a.detach()))
         model.zero_grad(set_to_none=True)
     else:
-        raw = _weighted_sum(_linear_weight(head, task).weight[k], a.detach())
+        raw = _weighted_sum(_linear_weight(head, task).weight[k].detach(), a.detach())
     weights = None
     if model.aggregator is not None:
         with _eval(model), torch.no_grad():

@@ -27,6 +27,7 @@ def test_cam_is_the_weighted_sum_of_last_maps(cxr, seg3d, task, shape):
     w, bias = model.heads[task].fc.weight[label], model.heads[task].fc.bias[label]
     raw = (a * w.view(1, -1, *([1] * (a.dim() - 2)))).sum(1)
     torch.testing.assert_close(got.maps, _up(raw, shape[2:]), rtol=1e-5, atol=1e-6)
+    assert not got.maps.requires_grad
     # CAM's spatial mean plus the bias is the label's logit (global average pooling + linear).
     with torch.no_grad():
         logits = model(x, tasks=[task])[task][:, label]
@@ -85,3 +86,23 @@ def test_bad_requests(seg3d, cxr):
         cam(cxr, torch.rand(1, 1, 32, 32), "findings", "z")
     with pytest.raises(ValueError, match="method must be"):
         explain(cxr, torch.rand(1, 1, 32, 32), "findings", "a", "lime")
+
+
+def test_explain_series_folder_writes_slices_and_weights(series_model, tmp_path):
+    import json
+
+    import numpy as np
+
+    from medzoo.data.imageio import write_png
+    from medzoo.infer.explain import explain_input, write_explanation
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_png(tmp_path / "pt" / f"s{i}.png", (rng.random((24, 20)) * 255).astype(np.uint8))
+    res = explain_input([series_model], tmp_path / "pt", "covid_ct", "covid", "cam")
+    assert res.heatmap.shape == (3, 24, 20)
+    files = write_explanation(res, tmp_path / "out")
+    names = sorted(f.name for f in files)
+    assert names == ["pt_covid_ct_covid_cam.json"] + [f"pt_covid_ct_covid_cam_slice{i:03d}.png" for i in range(3)]
+    summary = json.loads((tmp_path / "out" / "pt_covid_ct_covid_cam.json").read_text())
+    assert len(summary["slice_weights"]) == 3 and abs(sum(summary["slice_weights"]) - 1) < 1e-5

@@ -200,3 +200,38 @@ def test_resolve_model_fallback_without_zoo_loader(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "medzoo.zoo.load", None)  # importing it raises ImportError
     with pytest.raises(ValueError, match="cannot resolve model .*nothing.*not an export directory"):
         resolve_model(tmp_path / "nothing")
+
+
+def test_inputs_are_released_after_each_prediction(cxr, tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    import medzoo.infer.predict as predict_mod
+
+    paths = [write_png(tmp_path / f"i{i}.png", np.full((32, 32), 10 * i, np.uint8)) for i in range(4)]
+    refs, real = [], predict_mod.load_input
+
+    def tracking(item):
+        loaded = real(item)
+        refs.append(weakref.ref(loaded.array))
+        return loaded
+
+    monkeypatch.setattr(predict_mod, "load_input", tracking)
+    report = predict_inputs(Predictor(cxr), paths, tmp_path / "out")
+    gc.collect()
+    assert len(report.records) == 4 and len(refs) == 4
+    assert all(r() is None for r in refs)  # nothing keeps an input alive: memory stays flat over many inputs
+    json.dumps(report.records)  # records hold plain data only
+
+
+def test_contract_mismatch_warns(seg3d, caplog):
+    vol = np.random.default_rng(0).random((1, 16, 16, 16)).astype(np.float32)  # already in [0, 1], not HU
+    with caplog.at_level("WARNING", logger="medzoo.infer.preprocess"):
+        Predictor(seg3d, preprocessing={"normalisation": "window", "intensity_window": [-1000, 400],
+                                        "value_range": [0, 1]}).predict_array(vol, "volume", {"affine": np.eye(4)})
+    assert "looks already normalised" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medzoo.infer.preprocess"):
+        Predictor(seg3d, preprocessing={"normalisation": "none", "value_range": [0, 0.5]}).predict_array(
+            vol, "volume", {"affine": np.eye(4)})
+    assert "outside the model's expected range [0, 0.5]" in caplog.text
