@@ -224,14 +224,16 @@ def test_inputs_are_released_after_each_prediction(cxr, tmp_path, monkeypatch):
     json.dumps(report.records)  # records hold plain data only
 
 
-def test_contract_mismatch_warns(seg3d, caplog):
-    vol = np.random.default_rng(0).random((1, 16, 16, 16)).astype(np.float32)  # already in [0, 1], not HU
+def test_contract_mismatch_warns(caplog):
+    from medzoo.infer.preprocess import prepare_volume
+
+    vol = np.random.default_rng(0).random((1, 8, 8, 8)).astype(np.float32)  # already in [0, 1], not HU
     with caplog.at_level("WARNING", logger="medzoo.infer.preprocess"):
-        Predictor(seg3d, preprocessing={"normalisation": "window", "intensity_window": [-1000, 400],
-                                        "value_range": [0, 1]}).predict_array(vol, "volume", {"affine": np.eye(4)})
-    assert "looks already normalised" in caplog.text
+        prepare_volume(vol, np.eye(4), {"normalisation": "window", "intensity_window": [-1000, 400],
+                                        "value_range": [0, 1]}, "ct7")
+    assert "ct7: values lie in [" in caplog.text and "looks already normalised" in caplog.text
+    assert "outside the model's expected range" not in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="medzoo.infer.preprocess"):
-        Predictor(seg3d, preprocessing={"normalisation": "none", "value_range": [0, 0.5]}).predict_array(
-            vol, "volume", {"affine": np.eye(4)})
-    assert "outside the model's expected range [0, 0.5]" in caplog.text
+        prepare_volume(vol, np.eye(4), {"normalisation": "none", "value_range": [0, 0.5]}, "ct8")
+    assert "ct8: preprocessed values span" in caplog.text and "expected range [0, 0.5]" in caplog.text
