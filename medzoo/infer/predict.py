@@ -162,6 +162,9 @@ class Predictor:
         self.patch_size = tuple(int(s) for s in size) if size is not None and len(size) == 3 else None
         self.overlap, self.sw_batch_size, self.blend = float(overlap), int(sw_batch_size), blend
         self.tasks = list(tasks) if tasks is not None else list(model.tasks)
+        unknown = [t for t in self.tasks if t not in model.tasks]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; the model's tasks are {list(model.tasks)}")
         self.device = torch.device(device)
         self.in_channels = int(getattr(model.encoder, "in_channels", 1) or 1)
 

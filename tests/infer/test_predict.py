@@ -237,3 +237,13 @@ def test_contract_mismatch_warns(caplog):
     with caplog.at_level("WARNING", logger="medzoo.infer.preprocess"):
         prepare_volume(vol, np.eye(4), {"normalisation": "none", "value_range": [0, 0.5]}, "ct8")
     assert "ct8: preprocessed values span" in caplog.text and "expected range [0, 0.5]" in caplog.text
+
+
+def test_task_selection(cxr):
+    img = np.zeros((1, 32, 32), np.uint8)
+    out = Predictor(cxr, tasks=["covid"]).predict_array(img, "image", {"max_value": 255.0})
+    assert list(out) == ["covid"]
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['covd'\].*'findings', 'covid', 'severity'"):
+        Predictor(cxr, tasks=["covd"])
+    with pytest.raises(ValueError, match="no task for volume input"):
+        Predictor(cxr).predict_array(np.zeros((1, 8, 8, 8), np.float32), "volume")
