@@ -6,7 +6,8 @@ that run alone. ``net MB`` is the peak minus the resident size just before infer
 built), i.e. what inference itself added.
 
 - memory: a 256^3 volume, one pass vs sliding windows (96^3 patch, overlap 0.25, one window per call);
-- time: sliding windows at three volume sizes (128^3, 192^3, 256^3), with time per voxel relative to the smallest.
+- time: sliding windows at three volume sizes (128^3, 192^3, 256^3), with time per voxel relative to the smallest;
+  time follows the number of windows (overlapping windows recompute shared voxels), reported with it.
 
 ``quick`` uses a 96^3 volume with a 48^3 patch and sizes 48^3, 72^3, 96^3; its rows say so.
 
@@ -17,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +55,14 @@ def _child(spec: dict) -> dict:
     return {"seconds": seconds, "peak_mb": peak_kb / 1024, "net_mb": (peak_kb - base_kb) / 1024}
 
 
+def _windows(size: int, patch: int, overlap: float = 0.25) -> int:
+    """Windows ``sliding_window_inference`` runs on a cube (scan interval ``int(patch * (1 - overlap))``)."""
+    if size <= patch:
+        return 1
+    step = max(int(patch * (1 - overlap)), 1)
+    return (math.ceil((size - patch) / step) + 1) ** 3
+
+
 def _measure(mode: str, size: int, patch: int) -> dict:
     spec = json.dumps({"mode": mode, "size": size, "patch": patch})
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -82,6 +92,7 @@ def bench_predict(quick: bool = False) -> list[dict]:
         first = first or per_voxel
         rows.append({**common, "name": f"sliding-window time, {size}^3{tag}", "ratio": round(per_voxel / first, 2),
                      "target": "report (time per voxel vs the smallest size)", "seconds": round(m["seconds"], 2),
+                     "windows": _windows(size, patch), "s per window": round(m["seconds"] / _windows(size, patch), 2),
                      "peak MB": round(m["peak_mb"]), "net MB": round(m["net_mb"])})
     return rows
 
