@@ -1,0 +1,65 @@
+"""``medzoo predict --model M [--model M2 ...] INPUT... --out DIR``: predictions, masks and ensembles on files.
+
+``--model`` is repeatable (DECISIONS 19); several models form an ensemble that averages probabilities over the
+tasks and labels they share (``--weights`` for a weighted mean). Writes ``predictions.csv``, ``predictions.json``
+and ``masks/`` under ``--out``. The exit code is 0 when every input ran, 1 when some failed (the others still ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` subcommand."""
+    p = subparsers.add_parser("predict", help="run a model (or an ensemble) on NIfTI, DICOM, PNG/JPEG or listings")
+    p.add_argument("--model", action="append", required=True, metavar="MODEL",
+                   help="zoo name, export dir or checkpoint; repeat for an ensemble")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="NIfTI file, DICOM series folder, PNG/JPEG, slice-series folder, or a CSV/TXT listing")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--weights", type=float, nargs="+", default=None, help="one ensemble weight per --model")
+    p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
+    p.add_argument("--patch", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
+                   help="sliding-window size (default: the model's input_size)")
+    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
+    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    p.add_argument("--blend", choices=["constant", "gaussian"], default="constant", help="window blending")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the predictor(s), run every input and print a summary table."""
+    from medzoo.infer.ensemble import Ensemble
+    from medzoo.infer.predict import Predictor, predict_inputs
+
+    kw = {"patch_size": args.patch, "overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
+          "blend": args.blend, "device": args.device, "tasks": args.tasks}
+    members = [Predictor.from_ref(ref, **kw) for ref in args.model]
+    if args.weights is not None and len(args.weights) != len(members):
+        raise ValueError(f"--weights has {len(args.weights)} values for {len(members)} --model")
+    predictor = members[0] if len(members) == 1 else Ensemble(members, args.weights)
+    quiet = getattr(args, "quiet", False)
+    report = predict_inputs(predictor, args.inputs, args.out, progress=None if not quiet else False)
+    print(f"{len(report.records)} input(s) predicted, {len(report.errors)} failed -> {args.out}")
+    for rec in report.records:
+        for task, entry in rec["tasks"].items():
+            print(f"  {rec['id']:<24} {task:<16} {_summary(entry)}")
+    for where, msg in report.errors:
+        print(f"  FAILED {where}: {msg}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def _summary(entry: dict) -> str:
+    if entry["type"] == "segmentation":
+        return f"mask {entry['mask']}"
+    if entry["type"] == "regression":
+        return ", ".join(f"{k}={v:.3g}" for k, v in entry["values"].items())
+    if entry["type"] == "classification":
+        return f"{entry['prediction']} (p={entry['probabilities'][entry['prediction']]:.3f})"
+    positive = [k for k, v in entry["decisions"].items() if v]
+    return "positive: " + (", ".join(positive) if positive else "none")

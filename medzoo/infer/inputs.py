@@ -1,0 +1,206 @@
+"""What ``medzoo predict`` reads: inputs discovered from paths, and each one loaded on demand.
+
+An input is one of:
+
+- a NIfTI file (``.nii``, ``.nii.gz``): a ``volume``;
+- a DICOM series folder (files ending ``.dcm``/``.dicom``): a ``volume`` (needs pydicom);
+- a PNG or JPEG file: an ``image``;
+- a folder of PNG/JPEG slices (a COVIDx-CT patient): a ``series``, slices in natural name order;
+- a listing (``.csv``, ``.tsv`` or ``.txt``): one input per row. A CSV names its paths in a ``path`` (or
+  ``image``, ``filename``) column, else the first column; an optional ``id`` column names the input. Relative
+  paths resolve against the listing's folder.
+
+Discovery never decodes images; :func:`load_input` does, one input at a time, so memory stays flat over many
+inputs.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> from medzoo.data.imageio import write_png
+    >>> p = str(write_png(os.path.join(tempfile.mkdtemp(), "a.png"), np.zeros((8, 8), np.uint8)))
+    >>> items, errors = discover_inputs([p])
+    >>> [(i.id, i.kind) for i in items], errors
+    ([('a', 'image')], [])
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medzoo.data.imageio import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
+from medzoo.data.manifest import DatasetFormatError
+
+__all__ = ["InputItem", "LoadedInput", "discover_inputs", "load_input", "LISTING_SUFFIXES"]
+
+LISTING_SUFFIXES = (".csv", ".tsv", ".txt")
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+_PATH_COLUMNS = ("path", "image", "filename", "file")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input to predict on (not yet read).
+
+    Attributes:
+        id: a name for outputs (file stem, folder name, or the listing's ``id`` column).
+        path: the file or folder.
+        kind: ``volume``, ``image`` or ``series``.
+        source: where it was named (``listing.csv:3`` or the command line path).
+    """
+
+    id: str
+    path: str
+    kind: str
+    source: str = ""
+
+
+@dataclass
+class LoadedInput:
+    """A read input: channel-first array (``[C, X, Y, Z]``, ``[C, H, W]`` or ``[N, C, H, W]``) and reader meta."""
+
+    item: InputItem
+    array: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _stem(p: Path) -> str:
+    name = p.name
+    for suf in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *_DICOM_SUFFIXES):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _folder_kind(p: Path) -> str:
+    files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+    if any(f.name.lower().endswith(_DICOM_SUFFIXES) for f in files):
+        return "volume"
+    if any(f.name.lower().endswith(RASTER_SUFFIXES) for f in files):
+        return "series"
+    raise DatasetFormatError(p, f"folder holds neither DICOM ({', '.join(_DICOM_SUFFIXES)}) nor PNG/JPEG slices")
+
+
+def classify_path(path: str | Path, source: str = "", name: str | None = None) -> InputItem:
+    """The :class:`InputItem` for one file or folder.
+
+    Raises:
+        DatasetFormatError: missing path or unsupported type, naming it.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DatasetFormatError(p, "input not found")
+    lower = p.name.lower()
+    if p.is_dir():
+        kind = _folder_kind(p)
+    elif lower.endswith(NIFTI_SUFFIXES):
+        kind = "volume"
+    elif lower.endswith(RASTER_SUFFIXES):
+        kind = "image"
+    elif lower.endswith(_DICOM_SUFFIXES):
+        raise DatasetFormatError(p, "a single DICOM file; pass the folder holding the whole series")
+    else:
+        raise DatasetFormatError(p, f"unsupported input; expected NIfTI {NIFTI_SUFFIXES}, PNG/JPEG "
+                                    f"{RASTER_SUFFIXES}, a DICOM or slice folder, or a listing {LISTING_SUFFIXES}")
+    return InputItem(id=name or _stem(p), path=str(p), kind=kind, source=source or str(p))
+
+
+def _read_listing(path: Path) -> list[tuple[str, str | None, int]]:
+    """``(path, id, line)`` per row of a listing file."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".txt":
+        return [(ln.strip(), None, i) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+    rows = list(csv.reader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    if not rows:
+        raise DatasetFormatError(path, "empty listing")
+    header = [h.strip().lower() for h in rows[0]]
+    col = next((header.index(c) for c in _PATH_COLUMNS if c in header), None)
+    id_col = header.index("id") if "id" in header else None
+    start = 1 if col is not None or id_col is not None else 0
+    col = 0 if col is None else col
+    out = []
+    for line, row in enumerate(rows[start:], start + 1):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) <= max(col, id_col or 0):
+            raise DatasetFormatError(path, f"short row {row}; expected a path in column {col + 1}", line)
+        out.append((row[col].strip(), row[id_col].strip() if id_col is not None else None, line))
+    return out
+
+
+def discover_inputs(paths: Iterable[str | Path]) -> tuple[list[InputItem], list[tuple[str, str]]]:
+    """Expand command-line paths (files, folders, listings) into inputs.
+
+    Returns:
+        ``(items, errors)``: the inputs found, and ``(where, message)`` for each path that could not be used
+        (the rest still run). Duplicate ids get a ``-2``, ``-3``... suffix.
+    """
+    items: list[InputItem] = []
+    errors: list[tuple[str, str]] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        try:
+            if p.is_file() and p.name.lower().endswith(LISTING_SUFFIXES):
+                for entry, name, line in _read_listing(p):
+                    where = f"{p}:{line}"
+                    target = Path(entry) if Path(entry).is_absolute() else p.parent / entry
+                    try:
+                        items.append(classify_path(target, where, name))
+                    except DatasetFormatError as err:
+                        errors.append((where, str(err)))
+            else:
+                items.append(classify_path(p))
+        except (DatasetFormatError, OSError, UnicodeDecodeError) as err:
+            errors.append((str(p), str(err)))
+    return _unique_ids(items), errors
+
+
+def _unique_ids(items: list[InputItem]) -> list[InputItem]:
+    seen: dict[str, int] = {}
+    out = []
+    for it in items:
+        n = seen.get(it.id, 0) + 1
+        seen[it.id] = n
+        out.append(it if n == 1 else InputItem(f"{it.id}-{n}", it.path, it.kind, it.source))
+    return out
+
+
+def load_input(item: InputItem) -> LoadedInput:
+    """Read one input's pixels.
+
+    Returns:
+        ``volume``: ``[C, X, Y, Z]`` with ``meta["affine"]``; ``image``: ``[C, H, W]`` with ``meta["max_value"]``;
+        ``series``: ``[N, C, H, W]`` (slices must share a size) with ``meta["slice_files"]``.
+
+    Raises:
+        DatasetFormatError: an unreadable file, naming it.
+    """
+    if item.kind != "series":
+        arr, meta = read_image(item.path)
+        if item.kind == "volume" and arr.ndim != 4:
+            raise DatasetFormatError(item.path, f"expected a 3-D volume, got an array of shape {arr.shape[1:]}")
+        if item.kind == "volume" and "affine" not in meta:
+            meta["affine"] = np.eye(4)
+        return LoadedInput(item, arr, meta)
+    folder = Path(item.path)
+    files = sorted((f for f in folder.iterdir() if f.name.lower().endswith(RASTER_SUFFIXES)),
+                   key=lambda f: _natural_key(f.name))
+    slices, meta0 = [], {}
+    for f in files:
+        arr, meta = read_image(f)
+        meta0 = meta0 or meta
+        if slices and arr.shape != slices[0].shape:
+            raise DatasetFormatError(f, f"slice shape {arr.shape} differs from {slices[0].shape} of {files[0]}")
+        slices.append(arr)
+    meta = {"format": "slice-series", "max_value": meta0.get("max_value", 255.0),
+            "slice_files": [str(f) for f in files], "filename": str(folder)}
+    return LoadedInput(item, np.stack(slices), meta)
