@@ -1,0 +1,65 @@
+"""The CPU inference defaults that the ``roofline`` benchmark measured as wins, as functions to call.
+
+Measured on the project's CPU (see docs/BENCHMARKS.md, suite ``roofline``), each against fp32 eval with
+``torch.no_grad``: folding BatchNorm into the convolutions and running under ``torch.inference_mode`` won and keep
+outputs equal within float rounding, so they are adopted here. Measured and *not* adopted: channels_last_3d
+(slower for these 3D convolutions on oneDNN), turning oneDNN off, flushing denormals (no gain), fewer threads;
+``torch.compile`` stays opt-in (minutes of compile time on a small CPU). Never bf16 on CPU.
+
+Use:
+
+    model = inference_defaults(model)        # eval mode, BatchNorm folded (a copy; the original is untouched)
+    with inference_context():
+        out = model(x)
+
+Example:
+    >>> import torch
+    >>> from medzoo.encoders import create_encoder
+    >>> enc = create_encoder("resnet10", widths=(8, 16, 32, 64)).eval()
+    >>> fast = inference_defaults(enc)
+    >>> x = torch.randn(1, 1, 16, 32, 32)
+    >>> with inference_context():
+    ...     bool(torch.allclose(fast(x)[-1], enc(x)[-1], atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from medzoo.utils.fuse import fuse_bn
+
+__all__ = ["inference_defaults", "inference_context"]
+
+
+def inference_defaults(model: nn.Module, *, fuse: bool = True, inplace: bool = False) -> nn.Module:
+    """``model`` ready for CPU/GPU inference: eval mode and, by default, BatchNorm folded into the convolutions.
+
+    Call it once after loading weights (not per batch). The result is for inference only; save the original's
+    state dict, not the fused one (see :func:`medzoo.utils.fuse_bn`).
+
+    Args:
+        model: an encoder, a :class:`~medzoo.models.MultiTaskModel` or any module.
+        fuse: fold eval-mode BatchNorm into the preceding convolutions.
+        inplace: change ``model`` itself instead of a deep copy.
+
+    Returns:
+        The model in eval mode (a copy unless ``inplace``).
+    """
+    if fuse:
+        return fuse_bn(model, inplace=inplace)
+    if not inplace:
+        import copy
+        model = copy.deepcopy(model)
+    return model.eval()
+
+
+def inference_context() -> AbstractContextManager:
+    """The gradient context for inference: ``torch.inference_mode()`` (cheaper than ``no_grad``).
+
+    Tensors made inside cannot enter autograd later; use ``torch.no_grad()`` where outputs must be trained on.
+    """
+    return torch.inference_mode()
