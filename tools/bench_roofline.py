@@ -20,7 +20,9 @@ No bf16 anywhere: this CPU has no bf16 hardware.
 from __future__ import annotations
 
 import math
+import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -81,13 +83,32 @@ def _roofline_rows(quick: bool, repeats: int) -> list[dict]:
 
 
 @contextmanager
-def _threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+def _quiet() -> Iterator[None]:
+    """Silence the TF32 notice that ``torch.backends.mkldnn.flags`` prints on CPU-only builds."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         yield
+
+
+def _threads_timing(run: Callable[[], torch.Tensor], threads: int, repeats: int) -> dict[str, float]:
+    """Interleaved default thread count vs ``threads``; after each switch one untimed call lets the pool settle."""
+    default = torch.get_num_threads()
+    times: dict[int, list[float]] = {default: [], threads: []}
+    try:
+        for i in range(repeats + 1):
+            order = (default, threads) if i % 2 == 0 else (threads, default)
+            for n in order:
+                torch.set_num_threads(n)
+                run()
+                t0 = time.perf_counter()
+                run()
+                if i > 0:  # the first round is warm-up
+                    times[n].append(time.perf_counter() - t0)
     finally:
-        torch.set_num_threads(old)
+        torch.set_num_threads(default)
+    ratios = [b / a for a, b in zip(times[default], times[threads])]
+    return {"a_s": statistics.median(times[default]), "b_s": statistics.median(times[threads]),
+            "ratio_b_over_a": statistics.median(ratios), "repeats": repeats}
 
 
 @contextmanager
@@ -114,10 +135,9 @@ def _candidates(enc: nn.Module, x: torch.Tensor, quick: bool) -> dict[str, Calla
     fused = fuse_bn(enc)
     best = inference_defaults(enc)
     cands = {
-        "1 thread vs default": _runner(enc, x, lambda: _nested(torch.no_grad(), _threads(1))),
         "channels_last_3d (model + input)": _runner(cl, x.contiguous(memory_format=torch.channels_last_3d)),
         "oneDNN off (torch.backends.mkldnn)": _runner(
-            enc, x, lambda: _nested(torch.no_grad(), torch.backends.mkldnn.flags(enabled=False))),
+            enc, x, lambda: _nested(torch.no_grad(), _quiet(), torch.backends.mkldnn.flags(enabled=False))),
         "flush denormals": _runner(enc, x, lambda: _nested(torch.no_grad(), _flush_denormal())),
         "inference_mode": _runner(enc, x, torch.inference_mode),
         "BN folded into convs (fuse_bn)": _runner(fused, x),
@@ -166,9 +186,10 @@ def _wins_rows(quick: bool, repeats: int) -> list[dict]:
     default = _runner(enc, x)
     ref = default()
     rows = []
-    for name, fn in _candidates(enc, x, quick).items():
+    cands = {"1 thread vs default": default, **_candidates(enc, x, quick)}
+    for name, fn in cands.items():
         diff = float((fn().float() - ref).abs().max())
-        t = interleaved(default, fn, repeats=repeats)
+        t = _threads_timing(default, 1, repeats) if fn is default else interleaved(default, fn, repeats=repeats)
         note = f"first call (compile) {_COMPILE_SECONDS[-1]:.0f} s" if name.startswith("torch.compile") else ""
         rows.append({"suite": "roofline", "name": f"cheap win: {name}", "ratio": 1.0 / t["ratio_b_over_a"],
                      "target": "report", "default s": t["a_s"], "candidate s": t["b_s"], "max abs diff": diff,

@@ -81,15 +81,28 @@ def load_suite(name: str, suites: dict[str, tuple[str, str]] | None = None) -> C
     return getattr(mod, fn)
 
 
-def section(name: str, rows: list[dict], quick: bool, machine: dict[str, str] | None = None) -> str:
-    """The markdown section of one suite: machine line, the table (name, ratio, target first) and its targets."""
-    machine = machine_description() if machine is None else machine
-    seen: dict[str, None] = {}
+def _groups(rows: list[dict]) -> list[list[dict]]:
+    """Consecutive rows with the same keys, so that each table has only the columns its rows fill."""
+    groups: list[list[dict]] = []
     for r in rows:
-        seen.update(dict.fromkeys(k for k in r if k not in COLUMNS + ["suite"]))
+        if groups and set(groups[-1][0]) == set(r):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups
+
+
+def section(name: str, rows: list[dict], quick: bool, machine: dict[str, str] | None = None) -> str:
+    """The markdown section of one suite: the machine line, then one table (name, ratio, target first) per group
+    of rows that share their keys."""
+    machine = machine_description() if machine is None else machine
     lines = [f"## {name}{' (quick)' if quick else ''}", "",
-             "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()), "",
-             format_table(rows, COLUMNS + list(seen)) if rows else "(no rows)", ""]
+             "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()), ""]
+    for group in _groups(rows):
+        extra = [k for k in group[0] if k not in COLUMNS + ["suite"]]
+        lines += [format_table(group, COLUMNS + extra), ""]
+    if not rows:
+        lines += ["(no rows)", ""]
     return "\n".join(lines)
 
 

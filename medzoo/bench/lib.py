@@ -59,7 +59,10 @@ def interleaved(fn_a: Callable[[], object], fn_b: Callable[[], object], repeats:
 
 
 def machine_description() -> dict[str, str]:
-    """CPU model, cores, memory, Python, torch and MONAI versions, and whether CUDA is present."""
+    """CPU model, cores, memory, load average, Python, torch and MONAI versions, and whether CUDA is present.
+
+    The load average tells how shared the machine was: above the core count, other processes took CPU time.
+    """
     import monai
     import torch
 
@@ -79,7 +82,9 @@ def machine_description() -> dict[str, str]:
         mem = f"{kb / 2**20:.0f} GiB"
     except (OSError, AttributeError):
         pass
+    load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
     return {"cpu": cpu, "cores": str(os.cpu_count()), "torch threads": str(torch.get_num_threads()), "memory": mem,
+            "load average (1 min, at the end)": load,
             "python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

@@ -23,6 +23,9 @@ def test_runs_a_suite_prints_and_writes_section(tmp_path):
     assert "| met figure | 2 | >= 1.5 |" in text and "| extra |" in text.splitlines()[text.splitlines().index(
         next(line for line in text.splitlines() if line.startswith("| name")))]
     assert any("## fake (quick)" in line for line in lines)
+    headers = [line for line in text.splitlines() if line.startswith("| name | ratio | target")]
+    assert headers == ["| name | ratio | target | extra |", "| name | ratio | target | reason |",
+                       "| name | ratio | target |"], "rows with different keys get their own tables"
     summary = text[text.index("<!-- suite:summary -->"): text.index("<!-- /suite:summary -->")]
     assert "missed figure: measured 1.2, target <= 1.05. Reason: too slow here" in summary
     assert "met figure: measured" not in summary and "report only" not in summary
