@@ -10,10 +10,12 @@ batch 1, full widths) for resnet10/18/50 at two 3D input sizes.
 
 Part 2, cheap wins for CPU inference (resnet18, eval, batch 1): each candidate timed interleaved with the default
 (fp32, contiguous tensors, ``torch.no_grad``, torch's default thread count, oneDNN on). ``ratio`` = default time /
-candidate time (above 1: faster), with the largest absolute difference of the layer4 output in the row. Candidates:
-1 thread vs the default, channels_last_3d, oneDNN (``torch.backends.mkldnn``) off, flushing denormals,
-``inference_mode``, BatchNorm folded into the convolutions (:func:`medzoo.utils.fuse_bn`), the combination that
-:func:`medzoo.utils.inference_defaults` adopts, and (full run only, DECISIONS 25) ``torch.compile``.
+candidate time (above 1: faster), with the largest absolute difference of the layer4 output in the row. A control
+row times the default against itself: its distance from 1 is the noise floor of the run. Candidates:
+1 thread vs the default (each in its own process), channels_last_3d, oneDNN (``torch.backends.mkldnn``) off,
+flushing denormals, ``inference_mode``, BatchNorm folded into the convolutions (:func:`medzoo.utils.fuse_bn`),
+the combination that :func:`medzoo.utils.inference_defaults` adopts, and (full run only, DECISIONS 25)
+``torch.compile``.
 No bf16 anywhere: this CPU has no bf16 hardware.
 """
 
@@ -40,8 +42,8 @@ NOTES = {
     "1 thread vs default (separate processes)": "above 1 means one thread beat the default; on an oversubscribed "
     "machine (load average above the core count) OpenMP's second thread waits at barriers for a descheduled peer. "
     "Not adopted: on a dedicated machine more threads win; set torch.set_num_threads to the cores you own",
-    "channels_last_3d (model + input)": "slower: oneDNN reorders for these 3D convolutions",
-    "oneDNN off (torch.backends.mkldnn)": "the default (on) is the fast path",
+    "control: default vs itself": "the noise floor of this run: a ratio this far from 1 is noise",
+    "BN folded into convs (fuse_bn)": "removes every BatchNorm pass (about 10% of the forward's CPU time in a profile)",
 }
 
 
@@ -223,7 +225,8 @@ def _wins_rows(quick: bool, repeats: int) -> list[dict]:
     default = _runner(enc, x)
     ref = default()
     rows = []
-    cands = {"1 thread vs default (separate processes)": default, **_candidates(enc, x, quick)}
+    cands = {"control: default vs itself": _runner(enc, x), "1 thread vs default (separate processes)": default,
+             **_candidates(enc, x, quick)}
     for name, fn in cands.items():
         if fn is default:
             t, diff = _threads_timing(shape, 1, repeats)
