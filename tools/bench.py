@@ -1,13 +1,14 @@
-"""medzoo benchmarks: ``python tools/bench.py SUITE [--quick] [--write]``.
+"""medzoo benchmarks: ``python tools/bench.py SUITE|all [--quick] [--write] [--output PATH]``.
 
 Each suite prints a table of ratios measured side by side in one run; ``--write`` records it, with the machine
-description, in docs/BENCHMARKS.md (other suites' sections are kept).
+description, in docs/BENCHMARKS.md (other suites' sections are kept, and the summary of every target and of the
+targets not met is refreshed). ``all`` runs every suite and skips, with a message, those whose module is missing.
+The driver is :mod:`medzoo.bench` (also ``medzoo bench``); this file is a thin wrapper for checkouts.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
@@ -15,27 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow `python tools/bench.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-from tools.benchlib import format_table, machine_description, write_benchmarks_md  # noqa: E402
-
-# suite -> (module, function)
-SUITES = {
-    "encoder": ("tools.bench_encoder", "bench_encoder"),
-}
-COLUMNS = ["name", "ratio", "target"]
-
-
-def run_suite(name: str, quick: bool) -> list[dict]:
-    module, fn = SUITES[name]
-    return getattr(importlib.import_module(module), fn)(quick=quick)
-
-
-def section(name: str, rows: list[dict], quick: bool) -> str:
-    machine = machine_description()
-    extra = [c for c in rows[0] if c not in COLUMNS + ["suite"]]
-    lines = [f"## {name}{' (quick)' if quick else ''}", "",
-             "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()), "",
-             format_table(rows, COLUMNS + extra), ""]
-    return "\n".join(lines)
+from medzoo.bench import SUITES, SuiteMissing, default_output, run_benchmarks  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,13 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", choices=[*SUITES, "all"])
     parser.add_argument("--quick", action="store_true", help="fewer repeats / smaller inputs")
     parser.add_argument("--write", action="store_true", help="record the results in docs/BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, default=None, help="the markdown file for --write")
     args = parser.parse_args(argv)
-    for name in SUITES if args.suite == "all" else [args.suite]:
-        rows = run_suite(name, args.quick)
-        text = section(name, rows, args.quick)
-        print(text)
-        if args.write:
-            write_benchmarks_md(ROOT / "docs" / "BENCHMARKS.md", name, text)
+    output = (args.output or default_output()) if args.write else None
+    try:
+        run_benchmarks([args.suite], quick=args.quick, output=output, emit=print)
+    except SuiteMissing as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
