@@ -19,6 +19,7 @@ import csv
 import gzip
 import math
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ def _open_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise DatasetFormatError(path, "file not found") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # a corrupt .gz raises zlib.error, not OSError
         raise DatasetFormatError(path, f"cannot read file ({e})") from None
 
 
