@@ -110,13 +110,16 @@ def read_csv(
     header: list[str] | None = None
     header_line = 0
     rows: list[tuple[int, list[str]]] = []
-    for number, text in read_lines(path, errors):
+    # A bad line before the header is never skipped: the next line would be taken as the header.
+    header_guard = ErrorCollector("raise")
+    for number, text in read_lines(path, _Either(errors, header_guard, lambda: header is None)):
         if not text.strip() or (comment and text.lstrip().startswith(comment)):
             continue
         try:
             fields = next(csv.reader([text], delimiter=delimiter, strict=True))
         except csv.Error as e:
-            errors.handle(DatasetFormatError(path, f"malformed CSV line ({e})", number))
+            (header_guard if header is None else errors).handle(
+                DatasetFormatError(path, f"malformed CSV line ({e})", number))
             continue
         if header is None:
             header, header_line = [f.strip() for f in fields], number
@@ -125,6 +128,16 @@ def read_csv(
     if header is None:
         raise DatasetFormatError(path, "empty file; expected a header line")
     return CsvTable(path, header, header_line, rows)
+
+
+class _Either(ErrorCollector):
+    """Hands errors to ``first`` while ``use_first()`` is true, else to ``second``."""
+
+    def __init__(self, second: ErrorCollector, first: ErrorCollector, use_first: Any) -> None:
+        self.second, self.first, self.use_first = second, first, use_first
+
+    def handle(self, err: DatasetFormatError) -> None:
+        (self.first if self.use_first() else self.second).handle(err)
 
 
 def row_dict(table: CsvTable, line: int, fields: list[str], *, header: list[str] | None = None) -> dict[str, str]:
