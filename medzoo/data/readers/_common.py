@@ -175,17 +175,20 @@ def resolve_path(
     return full
 
 
-def require_file(path: str, listing: str | Path, line: int | None, what: str = "image") -> str:
-    """Return ``path`` if it exists, else raise naming the listing file and line."""
+def require_file(path: str, listing: str | Path, line: int | None, what: str = "image", *,
+                 allow_dir: bool = False) -> str:
+    """Return ``path`` if it is a file (or, with ``allow_dir``, a folder), else raise naming the listing and line."""
     if not os.path.exists(path):
         raise DatasetFormatError(listing, f"{what} not found: {path}", line)
+    if not allow_dir and not os.path.isfile(path):
+        raise DatasetFormatError(listing, f"{what} {path} is a folder; expected a file", line)
     return path
 
 
 def first_existing(candidates: list[str], listing: str | Path, line: int | None, what: str = "image") -> str:
     """The first existing path of ``candidates``; raises listing every place that was tried."""
     for c in candidates:
-        if os.path.exists(c):
+        if os.path.isfile(c):
             return c
     tried = ", ".join(candidates)
     raise DatasetFormatError(listing, f"{what} not found (tried {tried})", line)
