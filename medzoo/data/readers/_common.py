@@ -30,6 +30,7 @@ from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, R
 __all__ = [
     "CsvTable",
     "read_lines",
+    "read_listing_lines",
     "read_csv",
     "row_dict",
     "resolve_path",
@@ -80,6 +81,18 @@ def read_lines(path: str | Path, errors: ErrorCollector) -> Iterator[tuple[int, 
             )
 
 
+def read_listing_lines(path: str | Path, errors: ErrorCollector, expected: str) -> list[tuple[int, str]]:
+    """The non-blank ``(line_number, text)`` lines of a header-less listing.
+
+    A listing without any (a 0-byte or blank file, often a cut download) is reported to ``errors`` as a bad file, so
+    that its missing records are never dropped silently.
+    """
+    lines = [(n, t) for n, t in read_lines(path, errors) if t.strip()]
+    if not lines:
+        errors.handle(DatasetFormatError(path, f"empty file; expected lines like {expected!r}"))
+    return lines
+
+
 @dataclass
 class CsvTable:
     """A CSV file's header and its data rows, each with its 1-based line number."""
@@ -112,7 +125,8 @@ def read_csv(
     rows: list[tuple[int, list[str]]] = []
     # A bad line before the header is never skipped: the next line would be taken as the header.
     header_guard = ErrorCollector("raise")
-    for number, text in read_lines(path, _Either(errors, header_guard, lambda: header is None)):
+    before_header = lambda: header is None  # noqa: B023, E731  (late binding is the point: it reads the loop state)
+    for number, text in read_lines(path, _Either(errors, header_guard, before_header)):
         if not text.strip() or (comment and text.lstrip().startswith(comment)):
             continue
         try:

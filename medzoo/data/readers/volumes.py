@@ -34,6 +34,7 @@ from medzoo.data.readers._common import (
     make_manifest,
     read_csv,
     read_lines,
+    read_listing_lines,
     require_file,
     resolve_path,
     row_dict,
@@ -150,9 +151,7 @@ def read_medicalnet_list(root: Path, *, split: str | None, errors: ErrorCollecto
     """
     base = Path(data_root) if data_root else root.parent
     records = []
-    for line, text in read_lines(root, errors):
-        if not text.strip():
-            continue
+    for line, text in read_listing_lines(root, errors, "<image> <label>"):
         fields = text.strip().split(" ")
         try:
             if len(fields) > 2 or "" in fields:
