@@ -16,7 +16,7 @@ from tests.data.dataset_fixtures import DatasetWriter
 from tests.zoo.conftest import LocalServer
 
 settings.register_profile(
-    "medzoo-robustness", deadline=None, derandomize=True, max_examples=25, database=None,
+    "medzoo-robustness", deadline=None, derandomize=True, max_examples=40, database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile("medzoo-robustness")

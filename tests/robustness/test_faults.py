@@ -1,0 +1,265 @@
+"""Faults: SIGKILL in the middle of a download or of ``medzoo prepare``, and a full disk while writing.
+
+- SIGKILL: a subprocess is killed while it writes; afterwards the last good state is intact (no cached file, or
+  the previous cache), and re-running completes with results identical to an undisturbed run.
+- Full disk: the writer is patched so that every file write fails with ``OSError(ENOSPC)`` once a byte budget is
+  spent (after writing what fits, as a real full disk does). Each writer raises the OSError, and leaves nothing
+  half-written that looks complete: no export folder, no cache ``index.json``, no file at the download's cache path.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medzoo.data import open_dataset
+from medzoo.data.prepared import PreparedDataset, prepare
+from medzoo.data.transforms import cxr_preset
+from medzoo.zoo.download import DownloadError, cache_path, download
+from medzoo.zoo.export import read_export_dir, write_export_dir
+from medzoo.zoo.spec import FileSpec
+from tests.robustness.tally import case
+
+CATEGORY = "faults"
+REPO = Path(__file__).resolve().parents[2]
+DATA = hashlib.sha256(b"seed").digest() * 4096  # 128 KiB
+
+
+def _spawn(code: str, home: Path) -> subprocess.Popen:
+    env = {**os.environ, "MEDZOO_HOME": str(home), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 60.0) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true; fails if it ends first."""
+    t0 = time.monotonic()
+    while not ready():
+        assert proc.poll() is None, f"process ended before the kill point: {proc.communicate()[1][-2000:]!r}"
+        assert time.monotonic() - t0 < timeout, "kill point never reached"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+# ---------------------------------------------------------------------------------------------------- SIGKILL
+
+def test_sigkill_during_download_then_resume(http_server, tmp_path: Path) -> None:
+    url = http_server.add("w.bin", DATA)
+    spec = FileSpec(url=url, sha256=hashlib.sha256(DATA).hexdigest(), size=len(DATA), format="safetensors")
+    home = Path(os.environ["MEDZOO_HOME"])
+    dest = cache_path(None, spec)
+    part = dest.with_name(dest.name + ".part")
+    http_server.switches.chunk_delay = 0.01  # 32 chunks of 4 KiB: about 0.3 s of transfer
+    code = ("from medzoo.zoo.download import download; from medzoo.zoo.spec import FileSpec; "
+            f"download(FileSpec(url={url!r}, sha256={spec.sha256!r}, size={spec.size}, format='safetensors'), "
+            "progress=False)")
+    with case(CATEGORY, "SIGKILL during a download, then re-run"):
+        proc = _spawn(code, home)
+        _kill_when(proc, lambda: part.is_file() and part.stat().st_size >= 16 * 1024)
+        assert not dest.exists(), "a killed download left a file at the cache path"
+        kept = part.stat().st_size
+        assert 0 < kept < len(DATA)
+        http_server.switches.chunk_delay = 0.0
+        assert download(spec, progress=False).read_bytes() == DATA
+        resumed = http_server.requests[-1]
+        assert resumed.status == 206 and resumed.headers.get("Range") == f"bytes={kept}-"
+        assert not part.exists()
+
+
+SLOW_SAVE = ("import numpy as np, time, sys; _save = np.save\n"
+             "def slow(*a, **k):\n    time.sleep(0.03); return _save(*a, **k)\n"
+             "np.save = slow\nfrom medzoo.cli.main import main\nsys.exit(main(sys.argv[1:]))\n")
+
+
+def _prepare_cli(root: Path, out: Path, size: int, home: Path, overwrite: bool) -> subprocess.Popen:
+    argv = ["-q", "prepare", "nih-cxr14", str(root), "--out", str(out), "--size", str(size)]
+    argv += ["--overwrite"] if overwrite else []
+    env = {**os.environ, "MEDZOO_HOME": str(home), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", SLOW_SAVE, *argv], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _samples(out: Path) -> list[tuple]:
+    ds = PreparedDataset(out)
+    return [(s["meta"]["id"], s["image"].numpy().tobytes(), s["label.findings"].numpy().tobytes()) for s in ds]
+
+
+def test_sigkill_during_prepare_keeps_the_last_good_cache(corpus: dict[str, Path], tmp_path: Path) -> None:
+    root, out, home = corpus["nih-cxr14"], tmp_path / "cache", Path(os.environ["MEDZOO_HOME"])
+    manifest = open_dataset("nih-cxr14", root)
+    prepare(manifest, out, transform=cxr_preset(False, size=(16, 16)))  # the last good state
+    good = _snapshot(out)
+    staging = out.with_name(".cache.partial")
+    with case(CATEGORY, "SIGKILL during `medzoo prepare`, then re-run"):
+        proc = _prepare_cli(root, out, 24, home, overwrite=True)
+        _kill_when(proc, lambda: len(list(staging.glob("parts/*/*.npy"))) >= 3)
+        assert _snapshot(out) == good, "the finished cache changed under a killed run"
+        assert not (staging / "index.json").exists()
+        proc = _prepare_cli(root, out, 24, home, overwrite=True)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        fresh = prepare(manifest, tmp_path / "fresh", transform=cxr_preset(False, size=(24, 24)))
+        assert _samples(out) == _samples(fresh)
+        assert not staging.exists()
+
+
+# ---------------------------------------------------------------------------------------------------- full disk
+
+class _Budget:
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+
+class _LimitedFile:
+    """A file object whose writes fail with ENOSPC once the shared byte budget is spent."""
+
+    def __init__(self, f, budget: _Budget) -> None:
+        self._f, self._budget = f, budget
+
+    def write(self, data):
+        n = memoryview(data).nbytes if not isinstance(data, str) else len(data.encode())
+        if n > self._budget.left:
+            fit = self._budget.left
+            if fit > 0 and not isinstance(data, str):
+                self._f.write(memoryview(data).cast("B")[:fit])
+            self._budget.left = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), getattr(self._f, "name", None))
+        self._budget.left -= n
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+
+    def __iter__(self):
+        return iter(self._f)
+
+
+@contextlib.contextmanager
+def full_disk(monkeypatch: pytest.MonkeyPatch, budget: int) -> Iterator[_Budget]:
+    """Patch ``open`` / ``io.open`` / ``os.fdopen`` (and safetensors' Rust writer) so writes fail after ``budget``."""
+    import safetensors.torch
+
+    state = _Budget(budget)
+    real_open, real_fdopen, real_save = io.open, os.fdopen, safetensors.torch.save
+
+    def limited(opener):
+        def wrapped(file, mode="r", *args, **kwargs):
+            f = opener(file, mode, *args, **kwargs)
+            return _LimitedFile(f, state) if any(c in mode for c in "wax+") else f
+        return wrapped
+
+    def save_file(tensors, filename, metadata=None):
+        with limited(real_open)(filename, "wb") as f:
+            f.write(real_save(tensors, metadata=metadata))
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", limited(real_open))
+        m.setattr(io, "open", limited(real_open))
+        m.setattr(os, "fdopen", limited(real_fdopen))
+        m.setattr(safetensors.torch, "save_file", save_file)
+        yield state
+
+
+def _export(out: Path, overwrite: bool = False) -> Path:
+    return write_export_dir(out, state_dict={"w": torch.arange(4096.0), "b": torch.ones(3)}, config={"n": 1},
+                            metadata={"name": "x", "parts": ["all"]}, validate=False, overwrite=overwrite)
+
+
+@settings(max_examples=15)
+@given(budget=st.integers(0, 20_000))
+def test_full_disk_during_export(budget: int, tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("exp")
+    old = _export(d / "model")
+    before = _snapshot(old)
+    with case(CATEGORY, "full disk (ENOSPC) while writing an export folder"), pytest.MonkeyPatch.context() as mp:
+        try:
+            with full_disk(mp, budget):
+                _export(d / "model", overwrite=True)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+            assert _snapshot(d / "model") == before, "the previous export changed"
+            with case(CATEGORY, "full disk (ENOSPC) while writing an export folder: of which the disk filled"):
+                pass
+        else:
+            read_export_dir(d / "model")  # it fitted: the new export is complete and verifies
+        assert sorted(p.name for p in d.iterdir()) == ["model"], "temporary folders left behind"
+        read_export_dir(d / "model")
+
+
+@settings(max_examples=12)
+@given(budget=st.integers(0, 60_000))
+def test_full_disk_during_prepare(budget: int, corpus: dict[str, Path],
+                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("prep")
+    manifest = open_dataset("covidx-cxr", corpus["covidx-cxr"])
+    transform = cxr_preset(False, size=(16, 16))
+    with case(CATEGORY, "full disk (ENOSPC) during prepare, then re-run"), pytest.MonkeyPatch.context() as mp:
+        try:
+            with full_disk(mp, budget):
+                prepare(manifest, d / "cache", transform=transform, part_size=4)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+            assert not (d / "cache").exists(), "a cache folder appeared although prepare failed"
+            with pytest.raises(FileNotFoundError):
+                PreparedDataset(d / "cache")
+            with case(CATEGORY, "full disk (ENOSPC) during prepare, then re-run: of which the disk filled"):
+                pass
+        prepare(manifest, d / "cache", transform=transform, part_size=4)
+        fresh = prepare(manifest, d / "fresh", transform=transform, part_size=4)
+        assert _samples_any(d / "cache") == _samples_any(fresh)
+
+
+def _samples_any(out: Path) -> list[tuple]:
+    return [(s["meta"]["id"], s["image"].numpy().tobytes()) for s in PreparedDataset(out)]
+
+
+@settings(max_examples=10)
+@given(budget=st.integers(0, len(DATA) + 2000))
+def test_full_disk_during_download(budget: int, http_server) -> None:
+    url = http_server.add("w.bin", DATA)
+    spec = FileSpec(url=url, sha256=hashlib.sha256(DATA).hexdigest(), size=len(DATA), format="safetensors",
+                    filename=f"w{budget}.bin")
+    dest = cache_path(None, spec)
+    with case(CATEGORY, "full disk (ENOSPC) during a download, then re-run"), pytest.MonkeyPatch.context() as mp:
+        try:
+            with full_disk(mp, budget):
+                download(spec, progress=False, retries=1)
+        except DownloadError as err:
+            assert "No space left on device" in str(err) or "Errno 28" in str(err), err
+            assert not dest.exists(), "a file that was never completed sits at the cache path"
+            with case(CATEGORY, "full disk (ENOSPC) during a download, then re-run: of which the disk filled"):
+                pass
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+            assert not dest.exists()
+        assert download(spec, progress=False).read_bytes() == DATA
+        assert np.frombuffer(dest.read_bytes(), np.uint8).size == len(DATA)
