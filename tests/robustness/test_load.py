@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
