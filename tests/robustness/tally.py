@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["COUNTS", "NOTES", "case", "note", "reset"]
+__all__ = ["COUNTS", "NOTES", "OUTCOMES", "case", "note", "outcome", "reset"]
 
 #: (category, what) -> [tried, held]
 COUNTS: dict[tuple[str, str], list[int]] = {}
 #: (category, what) -> notes (how the case is handled, bugs found)
 NOTES: dict[tuple[str, str], str] = {}
+#: (category, what) -> outcome label -> count (for example how many mutated listings read vs raised)
+OUTCOMES: dict[tuple[str, str], dict[str, int]] = {}
 
 
 @contextmanager
@@ -32,7 +34,14 @@ def note(category: str, what: str, text: str) -> None:
     NOTES[(category, what)] = text
 
 
+def outcome(category: str, what: str, label: str) -> None:
+    """Count how a case ended (reported in the notes column)."""
+    row = OUTCOMES.setdefault((category, what), {})
+    row[label] = row.get(label, 0) + 1
+
+
 def reset() -> None:
     """Forget all counts (the report tool calls this before its run)."""
     COUNTS.clear()
     NOTES.clear()
+    OUTCOMES.clear()

@@ -27,7 +27,7 @@ from medzoo.data.dataset import ManifestDataset
 from medzoo.data.imageio import load_record, read_image, write_nifti, write_png
 from medzoo.data.manifest import DatasetFormatError, Record
 from medzoo.data.transforms import ct_preset, cxr_preset
-from tests.robustness.tally import case
+from tests.robustness.tally import case, outcome
 
 CATEGORY = "images"
 CHECKSUMMED = {"png", "nii.gz"}
@@ -69,6 +69,7 @@ def test_truncated_file(fmt: str, frac: float, originals: dict, tmp_path_factory
     path.write_bytes(data[:cut])
     with case(CATEGORY, f"truncated / zero-byte {fmt}"):
         arr = _read_or_error(path)
+        outcome(CATEGORY, f"truncated / zero-byte {fmt}", "DatasetFormatError" if arr is None else "read")
         if arr is not None:  # only a PNG cut in its trailer may read, and then exactly
             assert fmt == "png" and cut >= len(data) - 12, f"{fmt} cut at {cut}/{len(data)} read without error"
             np.testing.assert_array_equal(arr, full)
@@ -85,6 +86,9 @@ def test_flipped_bit(fmt: str, where: float, bit: int, originals: dict,
     path.write_bytes(bytes(b))
     with case(CATEGORY, f"one flipped bit in {fmt}"):
         arr = _read_or_error(path)
+        same = arr is not None and arr.shape == full.shape and np.array_equal(arr, full)
+        outcome(CATEGORY, f"one flipped bit in {fmt}", "DatasetFormatError" if arr is None else
+                "read, identical" if same else "read, different")
         if arr is not None and fmt in CHECKSUMMED:
             np.testing.assert_array_equal(arr, full, err_msg=f"{fmt}: corrupted data read silently")
 

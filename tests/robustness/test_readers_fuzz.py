@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from medzoo.data import open_dataset
 from medzoo.data.manifest import DatasetFormatError, Manifest
-from tests.robustness.tally import case
+from tests.robustness.tally import case, outcome
 
 CATEGORY = "readers"
 
@@ -184,6 +184,9 @@ def _check_modes(name: str, target: Target, corpus: dict[str, Path], base_ids: s
     root, ddir = _root(target, corpus), _dataset_dir(target, corpus)
     strict = _open(target, root, "raise")
     lenient = _open(target, root, "skip")
+    what = f"{name}: one mutated line / empty file"
+    outcome(CATEGORY, what, "read" if isinstance(strict, Manifest) else
+            "skipped" if isinstance(lenient, Manifest) else "file-level error")
     if isinstance(strict, DatasetFormatError):
         _check_error(strict, ddir)
     if isinstance(lenient, DatasetFormatError):
