@@ -252,9 +252,12 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
 def _atomic_write(p: Path, data: bytes) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no stray temp file
 
 
 def resize_2d(arr: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
