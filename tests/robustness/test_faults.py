@@ -263,3 +263,63 @@ def test_full_disk_during_download(budget: int, http_server) -> None:
             assert not dest.exists()
         assert download(spec, progress=False).read_bytes() == DATA
         assert np.frombuffer(dest.read_bytes(), np.uint8).size == len(DATA)
+
+
+# ---------------------------------------------------------------------------------------------------- corrupt leftovers
+
+def _small_cache(corpus: dict[str, Path], out: Path) -> tuple[object, Path]:
+    manifest = open_dataset("covidx-cxr", corpus["covidx-cxr"])
+    return manifest, prepare(manifest, out, transform=cxr_preset(False, size=(8, 8)))
+
+
+@pytest.mark.parametrize("content", [b"", b'{"format": "medzoo-prep', b"[]", b"\xff\xfe"])
+def test_corrupt_cache_index(content: bytes, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Regression: a cut index.json raised a bare JSONDecodeError (AttributeError for a list), in prepare() too."""
+    manifest, out = _small_cache(corpus, tmp_path / "cache")
+    (out / "index.json").write_bytes(content)
+    with case(CATEGORY, "corrupt prepared cache: index.json, .npy (regression)"):
+        with pytest.raises(ValueError, match="index.json: corrupt prepared-cache index"):
+            PreparedDataset(out)
+        with pytest.raises(FileExistsError, match="overwrite"):
+            prepare(manifest, out, transform=cxr_preset(False, size=(8, 8)))
+        prepare(manifest, out, transform=cxr_preset(False, size=(8, 8)), overwrite=True)
+        assert len(PreparedDataset(out)) == len(manifest)
+
+
+@pytest.mark.parametrize("cut", [0, 20, -10])
+def test_corrupt_cache_array(cut: int, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Regression: a cut .npy raised ValueError/EOFError without naming the file."""
+    _, out = _small_cache(corpus, tmp_path / "cache")
+    npy = sorted(out.rglob("*.image.npy"))[1]
+    npy.write_bytes(npy.read_bytes()[:cut])
+    with case(CATEGORY, "corrupt prepared cache: index.json, .npy (regression)"):
+        ds = PreparedDataset(out)
+        ds[0]
+        with pytest.raises(ValueError, match="corrupt prepared-cache array") as info:
+            ds[1]
+        assert str(npy) in str(info.value)
+
+
+@pytest.mark.parametrize("name,content", [("metadata.json", b"{"), ("metadata.json", b"[1]"),
+                                          ("config.yaml", b"a: [1"), ("config.yaml", b"\xff"),
+                                          ("model.safetensors", b"xx")])
+def test_corrupt_export_files(name: str, content: bytes, tmp_path: Path) -> None:
+    """Regression: corrupt export files raised JSONDecodeError / YAML ParserError / SafetensorError, naming no file."""
+    out = _export(tmp_path / "model")
+    (out / name).write_bytes(content)
+    with case(CATEGORY, "corrupt export folder files (regression)"):
+        for verify in (False, True):
+            with pytest.raises(ValueError) as info:
+                read_export_dir(out, verify=verify)
+            assert str(out / name) in str(info.value) or (verify and "sha256" in str(info.value))
+
+
+def test_full_disk_write_nifti_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: write_nifti's hidden temp file stayed behind after a failed write."""
+    from medzoo.data.imageio import write_nifti
+
+    with case(CATEGORY, "full disk (ENOSPC) in write_nifti (regression)"):
+        with full_disk(monkeypatch, 100), pytest.raises(OSError) as info:
+            write_nifti(tmp_path / "v.nii.gz", np.zeros((16, 16, 16), np.float32), np.eye(4))
+        assert info.value.errno == errno.ENOSPC
+        assert list(tmp_path.iterdir()) == []
