@@ -252,3 +252,53 @@ def test_size_lie_from_the_server(lie: str, http_server) -> None:
         assert "bytes" in str(info.value)
         assert not dest.exists(), "a file that failed its size check was kept"
         assert not list(dest.parent.glob("w.bin.part")), "bytes that failed a check were kept for resuming"
+
+
+@pytest.fixture(scope="module")
+def medicalnet_state() -> dict[str, torch.Tensor]:
+    return create_encoder("resnet10", widths=TINY_WIDTHS, output_stride=8).state_dict()
+
+
+@given(op=st.sampled_from(["delete", "reshape", "scalar", "int", "half"]), pick=st.integers(0, 10_000),
+       dims=st.lists(st.integers(1, 5), min_size=1, max_size=5))
+def test_damaged_medicalnet_state(op: str, pick: int, dims: list[int], medicalnet_state: dict,
+                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One tensor deleted, reshaped, made 0-d or retyped: a ValueError naming the file, or a complete load."""
+    state = dict(medicalnet_state)
+    key = sorted(state)[pick % len(state)]
+    if op == "delete":
+        del state[key]
+    elif op == "reshape":
+        state[key] = torch.zeros(*dims)
+    elif op == "scalar":
+        state[key] = torch.tensor(1.0)
+    elif op == "int":
+        state[key] = state[key].to(torch.int32)
+    else:
+        state[key] = state[key].half()
+    path = tmp_path_factory.mktemp("mn") / "w.pt"
+    torch.save(state, path)
+    with case(CATEGORY, "MedicalNet checkpoint with one tensor deleted / reshaped / 0-d / retyped"):
+        try:
+            model = from_medicalnet(path)
+        except ValueError as err:
+            assert str(path) in str(err)
+            return
+        loaded = model.encoder.state_dict()
+        for k, v in state.items():
+            if k in loaded and v.is_floating_point():
+                torch.testing.assert_close(loaded[k], v.to(loaded[k].dtype), rtol=0, atol=0)
+
+
+def test_medicalnet_missing_stage_key_regression(medicalnet_state: dict, tmp_path: Path) -> None:
+    """Regression: a missing layer4.0.conv1.weight raised KeyError; a 0-d layer3.0.conv1.weight IndexError."""
+    for key, value in (("layer4.0.conv1.weight", None), ("layer3.0.conv1.weight", torch.tensor(1.0))):
+        state = dict(medicalnet_state)
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+        torch.save(state, tmp_path / "w.pt")
+        with case(CATEGORY, "MedicalNet checkpoint with one tensor deleted / reshaped / 0-d / retyped"):
+            with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+                from_medicalnet(tmp_path / "w.pt")
