@@ -48,7 +48,8 @@ NOTES = {
                                             "DICOM series)",
     ("readers", "montgomery"): "hidden files and non-PNG files are ignored by design (documented)",
     ("readers", "shenzhen"): "hidden files and non-PNG files are ignored by design (documented)",
-    ("images", "truncated / zero-byte png"): "a PNG cut inside its 12-byte IEND trailer reads as the identical image",
+    ("images", "truncated / zero-byte png"): "a PNG cut after its complete pixel data (last CRC / IEND) reads as the "
+                                            "identical image (checked)",
     ("images", "one flipped bit in nii.gz"): "fixed: nibabel never checked the gzip CRC; flipped bits read silently "
                                             "(227 of 300 flips before the fix)",
     ("images", "one flipped bit in dcm"): "fixed: a corrupt tag value raised ValueError; no checksum in DICOM, so a "
