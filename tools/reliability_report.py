@@ -67,9 +67,45 @@ NOTES = {
     ("faults", "SIGKILL during a download"): "nothing at the cache path; the re-run resumes with a Range request",
     ("faults", "full disk"): "writes fail with ENOSPC after a byte budget (patched open/io.open/os.fdopen and the "
                              "safetensors writer)",
-    ("load", "load_record"): "every 17th of 1,000 inputs is bad (6 kinds); medzoo predict not on main yet",
+    ("load", "load_record"): "every 17th of 1,000 inputs is bad (6 kinds: 0-byte, cut, missing, not an image, "
+                             "NaN NIfTI, wrong suffix)",
     ("load", "DataLoader"): "a wrapper turns bad samples into reported errors; the epoch completes",
+    ("load", "medzoo predict"): "predict_inputs over a 1,000-row listing; its per-input gc.collect() is stubbed "
+                                "(reported: 0.2 s per input)",
+    ("faults", "SIGKILL during a checkpoint save"): "the last complete checkpoint loads; the torn .tmp never does",
+    ("faults", "full disk (ENOSPC) during a checkpoint save"): "previous checkpoint intact, no temp file left; the "
+                                                               "error is torch's RuntimeError (reported, xfail)",
 }
+
+#: Bugs the suite found and that were fixed in the library (each kept as a regression test).
+FIXED = [
+    "readers: a corrupt `.csv.gz` listing raised `zlib.error`.",
+    "readers: under `on_error=\"skip\"` a non-UTF-8 or malformed CSV header line was dropped and the first data row "
+    "became the header.",
+    "readers: a listed image or label path naming a folder became a record (a MedicalNet line cut to "
+    "`Task/imagesTr`).",
+    "readers: an empty COVIDx / MedicalNet listing gave zero records and no error.",
+    "msd: `\"labels\"` that is not an object raised `TypeError`; deeply nested JSON `RecursionError`.",
+    "imageio: a `.nii.gz` with a flipped bit in its compressed data read as different voxels, silently (227 of 300 "
+    "single-bit flips); nibabel never reached the gzip CRC.",
+    "dicom: a corrupt tag value raised a bare `ValueError`.",
+    "write_nifti: a failed write (full disk) left its temp file behind.",
+    "prepared cache: a corrupt `index.json` raised `JSONDecodeError` / `AttributeError` (inside `prepare()` too); "
+    "a cut `.npy` `ValueError` / `EOFError`; none named the file.",
+    "read_export_dir: a corrupt `metadata.json`, `config.yaml` or `model.safetensors` raised errors naming no file.",
+    "load_state_with_report: integer or bool tensors were cast silently into floating-point parameters.",
+    "medicalnet: a checkpoint missing `layerN.0.conv1.weight` raised `KeyError`; a 0-d tensor there `IndexError`.",
+]
+
+#: Bugs the suite found outside this branch's files (reported, with strict xfail tests).
+REPORTED = [
+    "`medzoo/train/checkpoint.py` (trainer branch): a full disk during `save_checkpoint` raises torch's "
+    "`RuntimeError('[enforce fail at inline_container.cc] unexpected pos 30 vs 0')`, naming neither the file nor "
+    "the full disk (test_faults.py::test_full_disk_checkpoint_error_is_clear).",
+    "`medzoo/infer/predict.py` (inference branch): `predict_inputs` calls `gc.collect()` after every input, "
+    "0.2 s each with torch and MONAI loaded, so 1,000 small inputs take ~200 s instead of ~7 s "
+    "(test_load.py::test_predict_does_not_collect_garbage_per_input).",
+]
 
 
 class OutcomePlugin:
@@ -139,13 +175,23 @@ def render(code: int, plugin: OutcomePlugin, counts: dict, outcomes: dict, secon
         lines.append("")
     if plugin.failed:
         lines += ["## Failing tests", "", *(f"- `{n}`" for n in plugin.failed), ""]
-    lines += [
-        "## Not covered yet", "",
-        "- SIGKILL and full disk during a training checkpoint save: `medzoo/train/checkpoint.py` is not on main yet.",
-        "- `medzoo predict` over 1,000 inputs: `medzoo/infer/predict.py` is not on main yet; the load rows drive "
-        "`load_record` and a DataLoader epoch over the same kind of inputs instead.", "",
-    ]
+    lines += ["## Bugs found and fixed (each kept as a regression test)", "", *(f"- {r}" for r in FIXED), ""]
+    lines += ["## Bugs found outside the fixed files (reported)", "", *(f"- {r}" for r in REPORTED), ""]
+    missing = [n for n, mod in (("checkpoint save (SIGKILL, full disk)", "medzoo.train.checkpoint"),
+                                ("`medzoo predict` over 1,000 inputs", "medzoo.infer.predict")) if not _has(mod)]
+    if missing:
+        lines += ["## Not covered in this run", "",
+                  *(f"- {n}: its module is not on this branch yet, so those tests were skipped." for n in missing), ""]
     return "\n".join(lines)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
