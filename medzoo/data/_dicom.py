@@ -65,11 +65,14 @@ def read_dicom_file(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     ds, pixels = _read(path, pydicom)
     if pixels.ndim != 2:
         raise DatasetFormatError(path, f"expected a 2-D DICOM image, got pixel shape {pixels.shape}")
-    bits = int(getattr(ds, "BitsStored", 16) or 16)
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        pixels = (2**bits - 1) - pixels.astype(np.int64)  # bright = dense, like MONOCHROME2
-    arr = _hu(ds, pixels)
-    spacing = tuple(float(s) for s in getattr(ds, "PixelSpacing", (1.0, 1.0)))
+    try:  # tag values are parsed lazily: a corrupt one fails here
+        bits = int(getattr(ds, "BitsStored", 16) or 16)
+        if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+            pixels = (2**bits - 1) - pixels.astype(np.int64)  # bright = dense, like MONOCHROME2
+        arr = _hu(ds, pixels)
+        spacing = tuple(float(s) for s in getattr(ds, "PixelSpacing", (1.0, 1.0)))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DatasetFormatError(path, f"corrupt DICOM tag value ({type(exc).__name__}: {exc})") from exc
     meta = {"format": "dicom", "original_shape": arr.shape, "spacing": spacing, "bit_depth": bits,
             "max_value": float(2**bits - 1)}
     return arr[None], meta
@@ -81,6 +84,16 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
     if not files:
         raise DatasetFormatError(folder, "DICOM series folder holds no files")
+    try:
+        return _read_series(files, pydicom)
+    except DatasetFormatError:
+        raise
+    except (ValueError, TypeError, OverflowError, IndexError) as exc:  # tag values are parsed lazily
+        raise DatasetFormatError(folder, f"corrupt DICOM tag value in the series ({type(exc).__name__}: {exc})"
+                                 ) from exc
+
+
+def _read_series(files: list[Path], pydicom: Any) -> tuple[np.ndarray, dict[str, Any]]:
     slices = []
     for f in files:
         ds, pixels = _read(f, pydicom)

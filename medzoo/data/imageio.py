@@ -120,7 +120,7 @@ def _read_nifti(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
     import nibabel as nib
 
     try:
-        img = nib.load(str(p))
+        img = _load_nifti_verified(p, nib)
         data = np.asarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for truncated/corrupt files
         raise DatasetFormatError(p, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
@@ -138,6 +138,20 @@ def _read_nifti(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
     meta = {"format": "nifti", "affine": np.asarray(img.affine, dtype=np.float64), "spacing": spacing,
             "original_shape": original_shape}
     return np.ascontiguousarray(data), meta
+
+
+def _load_nifti_verified(p: Path, nib: Any) -> Any:
+    """Load a NIfTI file; a ``.gz`` is decompressed whole first, so that its CRC-32 is checked.
+
+    nibabel stops reading a gzip stream once it has the voxels it needs and never reaches the trailer, so a
+    flipped bit in the compressed data would otherwise give silently different voxels.
+    """
+    if not p.name.lower().endswith(".gz"):
+        return nib.load(str(p))
+    raw = gzip.decompress(p.read_bytes())  # raises on a bad CRC-32, a wrong length or a cut stream
+    sizeof_hdr = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
+    cls = nib.Nifti2Image if 540 in sizeof_hdr else nib.Nifti1Image
+    return cls.from_bytes(raw)
 
 
 def _read_raster(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -238,9 +252,12 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
 def _atomic_write(p: Path, data: bytes) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no stray temp file
 
 
 def resize_2d(arr: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:

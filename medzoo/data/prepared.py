@@ -142,11 +142,26 @@ def _write_part(ds: ManifestDataset, indices: range, part_dir: Path, dtype: str,
     return entries
 
 
+def _read_index(path: Path) -> dict[str, Any]:
+    """Parse ``index.json``; a corrupt one raises a ValueError naming it."""
+    try:
+        index = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: corrupt prepared-cache index ({exc}); re-run prepare with overwrite=True "
+                         "(--overwrite)") from None
+    if not isinstance(index, dict):
+        raise ValueError(f"{path}: corrupt prepared-cache index (a JSON {type(index).__name__}, expected an object)")
+    return index
+
+
 def _finished(out: Path, fingerprint: str) -> bool:
     index = out / "index.json"
     if not index.exists():
         return False
-    return json.loads(index.read_text()).get("fingerprint") == fingerprint
+    try:
+        return _read_index(index).get("fingerprint") == fingerprint
+    except ValueError:
+        return False  # a corrupt index is no finished cache: rebuilt with overwrite, else FileExistsError
 
 
 def prepare(manifest: Manifest | Sequence, out_dir: str | os.PathLike, *, transform: Callable | None = None,
@@ -256,7 +271,7 @@ class PreparedDataset(Dataset):
         index_path = self.root / "index.json"
         if not index_path.exists():
             raise FileNotFoundError(f"{index_path}: no prepared cache here (run `medzoo prepare` first)")
-        self.index = json.loads(index_path.read_text())
+        self.index = _read_index(index_path)
         if self.index.get("format") != "medzoo-prepared" or self.index.get("version") != FORMAT_VERSION:
             raise ValueError(f"{index_path}: not a medzoo prepared cache of version {FORMAT_VERSION}")
         self.samples: list[dict] = self.index["samples"]
@@ -273,7 +288,14 @@ class PreparedDataset(Dataset):
         return len(self.samples)
 
     def _array(self, rel: str) -> np.ndarray:
-        return np.array(np.load(self.root / rel, mmap_mode="r"))  # copy out of the read-only map
+        path = self.root / rel
+        try:
+            return np.array(np.load(path, mmap_mode="r"))  # copy out of the read-only map
+        except FileNotFoundError:
+            raise
+        except (ValueError, EOFError, OSError) as exc:  # cut or corrupt .npy (numpy names no file)
+            raise ValueError(f"{path}: corrupt prepared-cache array ({type(exc).__name__}: {exc}); re-run "
+                             "prepare with overwrite=True (--overwrite)") from None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.samples[index]

@@ -125,14 +125,33 @@ def read_export_dir(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
     p = Path(path)
     if not is_export_dir(p):
         raise FileNotFoundError(f"{p}: not an export directory (expected {WEIGHTS_FILE} and {CONFIG_FILE})")
-    meta = json.loads((p / METADATA_FILE).read_text()) if (p / METADATA_FILE).is_file() else {}
+    meta = _parse(p / METADATA_FILE, json.loads) if (p / METADATA_FILE).is_file() else {}
     if verify:
-        expected = next((f.get("sha256") for f in meta.get("files", []) if f.get("url") == WEIGHTS_FILE), None)
+        files = meta.get("files") if isinstance(meta.get("files"), list) else []
+        expected = next((f.get("sha256") for f in files if isinstance(f, dict) and f.get("url") == WEIGHTS_FILE),
+                        None)
         actual = sha256_file(p / WEIGHTS_FILE)
         if expected and expected != actual:
             raise ValueError(f"{p / WEIGHTS_FILE}: sha256 {actual} does not match metadata.json ({expected})")
-    config = yaml.safe_load((p / CONFIG_FILE).read_text()) or {}
-    return load_file(str(p / WEIGHTS_FILE), device="cpu"), config, meta
+    config = _parse(p / CONFIG_FILE, yaml.safe_load, empty_ok=True)
+    try:
+        state = load_file(str(p / WEIGHTS_FILE), device="cpu")
+    except Exception as exc:  # safetensors raises its own SafetensorError for a bad header
+        raise ValueError(f"{p / WEIGHTS_FILE}: not a valid safetensors file ({exc})") from None
+    return state, config, meta
+
+
+def _parse(path: Path, loads: Any, empty_ok: bool = False) -> dict:
+    """Parse a JSON / YAML file of an export into a dict; corrupt content is a ValueError naming the file."""
+    try:
+        obj = loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot parse ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if obj is None and empty_ok:
+        return {}
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(obj).__name__}")
+    return obj
 
 
 def model_card_text(meta: dict[str, Any]) -> str:

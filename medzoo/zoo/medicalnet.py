@@ -58,6 +58,11 @@ def detect_architecture(state: dict[str, torch.Tensor], source: str = "<state di
     if not depths:
         raise ValueError(f"{source}: {block} blocks per stage {counts} match no ResNet depth "
                          f"(known: { {d: list(s[1]) for d, s in RESNET_SPECS.items()} })")
+    for key in ["conv1.weight", *(f"layer{i}.0.conv1.weight" for i in range(1, 5))]:
+        if key not in state or state[key].dim() != 5:
+            found = tuple(state[key].shape) if key in state else "nothing"
+            raise ValueError(f"{source}: {key!r} must be a 3-D convolution weight [out, in, kD, kH, kW]; "
+                             f"found {found}")
     widths = [int(state[f"layer{i}.0.conv1.weight"].shape[0]) for i in range(1, 5)]
     has_b = any(k.endswith("downsample.0.weight") for k in state)
     seg = state.get(SEG_PREFIX + "6.weight")

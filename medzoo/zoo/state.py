@@ -151,6 +151,9 @@ def load_state_with_report(module: nn.Module, state: Mapping[str, torch.Tensor],
             report.missing.append(key)
             continue
         value = state[key]
+        if target.is_floating_point() and not value.is_floating_point():
+            raise ValueError(f"{source}: {key!r} has dtype {value.dtype} in the file, the model expects a "
+                             f"floating-point tensor ({target.dtype}); refusing to cast")
         if value.shape != target.shape:
             if key == stem_key and value.shape[:1] + value.shape[2:] == target.shape[:1] + target.shape[2:]:
                 value = adapt_input_conv(value, target.shape[1])

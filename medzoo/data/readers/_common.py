@@ -19,6 +19,7 @@ import csv
 import gzip
 import math
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, R
 __all__ = [
     "CsvTable",
     "read_lines",
+    "read_listing_lines",
     "read_csv",
     "row_dict",
     "resolve_path",
@@ -53,7 +55,7 @@ def _open_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise DatasetFormatError(path, "file not found") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # a corrupt .gz raises zlib.error, not OSError
         raise DatasetFormatError(path, f"cannot read file ({e})") from None
 
 
@@ -77,6 +79,18 @@ def read_lines(path: str | Path, errors: ErrorCollector) -> Iterator[tuple[int, 
                     "expected a UTF-8 text file", number,
                 )
             )
+
+
+def read_listing_lines(path: str | Path, errors: ErrorCollector, expected: str) -> list[tuple[int, str]]:
+    """The non-blank ``(line_number, text)`` lines of a header-less listing.
+
+    A listing without any (a 0-byte or blank file, often a cut download) is reported to ``errors`` as a bad file, so
+    that its missing records are never dropped silently.
+    """
+    lines = [(n, t) for n, t in read_lines(path, errors) if t.strip()]
+    if not lines:
+        errors.handle(DatasetFormatError(path, f"empty file; expected lines like {expected!r}"))
+    return lines
 
 
 @dataclass
@@ -109,13 +123,17 @@ def read_csv(
     header: list[str] | None = None
     header_line = 0
     rows: list[tuple[int, list[str]]] = []
-    for number, text in read_lines(path, errors):
+    # A bad line before the header is never skipped: the next line would be taken as the header.
+    header_guard = ErrorCollector("raise")
+    before_header = lambda: header is None  # noqa: B023, E731  (late binding is the point: it reads the loop state)
+    for number, text in read_lines(path, _Either(errors, header_guard, before_header)):
         if not text.strip() or (comment and text.lstrip().startswith(comment)):
             continue
         try:
             fields = next(csv.reader([text], delimiter=delimiter, strict=True))
         except csv.Error as e:
-            errors.handle(DatasetFormatError(path, f"malformed CSV line ({e})", number))
+            (header_guard if header is None else errors).handle(
+                DatasetFormatError(path, f"malformed CSV line ({e})", number))
             continue
         if header is None:
             header, header_line = [f.strip() for f in fields], number
@@ -124,6 +142,16 @@ def read_csv(
     if header is None:
         raise DatasetFormatError(path, "empty file; expected a header line")
     return CsvTable(path, header, header_line, rows)
+
+
+class _Either(ErrorCollector):
+    """Hands errors to ``first`` while ``use_first()`` is true, else to ``second``."""
+
+    def __init__(self, second: ErrorCollector, first: ErrorCollector, use_first: Any) -> None:
+        self.second, self.first, self.use_first = second, first, use_first
+
+    def handle(self, err: DatasetFormatError) -> None:
+        (self.first if self.use_first() else self.second).handle(err)
 
 
 def row_dict(table: CsvTable, line: int, fields: list[str], *, header: list[str] | None = None) -> dict[str, str]:
@@ -161,17 +189,20 @@ def resolve_path(
     return full
 
 
-def require_file(path: str, listing: str | Path, line: int | None, what: str = "image") -> str:
-    """Return ``path`` if it exists, else raise naming the listing file and line."""
+def require_file(path: str, listing: str | Path, line: int | None, what: str = "image", *,
+                 allow_dir: bool = False) -> str:
+    """Return ``path`` if it is a file (or, with ``allow_dir``, a folder), else raise naming the listing and line."""
     if not os.path.exists(path):
         raise DatasetFormatError(listing, f"{what} not found: {path}", line)
+    if not allow_dir and not os.path.isfile(path):
+        raise DatasetFormatError(listing, f"{what} {path} is a folder; expected a file", line)
     return path
 
 
 def first_existing(candidates: list[str], listing: str | Path, line: int | None, what: str = "image") -> str:
     """The first existing path of ``candidates``; raises listing every place that was tried."""
     for c in candidates:
-        if os.path.exists(c):
+        if os.path.isfile(c):
             return c
     tried = ", ".join(candidates)
     raise DatasetFormatError(listing, f"{what} not found (tried {tried})", line)

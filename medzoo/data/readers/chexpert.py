@@ -97,7 +97,7 @@ def _resolve(root: Path, rel: str, path: Path, line: int) -> str:
     if len(parts) > 1:
         candidates.append(os.path.join(root_abs, *parts[1:]))
     for c in candidates:
-        if os.path.exists(c):
+        if os.path.isfile(c):
             return c
     raise DatasetFormatError(path, f"image not found: {rel} (tried {', '.join(candidates) or 'nothing'})", line)
 

@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
-from medzoo.data.readers._common import DirIndex, drop_duplicate_ids, make_manifest, read_lines
+from medzoo.data.readers._common import DirIndex, drop_duplicate_ids, make_manifest, read_listing_lines
 from medzoo.data.readers._registry import DATASETS
 
 __all__ = ["COVID_CLASSES", "BINARY_CLASSES", "scan_of", "read_covidx_cxr", "read_covidx_ct"]
@@ -122,9 +122,7 @@ def read_covidx_cxr(root: Path, *, split: str | None, errors: ErrorCollector, ve
     for name in _wanted(split_files, split, "covidx-cxr"):
         path = split_files[name]
         folders = [root / name, root / "data" / name, root / "images", root]
-        for line, text in read_lines(path, errors):
-            if not text.strip():
-                continue
+        for line, text in read_listing_lines(path, errors, "patientid filename class [source]"):
             try:
                 pid, fname, task, cls, source = _parse_cxr_line(text, path, line)
                 if not pid:
@@ -183,9 +181,7 @@ def _ct_slices(root: Path, split_files: dict[str, Path], wanted: list[str], imag
     index, records = DirIndex(), []
     for name in wanted:
         path = split_files[name]
-        for line, text in read_lines(path, errors):
-            if not text.strip():
-                continue
+        for line, text in read_listing_lines(path, errors, "filename class xmin ymin xmax ymax"):
             try:
                 fname, cls, box = _parse_ct_line(text, path, line)
                 parsed = scan_of(fname)

@@ -99,7 +99,9 @@ class _Columns:
 
 
 def _path(root: Path, text: str, line: int, what: str) -> str:
-    return require_file(resolve_path(root.parent, text, root, line, allow_absolute=True), root, line, what)
+    # A folder is accepted as an image (a DICOM series), never as a mask.
+    return require_file(resolve_path(root.parent, text, root, line, allow_absolute=True), root, line, what,
+                        allow_dir=what == "image")
 
 
 def _record(root: Path, line: int, row: dict[str, str], c: _Columns) -> Record:

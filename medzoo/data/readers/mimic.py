@@ -132,7 +132,7 @@ def read_mimic(root: Path, *, split: str | None, errors: ErrorCollector, labeler
                 continue
             rel = f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg"
             image = resolve_path(root, rel, meta_path, line)
-            if not Path(image).exists():
+            if not Path(image).is_file():
                 raise DatasetFormatError(meta_path, f"image not found: {image}", line)
         except DatasetFormatError as e:
             errors.handle(e)

@@ -34,6 +34,7 @@ from medzoo.data.readers._common import (
     make_manifest,
     read_csv,
     read_lines,
+    read_listing_lines,
     require_file,
     resolve_path,
     row_dict,
@@ -111,6 +112,8 @@ def read_msd(root: Path, *, split: str | None, errors: ErrorCollector) -> Manife
         data = json.loads("\n".join(lines))
     except json.JSONDecodeError as e:
         raise DatasetFormatError(path, f"invalid JSON ({e.msg})", e.lineno) from None
+    except RecursionError:
+        raise DatasetFormatError(path, "invalid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise DatasetFormatError(path, "expected a JSON object with 'training' and 'test' keys")
     records, seen = [], Counter()
@@ -125,7 +128,10 @@ def read_msd(root: Path, *, split: str | None, errors: ErrorCollector) -> Manife
     n_train = data.get("numTraining")
     if isinstance(n_train, int) and n_train != len(data.get("training", [])):
         log.warning("msd: numTraining is %d but 'training' lists %d cases", n_train, len(data.get("training", [])))
-    labels = data.get("labels", {})
+    labels = data.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise DatasetFormatError(path, f"key 'labels': expected an object like {{\"0\": \"background\"}}, got "
+                                 f"{json.dumps(labels)[:80]}")
     names = [labels[k] for k in sorted(labels, key=lambda k: int(k) if str(k).isdigit() else 0)] if labels else []
     label_names = {"segmentation": names} if names else {}
     records = drop_duplicate_ids(records, errors)
@@ -145,9 +151,7 @@ def read_medicalnet_list(root: Path, *, split: str | None, errors: ErrorCollecto
     """
     base = Path(data_root) if data_root else root.parent
     records = []
-    for line, text in read_lines(root, errors):
-        if not text.strip():
-            continue
+    for line, text in read_listing_lines(root, errors, "<image> <label>"):
         fields = text.strip().split(" ")
         try:
             if len(fields) > 2 or "" in fields:

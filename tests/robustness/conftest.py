@@ -1,0 +1,54 @@
+"""Fixtures of the robustness suite: the hypothesis profile (DECISIONS 23) and realistic inputs.
+
+The profile ``medzoo-robustness`` (deadline=None, derandomize=True, at most 50 examples) is registered and loaded
+here, so every run tries the same examples. ``corpus`` is the tiny synthetic corpus, written once per session; the
+tests that mutate a file of it restore the original bytes afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.data.dataset_fixtures import DatasetWriter
+from tests.zoo.conftest import LocalServer
+
+settings.register_profile(
+    "medzoo-robustness", deadline=None, derandomize=True, max_examples=40, database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("medzoo-robustness")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny synthetic corpus (kind -> root), plus MIMIC and PadChest fixtures and a nifti-folder manifest."""
+    from medzoo.data.synth import write_synthetic_corpus
+
+    base = tmp_path_factory.mktemp("corpus")
+    paths = {k: Path(v) for k, v in write_synthetic_corpus(base / "synth", seed=0, size="tiny").items()}
+    writer = DatasetWriter(base / "fixtures")
+    paths["mimic-cxr-jpg"], paths["padchest"] = writer.mimic(), writer.padchest()
+    task = paths["msd"]
+    rows = ["image,label,patient_id"]
+    volumes = sorted((task / "imagesTr").glob("[!.]*.nii.gz"))
+    rows += [f"imagesTr/{p.name},labelsTr/{p.name},pat{i}" for i, p in enumerate(volumes)]
+    (task / "manifest_volumes.csv").write_text("\n".join(rows) + "\n")
+    paths["nifti-folder"] = task / "manifest_volumes.csv"
+    return paths
+
+
+@pytest.fixture
+def http_server(tmp_path: Path):
+    """A local HTTP server on 127.0.0.1 with failure switches (the zoo tests' server)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = LocalServer(root)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()

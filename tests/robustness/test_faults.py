@@ -1,0 +1,399 @@
+"""Faults: SIGKILL in the middle of a download or of ``medzoo prepare``, and a full disk while writing.
+
+- SIGKILL: a subprocess is killed while it writes; afterwards the last good state is intact (no cached file, or
+  the previous cache), and re-running completes with results identical to an undisturbed run.
+- Full disk: the writer is patched so that every file write fails with ``OSError(ENOSPC)`` once a byte budget is
+  spent (after writing what fits, as a real full disk does). Each writer raises the OSError, and leaves nothing
+  half-written that looks complete: no export folder, no cache ``index.json``, no file at the download's cache path.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medzoo.data import open_dataset
+from medzoo.data.prepared import PreparedDataset, prepare
+from medzoo.data.transforms import cxr_preset
+from medzoo.zoo.download import DownloadError, cache_path, download
+from medzoo.zoo.export import read_export_dir, write_export_dir
+from medzoo.zoo.spec import FileSpec
+from tests.robustness.tally import case
+
+CATEGORY = "faults"
+REPO = Path(__file__).resolve().parents[2]
+DATA = hashlib.sha256(b"seed").digest() * 4096  # 128 KiB
+
+
+def _spawn(code: str, home: Path) -> subprocess.Popen:
+    env = {**os.environ, "MEDZOO_HOME": str(home), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 60.0) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true; fails if it ends first."""
+    t0 = time.monotonic()
+    while not ready():
+        assert proc.poll() is None, f"process ended before the kill point: {proc.communicate()[1][-2000:]!r}"
+        assert time.monotonic() - t0 < timeout, "kill point never reached"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+# ---------------------------------------------------------------------------------------------------- SIGKILL
+
+def test_sigkill_during_download_then_resume(http_server, tmp_path: Path) -> None:
+    url = http_server.add("w.bin", DATA)
+    spec = FileSpec(url=url, sha256=hashlib.sha256(DATA).hexdigest(), size=len(DATA), format="safetensors")
+    home = Path(os.environ["MEDZOO_HOME"])
+    dest = cache_path(None, spec)
+    part = dest.with_name(dest.name + ".part")
+    http_server.switches.chunk_delay = 0.01  # 32 chunks of 4 KiB: about 0.3 s of transfer
+    code = ("from medzoo.zoo.download import download; from medzoo.zoo.spec import FileSpec; "
+            f"download(FileSpec(url={url!r}, sha256={spec.sha256!r}, size={spec.size}, format='safetensors'), "
+            "progress=False)")
+    with case(CATEGORY, "SIGKILL during a download, then re-run"):
+        proc = _spawn(code, home)
+        _kill_when(proc, lambda: part.is_file() and part.stat().st_size >= 16 * 1024)
+        assert not dest.exists(), "a killed download left a file at the cache path"
+        kept = part.stat().st_size
+        assert 0 < kept < len(DATA)
+        http_server.switches.chunk_delay = 0.0
+        assert download(spec, progress=False).read_bytes() == DATA
+        resumed = http_server.requests[-1]
+        assert resumed.status == 206 and resumed.headers.get("Range") == f"bytes={kept}-"
+        assert not part.exists()
+
+
+SLOW_SAVE = ("import numpy as np, time, sys; _save = np.save\n"
+             "def slow(*a, **k):\n    time.sleep(0.03); return _save(*a, **k)\n"
+             "np.save = slow\nfrom medzoo.cli.main import main\nsys.exit(main(sys.argv[1:]))\n")
+
+
+def _prepare_cli(root: Path, out: Path, size: int, home: Path, overwrite: bool) -> subprocess.Popen:
+    argv = ["-q", "prepare", "nih-cxr14", str(root), "--out", str(out), "--size", str(size)]
+    argv += ["--overwrite"] if overwrite else []
+    env = {**os.environ, "MEDZOO_HOME": str(home), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", SLOW_SAVE, *argv], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _samples(out: Path) -> list[tuple]:
+    ds = PreparedDataset(out)
+    return [(s["meta"]["id"], s["image"].numpy().tobytes(), s["label.findings"].numpy().tobytes()) for s in ds]
+
+
+def test_sigkill_during_prepare_keeps_the_last_good_cache(corpus: dict[str, Path], tmp_path: Path) -> None:
+    root, out, home = corpus["nih-cxr14"], tmp_path / "cache", Path(os.environ["MEDZOO_HOME"])
+    manifest = open_dataset("nih-cxr14", root)
+    prepare(manifest, out, transform=cxr_preset(False, size=(16, 16)))  # the last good state
+    good = _snapshot(out)
+    staging = out.with_name(".cache.partial")
+    with case(CATEGORY, "SIGKILL during `medzoo prepare`, then re-run"):
+        proc = _prepare_cli(root, out, 24, home, overwrite=True)
+        _kill_when(proc, lambda: len(list(staging.glob("parts/*/*.npy"))) >= 3)
+        assert _snapshot(out) == good, "the finished cache changed under a killed run"
+        assert not (staging / "index.json").exists()
+        proc = _prepare_cli(root, out, 24, home, overwrite=True)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        fresh = prepare(manifest, tmp_path / "fresh", transform=cxr_preset(False, size=(24, 24)))
+        assert _samples(out) == _samples(fresh)
+        assert not staging.exists()
+
+
+# ---------------------------------------------------------------------------------------------------- full disk
+
+class _Budget:
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+
+class _LimitedFile:
+    """A file object whose writes fail with ENOSPC once the shared byte budget is spent."""
+
+    def __init__(self, f, budget: _Budget) -> None:
+        self._f, self._budget = f, budget
+
+    def write(self, data):
+        n = memoryview(data).nbytes if not isinstance(data, str) else len(data.encode())
+        if n > self._budget.left:
+            fit = self._budget.left
+            if fit > 0 and not isinstance(data, str):
+                self._f.write(memoryview(data).cast("B")[:fit])
+            self._budget.left = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), getattr(self._f, "name", None))
+        self._budget.left -= n
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+
+    def __iter__(self):
+        return iter(self._f)
+
+
+@contextlib.contextmanager
+def full_disk(monkeypatch: pytest.MonkeyPatch, budget: int) -> Iterator[_Budget]:
+    """Patch ``open`` / ``io.open`` / ``os.fdopen`` (and safetensors' Rust writer) so writes fail after ``budget``."""
+    import safetensors.torch
+
+    state = _Budget(budget)
+    real_open, real_fdopen, real_save = io.open, os.fdopen, safetensors.torch.save
+
+    def limited(opener):
+        def wrapped(file, mode="r", *args, **kwargs):
+            f = opener(file, mode, *args, **kwargs)
+            return _LimitedFile(f, state) if any(c in mode for c in "wax+") else f
+        return wrapped
+
+    def save_file(tensors, filename, metadata=None):
+        with limited(real_open)(filename, "wb") as f:
+            f.write(real_save(tensors, metadata=metadata))
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", limited(real_open))
+        m.setattr(io, "open", limited(real_open))
+        m.setattr(os, "fdopen", limited(real_fdopen))
+        m.setattr(safetensors.torch, "save_file", save_file)
+        yield state
+
+
+def _export(out: Path, overwrite: bool = False) -> Path:
+    return write_export_dir(out, state_dict={"w": torch.arange(4096.0), "b": torch.ones(3)}, config={"n": 1},
+                            metadata={"name": "x", "parts": ["all"]}, validate=False, overwrite=overwrite)
+
+
+@settings(max_examples=15)
+@given(budget=st.integers(0, 20_000))
+def test_full_disk_during_export(budget: int, tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("exp")
+    old = _export(d / "model")
+    before = _snapshot(old)
+    with case(CATEGORY, "full disk (ENOSPC) while writing an export folder"), pytest.MonkeyPatch.context() as mp:
+        try:
+            with full_disk(mp, budget):
+                _export(d / "model", overwrite=True)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+            assert _snapshot(d / "model") == before, "the previous export changed"
+            with case(CATEGORY, "full disk (ENOSPC) while writing an export folder: of which the disk filled"):
+                pass
+        else:
+            read_export_dir(d / "model")  # it fitted: the new export is complete and verifies
+        assert sorted(p.name for p in d.iterdir()) == ["model"], "temporary folders left behind"
+        read_export_dir(d / "model")
+
+
+@settings(max_examples=12)
+@given(budget=st.integers(0, 60_000))
+def test_full_disk_during_prepare(budget: int, corpus: dict[str, Path],
+                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("prep")
+    manifest = open_dataset("covidx-cxr", corpus["covidx-cxr"])
+    transform = cxr_preset(False, size=(16, 16))
+    with case(CATEGORY, "full disk (ENOSPC) during prepare, then re-run"), pytest.MonkeyPatch.context() as mp:
+        try:
+            with full_disk(mp, budget):
+                prepare(manifest, d / "cache", transform=transform, part_size=4)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+            assert not (d / "cache").exists(), "a cache folder appeared although prepare failed"
+            with pytest.raises(FileNotFoundError):
+                PreparedDataset(d / "cache")
+            with case(CATEGORY, "full disk (ENOSPC) during prepare, then re-run: of which the disk filled"):
+                pass
+        prepare(manifest, d / "cache", transform=transform, part_size=4)
+        fresh = prepare(manifest, d / "fresh", transform=transform, part_size=4)
+        assert _samples_any(d / "cache") == _samples_any(fresh)
+
+
+def _samples_any(out: Path) -> list[tuple]:
+    return [(s["meta"]["id"], s["image"].numpy().tobytes()) for s in PreparedDataset(out)]
+
+
+@settings(max_examples=10)
+@given(budget=st.integers(0, len(DATA) + 2000))
+def test_full_disk_during_download(budget: int, http_server) -> None:
+    url = http_server.add("w.bin", DATA)
+    spec = FileSpec(url=url, sha256=hashlib.sha256(DATA).hexdigest(), size=len(DATA), format="safetensors",
+                    filename=f"w{budget}.bin")
+    dest = cache_path(None, spec)
+    with case(CATEGORY, "full disk (ENOSPC) during a download, then re-run"), pytest.MonkeyPatch.context() as mp:
+        try:
+            with full_disk(mp, budget):
+                download(spec, progress=False, retries=1)
+        except DownloadError as err:
+            assert "No space left on device" in str(err) or "Errno 28" in str(err), err
+            assert not dest.exists(), "a file that was never completed sits at the cache path"
+            with case(CATEGORY, "full disk (ENOSPC) during a download, then re-run: of which the disk filled"):
+                pass
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+            assert not dest.exists()
+        assert download(spec, progress=False).read_bytes() == DATA
+        assert np.frombuffer(dest.read_bytes(), np.uint8).size == len(DATA)
+
+
+# ---------------------------------------------------------------------------------------------------- corrupt leftovers
+
+def _small_cache(corpus: dict[str, Path], out: Path) -> tuple[object, Path]:
+    manifest = open_dataset("covidx-cxr", corpus["covidx-cxr"])
+    return manifest, prepare(manifest, out, transform=cxr_preset(False, size=(8, 8)))
+
+
+@pytest.mark.parametrize("content", [b"", b'{"format": "medzoo-prep', b"[]", b"\xff\xfe"])
+def test_corrupt_cache_index(content: bytes, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Regression: a cut index.json raised a bare JSONDecodeError (AttributeError for a list), in prepare() too."""
+    manifest, out = _small_cache(corpus, tmp_path / "cache")
+    (out / "index.json").write_bytes(content)
+    with case(CATEGORY, "corrupt prepared cache: index.json, .npy (regression)"):
+        with pytest.raises(ValueError, match="index.json: corrupt prepared-cache index"):
+            PreparedDataset(out)
+        with pytest.raises(FileExistsError, match="overwrite"):
+            prepare(manifest, out, transform=cxr_preset(False, size=(8, 8)))
+        prepare(manifest, out, transform=cxr_preset(False, size=(8, 8)), overwrite=True)
+        assert len(PreparedDataset(out)) == len(manifest)
+
+
+@pytest.mark.parametrize("cut", [0, 20, -10])
+def test_corrupt_cache_array(cut: int, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Regression: a cut .npy raised ValueError/EOFError without naming the file."""
+    _, out = _small_cache(corpus, tmp_path / "cache")
+    npy = sorted(out.rglob("*.image.npy"))[1]
+    npy.write_bytes(npy.read_bytes()[:cut])
+    with case(CATEGORY, "corrupt prepared cache: index.json, .npy (regression)"):
+        ds = PreparedDataset(out)
+        ds[0]
+        with pytest.raises(ValueError, match="corrupt prepared-cache array") as info:
+            ds[1]
+        assert str(npy) in str(info.value)
+
+
+@pytest.mark.parametrize("name,content", [("metadata.json", b"{"), ("metadata.json", b"[1]"),
+                                          ("config.yaml", b"a: [1"), ("config.yaml", b"\xff"),
+                                          ("model.safetensors", b"xx")])
+def test_corrupt_export_files(name: str, content: bytes, tmp_path: Path) -> None:
+    """Regression: corrupt export files raised JSONDecodeError / YAML ParserError / SafetensorError, naming no file."""
+    out = _export(tmp_path / "model")
+    (out / name).write_bytes(content)
+    with case(CATEGORY, "corrupt export folder files (regression)"):
+        for verify in (False, True):
+            with pytest.raises(ValueError) as info:
+                read_export_dir(out, verify=verify)
+            assert str(out / name) in str(info.value) or (verify and "sha256" in str(info.value))
+
+
+def test_full_disk_write_nifti_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: write_nifti's hidden temp file stayed behind after a failed write."""
+    from medzoo.data.imageio import write_nifti
+
+    with case(CATEGORY, "full disk (ENOSPC) in write_nifti (regression)"):
+        with full_disk(monkeypatch, 100), pytest.raises(OSError) as info:
+            write_nifti(tmp_path / "v.nii.gz", np.zeros((16, 16, 16), np.float32), np.eye(4))
+        assert info.value.errno == errno.ENOSPC
+        assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+CKPT_WRITER = """
+import sys, torch
+from medzoo.train.checkpoint import save_checkpoint
+path = sys.argv[1]
+def state(step):
+    g = torch.Generator().manual_seed(step)
+    return {"model": {"w": torch.randn(1_000_000, generator=g)}, "step": step, "epoch": 0, "config": "model: {}"}
+save_checkpoint(path, state(1))
+print("saved 1", flush=True)
+for step in range(2, int(sys.argv[2]) + 1):
+    save_checkpoint(path, state(step))
+"""
+
+
+def _ckpt_state(step: int) -> dict:
+    g = torch.Generator().manual_seed(step)
+    return {"model": {"w": torch.randn(1_000_000, generator=g)}, "step": step, "epoch": 0, "config": "model: {}"}
+
+
+def test_sigkill_during_checkpoint_save(tmp_path: Path) -> None:
+    ckpt = pytest.importorskip("medzoo.train.checkpoint", reason="medzoo.train.checkpoint is not on main yet")
+    path, tmp = tmp_path / "last.pt", tmp_path / "last.pt.tmp"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    with case(CATEGORY, "SIGKILL during a checkpoint save, then re-run"):
+        proc = subprocess.Popen([sys.executable, "-c", CKPT_WRITER, str(path), "1000"], env=env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _kill_when(proc, lambda: path.is_file() and tmp.is_file() and 0 < tmp.stat().st_size < 3_000_000)
+        got = ckpt.load_checkpoint(path)  # the last complete checkpoint, never a torn one
+        assert got["step"] >= 1
+        torch.testing.assert_close(got["model"]["w"], _ckpt_state(got["step"])["model"]["w"], rtol=0, atol=0)
+        with pytest.raises(ckpt.CheckpointError, match="last.pt.tmp"):
+            ckpt.load_checkpoint(tmp)  # the torn temp file is never mistaken for a checkpoint
+        done = subprocess.run([sys.executable, "-c", CKPT_WRITER, str(path), "3"], env=env, cwd=REPO,
+                              capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        again = ckpt.load_checkpoint(path)
+        assert again["step"] == 3 and not tmp.exists()
+        torch.testing.assert_close(again["model"]["w"], _ckpt_state(3)["model"]["w"], rtol=0, atol=0)
+
+
+@settings(max_examples=10)
+@given(budget=st.integers(0, 4_200_000))
+def test_full_disk_during_checkpoint_save(budget: int, tmp_path_factory: pytest.TempPathFactory) -> None:
+    ckpt = pytest.importorskip("medzoo.train.checkpoint", reason="medzoo.train.checkpoint is not on main yet")
+    d = tmp_path_factory.mktemp("ckpt")
+    ckpt.save_checkpoint(d / "last.pt", _ckpt_state(1))
+    with case(CATEGORY, "full disk (ENOSPC) during a checkpoint save"), pytest.MonkeyPatch.context() as mp:
+        try:
+            with full_disk(mp, budget):
+                ckpt.save_checkpoint(d / "last.pt", _ckpt_state(2))
+        except (OSError, RuntimeError) as err:  # RuntimeError: see test_full_disk_checkpoint_error_is_clear
+            assert isinstance(err, OSError) or "inline_container" in str(err), err
+            assert ckpt.load_checkpoint(d / "last.pt")["step"] == 1, "the previous checkpoint was damaged"
+            with case(CATEGORY, "full disk (ENOSPC) during a checkpoint save: of which the disk filled"):
+                pass
+        else:
+            assert ckpt.load_checkpoint(d / "last.pt")["step"] == 2
+        assert sorted(p.name for p in d.iterdir()) == ["last.pt"], "a temp file was left behind"
+
+
+@pytest.mark.xfail(strict=True, reason="medzoo/train/checkpoint.py (trainer branch): torch.save into the open file "
+                   "turns the writer's OSError(ENOSPC) into RuntimeError('[enforce fail at inline_container.cc] "
+                   "unexpected pos 30 vs 0'), naming neither the file nor the full disk. Proposed fix: serialize to "
+                   "io.BytesIO first, then f.write(buf.getbuffer()), so a full disk raises OSError(ENOSPC, path).")
+def test_full_disk_checkpoint_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = pytest.importorskip("medzoo.train.checkpoint", reason="medzoo.train.checkpoint is not on main yet")
+    with full_disk(monkeypatch, 30):
+        with pytest.raises(OSError) as info:
+            ckpt.save_checkpoint(tmp_path / "last.pt", _ckpt_state(2))
+    assert info.value.errno == errno.ENOSPC and "last.pt" in str(info.value)
