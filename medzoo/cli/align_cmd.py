@@ -86,7 +86,8 @@ def _align(args: argparse.Namespace, files: list[Path]) -> int:
         before = torch.nn.functional.interpolate(x, size=ref.shape[-2:], mode="bilinear", antialias=True)
         aligned = stage(x)
         write_png(out / (f.stem + ".png"), np.rint(aligned[0, 0].clamp(0, 1).numpy() * 255).astype(np.uint8))
-        print(f"{f.name:<40} {((before - ref) ** 2).mean().item():>11.5f} {((aligned - ref) ** 2).mean().item():>10.5f}")
+        mse_before, mse_after = ((before - ref) ** 2).mean().item(), ((aligned - ref) ** 2).mean().item()
+        print(f"{f.name:<40} {mse_before:>11.5f} {mse_after:>10.5f}")
     return 0
 
 
