@@ -39,7 +39,7 @@ from medzoo.models.align import load_gray
 from medzoo.train.auroc import mean_auroc
 from medzoo.train.weak_loc import NIH_BOX_SPACE, BoxList, rasterize_boxes, record_boxes, weak_loc_loss
 
-__all__ = ["BOX_CLASSES", "WeakLocConfig", "LocData", "load_nih", "build_model", "train_weak_loc",
+__all__ = ["BOX_CLASSES", "WeakLocConfig", "WeakLocExperiment", "LocData", "load_nih", "build_model", "train_weak_loc",
            "evaluate_localization", "from_dict"]
 
 log = logging.getLogger(__name__)
@@ -207,3 +207,21 @@ def evaluate_localization(model: MultiTaskModel, cfg: WeakLocConfig, test: LocDa
     out["auroc"] = mean_auroc(probs_all, test.y.numpy())
     out["n_boxes"] = float(len(rows))
     return out
+
+
+@dataclass
+class WeakLocExperiment:
+    """The synthetic-corpus experiment of ``tools/weak_loc_experiment.py``: per seed, one NIH-format corpus of
+    ``corpus_images`` images, then one run per box fraction (same seed, same images, same initialisation).
+
+    Attributes:
+        corpus_images: images in each synthetic NIH corpus (about 75 % train_val, 25 % test, by patient).
+        seeds: corpus and training seeds (DECISIONS 26: claims rest on the mean over at least 3).
+        box_fractions: the conditions, e.g. ``[0.0, 0.1]`` (image labels only; 10 % of images boxed).
+        run: the per-run settings (``data`` and ``seed`` are filled in per seed).
+    """
+
+    corpus_images: int = 600
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    box_fractions: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    run: WeakLocConfig = field(default_factory=WeakLocConfig)
