@@ -2,6 +2,7 @@
 
 Example:
     medzoo align --train --reference ref.png images/ --out align.safetensors --steps 300
+    medzoo align --train -c configs/experiments/align.yaml
     medzoo align --weights align.safetensors --reference ref.png images/ --out aligned/
 """
 
@@ -23,9 +24,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``align`` subcommand."""
     p = subparsers.add_parser("align", help="align CXRs to a reference (Liu et al. 2019), or train the aligner",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input_dir", help="folder of PNG/JPEG images")
-    p.add_argument("--reference", required=True, help="the canonical reference image")
-    p.add_argument("--out", required=True, help="output folder (align) or weights file (--train)")
+    p.add_argument("input_dir", nargs="?", help="folder of PNG/JPEG images")
+    p.add_argument("--reference", help="the canonical reference image (--train: default 'mean' of the images)")
+    p.add_argument("--out", help="output folder (align) or weights file (--train)")
+    p.add_argument("-c", "--config", help="--train: a YAML of AlignTrainConfig (configs/experiments/align.yaml)")
+    p.add_argument("--image-size", type=int, default=96, help="training image size (--train)")
     p.add_argument("--weights", help="alignment weights (.safetensors) to align with")
     p.add_argument("--train", action="store_true", help="train the alignment network on input_dir instead")
     p.add_argument("--steps", type=int, default=300, help="training steps (--train)")
@@ -47,25 +50,25 @@ def _images(folder: Path) -> list[Path]:
     return files
 
 
-def _train(args: argparse.Namespace, files: list[Path]) -> int:
-    import torch
+def _train(args: argparse.Namespace) -> int:
+    import yaml
 
-    from medzoo.encoders import create_encoder
-    from medzoo.models.align import AlignmentStage, load_gray, train_alignment
+    from medzoo.config import from_dict
+    from medzoo.models.align import AlignTrainConfig, train_alignment_from_config
 
-    ref = load_gray(args.reference)
-    imgs = []
-    for f in files:
-        img = load_gray(f)
-        if img.shape != ref.shape:
-            img = torch.nn.functional.interpolate(img[None], size=ref.shape[-2:], mode="bilinear", antialias=True)[0]
-        imgs.append(img)
-    torch.manual_seed(args.seed)
-    encoder = create_encoder(args.encoder, widths=(8, 16, 32, 64)) if args.perceptual_weight > 0 else None
-    net = train_alignment(torch.stack(imgs), ref, encoder=encoder, steps=args.steps, batch_size=args.batch_size,
-                          perceptual_weight=args.perceptual_weight, seed=args.seed)
-    out = AlignmentStage(net, ref).save(args.out)
-    print(f"trained on {len(files)} images for {args.steps} steps -> {out}")
+    if args.config:
+        cfg = from_dict(AlignTrainConfig, yaml.safe_load(Path(args.config).read_text(encoding="utf-8")))
+    else:
+        missing = [flag for flag, v in (("input_dir", args.input_dir), ("--out", args.out)) if not v]
+        if missing:
+            raise SystemExit(f"medzoo align --train: {' and '.join(missing)} required (or pass --config)")
+        _images(Path(args.input_dir))
+        cfg = AlignTrainConfig(images=args.input_dir, out=args.out, reference=args.reference or "mean",
+                               steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                               perceptual_weight=args.perceptual_weight, encoder=args.encoder,
+                               image_size=args.image_size)
+    out = train_alignment_from_config(cfg)
+    print(f"trained on {cfg.images} for {cfg.steps} steps -> {out}")
     return 0
 
 
@@ -93,9 +96,10 @@ def _align(args: argparse.Namespace, files: list[Path]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Train (``--train``) or align every image of ``input_dir`` into ``--out``."""
-    files = _images(Path(args.input_dir))
     if args.train:
-        return _train(args, files)
-    if not args.weights:
-        raise SystemExit("medzoo align: --weights is required to align (or pass --train to train)")
-    return _align(args, files)
+        return _train(args)
+    missing = [flag for flag, v in (("input_dir", args.input_dir), ("--weights", args.weights),
+                                    ("--reference", args.reference), ("--out", args.out)) if not v]
+    if missing:
+        raise SystemExit(f"medzoo align: {', '.join(missing)} required to align (or pass --train to train)")
+    return _align(args, _images(Path(args.input_dir)))

@@ -34,7 +34,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AlignConfig", "AlignNet", "AlignmentStage", "alignment_losses", "load_gray", "random_affine",
-           "train_alignment", "warp"]
+__all__ = ["AlignConfig", "AlignNet", "AlignTrainConfig", "AlignmentStage", "alignment_losses", "load_gray",
+           "random_affine", "train_alignment", "train_alignment_from_config", "warp"]
 
 log = logging.getLogger(__name__)
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -60,6 +60,38 @@ class AlignConfig:
 
     weights: str
     reference: str
+
+
+@dataclass
+class AlignTrainConfig:
+    """Training settings of ``medzoo align --train`` (``configs/experiments/align.yaml``).
+
+    Attributes:
+        images: folder of PNG/JPEG training images (no labels needed).
+        out: the weights file to write (``.safetensors``).
+        reference: a reference image, or ``"mean"``: the pixel mean of the training images, written next to the
+            weights as ``<out stem>.reference.png``.
+        image_size: images (and a ``"mean"`` reference) are resized to this square size.
+        steps, batch_size, lr: optimisation (Adam).
+        perceptual_weight: weight of the perceptual loss (0: consistency only, no encoder).
+        encoder, widths, levels: the frozen encoder of the perceptual loss and the maps it compares.
+        max_images: use at most this many images (sorted by name); None: all.
+        seed: seed of the run.
+    """
+
+    images: str
+    out: str
+    reference: str = "mean"
+    image_size: int = 96
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 3e-3
+    perceptual_weight: float = 0.1
+    encoder: str = "resnet10"
+    widths: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    levels: list[int] = field(default_factory=lambda: [1, 2])
+    max_images: int | None = None
+    seed: int = 0
 
 
 def warp(x: Tensor, theta: Tensor, size: Sequence[int] | None = None) -> Tensor:
@@ -291,3 +323,36 @@ class AlignmentStage(nn.Module):
     def from_config(cls, cfg: AlignConfig) -> AlignmentStage:
         """Build from the ``align:`` block of a model config."""
         return cls.load(cfg.weights, cfg.reference)
+
+
+def _resized(img: Tensor, size: int) -> Tensor:
+    if img.shape[-2:] == (size, size):
+        return img
+    return F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def train_alignment_from_config(cfg: AlignTrainConfig) -> Path:
+    """Train on ``cfg.images`` and write the weights (and a ``"mean"`` reference); returns the weights path."""
+    from medzoo.data.imageio import write_png
+    from medzoo.encoders import create_encoder
+
+    folder = Path(cfg.images)
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg")) \
+        if folder.is_dir() else []
+    if not files:
+        raise ValueError(f"{folder}: no PNG/JPEG images to train the alignment on")
+    files = files[: cfg.max_images] if cfg.max_images else files
+    images = torch.stack([_resized(load_gray(f), cfg.image_size) for f in files])
+    out = Path(cfg.out)
+    if cfg.reference == "mean":
+        reference = images.mean(0)
+        write_png(out.with_name(out.stem + ".reference.png"), np.rint(reference[0].numpy() * 255).astype(np.uint8))
+    else:
+        reference = _resized(load_gray(cfg.reference), cfg.image_size)
+    torch.manual_seed(cfg.seed)
+    encoder = (create_encoder(cfg.encoder, widths=tuple(cfg.widths), in_channels=images.shape[1])
+               if cfg.perceptual_weight > 0 else None)
+    net = train_alignment(images, reference, encoder=encoder, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                          perceptual_weight=cfg.perceptual_weight, levels=cfg.levels, seed=cfg.seed)
+    log.info("alignment trained on %d images from %s", len(files), folder)
+    return AlignmentStage(net, reference).save(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,31 @@ def test_cli_aligns_a_folder(trained, tmp_path, capsys):
     with pytest.raises(SystemExit, match="--weights"):
         args.func(args)
     assert math.isfinite(float(rows[0][1]))
+
+
+def test_cli_trains_from_a_config(tmp_path):
+    import yaml
+
+    from medzoo.cli import align_cmd
+    from medzoo.config import ConfigError, from_dict
+    from medzoo.models.align import AlignTrainConfig
+
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "align.yaml"
+    data = yaml.safe_load(shipped.read_text())
+    assert from_dict(AlignTrainConfig, data).reference == "mean"
+    with pytest.raises(ConfigError, match="stepz"):
+        from_dict(AlignTrainConfig, {**data, "stepz": 3})
+    for i, img in enumerate(_chests(4, 21)):
+        write_png(tmp_path / "imgs" / f"c{i}.png", np.rint(img[0].numpy() * 255).astype(np.uint8))
+    cfg = {**data, "images": str(tmp_path / "imgs"), "out": str(tmp_path / "w" / "a.safetensors"), "steps": 2,
+           "batch_size": 2, "image_size": 32, "max_images": 3}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    parser = argparse.ArgumentParser()
+    align_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["align", "--train", "-c", str(tmp_path / "a.yaml")])
+    assert args.func(args) == 0
+    stage = AlignmentStage.load(tmp_path / "w" / "a.safetensors", tmp_path / "w" / "a.reference.png")
+    assert stage.reference.shape == (1, 1, 32, 32)
+    args = parser.parse_args(["align", "--train", str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit, match="--out"):
+        args.func(args)
