@@ -192,3 +192,28 @@ def test_boxes_help_slow(tmp_path, one_thread):
     results = run_experiment(WeakLocExperiment(corpus_images=400, seeds=[10, 11]), tmp_path)
     for weak, boxed in zip(results[0.0], results[0.1]):
         assert boxed["hit@iobb0.5"] > weak["hit@iobb0.5"]
+
+
+def test_record_boxes_from_the_vindr_reader(tmp_path):
+    import dataclasses
+
+    pytest.importorskip("pydicom")
+    from medzoo.data.readers import open_dataset
+    from medzoo.data.readers.vindr import VINDR_LABELS
+    from medzoo.data.synth._common import SIZES
+    from medzoo.data.synth.vindr import write_vindr
+
+    size = dataclasses.replace(SIZES["tiny"], nih=40, cxr_px=32)
+    root = write_vindr(tmp_path / "vindr", 0, size)
+    man = open_dataset("vindr-cxr", root)
+    rows = [line.split(",") for line in (root / "train.csv").read_text().splitlines()[1:]]
+    boxed_rows = [r for r in rows if r[1] != "No finding"]
+    got = [(rec, record_boxes(rec, VINDR_LABELS, source="vindr")) for rec in man.records]
+    assert sum(len(b) for _, b in got) == len(boxed_rows) > 0
+    by_id = {rec.id: b for rec, b in got}
+    for r in boxed_rows:  # each CSV row arrives as (class index, (x, y, w, h)) of its image
+        x0, y0, x1, y1 = (float(v) for v in r[4:8])
+        box = tuple(round(v, 4) for v in (x0, y0, max(x1 - x0, 1.0), max(y1 - y0, 1.0)))
+        assert (VINDR_LABELS.index(r[1]), box) in [(k, tuple(round(v, 4) for v in b)) for k, b in by_id[r[0]]]
+    masks, has_box = rasterize_boxes([b for _, b in got], len(VINDR_LABELS), (8, 8), (32, 32))
+    assert has_box.sum() > 0 and masks.sum() > 0
