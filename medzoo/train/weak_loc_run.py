@@ -15,6 +15,7 @@ of :mod:`medzoo.train.weak_loc`, and scores localisation on the held-out boxed i
   game, and the image-level mean AUROC.
 
 Example:
+    >>> from medzoo.config import from_dict
     >>> cfg = from_dict(WeakLocConfig, {"data": "synth/nih", "box_fraction": 0.1})  # doctest: +SKIP
     >>> model, info = train_weak_loc(cfg); evaluate_localization(model, cfg)  # doctest: +SKIP
 """
@@ -30,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medzoo.config import from_dict
 from medzoo.encoders import create_encoder
 from medzoo.heads.localization import LocalizationHead
 from medzoo.infer.localization import binarize_top_k, hit_rates, iobb, localization_scores, minmax_normalize
@@ -40,7 +40,7 @@ from medzoo.train.auroc import mean_auroc
 from medzoo.train.weak_loc import NIH_BOX_SPACE, BoxList, rasterize_boxes, record_boxes, weak_loc_loss
 
 __all__ = ["BOX_CLASSES", "WeakLocConfig", "WeakLocExperiment", "LocData", "load_nih", "build_model", "train_weak_loc",
-           "evaluate_localization", "from_dict"]
+           "evaluate_localization"]
 
 log = logging.getLogger(__name__)
 BOX_CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",

@@ -20,7 +20,15 @@ import torch
 from medzoo.data.imageio import write_png
 from medzoo.data.synth._cxr_draw import draw_findings
 from medzoo.encoders import create_encoder
-from medzoo.models.align import AlignmentStage, AlignNet, alignment_losses, random_affine, train_alignment, warp
+from medzoo.models.align import (
+    AlignConfig,
+    AlignmentStage,
+    AlignNet,
+    alignment_losses,
+    random_affine,
+    train_alignment,
+    warp,
+)
 
 PX = 48
 
@@ -108,7 +116,7 @@ def test_stage_save_load_round_trip(trained, tmp_path):
     stage = AlignmentStage(net, reference)
     path = stage.save(tmp_path / "align.safetensors")
     write_png(tmp_path / "ref.png", np.rint(reference[0, 0].numpy() * 255).astype(np.uint8))
-    loaded = AlignmentStage.load(path, tmp_path / "ref.png")
+    loaded = AlignmentStage.from_config(AlignConfig(weights=str(path), reference=str(tmp_path / "ref.png")))
     x = warp(_chests(2, 7), random_affine(2, generator=torch.Generator().manual_seed(3)))
     torch.testing.assert_close(loaded.net(x), net(x).detach())
     assert loaded(x).shape == (2, 1, PX, PX)
