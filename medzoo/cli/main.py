@@ -21,6 +21,12 @@ COMMAND_MODULES = [
     "medzoo.cli.convert_cmd",
     "medzoo.cli.synth_cmd",
     "medzoo.cli.prepare_cmd",
+    "medzoo.cli.train_cmd",
+    "medzoo.cli.predict_cmd",
+    "medzoo.cli.explain_cmd",
+    "medzoo.cli.export_cmd",
+    "medzoo.cli.align_cmd",
+    "medzoo.cli.bench_cmd",
 ]
 
 

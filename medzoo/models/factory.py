@@ -137,6 +137,10 @@ def create_model(cfg: Any, overrides: Sequence[str] = ()) -> MultiTaskModel:
     if export_dir is not None and (export_dir / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
-        model.load_state_dict(load_file(str(export_dir / "model.safetensors")), strict=True)
+        state = load_file(str(export_dir / "model.safetensors"))
+        if not any(k.startswith(("encoder.", "heads.", "aggregator.")) for k in state):
+            model.encoder.load_state_dict(state, strict=True)  # encoder-only export: bare keys (DECISIONS 11)
+        else:
+            model.load_state_dict(state, strict=True)
         logger.info("loaded %s", export_dir / "model.safetensors")
     return model

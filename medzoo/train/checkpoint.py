@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -88,8 +89,10 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
+        buf = io.BytesIO()  # serialise first, so a full disk raises OSError naming the file, not a torch enforce
+        torch.save(dict(state), buf)
         with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
+            f.write(buf.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

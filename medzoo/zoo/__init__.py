@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["LoadReport", "load_medicalnet", "from_medicalnet", "detect_architecture", "read_weights",
            "UnsafeWeightsError", "write_export_dir", "read_export_dir", "WeightsSpec", "get_entry", "list_entries",
-           "add_entry", "download"]
+           "add_entry", "download", "load", "load_pretrained", "load_model", "export_model", "publish"]
 
 _LAZY = {
     "LoadReport": "medzoo.zoo.report",
@@ -31,6 +31,11 @@ _LAZY = {
     "list_entries": "medzoo.zoo.catalog",
     "add_entry": "medzoo.zoo.catalog",
     "download": "medzoo.zoo.download",
+    "load": "medzoo.zoo.load",
+    "load_pretrained": "medzoo.zoo.load",
+    "load_model": "medzoo.zoo.load",
+    "export_model": "medzoo.zoo.publish",
+    "publish": "medzoo.zoo.publish",
 }
 
 

@@ -387,10 +387,6 @@ def test_full_disk_during_checkpoint_save(budget: int, tmp_path_factory: pytest.
         assert sorted(p.name for p in d.iterdir()) == ["last.pt"], "a temp file was left behind"
 
 
-@pytest.mark.xfail(strict=True, reason="medzoo/train/checkpoint.py (trainer branch): torch.save into the open file "
-                   "turns the writer's OSError(ENOSPC) into RuntimeError('[enforce fail at inline_container.cc] "
-                   "unexpected pos 30 vs 0'), naming neither the file nor the full disk. Proposed fix: serialize to "
-                   "io.BytesIO first, then f.write(buf.getbuffer()), so a full disk raises OSError(ENOSPC, path).")
 def test_full_disk_checkpoint_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = pytest.importorskip("medzoo.train.checkpoint", reason="medzoo.train.checkpoint is not on main yet")
     with full_disk(monkeypatch, 30):

@@ -180,10 +180,6 @@ def test_predict_over_1000_mixed_inputs(mixed: tuple[list[Record], dict[int, str
         assert probe.rss[-1] - probe.rss[1] < 8.0, f"RSS {probe.rss}"
 
 
-@pytest.mark.xfail(strict=True, reason="medzoo/infer/predict.py (inference branch): predict_inputs calls gc.collect() "
-                   "after every input, about 0.2 s each with torch and MONAI loaded (96% of the time for small inputs: "
-                   "1,000 inputs take ~200 s instead of ~7 s). Proposed fix: drop it (inputs are read one at a time; "
-                   "RSS stays flat, see test_predict_over_1000_mixed_inputs), or collect every 100 inputs.")
 def test_predict_does_not_collect_garbage_per_input(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     predict = pytest.importorskip("medzoo.infer.predict", reason="medzoo predict is not on main yet")
     counter = _GcCounter()
