@@ -20,6 +20,7 @@ from medzoo.heads.base import (
     default_label_names,
     list_heads,
 )
+from medzoo.heads.localization import POOLINGS, LocalizationHead, mil_pool
 from medzoo.heads.medicalnet import MedicalNetSegHead
 from medzoo.heads.segmentation import SegmentationHead
 from medzoo.heads.vector import ClassificationHead, MultilabelHead, RegressionHead
@@ -38,4 +39,7 @@ __all__ = [
     "create_head",
     "default_label_names",
     "list_heads",
+    "LocalizationHead",
+    "POOLINGS",
+    "mil_pool",
 ]

@@ -27,6 +27,7 @@ CASES = {
     "regression": ({"outputs": {"geographic": [0, 8], "opacity": [0, 6]}}, "volume"),
     "segmentation": ({"num_classes": 3}, "volume"),
     "medicalnet_seg": ({"num_classes": 2}, "volume"),
+    "localization": ({"labels": ["a", "b"]}, "image"),
 }
 
 
@@ -50,7 +51,8 @@ def test_head_shapes_dtypes_and_raw_logits(name, encoders):
     spatial = 3 if level == "volume" else 2
     head = create_head(name, _info(enc, spatial), **kwargs).eval()
     x = torch.randn(2, 1, 16, 32, 32) if spatial == 3 else torch.randn(2, 1, 32, 32)
-    last = head.fc if head.kind == "vector" else (head.classifier if name == "segmentation" else head[6])
+    last = head.fc if head.kind == "vector" else (
+        head.classifier if name in ("segmentation", "localization") else head[6])
     seen = {}
     last.register_forward_hook(lambda m, args, y: seen.update(x=args[0]))
     with torch.no_grad():
@@ -65,7 +67,8 @@ def test_head_shapes_dtypes_and_raw_logits(name, encoders):
         expected = pooled.numpy() @ head.fc.weight.detach().numpy().T + head.fc.bias.detach().numpy()
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
     else:
-        expected_size = tuple(x.shape[2:]) if name == "segmentation" else tuple(s // 4 for s in x.shape[2:])
+        divisor = {"segmentation": 1, "localization": 8}.get(name, 4)  # localization: patch grid of the last map
+        expected_size = tuple(s // divisor for s in x.shape[2:])
         assert tuple(out.shape[2:]) == expected_size
         # logits are exactly the last conv's output: no activation after it
         w = last.weight.detach().numpy()[:, :, 0, 0, 0] if spatial == 3 else last.weight.detach().numpy()[:, :, 0, 0]
