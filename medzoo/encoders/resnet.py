@@ -13,12 +13,15 @@ computes on ``x.unsqueeze(2)``, with 2D convolutions; gradients reach the centre
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import torch
 import torch.nn as nn
 from monai.networks.nets.resnet import ResNet
+from torch.nn.utils.stateless import _reparametrize_module
 
 from medzoo.encoders.base import check_encoder_input
 
@@ -148,13 +151,43 @@ class ResNetEncoder(_Trunk):
         return super().forward(x)
 
     def _forward_2d(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.__dict__.get("_reusing_2d"):
+            return self._twin2d(x)
+        return torch.func.functional_call(self._twin2d, self._state_2d(), (x,), strict=True)
+
+    def _state_2d(self) -> dict[str, torch.Tensor]:
+        """The 2D twin's tensors: centre depth slices of the 3D kernels (views, so gradients reach the 3D weights),
+        and the encoder's own norm buffers (so running statistics update in place)."""
         for mine, theirs in zip(self.modules(), self._twin2d.modules()):
             theirs.training = mine.training  # honour per-module train/eval (frozen norms)
-        state: dict[str, torch.Tensor] = {}
-        for key, p in self.named_parameters():
-            state[key] = p[:, :, p.shape[2] // 2] if p.dim() == 5 else p
+        state = {k: p[:, :, p.shape[2] // 2] if p.dim() == 5 else p for k, p in self.named_parameters()}
         state.update(self.named_buffers())
-        return torch.func.functional_call(self._twin2d, state, (x,), strict=True)
+        return state
+
+    @contextlib.contextmanager
+    def reuse_2d_weights(self) -> Iterator[None]:
+        """Within the block, image inputs share one set of sliced 2D weights instead of slicing per call.
+
+        Series encoding calls the encoder once per chunk of slices; this removes the per-call cost of slicing the
+        kernels and swapping them into the 2D twin. Train/eval flags are read on entry. Do not use it around
+        activation-checkpointed calls whose recompute runs after the block.
+
+        Example:
+            >>> enc = ResNetEncoder(10, widths=(8, 16, 32, 64))
+            >>> with enc.reuse_2d_weights():
+            ...     a, b = enc(torch.zeros(2, 1, 32, 32)), enc(torch.zeros(3, 1, 32, 32))
+            >>> a[-1].shape[0], b[-1].shape[0]
+            (2, 3)
+        """
+        if self.__dict__.get("_reusing_2d"):
+            yield
+            return
+        with _reparametrize_module(self._twin2d, self._state_2d(), strict=True):
+            self.__dict__["_reusing_2d"] = True
+            try:
+                yield
+            finally:
+                self.__dict__["_reusing_2d"] = False
 
     def architecture(self) -> dict[str, Any]:
         """The architecture contract written into weight metadata and checked when loading."""

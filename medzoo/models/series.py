@@ -141,9 +141,11 @@ def encode_series(
     else:
         index = torch.arange(flat.shape[0], device=x.device)
     n_calls = math.ceil(index.numel() / max_items_per_chunk)  # as few calls as allowed, balanced sizes
-    # Gather each chunk just before encoding it, so that packing copies one chunk of input at a time.
-    pooled = torch.cat(
-        [_encode_pooled(encoder, flat, idx, checkpoint) for idx in index.tensor_split(n_calls)]
-    )
+    # Gather each chunk just before encoding it, so that packing copies one chunk of input at a time. Slices share
+    # one set of sliced 2D weights across chunks, except when a checkpointed chunk is recomputed in backward.
+    reuse = getattr(encoder, "reuse_2d_weights", None)
+    shared = reuse is not None and x.dim() == 5 and not (checkpoint and torch.is_grad_enabled())
+    with reuse() if shared else contextlib.nullcontext():
+        pooled = torch.cat([_encode_pooled(encoder, flat, idx, checkpoint) for idx in index.tensor_split(n_calls)])
     out = scatter_items(pooled, index, x.shape[:2])
     return out.masked_fill(pad_mask.unsqueeze(-1), 0.0) if mode == "dense" else out

@@ -165,3 +165,24 @@ def test_state_dict_keys_are_monais():
     ref = ResNet("basic", [1, 1, 1, 1], list(TINY_WIDTHS), n_input_channels=1, conv1_t_stride=2, shortcut_type="B",
                  bias_downsample=False, feed_forward=False)
     assert set(tiny("resnet10").state_dict()) == set(ref.state_dict())
+
+
+def test_reuse_2d_weights_equals_separate_calls():
+    """Shared sliced weights across calls (series chunks) give the same outputs, gradients and BN statistics."""
+    xs = [torch.randn(3, 1, 32, 32), torch.randn(2, 1, 32, 32)]
+    results = []
+    for reuse in (False, True):
+        torch.manual_seed(0)
+        enc = _randomize_norms(create_encoder("resnet18", widths=TINY_WIDTHS)).train()
+        with enc.reuse_2d_weights() if reuse else torch.enable_grad():
+            outs = [enc(x)[-1] for x in xs]
+        sum(o.square().mean() for o in outs).backward()
+        results.append((outs, {k: p.grad for k, p in enc.named_parameters()}, enc.state_dict()))
+    (o1, g1, s1), (o2, g2, s2) = results
+    for a, b in zip(o1, o2):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    for k in g1:
+        torch.testing.assert_close(g1[k], g2[k], atol=1e-6, rtol=1e-5, msg=k)
+    for k in s1:
+        torch.testing.assert_close(s1[k], s2[k], atol=1e-6, rtol=1e-6, msg=k)
+    assert s1["bn1.num_batches_tracked"].item() == 2
