@@ -58,6 +58,7 @@ class TaskPredictions:
         slice_scores: ``[M, L]`` slice-level probabilities of a series model (DECISIONS 19), else None.
         slice_targets: ``[M]`` slice classes, else None.
         slice_series: M ids of the series each slice belongs to, else None.
+        level: the task's input level (``image``, ``series``, ``volume``).
     """
 
     task: str
@@ -71,6 +72,7 @@ class TaskPredictions:
     slice_scores: np.ndarray | None = None
     slice_targets: np.ndarray | None = None
     slice_series: list[str] | None = None
+    level: str = "image"
 
 
 def _class_metrics(scores: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -108,8 +110,8 @@ def prediction_metrics(pred: TaskPredictions) -> dict[str, float]:
 class _Collector:
     """Accumulates predictions and targets of one task."""
 
-    def __init__(self, head: nn.Module, kind: str, task: str = "") -> None:
-        self.task, self.head, self.kind = task, head, kind
+    def __init__(self, head: nn.Module, kind: str, task: str = "", level: str = "image") -> None:
+        self.task, self.head, self.kind, self.level = task, head, kind, level
         self.scores: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         self.meta: list[tuple[str, str, str]] = []  # (id, patient, dataset kind) per sample
@@ -152,7 +154,7 @@ class _Collector:
                                np.concatenate(self.targets), ids, patients, kinds,
                                np.concatenate(self.slice_scores) if sl else None,
                                np.concatenate(self.slice_targets) if sl else None,
-                               list(self.slice_series) if sl else None)
+                               list(self.slice_series) if sl else None, self.level)
 
     def result(self) -> dict[str, float]:
         if self.kind != "dense":
@@ -241,7 +243,8 @@ def _eval_batch(model: nn.Module, bundle: DatasetBundle, batch: dict[str, Any], 
     losses.append(float(total))
     meta = _sample_meta(batch, bundle, batch["image"].shape[0])
     for task, target in targets.items():
-        col = collectors.setdefault(task, _Collector(model.heads[task], bundle.mapping.kinds[task], task))
+        col = collectors.setdefault(task, _Collector(model.heads[task], bundle.mapping.kinds[task], task,
+                                                        model.task_levels[task]))
         col.add(outputs[task], target, meta)
         if col.kind == "class" and model.task_levels[task] == "series":
             labels = _slice_labels(batch, bundle, task, batch["image"].shape[1])
