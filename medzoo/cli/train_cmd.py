@@ -135,8 +135,6 @@ def _tables(args: argparse.Namespace, preds: dict[str, Any]) -> dict[str, list[d
         if not tables:
             print("note: --bootstrap: no classification or multilabel task to tabulate")
     if args.localization:
-        if not args.localization_root:
-            raise ValueError("--localization needs --localization-root DIR (the dataset folder with its boxes)")
         tables.update(localization_tables(args.config, args.models, args.localization, args.localization_root,
                                           args.localization_task, args.method, overrides=args.overrides))
     return tables
@@ -160,8 +158,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0 draws, got {args.bootstrap}")
-    if args.localization_root and not args.localization:
-        raise ValueError("--localization-root needs --localization nih-cxr14|vindr-cxr")
+    if bool(args.localization_root) != bool(args.localization):
+        raise ValueError("--localization nih-cxr14|vindr-cxr and --localization-root DIR (the dataset folder with "
+                         "its boxes) go together")
     metrics, preds = _evaluate_models(args)
     print(format_table(metrics))
     tables = _tables(args, preds)

@@ -235,6 +235,25 @@ def _label_map(box_labels: set[str], labels: Sequence[str]) -> dict[str, str]:
     return out
 
 
+NIH_BOX_SPACE = 1024.0  # NIH BBox_List_2017.csv boxes are in the 1024-px space of the released PNGs
+
+
+def _nih_boxes_in_pixels(records: Sequence[Any]) -> list[Any]:
+    """NIH records whose boxes are rescaled from the 1024-px space to each image's own size (equal for the released
+    1024-px PNGs; downsized copies need it)."""
+    from PIL import Image
+
+    out = []
+    for rec in records:
+        with Image.open(rec.image) as im:
+            w, h = im.size
+        sx, sy = w / NIH_BOX_SPACE, h / NIH_BOX_SPACE
+        boxes = [{**b, "box": (b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy)}
+                 for b in rec.meta["boxes"]]
+        out.append(replace(rec, meta={**rec.meta, "boxes": boxes}))
+    return out
+
+
 def localization_tables(cfg: RunConfig | str | Path | dict, refs: Sequence[str | Path], kind: str, root: str | Path,
                         task: str = "findings", method: str = "gradcam", ks: Sequence[float] = (5, 10, 20, 50),
                         overrides: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
@@ -248,7 +267,8 @@ def localization_tables(cfg: RunConfig | str | Path | dict, refs: Sequence[str |
         cfg: the run config (the input contract of a training checkpoint comes from its data entries).
         refs: checkpoints or export dirs (one, or an ensemble).
         kind: ``nih-cxr14`` or ``vindr-cxr``.
-        root: the dataset folder (NIH: with ``BBox_List_2017.csv``).
+        root: the dataset folder (NIH: with ``BBox_List_2017.csv``; its 1024-px boxes are rescaled to each PNG's
+            size; VinDr boxes are in the image's own pixels).
         task: the multilabel task to explain.
         method: ``cam`` or ``gradcam``.
         ks: top-k percentages for IoU and Dice.
@@ -273,6 +293,8 @@ def localization_tables(cfg: RunConfig | str | Path | dict, refs: Sequence[str |
     records = [r for r in open_dataset(kind, root) if boxes_by_label(r)]
     if not records:
         raise ValueError(f"{root}: the {kind} dataset has no image with boxes")
+    if kind == "nih-cxr14":
+        records = _nih_boxes_in_pixels(records)
     labels = [lab for lab in models[0].heads[task].label_names if all(lab in m.heads[task].label_names
                                                                        for m in models)]
     box_labels = {lab for r in records for lab in boxes_by_label(r)}
