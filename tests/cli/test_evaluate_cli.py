@@ -114,7 +114,10 @@ def test_bootstrap_tables_equal_the_library_on_independent_scores(trained, singl
     md = (single / "findings_auroc_ci.md").read_text().splitlines()
     assert md[0] == "| Pathology | AUROC (95% CI) |" and len(md) == 2 + 15
 
-    classes = ["normal", "pneumonia", "covid19"]  # the synthetic dataset's classes, in the same order
+    from medzoo.data.synth.ct import COVIDX_CT_CLASSES
+
+    classes = ["normal", "pneumonia", "covid19"]  # the head's classes: the dataset's (raw slice labels) in order
+    assert [c.lower().replace("-", "") for c in COVIDX_CT_CLASSES] == classes
     pp, pt = np.stack(ref["covid_ct"][0]), np.array(ref["covid_ct"][1])
     _assert_rows(_load(single / "covid_ct_patient.json"),
                  covidx_ct_tables(ref["ids"], pp, pt, classes, n_boot=N_BOOT, seed=0)["patient"])
