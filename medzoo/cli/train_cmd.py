@@ -5,6 +5,14 @@ Example:
     medzoo train -c configs/experiments/pretrain_multitask.yaml --resume
     medzoo finetune -c configs/experiments/finetune_tb.yaml --init ckpt:runs/pretrain_multitask/best.pt --parts encoder
     medzoo evaluate -c configs/experiments/finetune_tb.yaml --checkpoint runs/finetune_tb/best.pt --out eval/
+    medzoo evaluate -c configs/experiments/pretrain_multitask.yaml --model runs/a/best.pt --model runs/b/best.pt \
+        --bootstrap 1000 --localization nih-cxr14 --localization-root data/nih --out eval/
+
+``evaluate`` with several ``--model``/``--checkpoint`` evaluates their ensemble: probabilities averaged per task
+over the tasks and labels all members share (segmentation tasks are scored per model only). ``--bootstrap N``
+adds AUROC tables with 95% CIs (CheXNet layout; COVIDx-CT at slice and patient level); ``--localization`` scores
+CAM / Grad-CAM heatmaps against dataset boxes (IoU/Dice at top-k, IoBB hit rates, pointing game). ``--out``
+gets metrics.csv/json and every table as .md, .csv and .json.
 """
 
 from __future__ import annotations
@@ -46,9 +54,17 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a config's datasets",
                               description=__doc__, formatter_class=fmt)
     _common(p)
-    p.add_argument("--checkpoint", required=True, help="a Trainer checkpoint (best.pt / last.pt) or export folder")
+    p.add_argument("--model", "--checkpoint", dest="models", action="append", required=True, metavar="PATH",
+                   help="a Trainer checkpoint (best.pt / last.pt) or export folder; repeat for an ensemble")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--out", default=None, help="folder for metrics.csv and metrics.json")
+    p.add_argument("--out", default=None, help="folder for metrics.csv/json and the tables (.md, .csv, .json)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="AUROC 95%% CIs from N bootstrap draws")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--localization", default=None, choices=["nih-cxr14", "vindr-cxr"],
+                   help="score heatmaps against this dataset's boxes")
+    p.add_argument("--localization-root", default=None, metavar="DIR", help="the boxed dataset's folder")
+    p.add_argument("--localization-task", default="findings", help="the multilabel task to explain")
+    p.add_argument("--method", default="gradcam", choices=["cam", "gradcam"], help="heatmap method")
     p.set_defaults(func=run_evaluate)
 
 
@@ -92,21 +108,74 @@ def run_finetune(args: argparse.Namespace) -> int:
     return _train(args, extra)
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    """``medzoo evaluate``: print the metrics table; write CSV and JSON with ``--out``."""
-    from medzoo.train.run_eval import evaluate_checkpoint, metrics_rows
+def _evaluate_models(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and predictions of one model, or of the ensemble of several."""
+    from medzoo.train.config import load_run_config
+    from medzoo.train.run_eval import ensemble_metrics, ensemble_predictions, evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.config, args.checkpoint, args.split, args.overrides)
+    run = load_run_config(args.config, args.overrides)
+    members = [evaluate_checkpoint(run, ref, args.split, return_predictions=True) for ref in args.models]
+    if len(members) == 1:
+        return members[0]
+    preds = ensemble_predictions([p for _, p in members])
+    metrics = ensemble_metrics(preds, args.split)
+    left_out = sorted({k.split("/")[1] for k in members[0][0] if k.count("/") >= 2} - set(preds))
+    if left_out:
+        print(f"note: task(s) {left_out} are not in the ensemble (not shared, or segmentation: voxel maps are "
+              "not kept); evaluate them per model")
+    return metrics, preds
+
+
+def _tables(args: argparse.Namespace, preds: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    from medzoo.train.run_eval import bootstrap_tables, localization_tables
+
+    tables: dict[str, list[dict[str, Any]]] = {}
+    if args.bootstrap:
+        tables.update(bootstrap_tables(preds, n_boot=args.bootstrap, seed=args.seed))
+        if not tables:
+            print("note: --bootstrap: no classification or multilabel task to tabulate")
+    if args.localization:
+        tables.update(localization_tables(args.config, args.models, args.localization, args.localization_root,
+                                          args.localization_task, args.method, overrides=args.overrides))
+    return tables
+
+
+def _write_metrics(out: Path, metrics: dict[str, float]) -> None:
+    from medzoo.train.run_eval import metrics_rows
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
+    with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["split", "task", "metric", "value"])
+        writer.writerows(metrics_rows(metrics))
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``medzoo evaluate``: print the metrics table and any ``--bootstrap`` / ``--localization`` tables; write
+    them (CSV, JSON, markdown) with ``--out``."""
+    from medzoo.infer.evaluate import chexnet_markdown, format_markdown, write_tables
+
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0 draws, got {args.bootstrap}")
+    if bool(args.localization_root) != bool(args.localization):
+        raise ValueError("--localization nih-cxr14|vindr-cxr and --localization-root DIR (the dataset folder with "
+                         "its boxes) go together")
+    metrics, preds = _evaluate_models(args)
     print(format_table(metrics))
+    tables = _tables(args, preds)
+    markdown = {name: chexnet_markdown(rows) if name.endswith("_auroc_ci") else format_markdown(rows)
+                for name, rows in tables.items()}
+    for name, body in markdown.items():
+        print(f"\n{name}\n{body}", end="")
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
-        with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["split", "task", "metric", "value"])
-            writer.writerows(metrics_rows(metrics))
-        print(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
+        _write_metrics(out, metrics)
+        written = write_tables(tables, out, formats=("csv", "json"))
+        for name, body in markdown.items():
+            (out / f"{name}.md").write_text(body, encoding="utf-8")
+            written.append(out / f"{name}.md")
+        print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'} and {len(written)} table file(s) in {out}")
     return 0
 
 

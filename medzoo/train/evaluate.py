@@ -11,6 +11,10 @@ Keys are ``<split>/<task>/<metric>``, plus ``<split>/loss`` (the weighted object
 - regression: ``mae/<output>`` and ``r2/<output>`` in the outputs' own units;
 - segmentation: ``dice/<class>``, ``iou/<class>`` (mean over samples where the class is present) and ``mean_dice``
   over the foreground classes.
+
+With ``return_predictions=True``, :func:`evaluate` also returns the per-sample :class:`TaskPredictions` of every
+non-dense task (probabilities, targets, sample and patient ids, and the slice level of series models), from which
+:func:`prediction_metrics` gives the same metrics again (``medzoo evaluate --bootstrap`` and ensembles use them).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +34,7 @@ from medzoo.train import metrics as M
 from medzoo.train.data import DatasetBundle
 from medzoo.train.objective import Objective
 
-__all__ = ["evaluate", "move_batch"]
+__all__ = ["TaskPredictions", "evaluate", "move_batch", "prediction_metrics"]
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -37,18 +42,85 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
+@dataclass
+class TaskPredictions:
+    """Per-sample predictions of one (non-dense) task over one split.
+
+    Attributes:
+        task: the model task.
+        kind: ``class`` (softmax classes), ``vector`` (sigmoid labels) or ``regression``.
+        labels: the head's L label (class, output) names.
+        scores: ``[N, L]`` probabilities (regression: values in the outputs' own units).
+        targets: ``[N]`` class indices (``class``) or ``[N, L]``; NaN = unknown.
+        ids: N sample ids (a series model: one per series).
+        patients: N patient ids.
+        datasets: N dataset kinds (``covidx-ct``, ``nih-cxr14``...).
+        slice_scores: ``[M, L]`` slice-level probabilities of a series model (DECISIONS 19), else None.
+        slice_targets: ``[M]`` slice classes, else None.
+        slice_series: M ids of the series each slice belongs to, else None.
+        level: the task's input level (``image``, ``series``, ``volume``).
+    """
+
+    task: str
+    kind: str
+    labels: tuple[str, ...]
+    scores: np.ndarray
+    targets: np.ndarray
+    ids: list[str]
+    patients: list[str]
+    datasets: list[str]
+    slice_scores: np.ndarray | None = None
+    slice_targets: np.ndarray | None = None
+    slice_series: list[str] | None = None
+    level: str = "image"
+
+
+def _class_metrics(scores: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, float]:
+    out = M.classification_metrics(y, scores, len(names), names)
+    known = ~np.isnan(y)
+    if len(names) == 2:
+        out["auroc"] = float(M.auroc(scores[known, 1], y[known])) if known.any() else math.nan
+    else:
+        out["auroc"] = M.mean_auroc(scores, M.one_hot_targets(y, len(names)))
+    return out
+
+
+def prediction_metrics(pred: TaskPredictions) -> dict[str, float]:
+    """The metrics of :func:`evaluate` (``{"<metric>": value}``, no split or task prefix) from predictions.
+
+    Example:
+        >>> p = TaskPredictions("t", "vector", ("a",), np.array([[0.2], [0.9]]), np.array([[0.0], [1.0]]),
+        ...                     ["x", "y"], ["x", "y"], ["d", "d"])
+        >>> prediction_metrics(p)["mean_auroc"]
+        1.0
+    """
+    names = list(pred.labels)
+    scores, y = pred.scores, pred.targets
+    if pred.kind == "regression":
+        return M.regression_metrics(scores, y, names)
+    if pred.kind == "vector":
+        per = np.atleast_1d(M.auroc(scores, y))
+        return {**{f"auroc/{n}": float(v) for n, v in zip(names, per)}, "mean_auroc": M.mean_auroc(scores, y)}
+    out = _class_metrics(scores, y, names)
+    if pred.slice_scores is not None and len(pred.slice_scores):
+        out.update({f"slice/{k}": v for k, v in _class_metrics(pred.slice_scores, pred.slice_targets, names).items()})
+    return out
+
+
 class _Collector:
     """Accumulates predictions and targets of one task."""
 
-    def __init__(self, head: nn.Module, kind: str) -> None:
-        self.head, self.kind = head, kind
+    def __init__(self, head: nn.Module, kind: str, task: str = "", level: str = "image") -> None:
+        self.task, self.head, self.kind, self.level = task, head, kind, level
         self.scores: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
+        self.meta: list[tuple[str, str, str]] = []  # (id, patient, dataset kind) per sample
         self.slice_scores: list[np.ndarray] = []
         self.slice_targets: list[np.ndarray] = []
+        self.slice_series: list[str] = []
         self.overlap: dict[str, list[Tensor]] = defaultdict(list)
 
-    def add(self, logits: Tensor, target: Tensor) -> None:
+    def add(self, logits: Tensor, target: Tensor, meta: list[tuple[str, str, str]] | None = None) -> None:
         logits, target = logits.float().cpu(), target.float().cpu()
         if self.kind == "dense":
             pred = self.head.activate(logits, tuple(target.shape[-(logits.dim() - 2):]))["pred"]
@@ -65,43 +137,36 @@ class _Collector:
             logits = logits.sigmoid()
         self.scores.append(logits.numpy())
         self.targets.append(target.numpy())
+        n0 = len(self.meta)
+        self.meta.extend(meta or [(str(n0 + i), str(n0 + i), "") for i in range(len(target))])
 
-    def add_slices(self, logits: Tensor, pad_mask: Tensor, labels: Tensor) -> None:
+    def add_slices(self, logits: Tensor, pad_mask: Tensor, labels: Tensor, series: list[str]) -> None:
         valid = ~pad_mask.cpu()
         self.slice_scores.append(logits.float().cpu().softmax(-1)[valid].numpy())
         self.slice_targets.append(labels[valid].numpy())
+        for sid, n in zip(series, valid.sum(1).tolist()):
+            self.slice_series.extend([sid] * int(n))
 
-    def _class_metrics(self, scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        names = list(self.head.label_names)
-        out = M.classification_metrics(y, scores, len(names), names)
-        known = ~np.isnan(y)
-        if len(names) == 2:
-            out["auroc"] = float(M.auroc(scores[known, 1], y[known])) if known.any() else math.nan
-        else:
-            out["auroc"] = M.mean_auroc(scores, M.one_hot_targets(y, len(names)))
-        return out
+    def predictions(self) -> TaskPredictions:
+        ids, patients, kinds = (list(c) for c in zip(*self.meta))
+        sl = bool(self.slice_scores)
+        return TaskPredictions(self.task, self.kind, tuple(self.head.label_names), np.concatenate(self.scores),
+                               np.concatenate(self.targets), ids, patients, kinds,
+                               np.concatenate(self.slice_scores) if sl else None,
+                               np.concatenate(self.slice_targets) if sl else None,
+                               list(self.slice_series) if sl else None, self.level)
 
     def result(self) -> dict[str, float]:
+        if self.kind != "dense":
+            return prediction_metrics(self.predictions())
         names = list(self.head.label_names)
-        if self.kind == "dense":
-            classes = names if len(names) > 1 else ["background", names[0]]
-            out = {}
-            for metric, rows in self.overlap.items():
-                per_class = _nanmean(torch.cat(rows).numpy())
-                out.update({f"{metric}/{n}": float(v) for n, v in zip(classes, per_class)})
-                fg = per_class[1:][np.isfinite(per_class[1:])]
-                out[f"mean_{metric}"] = float(fg.mean()) if len(fg) else math.nan
-            return out
-        scores, y = np.concatenate(self.scores), np.concatenate(self.targets)
-        if self.kind == "regression":
-            return M.regression_metrics(scores, y, names)
-        if self.kind == "vector":
-            per = np.atleast_1d(M.auroc(scores, y))
-            return {**{f"auroc/{n}": float(v) for n, v in zip(names, per)}, "mean_auroc": M.mean_auroc(scores, y)}
-        out = self._class_metrics(scores, y)
-        if self.slice_scores:
-            ss, sy = np.concatenate(self.slice_scores), np.concatenate(self.slice_targets)
-            out.update({f"slice/{k}": v for k, v in self._class_metrics(ss, sy).items()})
+        classes = names if len(names) > 1 else ["background", names[0]]
+        out = {}
+        for metric, rows in self.overlap.items():
+            per_class = _nanmean(torch.cat(rows).numpy())
+            out.update({f"{metric}/{n}": float(v) for n, v in zip(classes, per_class)})
+            fg = per_class[1:][np.isfinite(per_class[1:])]
+            out[f"mean_{metric}"] = float(fg.mean()) if len(fg) else math.nan
         return out
 
 
@@ -127,12 +192,13 @@ def _slice_labels(batch: dict[str, Any], bundle: DatasetBundle, task: str, n: in
 @torch.no_grad()
 def evaluate(model: nn.Module, bundles: Sequence[DatasetBundle], split: str, objective: Objective,
              device: torch.device, collate_fn: Any, max_batches: int | None = None,
-             keep_images: bool = False) -> tuple[dict[str, float], dict[str, tuple[Tensor, Tensor, Tensor]]]:
+             keep_images: bool = False, return_predictions: bool = False) -> tuple[Any, ...]:
     """Metrics of ``model`` on ``split`` of every dataset that has it.
 
     Returns:
         ``(metrics, images)``; ``images`` holds, per dense task when ``keep_images``, the first batch's
-        ``(image, predicted labels, true labels)`` for overlays.
+        ``(image, predicted labels, true labels)`` for overlays. With ``return_predictions``, ``(metrics, images,
+        predictions)`` where ``predictions`` is ``{task: TaskPredictions}`` for every non-dense task.
     """
     was_training = model.training
     model.eval()
@@ -153,7 +219,19 @@ def evaluate(model: nn.Module, bundles: Sequence[DatasetBundle], split: str, obj
     out = {f"{split}/loss": float(np.mean(losses))} if losses else {}
     for task, col in collectors.items():
         out.update({f"{split}/{task}/{k}": v for k, v in col.result().items()})
+    if return_predictions:
+        return out, images, {t: c.predictions() for t, c in collectors.items() if c.kind != "dense"}
     return out, images
+
+
+def _sample_meta(batch: dict[str, Any], bundle: DatasetBundle, n: int) -> list[tuple[str, str, str]]:
+    """``(id, patient id, dataset kind)`` of each sample of a batch (ids from ``meta``, else batch positions)."""
+    metas = batch.get("meta") or [{}] * n
+    out = []
+    for i, m in enumerate(metas):
+        sid = str(m.get("id", f"{bundle.name}:{i}"))
+        out.append((sid, str(m.get("patient_id") or sid), str(bundle.config.kind)))
+    return out
 
 
 def _eval_batch(model: nn.Module, bundle: DatasetBundle, batch: dict[str, Any], objective: Objective,
@@ -163,15 +241,17 @@ def _eval_batch(model: nn.Module, bundle: DatasetBundle, batch: dict[str, Any], 
     outputs = model(batch["image"], pad_mask=pad_mask, tasks=list(targets))
     total, _ = objective(outputs, targets)
     losses.append(float(total))
+    meta = _sample_meta(batch, bundle, batch["image"].shape[0])
     for task, target in targets.items():
-        col = collectors.setdefault(task, _Collector(model.heads[task], bundle.mapping.kinds[task]))
-        col.add(outputs[task], target)
+        col = collectors.setdefault(task, _Collector(model.heads[task], bundle.mapping.kinds[task], task,
+                                                        model.task_levels[task]))
+        col.add(outputs[task], target, meta)
         if col.kind == "class" and model.task_levels[task] == "series":
             labels = _slice_labels(batch, bundle, task, batch["image"].shape[1])
             if labels is not None:
                 slices = model.slice_logits(batch["image"], pad_mask, tasks=[task])[task]
                 col.add_slices(slices, pad_mask if pad_mask is not None else torch.zeros_like(labels, dtype=bool),
-                               labels)
+                               labels, [m[0] for m in meta])
         if keep_images and col.kind == "dense" and task not in images:
             size = tuple(target.shape[2:]) if target.dim() == outputs[task].dim() else tuple(target.shape[1:])
             pred = model.heads[task].activate(outputs[task].float(), size)["pred"]
