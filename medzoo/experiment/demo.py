@@ -48,12 +48,13 @@ class DemoProfile:
     cxr_px: int = 64
     ct_patch: int = 24
     slice_px: int = 48
-    pretrain_steps: int = 600
+    pretrain_steps: int = 500
     finetune_steps: int = 30
     fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
     seeds: int = 3
     eval_points: int = 4
-    lr: float = 0.003
+    pretrain_lr: float = 0.003
+    finetune_lr: float = 0.001
 
 
 PROFILES = {
@@ -105,7 +106,7 @@ def pretrain_config(p: DemoProfile, corpus: Path, out: Path) -> dict[str, Any]:
             "model": {"encoder": _encoder(p), "tasks": tasks,
                       "aggregator": {"name": "attention", "options": {"hidden_features": 32}}},
             "data": data,
-            "train": {"epochs": 100000, "max_steps": p.pretrain_steps, "lr": p.lr, "weight_decay": 1e-4,
+            "train": {"epochs": 100000, "max_steps": p.pretrain_steps, "lr": p.pretrain_lr, "weight_decay": 1e-4,
                       "scheduler": {"name": "cosine", "warmup_steps": min(10, p.pretrain_steps)},
                       "sampling": "round_robin", "eval_every": 100000, "seed": 0, "device": "cpu"},
             "output": {"dir": str(out), "tensorboard": False, "log_images": False}}
@@ -121,7 +122,7 @@ def finetune_config(p: DemoProfile, corpus: Path) -> dict[str, Any]:
                       "tasks": {"lung": {"type": "segmentation", "level": "image", "labels": ["background", "lung"],
                                          "decoder_channels": [32, 16, 8, 8, 8]}}},
             "data": data,
-            "train": {"epochs": 100000, "max_steps": p.finetune_steps, "lr": p.lr, "seed": 0, "device": "cpu",
+            "train": {"epochs": 100000, "max_steps": p.finetune_steps, "lr": p.finetune_lr, "seed": 0, "device": "cpu",
                       "eval_every": 100000},
             "output": {"dir": "unused", "tensorboard": False, "log_images": False}}
 

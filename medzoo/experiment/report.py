@@ -70,6 +70,10 @@ def _grid(summary: Sequence[dict[str, Any]], task: str) -> tuple[list[str], list
     return inits, fractions, {(s["init"], s["fraction"]): s for s in mine}
 
 
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(cells, widths)))
+
+
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
     """A plain text table per task: one row per init, one column per data fraction (mean ± std over seeds)."""
     blocks = []
@@ -79,10 +83,9 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
         head = ["init"] + [f"fraction {f:g}" for f in fractions]
         body = [[i] + [_cell(at.get((i, f))) for f in fractions] for i in inits]
         widths = [max(len(r[c]) for r in [head, *body]) for c in range(len(head))]
-        fmt = lambda r: "  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
-        lines = [f"{task}: {first['metric']} (mean ± std over {first['n']} seed(s))", fmt(head),
+        lines = [f"{task}: {first['metric']} (mean ± std over {first['n']} seed(s))", _row(head, widths),
                  "  ".join("-" * w for w in widths)]
-        blocks.append("\n".join(lines + [fmt(r) for r in body]))
+        blocks.append("\n".join(lines + [_row(r, widths) for r in body]))
     return "\n\n".join(blocks)
 
 

@@ -36,7 +36,7 @@ def _check_demo_dir(out, printed: str, fractions: tuple[float, ...]) -> None:
     assert set(values) == {(i, f) for i in ("scratch", "zoo", "zoo_frozen") for f in fractions}
     # The printed table and report.md show the measured values (one seed: the value itself).
     report = (out / "report.md").read_text()
-    for (init, f), vals in values.items():
+    for vals in values.values():
         assert f"{sum(vals) / len(vals):.3f}" in report
         assert f"{sum(vals) / len(vals):.3f}" in printed
     for png in ("fraction_lung_seg.png", "curves_lung_seg.png"):
