@@ -48,7 +48,7 @@ class DemoProfile:
     cxr_px: int = 64
     ct_patch: int = 24
     slice_px: int = 48
-    pretrain_steps: int = 500
+    pretrain_steps: int = 1000
     finetune_steps: int = 30
     fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
     seeds: int = 3
@@ -59,7 +59,7 @@ class DemoProfile:
 
 PROFILES = {
     "full": DemoProfile(),
-    "quick": DemoProfile(pretrain_steps=150, finetune_steps=30, fractions=(0.1, 1.0), seeds=1, eval_points=3),
+    "quick": DemoProfile(pretrain_steps=300, finetune_steps=30, fractions=(0.1, 1.0), seeds=1, eval_points=3),
     # Tests only: the whole pipeline in seconds (numbers meaningless).
     "tiny": DemoProfile(corpus="tiny", cxr_px=32, ct_patch=16, slice_px=32, pretrain_steps=2, finetune_steps=2,
                         fractions=(0.5, 1.0), seeds=1, eval_points=1),
