@@ -89,7 +89,8 @@ def cell_run_config(cfg: ExperimentConfig, cell: Cell, run_dir: str | os.PathLik
 
     task: TaskVariant = cfg.tasks[cell.task]
     init = cfg.inits[cell.init]
-    run = load_run_config(_base_run(cfg), [*task.set, f"train.seed={cell.seed}", f"output.dir={run_dir}"])
+    run = load_run_config(_base_run(cfg), task.set)
+    run.train.seed, run.output.dir = cell.seed, str(run_dir)
     for d in run.data:
         if d.train:
             d.fraction = cell.fraction
