@@ -153,7 +153,7 @@ def _medzoo_home(path: Path) -> Iterator[None]:
             os.environ["MEDZOO_HOME"] = old
 
 
-def _corpus(p: DemoProfile, out: Path) -> Path:
+def _corpus(p: DemoProfile, out: Path) -> tuple[Path, bool]:
     from medzoo.data.synth import write_synthetic_corpus
 
     corpus = out / "corpus"
@@ -162,12 +162,12 @@ def _corpus(p: DemoProfile, out: Path) -> Path:
         info = json.loads(manifest.read_text(encoding="utf-8"))
         if info.get("seed") == 0 and info.get("size") == p.corpus:
             log.info("corpus: reusing %s", corpus)
-            return corpus
+            return corpus, True
     write_synthetic_corpus(corpus, seed=0, size=p.corpus, dicom=False)
-    return corpus
+    return corpus, False
 
 
-def _pretrain(p: DemoProfile, corpus: Path, out: Path, progress: bool) -> dict[str, float]:
+def _pretrain(p: DemoProfile, corpus: Path, out: Path, progress: bool) -> tuple[dict[str, float], bool]:
     from medzoo.train import fit
     from medzoo.train.config import load_run_config, run_config_yaml
 
@@ -176,13 +176,13 @@ def _pretrain(p: DemoProfile, corpus: Path, out: Path, progress: bool) -> dict[s
     same = (run_dir / "config.yaml").is_file() and (run_dir / "config.yaml").read_text() == run_config_yaml(cfg)
     if same and (run_dir / "result.json").is_file():
         log.info("pretraining: reusing %s", run_dir)
-        return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["metrics"]
+        return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["metrics"], True
     if not same and run_dir.exists():
         import shutil
 
         log.warning("pretraining: %s holds a run of another config; training again", run_dir)
         shutil.rmtree(run_dir)
-    return fit(cfg, resume=True, quiet=not progress).metrics
+    return fit(cfg, resume=True, quiet=not progress).metrics, False
 
 
 def _publish(out: Path) -> dict[str, Any]:
@@ -198,7 +198,8 @@ def _publish(out: Path) -> dict[str, Any]:
     export_dir, marker = out / "zoo" / "exports" / ZOO_NAME, out / "zoo" / "export.json"
     ckpt_sha = sha256_file(ckpt)
     done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-    if done.get("checkpoint_sha256") != ckpt_sha:
+    reused = done.get("checkpoint_sha256") == ckpt_sha
+    if not reused:
         model, _ = model_from_checkpoint(ckpt)
         export_model(model, export_dir, name=ZOO_NAME, parts="encoder", overwrite=True,
                      description="medzoo demo: resnet10 encoder pretrained on synthetic CT segmentation, "
@@ -214,7 +215,7 @@ def _publish(out: Path) -> dict[str, Any]:
         if key not in got or not torch.equal(value, got[key]):
             raise RuntimeError(f"zoo entry {ZOO_NAME}: tensor {key} differs from the pretrained checkpoint {ckpt}")
     log.info("zoo: %s published in %s and loaded back by name", ZOO_NAME, done["catalog"])
-    return done
+    return {**done, "reused": reused}
 
 
 def _claim(summary: list[dict[str, Any]]) -> dict[str, Any]:
@@ -227,7 +228,7 @@ def _claim(summary: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _report(out: Path, p: DemoProfile, name: str, exp: Any, pre: dict[str, float], zoo: dict[str, Any],
-            claim: dict[str, Any], seconds: dict[str, float]) -> Path:
+            claim: dict[str, Any], seconds: dict[str, float], reused: dict[str, bool]) -> Path:
     from medzoo.experiment.report import markdown_table
 
     keys = ("test/ct_seg/mean_dice", "test/covid_ct/accuracy", "test/covid_ct/auroc", "test/findings/mean_auroc")
@@ -250,7 +251,8 @@ def _report(out: Path, p: DemoProfile, name: str, exp: Any, pre: dict[str, float
         f"{claim['zoo']:.3f} vs {claim['scratch']:.3f} (mean over {claim['seeds']} seed(s)).", "",
         "![metric vs data fraction](experiment/fraction_lung_seg.png)", "",
         "![learning curves](experiment/curves_lung_seg.png)", "",
-        "## Timing", "", "| step | seconds |", "|---|---:|", *[f"| {k} | {v:.1f} |" for k, v in seconds.items()], ""]
+        "## Timing of this run", "", "| step | seconds |", "|---|---:|",
+        *[f"| {k}{' (reused)' if reused.get(k) else ''} | {v:.1f} |" for k, v in seconds.items()], ""]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -286,20 +288,23 @@ def run_demo(out: str | os.PathLike = "medzoo-demo", profile: str | DemoProfile 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
+    reused: dict[str, bool] = {}
     with _medzoo_home(out / "zoo"):
         t = time.perf_counter()
-        corpus = _corpus(profile, out)
+        corpus, reused["corpus"] = _corpus(profile, out)
         seconds["corpus"] = time.perf_counter() - t
-        pre = _pretrain(profile, corpus, out, show)
+        pre, reused["pretrain"] = _pretrain(profile, corpus, out, show)
         seconds["pretrain"] = time.perf_counter() - t - seconds["corpus"]
         zoo = _publish(out)
+        reused["export + publish + load"] = zoo["reused"]
         seconds["export + publish + load"] = time.perf_counter() - t - sum(seconds.values())
         exp = run_experiment(experiment_config(profile, corpus, out / "experiment", profile.seeds), progress=show)
         seconds["fine-tuning matrix"] = time.perf_counter() - t - sum(seconds.values())
+        reused["fine-tuning matrix"] = not exp.ran
     claim = _claim(exp.summary)
     seconds["total"] = time.perf_counter() - t
-    report = _report(out, profile, name, exp, pre, zoo, claim, seconds)
+    report = _report(out, profile, name, exp, pre, zoo, claim, seconds, reused)
     (out / "demo.json").write_text(json.dumps({"profile": asdict(profile), "claim": claim, "zoo": zoo,
-                                               "seconds": seconds}, indent=2), encoding="utf-8")
+                                               "seconds": seconds, "reused": reused}, indent=2), encoding="utf-8")
     plots = [v for k, v in exp.files.items() if k.startswith(("fraction:", "curves:"))]
     return DemoResult(str(out), exp.table, str(report), plots, exp.summary, pre, zoo, claim, seconds)
