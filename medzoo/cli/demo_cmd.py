@@ -1,8 +1,8 @@
 """``medzoo demo``: the first command to run; pretrain, publish to a local zoo, fine-tune, and print the table.
 
 Example:
-    medzoo demo                      # full demo in ./medzoo-demo (3 seeds; about 10 minutes on 2 CPU cores)
-    medzoo demo --quick              # 1 seed, 2 fractions, shorter pretraining (about 2 minutes)
+    medzoo demo                      # full demo in ./medzoo-demo (3 seeds; about 2 minutes on 2 CPU cores)
+    medzoo demo --quick              # 1 seed, 2 fractions, shorter pretraining (under a minute)
     medzoo demo --out /tmp/demo --seeds 5
 """
 
