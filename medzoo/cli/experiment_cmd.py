@@ -1,0 +1,41 @@
+"""``medzoo experiment``: run a transfer-learning matrix (task x init x data fraction x seed), resumably.
+
+Finished cells (``<out>/cells/<cell>/result.json``) are skipped on a re-run; ``results.csv``, ``results.md`` and the
+plots are rewritten from all cells.
+
+Example:
+    medzoo experiment configs/experiments/transfer_lung_seg.yaml --set seeds=[0,1] --out runs/transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_parser", "run_experiment_cmd"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``experiment`` subcommand."""
+    p = subparsers.add_parser("experiment", help="run a resumable init x fraction x seed matrix",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="experiment YAML (configs/experiments/transfer_lung_seg.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override of the experiment config, e.g. seeds=[0,1] (repeatable)")
+    p.add_argument("--out", default=None, help="experiment folder (default: the config's output)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=run_experiment_cmd)
+
+
+def run_experiment_cmd(args: argparse.Namespace) -> int:
+    """Run the matrix and print the table."""
+    from medzoo.experiment.runner import run_experiment
+
+    progress = False if getattr(args, "quiet", False) else None
+    res = run_experiment(args.config, args.overrides, output=args.out, progress=progress, plots=not args.no_plots)
+    print(res.table)
+    print()
+    print(f"{len(res.ran)} cell(s) run, {len(res.skipped)} reused; results in {res.output}")
+    for key, path in res.files.items():
+        print(f"{key:<20} {path}")
+    return 0
