@@ -17,6 +17,8 @@ __all__ = ["main", "build_parser"]
 
 # Subcommand modules, in the order ``medzoo --help`` shows them.
 COMMAND_MODULES = [
+    "medzoo.cli.demo_cmd",
+    "medzoo.cli.experiment_cmd",
     "medzoo.cli.zoo_cmd",
     "medzoo.cli.convert_cmd",
     "medzoo.cli.synth_cmd",
