@@ -1,8 +1,8 @@
 """torch.hub entry points: ``torch.hub.load(repo_dir, "resnet18", source="local")`` builds a medzoo encoder.
 
 One entry point per registered encoder name (``resnet10`` ... ``resnet200``, ``densenet121``), taking
-``create_encoder``'s keyword arguments plus ``weights`` (a catalog name, an export directory or ``medicalnet:PATH`` whose encoder is loaded, with
-the report in ``encoder.load_report``), and ``zoo(name, **kw)``, which returns the model of a catalog entry or
+``create_encoder``'s keyword arguments plus ``weights`` (a catalog name, an export directory or ``medicalnet:PATH``
+whose encoder is loaded, with the report in ``encoder.load_report``), and ``zoo(name, **kw)``, which returns the model of a catalog entry or
 export directory (``medzoo.zoo.load``). Nothing here touches the network unless ``weights`` names an entry that is
 not cached yet.
 
