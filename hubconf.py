@@ -2,9 +2,9 @@
 
 One entry point per registered encoder name (``resnet10`` ... ``resnet200``, ``densenet121``), taking
 ``create_encoder``'s keyword arguments plus ``weights`` (a catalog name, an export directory or ``medicalnet:PATH``
-whose encoder is loaded, with the report in ``encoder.load_report``), and ``zoo(name, **kw)``, which returns the model of a catalog entry or
-export directory (``medzoo.zoo.load``). Nothing here touches the network unless ``weights`` names an entry that is
-not cached yet.
+whose encoder is loaded, with the report in ``encoder.load_report``), and ``zoo(name, **kw)``, which returns the
+model of a catalog entry or export directory (``medzoo.zoo.load``). Nothing here touches the network unless
+``weights`` names an entry that is not cached yet.
 
 Example:
     >>> import torch  # doctest: +SKIP
