@@ -44,7 +44,7 @@ from medzoo.config import ConfigError
 __all__ = [
     "RECIPES", "PUBLISHED_CHEXNET", "PUBLISHED_WANG2017", "recipe_path", "load_recipe", "label_counts",
     "resolve_pos_weight", "fit_recipe", "evaluate_recipe", "collect_scores", "chexnet_table",
-    "format_chexnet_table", "is_synthetic_corpus",
+    "format_chexnet_table", "chexnet_report", "is_synthetic_corpus",
 ]
 
 log = logging.getLogger(__name__)
@@ -332,3 +332,15 @@ def format_chexnet_table(rows: Sequence[Mapping[str, Any]], synthetic: bool = Fa
             if synthetic else "Published columns: CheXNet (arXiv 1711.05225) and Wang et al. (arXiv 1705.02315), "
             "each on its own split of NIH ChestX-ray14, not the official test list.")
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def chexnet_report(cfg: Any, checkpoint: str | Path, split: str = "test", overrides: Sequence[str] = (),
+                   n_boot: int = 1000, task: str | None = None, device: str | None = None) -> tuple[list[dict], str]:
+    """``(rows, markdown)`` of :func:`chexnet_table` for ``medzoo evaluate --table chexnet``.
+
+    The published columns are labelled "published, different data" when the config's ``data_root`` is the synthetic
+    corpus (see :func:`is_synthetic_corpus`).
+    """
+    run = _run_config(cfg, overrides)
+    rows = chexnet_table(run, checkpoint, task=task, split=split, n_boot=n_boot, device=device)
+    return rows, format_chexnet_table(rows, synthetic=is_synthetic_corpus(run.data_root))

@@ -17,6 +17,7 @@ from medzoo.recipes import (
     PUBLISHED_CHEXNET,
     PUBLISHED_WANG2017,
     RECIPES,
+    chexnet_report,
     chexnet_table,
     collect_scores,
     evaluate_recipe,
@@ -204,6 +205,8 @@ def test_chexnet_table_has_the_published_columns(chexnet_run, corpus):
     assert "Wang et al. 2017 (published, different data)" in header
     assert "| Pleural Thickening |" in text and "| 0.9164 | 0.767 |" in text
     assert "different data" not in format_chexnet_table(rows, synthetic=False)
+    rows2, text2 = chexnet_report(cfg, ckpt, n_boot=50)  # what `medzoo evaluate --table chexnet` prints
+    assert [r["label"] for r in rows2] == [r["label"] for r in rows] and text2 == text
 
 
 def test_chexnet_table_needs_a_multilabel_task(corpus, tmp_path):
