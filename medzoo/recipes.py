@@ -150,6 +150,9 @@ def label_counts(cfg: Any, task: str) -> tuple[np.ndarray, np.ndarray]:
     for i, d in enumerate(cfg.data):
         for src in (s for s, t in d.tasks.items() if t == task):
             manifest, train = _train_split(cfg, i, d)
+            if src not in manifest.label_names:
+                raise ConfigError(f"data[{i}].tasks.{src}: dataset {d.kind!r} has no task {src!r}; its tasks: "
+                                  f"{manifest.tasks}")
             index = label_index(manifest.label_names[src], labels, f"data[{i}].tasks.{src}", d.ignore_labels)
             cols = np.asarray(index)
             for rec in train:
