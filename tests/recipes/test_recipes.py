@@ -98,6 +98,10 @@ def test_pos_weight_auto_needs_a_multilabel_task(corpus, tmp_path):
         resolve_pos_weight(cfg)
     with pytest.raises(KeyError, match="unknown recipe 'chexnet'"):
         load_recipe("chexnet")
+    cfg = tiny_recipe("cxr14_chexnet", corpus, tmp_path)
+    cfg.data[0].tasks = {"labels": "findings"}
+    with pytest.raises(ConfigError, match=r"data\[0\].tasks.labels: dataset 'nih-cxr14' has no task 'labels'"):
+        resolve_pos_weight(cfg)
 
 
 @pytest.mark.parametrize("name", [r for r in RECIPES if r != "cxr14_chexnet"])
