@@ -37,7 +37,8 @@ EXPECTED = {
     "cxr14_chexnet": ["test/findings/mean_auroc", "test/findings/auroc/Pleural_Thickening"],
     "tb": ["test/tb/accuracy", "test/tb/auroc"],
     "cxr_lung_seg": ["test/lung/dice/lung", "test/lung/mean_dice"],
-    "cxr_seg_severity": ["test/lung/mean_dice", "test/severity/mae/geographic_mean", "test/severity/mae/opacity_mean"],
+    "cxr_seg_severity": ["test/lung/mean_dice", "test/severity/mae/geographic_mean",
+                         "test/severity/mae/opacity_mean"],
 }
 
 
