@@ -45,7 +45,8 @@ EXPECTED = {
 def tiny_recipe(name, corpus, tmp_path, *extra):
     enc = TINY_DENSENET if name == "cxr14_chexnet" else TINY_RESNET
     return load_recipe(name, [f"data_root={corpus}", f"output.dir={tmp_path / name}", f"train.max_steps={STEPS}",
-                              "train.epochs=5", "train.eval_every=5", "train.device=cpu", "output.tensorboard=false", *extra],
+                              "train.epochs=5", "train.eval_every=5", "train.device=cpu", "output.tensorboard=false",
+                              *extra],
                        image_size=32, batch_size=4, encoder=enc)
 
 
