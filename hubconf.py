@@ -1,10 +1,10 @@
 """torch.hub entry points: ``torch.hub.load(repo_dir, "resnet18", source="local")`` builds a medzoo encoder.
 
-One entry point per registered encoder name (``resnet10`` ... ``resnet200``), taking ``create_encoder``'s keyword
-arguments plus ``weights`` (a catalog name, an export directory or ``medicalnet:PATH`` whose encoder is loaded, with
-the report in ``encoder.load_report``), and ``zoo(name, **kw)``, which returns the model of a catalog entry or
-export directory (``medzoo.zoo.load``). Nothing here touches the network unless ``weights`` names an entry that is
-not cached yet.
+One entry point per registered encoder name (``resnet10`` ... ``resnet200``, ``densenet121``), taking
+``create_encoder``'s keyword arguments plus ``weights`` (a catalog name, an export directory or ``medicalnet:PATH``
+whose encoder is loaded, with the report in ``encoder.load_report``), and ``zoo(name, **kw)``, which returns the
+model of a catalog entry or export directory (``medzoo.zoo.load``). Nothing here touches the network unless
+``weights`` names an entry that is not cached yet.
 
 Example:
     >>> import torch  # doctest: +SKIP
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # torch.hub.list lists every public callable, so keep typing 
 
 dependencies = ["torch", "monai"]
 
-__all__ = ["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200", "zoo"]
+__all__ = ["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200", "densenet121", "zoo"]
 
 
 def _encoder(name: str, weights: str | None, kwargs: dict[str, Any]) -> Any:
@@ -67,6 +67,11 @@ def resnet152(weights: str | None = None, **kwargs: Any) -> Any:
 def resnet200(weights: str | None = None, **kwargs: Any) -> Any:
     """medzoo ResNet-200 encoder (``create_encoder("resnet200", **kwargs)``), optionally with ``weights`` loaded."""
     return _encoder("resnet200", weights, kwargs)
+
+
+def densenet121(weights: str | None = None, **kwargs: Any) -> Any:
+    """medzoo 2D DenseNet-121 encoder (``create_encoder("densenet121", **kwargs)``), optionally with ``weights``."""
+    return _encoder("densenet121", weights, kwargs)
 
 
 def zoo(name: str, **kwargs: Any) -> Any:

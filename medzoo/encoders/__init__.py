@@ -1,9 +1,9 @@
-"""Encoders: the ResNet family on MONAI, registered by name.
+"""Encoders: the ResNet family on MONAI, and a 2D DenseNet-121 baseline (CheXNet), registered by name.
 
 Example:
     >>> from medzoo.encoders import create_encoder, list_encoders
     >>> list_encoders()[:3]
-    ['resnet10', 'resnet18', 'resnet34']
+    ['densenet121', 'resnet10', 'resnet18']
     >>> create_encoder("resnet50", widths=(8, 16, 32, 64)).out_channels
     (8, 32, 64, 128, 256)
 """
@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from medzoo.encoders.base import Encoder, check_encoder_input
+from medzoo.encoders.densenet import DenseNetEncoder
 from medzoo.encoders.resnet import DEFAULT_WIDTHS, RESNET_SPECS, ResNetEncoder
 from medzoo.registry import Registry
 
-__all__ = ["ENCODERS", "Encoder", "ResNetEncoder", "create_encoder", "list_encoders", "check_encoder_input",
-           "DEFAULT_WIDTHS", "RESNET_SPECS"]
+__all__ = ["ENCODERS", "Encoder", "ResNetEncoder", "DenseNetEncoder", "create_encoder", "list_encoders",
+           "check_encoder_input", "DEFAULT_WIDTHS", "RESNET_SPECS"]
 
 ENCODERS = Registry("encoder")
 
@@ -68,16 +69,24 @@ def resnet200(**kwargs: Any) -> ResNetEncoder:
     return _create_resnet(200, **kwargs)
 
 
+@ENCODERS.register("densenet121")
+def densenet121(**kwargs: Any) -> DenseNetEncoder:
+    """DenseNet-121 (2D only; MONAI ``DenseNet121``), CheXNet's architecture; sized by ``init_features``,
+    ``growth_rate`` and ``block_config`` (defaults 64, 32, (6, 12, 24, 16))."""
+    return DenseNetEncoder(name="densenet121", **kwargs)
+
+
 def create_encoder(name: str, *, in_channels: int = 1, output_stride: int = 32,
-                   widths: tuple[int, ...] | None = None, **kwargs: Any) -> ResNetEncoder:
+                   widths: tuple[int, ...] | None = None, **kwargs: Any) -> ResNetEncoder | DenseNetEncoder:
     """Build a registered encoder by name.
 
     Args:
-        name: one of :func:`list_encoders` (resnet10/18/34/50/101/152/200).
+        name: one of :func:`list_encoders` (resnet10/18/34/50/101/152/200, densenet121: 2D only, stride 32).
         in_channels: input channels (a 1-channel pretrained stem is adapted when loading, and reported).
         output_stride: 32, 16 or 8; 8 is MedicalNet's geometry.
-        widths: the four stage widths, for tiny models (default 64, 128, 256, 512).
-        **kwargs: ``shortcut``, ``bias_downsample``, or ``monai.networks.nets.ResNet`` options (``norm``, ``act``).
+        widths: the four stage widths, for tiny models (default 64, 128, 256, 512); ResNets only.
+        **kwargs: ``shortcut``, ``bias_downsample``, or ``monai.networks.nets.ResNet`` options (``norm``, ``act``);
+            for densenet121 ``init_features``, ``growth_rate``, ``block_config``, ``bn_size``, ``norm``, ``act``.
 
     Returns:
         The encoder; see :mod:`medzoo.encoders.base` for its contract.

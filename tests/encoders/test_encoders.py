@@ -1,4 +1,4 @@
-"""The encoder contract, checked for every registered encoder (STYLE 2, 11)."""
+"""The encoder contract, checked for every registered ResNet encoder (STYLE 2, 11); DenseNet: test_densenet.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from medzoo.encoders import create_encoder, list_encoders
 from medzoo.encoders.base import Encoder
 from tests.conftest import TINY_WIDTHS
 
-ENCODERS = list_encoders()
+ENCODERS = list_encoders("resnet*")  # ResNet-specific checks; the DenseNet baseline: test_densenet.py
 STRIDES = (32, 16, 8)
 _cache: dict = {}
 

@@ -13,6 +13,11 @@ from medzoo.models import MultiTaskModel, create_model
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "models").glob("*.yaml"))
 TINY = ["encoder.widths=[8,16,32,64]"]
+TINY_DENSENET = ["encoder.options={init_features: 8, growth_rate: 4, block_config: [1, 1, 1, 1]}"]  # no widths
+
+
+def _tiny(path):
+    return TINY_DENSENET if load_config(path).encoder.name.startswith("densenet") else TINY
 
 
 def _inputs(level):
@@ -29,8 +34,12 @@ def test_the_four_model_configs_exist():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_create_model_forward_backward(path):
-    model = create_model(path, overrides=TINY)
-    assert isinstance(model, MultiTaskModel) and model.config.encoder.widths == (8, 16, 32, 64)
+    model = create_model(path, overrides=_tiny(path))
+    assert isinstance(model, MultiTaskModel)
+    if model.config.encoder.name.startswith("densenet"):
+        assert model.encoder.out_channels == (8, 12, 10, 9, 8)
+    else:
+        assert model.config.encoder.widths == (8, 16, 32, 64)
     model.train()
     seen = {}
     for level in sorted(set(model.task_levels.values())):
