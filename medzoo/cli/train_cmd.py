@@ -58,6 +58,9 @@ def add_parser(subparsers: Any) -> None:
                    help="a Trainer checkpoint (best.pt / last.pt) or export folder; repeat for an ensemble")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--out", default=None, help="folder for metrics.csv/json and the tables (.md, .csv, .json)")
+    p.add_argument("--table", choices=["chexnet"], default=None,
+                   help="also print per-class AUROC (95%% bootstrap CI) beside published CheXNet / Wang et al. values")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for --table")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="AUROC 95%% CIs from N bootstrap draws")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--localization", default=None, choices=["nih-cxr14", "vindr-cxr"],
@@ -163,6 +166,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
                          "its boxes) go together")
     metrics, preds = _evaluate_models(args)
     print(format_table(metrics))
+    if args.table == "chexnet":
+        from medzoo.recipes import chexnet_report
+
+        rows, text = chexnet_report(args.config, args.models[0], split=args.split, overrides=args.overrides,
+                                    n_boot=args.n_boot)
+        print(f"\n{text}")
+        if args.out:
+            from medzoo.infer.evaluate import write_table
+
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            write_table(rows, Path(args.out) / "chexnet_table.csv")
     tables = _tables(args, preds)
     markdown = {name: chexnet_markdown(rows) if name.endswith("_auroc_ci") else format_markdown(rows)
                 for name, rows in tables.items()}

@@ -58,13 +58,14 @@ def evaluate_checkpoint(cfg: RunConfig | str | Path | dict, checkpoint: str | Pa
     from medzoo.config import ConfigError
     from medzoo.data.collate import collate
     from medzoo.models import create_model
+    from medzoo.recipes import resolve_pos_weight
     from medzoo.train.checkpoint import model_from_checkpoint
     from medzoo.train.data import build_datasets
     from medzoo.train.evaluate import evaluate
     from medzoo.train.objective import Objective
     from medzoo.train.trainer import _device
 
-    run = cfg if isinstance(cfg, RunConfig) and not overrides else load_run_config(cfg, overrides)
+    run = resolve_pos_weight(cfg if isinstance(cfg, RunConfig) and not overrides else load_run_config(cfg, overrides))
     path = Path(checkpoint)
     model = create_model(path) if path.is_dir() else model_from_checkpoint(path)[0]
     missing = sorted(set(run.model.tasks) - set(model.tasks))

@@ -97,6 +97,9 @@ class Trainer:
         from medzoo.models import create_model
 
         self.cfg = cfg if isinstance(cfg, RunConfig) and not overrides else load_run_config(cfg, overrides)
+        from medzoo.recipes import resolve_pos_weight
+
+        self.cfg = resolve_pos_weight(self.cfg)  # `pos_weight: auto` -> negatives/positives of the training split
         t = self.cfg.train
         D.init_distributed(t.device)
         self.rank, self.world = D.rank(), D.world_size()

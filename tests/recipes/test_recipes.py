@@ -225,3 +225,22 @@ def test_experiment_yaml_is_plain_yaml():
     for name in RECIPES:
         data = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
         assert set(data) <= {"data_root", "model", "data", "train", "output", "init"}
+
+
+def test_cli_trains_chexnet_recipe_with_auto_pos_weight_and_prints_the_table(corpus, tmp_path, capsys):
+    """`medzoo train` resolves `pos_weight: auto`; `medzoo evaluate --table chexnet` prints the published columns."""
+    from medzoo.cli.main import main
+
+    config = str(CONFIG_DIR / "cxr14_chexnet.yaml")
+    sets = ["--set", f"data_root={corpus}", "--set", "model.encoder.name=resnet10",
+            "--set", "model.encoder.widths=[8,16,32,64]"]
+    assert main(["-q", "train", "-c", config, *sets, "--set", "train.max_steps=2",
+                 "--set", f"output.dir={tmp_path / 'run'}"]) == 0
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "pos_weight: auto" not in saved and "pos_weight:" in saved
+    capsys.readouterr()
+    assert main(["-q", "evaluate", "-c", config, *sets, "--model", str(tmp_path / "run" / "last.pt"),
+                 "--table", "chexnet", "--n-boot", "20", "--out", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "CheXNet 2017 (published, different data)" in out and "| Cardiomegaly |" in out
+    assert (tmp_path / "eval" / "chexnet_table.csv").is_file()
