@@ -26,9 +26,22 @@ def test_window_covering_volume_equals_whole_volume(seg3d):
     with torch.no_grad():
         whole = seg3d(x, tasks=["seg"])["seg"]
         covering = sliding_window_inference(x, (16, 24, 20), 1, lambda w: seg3d(w, tasks=["seg"])["seg"])
-    got = Predictor(seg3d, patch_size=(16, 24, 20)).dense_logits(x, ["seg"])["seg"]
+    got = Predictor(seg3d, patch_size=(16, 24, 20), fuse=False).dense_logits(x, ["seg"])["seg"]
     torch.testing.assert_close(covering, whole, rtol=0, atol=1e-6)
     torch.testing.assert_close(got, whole, rtol=0, atol=0)
+
+
+def test_default_predictor_folds_batchnorm_with_unchanged_outputs(seg3d):
+    """The adopted inference default: BN folded into the convolutions of a copy; outputs equal within 1e-5."""
+    x = torch.rand(1, 1, 16, 24, 20)
+    predictor = Predictor(seg3d, patch_size=(16, 24, 20))
+    assert predictor.model is not seg3d
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in predictor.model.modules())
+    n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in predictor.model.encoder.modules())
+    assert n_bn < sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in seg3d.encoder.modules())
+    with torch.no_grad():
+        whole = seg3d(x, tasks=["seg"])["seg"]
+    torch.testing.assert_close(predictor.dense_logits(x, ["seg"])["seg"], whole, rtol=1e-5, atol=1e-5)
 
 
 def test_large_volume_equals_direct_sliding_window_call(seg3d):
