@@ -36,7 +36,8 @@ def test_default_predictor_folds_batchnorm_with_unchanged_outputs(seg3d):
     x = torch.rand(1, 1, 16, 24, 20)
     predictor = Predictor(seg3d, patch_size=(16, 24, 20))
     assert predictor.model is not seg3d
-    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in predictor.model.modules())
+    bn = torch.nn.modules.batchnorm._BatchNorm
+    assert not any(isinstance(m, bn) and m.training for m in predictor.model.modules())
     n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in predictor.model.encoder.modules())
     assert n_bn < sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in seg3d.encoder.modules())
     with torch.no_grad():
