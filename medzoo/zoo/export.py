@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,21 +28,14 @@ from typing import Any
 import torch
 import yaml
 
+from medzoo.zoo.download import sha256_file  # one hashing routine for the zoo
+
 __all__ = ["WEIGHTS_FILE", "CONFIG_FILE", "METADATA_FILE", "CARD_FILE", "write_export_dir", "read_export_dir",
            "sha256_file", "runtime_versions", "is_export_dir"]
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE, CONFIG_FILE, METADATA_FILE, CARD_FILE = "model.safetensors", "config.yaml", "metadata.json", "README.md"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def runtime_versions() -> dict[str, str]:
