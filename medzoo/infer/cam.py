@@ -10,7 +10,7 @@
   slice uses the head's weights on each slice's last map (for aggregators that keep the feature size: mean,
   attention); Grad-CAM differentiates the patient-level logit through the aggregator into every slice.
 
-Maps are raw (not normalised); use :func:`medzoo.infer.localization.minmax_normalize` for [0, 1].
+Maps are raw (not normalised); use :func:`medzoo.metrics.localization.minmax_normalize` for [0, 1].
 
 Example:
     >>> import torch, medzoo

@@ -7,7 +7,7 @@
   with CIs.
 - :func:`evaluate_localization`: heatmaps against the boxes of NIH ``BBox_List_2017.csv`` (``(x, y, w, h)``) and
   VinDr-CXR (``(x_min, y_min, x_max, y_max)`` per radiologist, merged), scored with
-  :mod:`medzoo.infer.localization`: soft Dice, IoU and Dice at top-k percent, IoBB hit rates, pointing game.
+  :mod:`medzoo.metrics.localization`: soft Dice, IoU and Dice at top-k percent, IoBB hit rates, pointing game.
 - :func:`write_table` / :func:`write_tables`: markdown, CSV or JSON by suffix.
 
 Example:
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from medzoo.infer.localization import IOBB_THRESHOLDS, box_to_mask, hit_rates, localization_scores
+from medzoo.metrics.localization import IOBB_THRESHOLDS, box_to_mask, hit_rates, localization_scores
 
 __all__ = [
     "auroc_ci_table", "boxes_by_label", "chexnet_markdown", "covidx_ct_tables", "evaluate_localization",
@@ -46,12 +46,12 @@ def auroc_ci_table(scores: Any, targets: Any, labels: Sequence[str], n_boot: int
         scores: ``[N]`` or ``[N, L]`` probabilities.
         targets: same shape, 0/1, NaN = unknown.
         labels: L names.
-        n_boot, level, seed: see :func:`medzoo.train.metrics.auroc_bootstrap_ci`.
+        n_boot, level, seed: see :func:`medzoo.metrics.auroc_bootstrap_ci`.
 
     Returns:
         Rows ``{"label", "auroc", "ci_lower", "ci_upper", "n_pos", "n_neg"}``.
     """
-    from medzoo.train.metrics import auroc_bootstrap_ci
+    from medzoo.metrics import auroc_bootstrap_ci
 
     s = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
     t = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
@@ -85,7 +85,7 @@ def chexnet_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 3, title: 
 # ------------------------------------------------------------------------------------------------- COVIDx-CT
 def _class_rows(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str], n_boot: int,
                 seed: int) -> list[dict[str, Any]]:
-    from medzoo.train.metrics import classification_metrics, one_hot_targets
+    from medzoo.metrics import classification_metrics, one_hot_targets
 
     valid = ~np.isnan(targets)
     m = classification_metrics(targets[valid], probs[valid], len(classes), classes)
@@ -111,14 +111,14 @@ def covidx_ct_tables(patient_ids: Sequence[Any], slice_probs: Any, slice_targets
         slice_targets: ``[N]`` class indices.
         classes: K class names.
         patient_probs: a series model's own patient output ``{patient: [K]}`` (DECISIONS 19); default: slice
-            probabilities aggregated with ``method`` (:func:`medzoo.train.metrics.aggregate_by_patient`).
+            probabilities aggregated with ``method`` (:func:`medzoo.metrics.aggregate_by_patient`).
         method: ``mean`` or ``majority``.
         n_boot, seed: bootstrap settings for the AUROC CIs.
 
     Returns:
         ``{"slice": rows, "patient": rows}``, each one row per class plus an ``all`` row with accuracy.
     """
-    from medzoo.train.metrics import aggregate_by_patient
+    from medzoo.metrics import aggregate_by_patient
 
     p = np.asarray(slice_probs, dtype=np.float64)
     t = np.asarray(slice_targets, dtype=np.float64)
@@ -167,11 +167,11 @@ def evaluate_localization(heatmap_fn: Callable[[Any, str], np.ndarray], records:
         labels: the model's label names; boxes of other labels are left out.
         label_map: dataset label -> model label (e.g. ``{"Nodule/Mass": "Nodule"}``).
         ks: top-k percentages.
-        ties: tie rule of :func:`medzoo.infer.localization.binarize_top_k`.
+        ties: tie rule of :func:`medzoo.metrics.localization.binarize_top_k`.
 
     Returns:
         One row per (record, label): ``id``, ``label``, ``n_boxes`` and every score of
-        :func:`~medzoo.infer.localization.localization_scores` (heatmap min-max normalised; boxes of one label
+        :func:`~medzoo.metrics.localization.localization_scores` (heatmap min-max normalised; boxes of one label
         merged into one target).
     """
     label_map = dict(label_map or {})

@@ -29,8 +29,8 @@ from torch import nn
 
 from medzoo.infer.cam import explain
 from medzoo.infer.inputs import LoadedInput, classify_path, load_input
-from medzoo.infer.localization import minmax_normalize
 from medzoo.infer.preprocess import prepare_image, prepare_series, prepare_volume
+from medzoo.metrics.localization import minmax_normalize
 
 __all__ = ["ExplainResult", "explain_input", "write_explanation"]
 

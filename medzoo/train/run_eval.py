@@ -175,7 +175,7 @@ def bootstrap_tables(preds: Mapping[str, TaskPredictions], n_boot: int = 1000,
     Regression tasks have no AUROC and are left out (logged).
     """
     from medzoo.infer.evaluate import auroc_ci_table, covidx_ct_tables
-    from medzoo.train.metrics import one_hot_targets
+    from medzoo.metrics import one_hot_targets
 
     tables: dict[str, list[dict[str, Any]]] = {}
     for task, p in preds.items():

@@ -33,10 +33,10 @@ import torch.nn.functional as F
 
 from medzoo.encoders import create_encoder
 from medzoo.heads.localization import LocalizationHead
-from medzoo.infer.localization import binarize_top_k, hit_rates, iobb, localization_scores, minmax_normalize
+from medzoo.metrics.auroc import mean_auroc
+from medzoo.metrics.localization import binarize_top_k, hit_rates, iobb, localization_scores, minmax_normalize
 from medzoo.models import MultiTaskModel
 from medzoo.models.align import load_gray
-from medzoo.train.auroc import mean_auroc
 from medzoo.train.weak_loc import NIH_BOX_SPACE, BoxList, rasterize_boxes, record_boxes, weak_loc_loss
 
 __all__ = ["BOX_CLASSES", "WeakLocConfig", "WeakLocExperiment", "LocData", "load_nih", "build_model", "train_weak_loc",

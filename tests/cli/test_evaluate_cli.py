@@ -16,7 +16,7 @@ from medzoo.cli import train_cmd
 from medzoo.data import open_dataset
 from medzoo.infer.ensemble import EnsembleError
 from medzoo.infer.evaluate import auroc_ci_table, covidx_ct_tables, model_heatmap_fn
-from medzoo.infer.localization import box_to_mask, localization_scores
+from medzoo.metrics.localization import box_to_mask, localization_scores
 from medzoo.train.evaluate import TaskPredictions
 from medzoo.train.run_eval import ensemble_predictions
 from tests.train.train_fixtures import run_config, write_config

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medzoo.infer.localization import (
+from medzoo.metrics.localization import (
     IOBB_THRESHOLDS,
     binarize_top_k,
     box_to_mask,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.metrics import DiceMetric, MeanIoU
 
-from medzoo.train.metrics import (
+from medzoo.metrics import (
     aggregate_by_patient,
     auroc,
     auroc_bootstrap_ci,

@@ -1,118 +1,27 @@
-"""Evaluation metrics: segmentation overlap, AUROC with bootstrap CIs, classification, regression, patient level.
+"""Classification metrics: confusion matrix, accuracy / sensitivity / precision per class, binary rates, and the
+patient level (slice predictions aggregated per patient).
 
-Segmentation metrics work on torch tensors (they run on model outputs, possibly on the GPU). The others take
-numpy arrays or tensors (moved to the CPU) and return numpy values. Missing targets are NaN everywhere and are
-left out per label; a metric that is undefined (0/0, a single class present) is NaN, never a made-up number.
+They take numpy arrays or tensors (moved to the CPU) and return numpy values. Missing targets are NaN and are left
+out; a metric that is undefined (0/0, a single class present) is NaN, never a made-up number.
 
 Example:
     >>> import numpy as np
-    >>> auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
-    0.75
+    >>> confusion_matrix([0, 1, 1], [0, 1, 0], 2).tolist()
+    [[1, 0], [1, 1]]
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from medzoo.train.auroc import AurocCI, _auroc_1d, _np, _scores_targets, auroc, auroc_bootstrap_ci, mean_auroc
+from medzoo.metrics.auroc import _auroc_1d, _np, _scores_targets
 
-__all__ = [
-    "AurocCI",
-    "PatientPredictions",
-    "aggregate_by_patient",
-    "auroc",
-    "auroc_bootstrap_ci",
-    "binary_metrics",
-    "classification_metrics",
-    "confusion_matrix",
-    "dice_per_class",
-    "iou_per_class",
-    "mae",
-    "mean_auroc",
-    "one_hot_targets",
-    "r2_score",
-    "regression_metrics",
-]
-
-logger = logging.getLogger(__name__)
-
-
-
-
-# ------------------------------------------------------------------------------------------------ segmentation
-def _overlaps(pred: Tensor, target: Tensor, num_classes: int | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Per sample and class: |P ∩ T|, |P|, |T| as float64 ``[B, C]``."""
-    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
-    if num_classes is not None:
-        if pred.shape != target.shape:
-            raise ValueError(f"label maps must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-        for name, lab in (("pred", pred), ("target", target)):
-            if bool(((lab < 0) | (lab >= num_classes)).any()):
-                raise ValueError(f"{name} labels must lie in [0, {num_classes}), got values in "
-                                 f"[{int(lab.min())}, {int(lab.max())}]")
-        pred = torch.nn.functional.one_hot(pred.long(), num_classes).movedim(-1, 1)
-        target = torch.nn.functional.one_hot(target.long(), num_classes).movedim(-1, 1)
-    elif pred.shape != target.shape or pred.ndim < 3 or any(bool(((x != 0) & (x != 1)).any()) for x in (pred, target)):
-        raise ValueError(f"one-hot inputs must both be 0/1 [B, C, *S], got {tuple(pred.shape)} and "
-                         f"{tuple(target.shape)} (pass num_classes for label maps)")
-    pred, target = pred.bool(), target.bool()
-    dims = tuple(range(2, pred.ndim))
-    inter = (pred & target).sum(dims).double()
-    return inter, pred.sum(dims).double(), target.sum(dims).double()
-
-
-def _finish(score: Tensor, n_pred: Tensor, n_true: Tensor, include_background: bool, ignore_empty: bool) -> Tensor:
-    empty_true = n_true == 0
-    if ignore_empty:
-        score = torch.where(empty_true, torch.full_like(score, float("nan")), score)
-    else:  # both empty -> perfect agreement; only the prediction non-empty -> 0 (already)
-        score = torch.where(empty_true & (n_pred == 0), torch.ones_like(score), score)
-    return score if include_background else score[:, 1:]
-
-
-def dice_per_class(pred: Tensor, target: Tensor, num_classes: int | None = None, include_background: bool = True,
-                   ignore_empty: bool = True) -> Tensor:
-    """Dice ``2|P∩T| / (|P| + |T|)`` per sample and class.
-
-    Args:
-        pred: label map ``[B, *S]`` (with ``num_classes``) or binary one-hot ``[B, C, *S]`` (without); a tensor
-            or an array.
-        target: same form as ``pred``.
-        num_classes: the number of classes of label maps; None means the inputs are one-hot.
-        include_background: keep class 0.
-        ignore_empty: NaN where the class is absent from the target (then average with ``nanmean``); otherwise
-            1 when both are empty and 0 when only the target is.
-
-    Returns:
-        float64 ``[B, C]`` (``C - 1`` without background).
-
-    Example:
-        >>> dice_per_class(torch.tensor([[0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 1]]), num_classes=2)
-        tensor([[0.6667, 0.8000]], dtype=torch.float64)
-    """
-    inter, n_pred, n_true = _overlaps(pred, target, num_classes)
-    score = 2 * inter / (n_pred + n_true).clamp_min(1)
-    return _finish(score, n_pred, n_true, include_background, ignore_empty)
-
-
-def iou_per_class(pred: Tensor, target: Tensor, num_classes: int | None = None, include_background: bool = True,
-                  ignore_empty: bool = True) -> Tensor:
-    """IoU (Jaccard) ``|P∩T| / |P∪T|`` per sample and class; arguments as :func:`dice_per_class`.
-
-    Example:
-        >>> iou_per_class(torch.tensor([[0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 1]]), num_classes=2)
-        tensor([[0.5000, 0.6667]], dtype=torch.float64)
-    """
-    inter, n_pred, n_true = _overlaps(pred, target, num_classes)
-    score = inter / (n_pred + n_true - inter).clamp_min(1)
-    return _finish(score, n_pred, n_true, include_background, ignore_empty)
+__all__ = ["PatientPredictions", "aggregate_by_patient", "binary_metrics", "classification_metrics",
+           "confusion_matrix", "one_hot_targets"]
 
 
 def one_hot_targets(y: Any, num_classes: int) -> np.ndarray:
@@ -227,60 +136,6 @@ def binary_metrics(y_true: Any, scores: Any, threshold: float = 0.5) -> dict[str
     out.update({k: float(v[1]) for k, v in rates.items()})
     out["auroc"] = _auroc_1d(s, t)
     return out
-
-
-# ------------------------------------------------------------------------------------------------- regression
-def _regression_inputs(preds: Any, targets: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-    p, t = _np(preds), _np(targets)
-    if p.shape != t.shape or p.ndim not in (1, 2):
-        raise ValueError(f"preds and targets must both be [N] or [N, L], got {p.shape} and {t.shape}")
-    return p.reshape(len(p), -1), t.reshape(len(t), -1), p.ndim == 1
-
-
-def mae(preds: Any, targets: Any) -> float | np.ndarray:
-    """Mean absolute error per output over non-NaN targets (NaN for an output without targets).
-
-    Example:
-        >>> mae(np.array([[1.0, 2.0], [3.0, 0.0]]), np.array([[2.0, np.nan], [1.0, 1.0]]))
-        array([1.5, 1. ])
-    """
-    p, t, flat = _regression_inputs(preds, targets)
-    valid = ~np.isnan(t)
-    out = _ratio(np.where(valid, np.abs(p - np.nan_to_num(t)), 0).sum(axis=0), valid.sum(axis=0))
-    return float(out[0]) if flat else out
-
-
-def r2_score(preds: Any, targets: Any) -> float | np.ndarray:
-    """Coefficient of determination ``1 - SS_res / SS_tot`` per output over non-NaN targets.
-
-    NaN where an output has fewer than 2 targets or constant targets (``SS_tot = 0``).
-
-    Example:
-        >>> r2_score(np.array([1.0, 2.0, 2.0]), np.array([1.0, 2.0, 3.0]))
-        0.5
-    """
-    p, t, flat = _regression_inputs(preds, targets)
-    out = np.full(p.shape[1], np.nan)
-    for j in range(p.shape[1]):
-        v = ~np.isnan(t[:, j])
-        if v.sum() >= 2:
-            ss_tot = ((t[v, j] - t[v, j].mean()) ** 2).sum()
-            out[j] = 1 - ((t[v, j] - p[v, j]) ** 2).sum() / ss_tot if ss_tot > 0 else np.nan
-    return float(out[0]) if flat else out
-
-
-def regression_metrics(preds: Any, targets: Any, names: Sequence[str] | None = None) -> dict[str, float]:
-    """``mae/<name>`` and ``r2/<name>`` per output (e.g. severity ``geographic`` and ``opacity``).
-
-    Example:
-        >>> regression_metrics(np.array([1.0, 2.0, 2.0]), np.array([1.0, 2.0, 3.0]), ["opacity"])["r2/opacity"]
-        0.5
-    """
-    m, r = np.atleast_1d(mae(preds, targets)), np.atleast_1d(r2_score(preds, targets))
-    names = [str(j) for j in range(len(m))] if names is None else list(names)
-    if len(names) != len(m):
-        raise ValueError(f"names has {len(names)} entries for {len(m)} outputs")
-    return {**{f"mae/{n}": float(v) for n, v in zip(names, m)}, **{f"r2/{n}": float(v) for n, v in zip(names, r)}}
 
 
 # ---------------------------------------------------------------------------------------------- patient level
