@@ -24,7 +24,7 @@ FORMATS = ("safetensors", "torchscript", "onnx", "bundle")
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` and ``publish`` subcommands."""
     p = subparsers.add_parser("export", help="export a checkpoint as safetensors (+ TorchScript, ONNX, MONAI bundle)")
-    p.add_argument("ckpt", help="a training checkpoint (.pt) or an export directory")
+    p.add_argument("ckpt", help="a training checkpoint (.pt), an export directory or another model reference")
     p.add_argument("--out", required=True, help="the export directory to write")
     p.add_argument("--parts", choices=("encoder", "all"), default="all", help="the encoder only, or everything")
     p.add_argument("--format", default="safetensors",
@@ -54,22 +54,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _read_source(ref: str) -> tuple[Any, dict[str, Any]]:
     """``(model, metadata fields to keep)`` of a training checkpoint or an export directory."""
-    from medzoo.zoo.export import is_export_dir
-    from medzoo.zoo.load import load, model_from_checkpoint
+    from medzoo.zoo import resolve
 
-    if is_export_dir(ref):
-        model, _ = load(ref)
-        spec = model.weights_spec.to_dict()
-        keep = ("version", "preprocessing", "license", "source", "citation", "description", "metrics")
-        return model, {k: spec[k] for k in keep if spec.get(k)}
-    if not Path(ref).is_file():
-        raise FileNotFoundError(f"{ref}: no such checkpoint file or export directory")
-    model, run_config = model_from_checkpoint(ref)
-    extra = {"source": f"training checkpoint {Path(ref).name}"}
-    pre = run_config.get("preprocessing") if isinstance(run_config, dict) else None
-    if isinstance(pre, dict):
-        extra["preprocessing"] = pre
-    return model.eval(), extra
+    resolved = resolve(ref)
+    if resolved.spec is None:
+        what = "MedicalNet file" if resolved.kind == "medicalnet" else "training checkpoint"
+        return resolved.model, {"source": f"{what} {Path(resolved.source).name}"}
+    spec = resolved.spec.to_dict()
+    keep = ("version", "preprocessing", "license", "source", "citation", "description", "metrics")
+    return resolved.model, {k: spec[k] for k in keep if spec.get(k)}
 
 
 def _entry_name(args: argparse.Namespace) -> str:

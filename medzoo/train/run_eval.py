@@ -58,12 +58,12 @@ def evaluate_checkpoint(cfg: RunConfig | str | Path | dict, checkpoint: str | Pa
     from medzoo.config import ConfigError
     from medzoo.data.collate import collate
     from medzoo.models import create_model
-    from medzoo.recipes import resolve_pos_weight
-    from medzoo.train.checkpoint import model_from_checkpoint
+    from medzoo.train.class_weights import resolve_pos_weight
     from medzoo.train.data import build_datasets
     from medzoo.train.evaluate import evaluate
     from medzoo.train.objective import Objective
-    from medzoo.train.trainer import _device
+    from medzoo.utils.device import resolve_device as _device
+    from medzoo.zoo.checkpoint import model_from_checkpoint
 
     run = resolve_pos_weight(cfg if isinstance(cfg, RunConfig) and not overrides else load_run_config(cfg, overrides))
     path = Path(checkpoint)
@@ -218,7 +218,7 @@ def _contract(run: RunConfig, task: str, ref: str | Path) -> dict[str, Any]:
 
 def _load_model(ref: str | Path) -> Any:
     from medzoo.models import create_model
-    from medzoo.train.checkpoint import model_from_checkpoint
+    from medzoo.zoo.checkpoint import model_from_checkpoint
 
     path = Path(ref)
     return create_model(path) if path.is_dir() else model_from_checkpoint(path)[0]

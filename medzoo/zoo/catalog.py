@@ -38,7 +38,8 @@ from typing import Any
 
 import yaml
 
-from medzoo.zoo.download import atomic_write_bytes, cache_root, file_lock
+from medzoo.zoo._transfer import atomic_write_bytes
+from medzoo.zoo.cache import cache_root, file_lock
 from medzoo.zoo.spec import SpecError, WeightsSpec
 
 __all__ = [

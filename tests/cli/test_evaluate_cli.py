@@ -73,9 +73,9 @@ def _assert_rows(got, expected):
 def _forward_test_split(cfg, ckpt):
     """Per task, scores and targets of the test split, one sample per forward call (no evaluation code)."""
     from medzoo.data.collate import collate
-    from medzoo.train.checkpoint import model_from_checkpoint
     from medzoo.train.config import load_run_config
     from medzoo.train.data import build_datasets
+    from medzoo.zoo.checkpoint import model_from_checkpoint
 
     run = load_run_config(cfg)
     model = model_from_checkpoint(ckpt)[0].eval()
@@ -142,7 +142,7 @@ def test_localization_rows_for_every_boxed_image(trained, single):
     assert summary[-1]["label"] == "all" and summary[-1]["n"] == len(rows)
     assert {"acc@0.1", "acc@0.5", "acc@0.9", "pointing", "iou@10", "dice@50"} <= set(summary[-1])
     # one row again by hand: Grad-CAM heatmap, the 1024-px NIH box scaled to the PNG, the localisation scores
-    from medzoo.train.checkpoint import model_from_checkpoint
+    from medzoo.zoo.checkpoint import model_from_checkpoint
 
     rec = next(r for r in boxed if r.id == rows[0]["id"])
     box = next(b["box"] for b in rec.meta["boxes"] if b["label"] == rows[0]["label"])

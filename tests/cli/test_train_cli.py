@@ -8,7 +8,7 @@ import json
 import torch
 
 from medzoo.cli import train_cmd
-from medzoo.train.checkpoint import load_checkpoint
+from medzoo.zoo.checkpoint import load_checkpoint
 from tests.train.train_fixtures import run_config, write_config
 
 

@@ -120,7 +120,7 @@ def test_recipe_trains_and_evaluates(name, corpus, tmp_path):
 
 def test_chexnet_recipe_trains_and_evaluates(chexnet_run):
     cfg, result = chexnet_run
-    from medzoo.train.checkpoint import model_from_checkpoint
+    from medzoo.zoo.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(f"{result.run_dir}/last.pt")
     assert model.encoder.architecture()["encoder"] == "densenet121"
@@ -128,7 +128,7 @@ def test_chexnet_recipe_trains_and_evaluates(chexnet_run):
 
 
 def _check_run(name, cfg, result, start):
-    from medzoo.train.checkpoint import load_checkpoint
+    from medzoo.zoo.checkpoint import load_checkpoint
 
     assert result.step == STEPS
     ckpt = load_checkpoint(f"{result.run_dir}/last.pt")

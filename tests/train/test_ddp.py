@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from medzoo.train.checkpoint import load_checkpoint
+from medzoo.zoo.checkpoint import load_checkpoint
 from tests.train.train_fixtures import run_config
 
 TRAIN = {"max_steps": 3, "epochs": 3, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "norm_eval": True,

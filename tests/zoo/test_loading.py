@@ -1,4 +1,4 @@
-"""medzoo.zoo.load / load_pretrained / load_model: spec-driven building, reports, adaptation and refusals."""
+"""medzoo.zoo.load / load_pretrained: spec-driven building, reports, adaptation and refusals."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from medzoo.config import to_dict
 from medzoo.models import create_model
 from medzoo.zoo.catalog import add_entry
 from medzoo.zoo.export import sha256_file
-from medzoo.zoo.load import load, load_model, load_pretrained, spec_model_config
+from medzoo.zoo.loading import load_pretrained, spec_model_config
 from medzoo.zoo.publish import export_model
+from medzoo.zoo.resolver import load, resolve
 from medzoo.zoo.spec import WeightsSpec
 from medzoo.zoo.state import UnsafeWeightsError
 
@@ -254,7 +255,7 @@ def test_medicalnet_format_entry_loads_through_the_converter(tmp_path, medzoo_ho
     assert "encoder.conv1.weight" in report.adapted and "<geometry>" in report.adapted
 
 
-def test_load_model_resolves_references(series_export, tmp_path):
+def test_resolve_makes_every_kind_of_reference_into_the_same_model(series_export, tmp_path):
     model, full, _ = series_export
     ckpt = tmp_path / "last.pt"
     run_config = {"model": to_dict(model.config), "train": {"max_steps": 2}}
@@ -262,17 +263,21 @@ def test_load_model_resolves_references(series_export, tmp_path):
                 "rng": {"torch": torch.get_rng_state()}, "step": 2, "epoch": 0, "best": 0.5,
                 "config": yaml.safe_dump(run_config), "versions": {"torch": str(torch.__version__)}}, ckpt)
     for ref in (str(ckpt), f"ckpt:{ckpt}", str(full)):
-        _assert_same(model, load_model(ref))
+        _assert_same(model, resolve(ref).model)
     enc = create_model({"encoder": {"name": "resnet10", "widths": W, "output_stride": 8}, "tasks": {}}).encoder
     pth = tmp_path / "resnet_10.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in enc.state_dict().items()}}, pth)
-    _assert_same(enc, load_model(f"medicalnet:{pth}").encoder)
+    _assert_same(enc, resolve(f"medicalnet:{pth}").model.encoder)
 
 
-def test_medzoo_zoo_load_stays_callable_after_the_submodule_import(series_export):
+def test_medzoo_zoo_load_is_the_function_after_every_zoo_module_is_imported(series_export):
+    import importlib
+    import pkgutil
+
     import medzoo.zoo
-    import medzoo.zoo.load  # noqa: F401  (binds the submodule's name on the package)
 
+    for info in pkgutil.iter_modules(medzoo.zoo.__path__):
+        importlib.import_module(f"medzoo.zoo.{info.name}")  # binds each submodule's name on the package
     model, full, _ = series_export
     loaded, pre = medzoo.zoo.load(full)
     _assert_same(model, loaded)

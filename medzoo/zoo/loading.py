@@ -1,20 +1,18 @@
-"""Loading zoo weights into models, with a report of what was loaded, adapted, dropped and missing.
+"""Loading weights: building the model a weights spec describes, and loading parts of weights into a model.
 
-* :func:`load` builds the model a weights spec describes (head sizes and labels come from the spec), downloads and
-  verifies its files, loads them and returns ``(model, preprocessing)``. Arguments that contradict the spec are errors;
-  ``in_channels`` and ``output_stride`` are adapted (DECISIONS 12).
-* :func:`load_pretrained` loads parts of a catalog entry, an export directory or a weight file into an existing
-  model: an architecture mismatch (depth, block, shortcut, widths) is an error; the stem is adapted to the model's
-  ``in_channels``; a different ``output_stride`` is reported as a geometry change; heads are matched by name, and a
-  head whose size or labels differ is dropped by name, with a report.
-* :func:`load_model` resolves a model reference for the CLIs: a catalog name (``zoo:NAME``), an export directory,
-  a training checkpoint (``ckpt:PATH``) or a MedicalNet file (``medicalnet:PATH``).
+* :func:`build_from_weights` builds the model a catalog entry or export directory describes (head sizes and labels
+  come from the spec), downloads and verifies its files and loads them. Arguments that contradict the spec are
+  errors; ``in_channels`` and ``output_stride`` are adapted and reported, because the weights still fit.
+  :func:`medzoo.zoo.resolve` (and :func:`medzoo.zoo.load`) call it for ``zoo`` and ``export`` references.
+* :func:`load_pretrained` loads parts of a catalog entry, an export directory, a MedicalNet file, a training
+  checkpoint (``ckpt:PATH``) or a weight file into an existing model: an architecture mismatch (depth, block,
+  shortcut, widths) is an error; the stem is adapted to the model's ``in_channels``; a different ``output_stride`` is
+  reported as a geometry change; heads are matched by name, and a head whose size or labels differ is dropped by
+  name, with a report.
 
-Weights are read with safetensors or ``torch.load(weights_only=True)`` only; MedicalNet files go through
-:mod:`medzoo.zoo.medicalnet`. Encoder-only files hold bare encoder keys (DECISIONS 11).
-
-``medzoo.zoo.load`` names both this module and the function: importing a submodule binds its name on the package,
-which would hide a function of the same name, so calling the module calls :func:`load`.
+Weights are read with safetensors or ``torch.load(weights_only=True)`` only, so no file can run code; MedicalNet
+files go through :mod:`medzoo.zoo.medicalnet`. Encoder-only files hold bare encoder keys (``conv1.weight``), as
+MONAI's and MedicalNet's own files do, so that they load into either.
 
 Example:
     >>> from medzoo.models import create_model
@@ -29,8 +27,6 @@ import copy
 import json
 import logging
 import os
-import sys
-import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +35,18 @@ from typing import Any
 
 import yaml
 
+from medzoo.models import MultiTaskModel, create_model
 from medzoo.zoo.apply_weights import load_parts
+from medzoo.zoo.catalog import get_entry
+from medzoo.zoo.checkpoint import load_checkpoint_weights
+from medzoo.zoo.download import download
+from medzoo.zoo.export import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, runtime_versions, sha256_file
+from medzoo.zoo.references import ModelRef, parse_ref
 from medzoo.zoo.report import LoadReport
-from medzoo.zoo.spec import Preprocessing, TaskSpec, WeightsSpec
+from medzoo.zoo.spec import TaskSpec, WeightsSpec
 
-__all__ = ["load", "load_pretrained", "load_model", "spec_model_config", "check_versions", "WEIGHT_FORMATS"]
+__all__ = ["ALL_PARTS", "WEIGHT_FORMATS", "build_from_weights", "check_versions", "load_pretrained",
+           "spec_model_config"]
 
 log = logging.getLogger(__name__)
 
@@ -66,29 +69,22 @@ class _Source:
 
 
 # ----------------------------------------------------------------------------------------------- resolving
-def _resolve(ref: str | os.PathLike, *, allow_unpinned: bool, opts: Mapping[str, Any]) -> _Source:
-    """Find the spec, config and (verified, downloaded) weight files of a catalog name, export dir or file."""
-    from medzoo.zoo.export import is_export_dir
-
-    text = os.fspath(ref)
-    if text.startswith("zoo:"):
-        return _from_catalog(text[4:], allow_unpinned, opts)
-    if text.startswith("medicalnet:"):
-        return _Source(text, None, None, [(Path(text[len("medicalnet:"):]), "medicalnet-pth", "encoder")])
-    path = Path(text).expanduser()
-    if is_export_dir(path):
-        return _from_export_dir(path)
-    if path.is_file():
-        fmt = "safetensors" if path.suffix == ".safetensors" else "torch-state-dict"
-        return _Source(str(path), None, None, [(path, fmt, "unknown")])
-    if path.exists() or os.sep in text:
-        raise FileNotFoundError(f"{text}: not an export directory (model.safetensors + config.yaml) or a weight file")
-    return _from_catalog(text, allow_unpinned, opts)
+def _source(ref: ModelRef, *, allow_unpinned: bool, opts: Mapping[str, Any]) -> _Source:
+    """Find the spec, config and (verified, downloaded) weight files of a parsed reference."""
+    if ref.kind == "zoo":
+        return _from_catalog(ref.target, allow_unpinned, opts)
+    if ref.kind == "export":
+        return _from_export_dir(Path(ref.target))
+    if ref.kind == "medicalnet":
+        return _Source(ref.text, None, None, [(Path(ref.target), "medicalnet-pth", "encoder")])
+    path = Path(ref.target)
+    if not path.is_file():
+        raise FileNotFoundError(f"{ref.text}: no such weight file")
+    fmt = "safetensors" if path.suffix == ".safetensors" else "torch-state-dict"
+    return _Source(str(path), None, None, [(path, fmt, "unknown")])
 
 
 def _from_export_dir(path: Path) -> _Source:
-    from medzoo.zoo.export import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, sha256_file
-
     meta_path = path / METADATA_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path}: export directory without {METADATA_FILE} (the weights spec)")
@@ -104,9 +100,6 @@ def _from_export_dir(path: Path) -> _Source:
 
 
 def _from_catalog(name: str, allow_unpinned: bool, opts: Mapping[str, Any]) -> _Source:
-    from medzoo.zoo.catalog import get_entry
-    from medzoo.zoo.download import download
-
     spec = get_entry(name, catalog=opts.get("catalog"))
     dl = {k: opts[k] for k in ("cache_dir", "offline", "progress") if k in opts}
     files, config = [], None
@@ -264,8 +257,6 @@ def _build_config(src: _Source, parts: set[str], tasks: Any, kw: dict[str, Any])
 # ----------------------------------------------------------------------------------------------- versions
 def check_versions(recorded: Mapping[str, str], source: str) -> list[str]:
     """Warn (``UserWarning``) for each of medzoo/torch/monai whose major version differs from the recorded one."""
-    from medzoo.zoo.export import runtime_versions
-
     now = runtime_versions()
     msgs = []
     for pkg in ("medzoo", "torch", "monai"):
@@ -279,12 +270,14 @@ def check_versions(recorded: Mapping[str, str], source: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- public API
-def load(ref: str | os.PathLike, *, parts: str | Sequence[str] | None = None, tasks: Any = None,
-         allow_unpinned: bool = False, **kw: Any) -> tuple[Any, Preprocessing | None]:
-    """Build the model a catalog entry (or export directory) describes and load its weights.
+def build_from_weights(
+    ref: ModelRef, *, parts: str | Sequence[str] | None = None, tasks: Any = None, allow_unpinned: bool = False,
+    **kw: Any,
+) -> tuple[MultiTaskModel, WeightsSpec | None, LoadReport]:
+    """Build the model a catalog entry or export directory describes and load its weights.
 
     Args:
-        ref: a catalog entry name (``zoo:`` optional) or an export directory.
+        ref: a parsed ``zoo`` or ``export`` reference (:func:`~medzoo.zoo.references.parse_ref`).
         parts: the parts to load (default: all the weights hold): ``encoder``, ``heads``, ``heads.<task>``,
             ``aggregator`` or ``all``.
         tasks: ``None`` (the spec's tasks, when heads are loaded), a list of the spec's task names, or a mapping
@@ -296,34 +289,32 @@ def load(ref: str | os.PathLike, *, parts: str | Sequence[str] | None = None, ta
             ``catalog``, ``cache_dir``, ``offline``, ``progress`` for the download.
 
     Returns:
-        ``(model, preprocessing)``: a :class:`~medzoo.models.MultiTaskModel` in eval mode with the
-        :class:`LoadReport` as ``model.load_report`` and the spec as ``model.weights_spec``, and the spec's
-        :class:`~medzoo.zoo.spec.Preprocessing` (or ``None``).
+        ``(model in eval mode, the weights spec or None, the LoadReport)``.
 
-    Example:
-        >>> model, pre = load("resnet18.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
-        >>> model.encoder(torch.zeros(1, 1, 32, 64, 64))[-1].shape  # doctest: +SKIP
+    Raises:
+        ValueError: a reference that holds weights without saying how to build their model (a plain weight file,
+            ``medicalnet:`` and ``ckpt:`` are built by :func:`medzoo.zoo.resolve`), or a request that contradicts
+            the spec.
     """
-    from medzoo.models import create_model
-
     opts = {k: kw.pop(k) for k in _DOWNLOAD_KW if k in kw}
-    src = _resolve(ref, allow_unpinned=allow_unpinned, opts=opts)
+    src = _source(ref, allow_unpinned=allow_unpinned, opts=opts)
     wanted = _normalise_parts(parts, src.spec, src.spec.parts if src.spec else ALL_PARTS)
     model = create_model(_build_config(src, wanted, tasks, kw))
     if src.spec is not None:
         check_versions(src.spec.versions, src.name)
-    model.load_report = load_parts(model, src.files, src.spec, wanted, src.name)
-    model.weights_spec = src.spec
-    return model.eval(), (src.spec.preprocessing if src.spec else None)
+    report = load_parts(model, src.files, src.spec, wanted, src.name)
+    return model.eval(), src.spec, report
 
 
 def load_pretrained(model: Any, ref: str | os.PathLike, parts: str | Sequence[str] = ("encoder",), *,
                     allow_unpinned: bool = False, **opts: Any) -> LoadReport:
-    """Load parts of a catalog entry, export directory or weight file into ``model``; returns the report.
+    """Load parts of a model reference into ``model``; returns the report (also kept as ``model.load_report``).
 
     Args:
         model: a :class:`~medzoo.models.MultiTaskModel` (or a bare encoder, for ``parts=['encoder']``).
-        ref: a catalog name, an export directory, a ``.safetensors`` / ``.pt`` file, or ``medicalnet:PATH``.
+        ref: a catalog name, an export directory, a ``.safetensors`` / ``.pt`` file, ``medicalnet:PATH``, or
+            ``ckpt:PATH`` (a training checkpoint, loaded by submodule name: no architecture check, so that a run can
+            continue from any checkpoint whose keys fit).
         parts: ``encoder`` (default), ``heads``, ``heads.<task>``, ``aggregator`` or ``all``.
         allow_unpinned: download files whose sha256 the catalog does not pin.
         **opts: ``catalog``, ``cache_dir``, ``offline``, ``progress``.
@@ -339,60 +330,15 @@ def load_pretrained(model: Any, ref: str | os.PathLike, parts: str | Sequence[st
     bad = sorted(set(opts) - set(_DOWNLOAD_KW))
     if bad:
         raise TypeError(f"load_pretrained() got unexpected argument(s) {bad}; accepted: {list(_DOWNLOAD_KW)}")
-    src = _resolve(ref, allow_unpinned=allow_unpinned, opts=opts)
-    wanted = _normalise_parts(parts, src.spec, ("encoder",))
-    if src.spec is not None:
-        check_versions(src.spec.versions, src.name)
-    report = load_parts(model, src.files, src.spec, wanted, src.name)
-    model.load_report = report
+    parsed = parse_ref(ref)
+    if parsed.kind == "checkpoint":
+        names = [parts] if isinstance(parts, str) else list(parts)
+        report = load_checkpoint_weights(model, parsed.target, parts=None if "all" in names else names)
+    else:
+        src = _source(parsed, allow_unpinned=allow_unpinned, opts=opts)
+        wanted = _normalise_parts(parts, src.spec, ("encoder",))
+        if src.spec is not None:
+            check_versions(src.spec.versions, src.name)
+        report = load_parts(model, src.files, src.spec, wanted, src.name)
+    model.load_report = report  # hubconf and users read it from the model they loaded into
     return report
-
-
-def load_model(ref: str | os.PathLike, **kw: Any) -> Any:
-    """Resolve a model reference for the CLIs and return the model (eval mode).
-
-    ``ref`` is ``zoo:NAME`` or a catalog name, an export directory, ``ckpt:PATH`` or a training checkpoint file
-    (via :func:`medzoo.train.checkpoint.model_from_checkpoint`), or ``medicalnet:PATH``.
-    """
-    text = os.fspath(ref)
-    if text.startswith("medicalnet:"):
-        from medzoo.zoo.medicalnet import from_medicalnet
-
-        return from_medicalnet(text[len("medicalnet:"):], **kw).eval()
-    if text.startswith("ckpt:") or (Path(text).is_file() and not text.endswith(".safetensors")):
-        return model_from_checkpoint(text.removeprefix("ckpt:"))[0].eval()
-    return load(text, **kw)[0]
-
-
-def model_from_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
-    """``(model, run_config)`` of a training checkpoint, via ``medzoo.train.checkpoint`` (the training contract)."""
-    try:
-        from medzoo.train.checkpoint import model_from_checkpoint as _from_ckpt
-    except ImportError:  # until medzoo.train.checkpoint lands: the same contract, read here
-        return _checkpoint_fallback(Path(path))
-    return _from_ckpt(path)
-
-
-def _checkpoint_fallback(path: Path) -> tuple[Any, dict[str, Any]]:
-    from medzoo.models import create_model
-    from medzoo.zoo.state import read_weights
-
-    ckpt = read_weights(path)
-    if not isinstance(ckpt, Mapping) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path}: not a medzoo training checkpoint (expected keys 'model' and 'config')")
-    run_config = yaml.safe_load(ckpt["config"]) if isinstance(ckpt["config"], str) else dict(ckpt["config"])
-    if not isinstance(run_config, Mapping) or "model" not in run_config:
-        raise ValueError(f"{path}: key 'config': expected a run config with a top-level 'model' key")
-    model = create_model(run_config["model"])
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model, dict(run_config)
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable: ``medzoo.zoo.load(NAME, ...)`` is :func:`load` even after ``import medzoo.zoo.load``."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Preprocessing | None]:
-        return load(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
