@@ -4,31 +4,27 @@ evaluation, joint segmentation + severity gradients, and the CheXNet table besid
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 from scipy.stats import rankdata
 
 from medzoo.config import ConfigError, load_config, to_dict
-from medzoo.recipes import (
-    CONFIG_DIR,
+from medzoo.evaluation.chexnet import (
     PUBLISHED_CHEXNET,
     PUBLISHED_WANG2017,
-    RECIPES,
     chexnet_report,
     chexnet_table,
     collect_scores,
-    evaluate_recipe,
-    fit_recipe,
     format_chexnet_table,
     is_synthetic_corpus,
-    label_counts,
-    load_recipe,
-    resolve_pos_weight,
 )
+from medzoo.experiment.recipes import RECIPES, evaluate_recipe, fit_recipe, load_recipe
+from medzoo.utils.resources import config_dir
 
+CONFIG_DIR = config_dir("experiments")
 TINY_RESNET = {"name": "resnet10", "widths": [8, 16, 32, 64]}
 TINY_DENSENET = {"name": "densenet121", "options": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1]}}
 STEPS = 2
@@ -40,6 +36,16 @@ EXPECTED = {
     "cxr_seg_severity": ["test/lung/mean_dice", "test/severity/mae/geographic_mean",
                          "test/severity/mae/opacity_mean"],
 }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The tiny synthetic corpus (NIH, TB sets, severity CSV with masks; no DICOM)."""
+    from medzoo.data.synth import write_synthetic_corpus
+
+    out = tmp_path_factory.mktemp("recipe_corpus")
+    write_synthetic_corpus(out, seed=0, size="tiny", dicom=False)
+    return out
 
 
 def tiny_recipe(name, corpus, tmp_path, *extra):
@@ -76,34 +82,9 @@ def test_model_config_matches_the_experiment(name):
     assert set(out) == set(model_file.tasks)
 
 
-def test_pos_weight_auto_is_negatives_over_positives_of_the_training_split(corpus, tmp_path):
-    """The resolved weights equal counts made independently from the trainer's own training split."""
-    from medzoo.train.trainer import Trainer
-
-    cfg = resolve_pos_weight(tiny_recipe("cxr14_chexnet", corpus, tmp_path))
-    pw = np.asarray(cfg.train.loss["findings"].options["pos_weight"])
-    trainer = Trainer(cfg, quiet=True)
-    y = np.stack([r.labels["findings"] for r in trainer.bundles[0].splits["train"].records]).astype(np.float64)
-    pos, neg = (y == 1).sum(0), (y == 0).sum(0)
-    assert pos.sum() > 0 and (pos == 0).any()  # the tiny corpus exercises both branches
-    expected = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
-    np.testing.assert_allclose(pw, expected, rtol=1e-5)
-    np.testing.assert_allclose(trainer.objective.fns["findings"].pos_weight.numpy(), expected, rtol=1e-5)
-    got_pos, got_neg = label_counts(cfg, "findings")
-    np.testing.assert_array_equal(got_pos, pos)
-    np.testing.assert_array_equal(got_neg, neg)
-
-
-def test_pos_weight_auto_needs_a_multilabel_task(corpus, tmp_path):
-    cfg = tiny_recipe("tb", corpus, tmp_path, "train.loss.tb.type=bce", "train.loss.tb.options.pos_weight=auto")
-    with pytest.raises(ConfigError, match=r"train.loss.tb: pos_weight 'auto' needs a multilabel"):
-        resolve_pos_weight(cfg)
+def test_unknown_recipe_lists_the_recipes():
     with pytest.raises(KeyError, match="unknown recipe 'chexnet'"):
         load_recipe("chexnet")
-    cfg = tiny_recipe("cxr14_chexnet", corpus, tmp_path)
-    cfg.data[0].tasks = {"labels": "findings"}
-    with pytest.raises(ConfigError, match=r"data\[0\].tasks.labels: dataset 'nih-cxr14' has no task 'labels'"):
-        resolve_pos_weight(cfg)
 
 
 @pytest.mark.parametrize("name", [r for r in RECIPES if r != "cxr14_chexnet"])

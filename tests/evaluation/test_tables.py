@@ -11,17 +11,11 @@ import pytest
 
 from medzoo.data import open_dataset
 from medzoo.data.imageio import write_png
-from medzoo.infer.evaluate import (
-    auroc_ci_table,
-    boxes_by_label,
-    chexnet_markdown,
-    covidx_ct_tables,
-    evaluate_localization,
-    localization_summary,
-    model_heatmap_fn,
-    write_table,
-)
+from medzoo.evaluation.chexnet import format_chexnet_table
+from medzoo.evaluation.heatmaps import boxes_by_label, localization_summary, model_heatmap_fn, score_heatmaps
+from medzoo.evaluation.tables import auroc_ci_table, covidx_ct_tables, write_table
 from tests.data.dataset_fixtures import DatasetWriter
+from tests.infer.conftest import build
 
 
 def _pair_auc(s, t):
@@ -53,7 +47,7 @@ def test_auroc_ci_table_matches_a_hand_written_bootstrap():
     assert rows[2]["label"] == "Mean"
     assert rows[2]["auroc"] == pytest.approx(np.mean([_pair_auc(s[:, j], t[:, j]) for j in range(2)]))
     assert rows[2]["ci_lower"] == pytest.approx(np.percentile(np.nanmean(boot, axis=1), 2.5))
-    md = chexnet_markdown(rows)
+    md = format_chexnet_table(rows)
     assert md.splitlines()[0] == "| Pathology | AUROC (95% CI) |"
     r0 = rows[0]
     assert md.splitlines()[2] == f"| Effusion | {r0['auroc']:.3f} ({r0['ci_lower']:.3f}-{r0['ci_upper']:.3f}) |"
@@ -88,7 +82,7 @@ def test_localization_on_nih_boxes(tmp_path):
                                               "00000004_000.png,Mass,8,16,16,8",
                                               "00000001_000.png,Cardiomegaly,0,0,4,4"])
     manifest = open_dataset("nih-cxr14", root, boxes=True)
-    rows = evaluate_localization(lambda rec, label: _heat_with_block(), manifest, ["Mass"], ks=(1.5625, 3.125))
+    rows = score_heatmaps(lambda rec, label: _heat_with_block(), manifest, ["Mass"], ks=(1.5625, 3.125))
     assert len(rows) == 1 and rows[0]["id"] == "00000004_000.png" and rows[0]["label"] == "Mass"
     r = rows[0]
     # box: rows 16..23, cols 8..23 (128 cells); the heat block is its left half (64 cells)
@@ -110,13 +104,14 @@ def test_vindr_boxes_merge_radiologists(tmp_path):
     manifest = open_dataset("vindr-cxr", DatasetWriter(tmp_path).vindr(rows=rows))
     rec = next(r for r in manifest if r.id.startswith("9a5"))
     assert boxes_by_label(rec) == {"Cardiomegaly": [(8.0, 16.0, 8.0, 8.0), (16.0, 16.0, 8.0, 8.0)]}
-    out = evaluate_localization(lambda rec, label: _heat_with_block(), manifest, ["Heart"],
+    out = score_heatmaps(lambda rec, label: _heat_with_block(), manifest, ["Heart"],
                                 label_map={"Cardiomegaly": "Heart"}, ks=(1.5625,))
     assert len(out) == 1 and out[0]["label"] == "Heart" and out[0]["n_boxes"] == 2
     assert out[0]["iou@1.5625"] == pytest.approx(0.5)  # same union as the NIH box above
 
 
-def test_model_heatmap_fn_returns_image_sized_maps(cxr, tmp_path):
+def test_model_heatmap_fn_returns_image_sized_maps(tmp_path):
+    cxr = build({"findings": {"type": "multilabel", "level": "image", "labels": ["a", "b", "c"]}})
     p = write_png(tmp_path / "x.png", (np.random.default_rng(0).random((40, 56)) * 255).astype(np.uint8))
     from medzoo.data.manifest import Record
 
@@ -128,7 +123,7 @@ def test_model_heatmap_fn_returns_image_sized_maps(cxr, tmp_path):
 def test_write_table_formats(tmp_path):
     rows = [{"label": "a", "auroc": 0.81234, "ci_lower": math.nan}, {"label": "b", "auroc": 0.5, "ci_lower": 0.4}]
     md = write_table(rows, tmp_path / "t.md").read_text().splitlines()
-    assert md[0] == "| label | auroc | ci_lower |" and md[2] == "| a | 0.812 | n/a |"
+    assert md[0] == "| label | auroc | ci_lower |" and md[2] == "| a | 0.812 | nan |"
     assert list(csv.DictReader(open(write_table(rows, tmp_path / "t.csv"))))[0]["ci_lower"] == ""
     assert json.loads(write_table(rows, tmp_path / "t.json").read_text())[0]["ci_lower"] is None
     with pytest.raises(ValueError, match="unknown table format"):
