@@ -47,9 +47,11 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["medzoo", "medzoo.*"]),
     include_package_data=True,
-    package_data={"medzoo": ["py.typed"]},
+    # configs/ and weights/catalog.yaml live at the repository root and reach the package through the links
+    # medzoo/configs and medzoo/weights; the wheel carries real copies, read with importlib.resources.
+    package_data={"medzoo": ["py.typed", "configs/*/*.yaml", "weights/catalog.yaml"]},
+    zip_safe=False,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    data_files=[("share/medzoo", ["weights/catalog.yaml"])],
     entry_points={"console_scripts": ["medzoo = medzoo.cli.main:main"]},
 )
