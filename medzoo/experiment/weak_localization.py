@@ -1,8 +1,9 @@
-"""A compact training and evaluation routine for weakly supervised localisation (image labels + a few boxes).
+"""The weak-localisation experiment: does a little box supervision improve localisation (image labels + a few boxes)?
 
-This is not a general trainer: it trains one :class:`~medzoo.models.MultiTaskModel` with a single
-``localization`` head on an NIH-format folder (the real ChestX-ray14 or the synthetic corpus), using the mixed loss
-of :mod:`medzoo.train.weak_loc`, and scores localisation on the held-out boxed images of the official test list.
+An honest experiment, not a second trainer: one small, fixed training routine (the mixed loss of
+:mod:`medzoo.train.weak_loc`) run under each condition of a matrix (seeds x box fractions) with the same
+initialisation and batch order, scored on held-out boxes. :func:`run_weak_localization` runs the matrix on synthetic
+NIH-format corpora; ``tools/weak_loc_experiment.py`` prints its tables and writes ``docs/LOCALIZATION.md``.
 
 - Data: ``open_dataset("nih-cxr14", root)`` with boxes; images are read once, resized to ``image_size`` and kept in
   memory (the experiment is small). Labels are the config's ``labels`` (a subset of the 14 findings).
@@ -22,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,16 +33,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medzoo.data.imageio import load_gray
+from medzoo.data.readers import open_dataset
+from medzoo.data.synth._common import SIZES
+from medzoo.data.synth.cxr import write_nih
 from medzoo.encoders import create_encoder
 from medzoo.heads.localization import LocalizationHead
 from medzoo.metrics.auroc import mean_auroc
 from medzoo.metrics.localization import binarize_top_k, hit_rates, iobb, localization_scores, minmax_normalize
 from medzoo.models import MultiTaskModel
-from medzoo.models.align import load_gray
 from medzoo.train.weak_loc import NIH_BOX_SPACE, BoxList, rasterize_boxes, record_boxes, weak_loc_loss
 
-__all__ = ["BOX_CLASSES", "WeakLocConfig", "WeakLocExperiment", "LocData", "load_nih", "build_model", "train_weak_loc",
-           "evaluate_localization"]
+__all__ = ["BOX_CLASSES", "LocData", "WeakLocConfig", "WeakLocExperiment", "build_model", "evaluate_localization",
+           "load_nih", "run_weak_localization", "train_weak_loc"]
 
 log = logging.getLogger(__name__)
 BOX_CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -49,7 +54,7 @@ BOX_CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass"
 
 @dataclass
 class WeakLocConfig:
-    """One weak-localisation run (``configs/experiments/weak_localization.yaml``).
+    """One weak-localisation run (``configs/weak_localization/synthetic.yaml``).
 
     Attributes:
         data: NIH-format folder (``Data_Entry_2017_v2020.csv``, ``BBox_List_2017.csv``, split lists, images).
@@ -93,8 +98,6 @@ class LocData:
 
 def load_nih(root: str | Path, labels: list[str], split: str, size: int) -> LocData:
     """Read an NIH-format split (``"train_val"`` or ``"test"``) into memory."""
-    from medzoo.data.readers import open_dataset
-
     man = open_dataset("nih-cxr14", root, split=split, boxes=True)
     names = man.label_names["findings"]
     missing = [lab for lab in labels if lab not in names]
@@ -211,12 +214,12 @@ def evaluate_localization(model: MultiTaskModel, cfg: WeakLocConfig, test: LocDa
 
 @dataclass
 class WeakLocExperiment:
-    """The synthetic-corpus experiment of ``tools/weak_loc_experiment.py``: per seed, one NIH-format corpus of
+    """The synthetic-corpus experiment (``configs/weak_localization/``): per seed, one NIH-format corpus of
     ``corpus_images`` images, then one run per box fraction (same seed, same images, same initialisation).
 
     Attributes:
         corpus_images: images in each synthetic NIH corpus (about 75 % train_val, 25 % test, by patient).
-        seeds: corpus and training seeds (DECISIONS 26: claims rest on the mean over at least 3).
+        seeds: corpus and training seeds (a claim rests on the mean over several seeds, never on a chosen one).
         box_fractions: the conditions, e.g. ``[0.0, 0.1]`` (image labels only; 10 % of images boxed).
         run: the per-run settings (``data`` and ``seed`` are filled in per seed).
     """
@@ -225,3 +228,28 @@ class WeakLocExperiment:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     box_fractions: list[float] = field(default_factory=lambda: [0.0, 0.1])
     run: WeakLocConfig = field(default_factory=WeakLocConfig)
+
+
+def run_weak_localization(exp: WeakLocExperiment, workdir: str | Path) -> dict[float, list[dict[str, float]]]:
+    """Run the matrix: per seed, write a synthetic NIH corpus under ``workdir`` and train and score each box fraction.
+
+    Returns:
+        ``{box_fraction: [scores of each seed]}``, each the dict of :func:`evaluate_localization` plus ``n_boxed``,
+        ``n_train`` and ``seconds``.
+    """
+    results: dict[float, list[dict[str, float]]] = {f: [] for f in exp.box_fractions}
+    for seed in exp.seeds:
+        size = dataclasses.replace(SIZES["small"], nih=exp.corpus_images, cxr_px=exp.run.image_size)
+        root = write_nih(Path(workdir) / f"nih_seed{seed}", seed, size)
+        cfg = dataclasses.replace(exp.run, data=str(root), seed=seed)
+        train = load_nih(root, cfg.labels, "train_val", cfg.image_size)
+        test = load_nih(root, cfg.labels, "test", cfg.image_size)
+        for frac in exp.box_fractions:
+            model, info = train_weak_loc(dataclasses.replace(cfg, box_fraction=frac), train)
+            scores = evaluate_localization(model, cfg, test)
+            scores.update(n_boxed=info["n_boxed"], n_train=info["n_train"], seconds=info["seconds"])
+            results[frac].append(scores)
+            log.info("seed %d box_fraction %.2f: boxed %d/%d, hit@IoBB>=0.5 %.3f on %d boxes, AUROC %.3f (%.1f s)",
+                     seed, frac, info["n_boxed"], info["n_train"], scores["hit@iobb0.5"], int(scores["n_boxes"]),
+                     scores["auroc"], info["seconds"])
+    return results
