@@ -1,15 +1,17 @@
-"""The benchmark driver (medzoo.bench, tools/bench.py, ``medzoo bench``) on fake suites: no real timing."""
+"""The benchmark driver (tools/bench.py) on fake suites: no real timing."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from medzoo.bench import SUITES, SuiteMissing, load_suite, run_benchmarks
-from medzoo.bench.lib import read_section_targets, row_targets, write_benchmarks_md
-from medzoo.cli.bench_cmd import add_parser
-from tests.bench import fake_suite
+from tests.tools import fake_suite
+from tools.bench import SUITES, SuiteMissing, load_suite, main, run_benchmarks
+from tools.benchlib import read_section_targets, row_targets, write_benchmarks_md
 
-FAKE = {"fake": ("tests.bench.fake_suite", "bench_fake"), "pairs": ("tests.bench.fake_suite", "bench_pairs"),
+FAKE = {"fake": ("tests.tools.fake_suite", "bench_fake"), "pairs": ("tests.tools.fake_suite", "bench_pairs"),
         "gone": ("tools.bench_does_not_exist", "bench_gone")}
 
 
@@ -63,7 +65,7 @@ def test_named_missing_suite_and_unknown_name_are_errors():
 
 def test_import_error_inside_a_suite_is_not_hidden_as_missing():
     with pytest.raises(ModuleNotFoundError, match="not_a_real_module_xyz"):
-        run_benchmarks(["all"], emit=lambda s: None, suites={"broken": ("tests.bench.fake_suite", "bench_broken")})
+        run_benchmarks(["all"], emit=lambda s: None, suites={"broken": ("tests.tools.fake_suite", "bench_broken")})
 
 
 def test_row_targets_formats():
@@ -83,16 +85,11 @@ def test_write_keeps_foreign_text(tmp_path):
     assert "hand-written intro" in text and "body 2" in text and "body\n" not in text and "None." in text
 
 
-def test_real_suite_table_and_cli_parser():
+def test_real_suite_table_and_command_line():
     assert {"overhead", "roofline", "encoder", "series", "data", "predict"} <= set(SUITES)
     assert callable(load_suite("overhead")) and callable(load_suite("roofline"))
-    import argparse
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["bench", "all", "--quick", "--write"])
-    assert args.suite == "all" and args.quick and args.write and callable(args.func)
     with pytest.raises(SystemExit):
-        parser.parse_args(["bench", "nope"])
+        main(["nope"])
 
 
 def test_conv_flop_count_by_hand():
@@ -106,17 +103,18 @@ def test_conv_flop_count_by_hand():
     assert count_conv_flops(net, x) == expected
 
 
-def test_tools_wrapper_and_cli_run_a_registered_suite(tmp_path, monkeypatch, capsys):
-    import argparse
-
-    from medzoo.cli.bench_cmd import run_bench
-    from tools.bench import main as tools_main
+def test_command_line_runs_a_registered_suite(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(SUITES, "fake", FAKE["fake"])
     monkeypatch.setitem(SUITES, "gone", FAKE["gone"])
     out = tmp_path / "B.md"
-    assert tools_main(["fake", "--quick", "--write", "--output", str(out)]) == 0
+    assert main(["fake", "--quick", "--write", "--output", str(out)]) == 0
     assert "## fake (quick)" in capsys.readouterr().out and "<!-- suite:fake -->" in out.read_text()
-    assert tools_main(["gone"]) == 2 and "module tools.bench_does_not_exist not found" in capsys.readouterr().err
-    out2 = tmp_path / "C.md"
-    assert run_bench(argparse.Namespace(suite="fake", quick=False, write=True, output=out2)) == 0
-    assert "## fake\n" in out2.read_text()
+    assert main(["gone"]) == 2 and "module tools.bench_does_not_exist not found" in capsys.readouterr().err
+
+
+def test_the_package_does_not_reach_into_the_repository():
+    """Benchmarks live in tools/: nothing in medzoo/ imports them, by name or through importlib."""
+    package = Path(__file__).resolve().parents[2] / "medzoo"
+    pattern = re.compile(r"^\s*(from|import)\s+tools\b|import_module\(\s*[\"']tools", re.MULTILINE)
+    hits = [str(p) for p in package.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert hits == []
