@@ -1,7 +1,7 @@
 """Localisation metrics for heatmaps (CAM, Grad-CAM) against ground-truth masks or boxes.
 
 - Soft Dice between a heatmap ``A`` in [0, 1] and a mask ``B``: ``2 sum(AB) / (sum(A^2) + sum(B^2))`` (the
-  lecture's form), or with plain sums.
+  squared form of the V-Net Dice, Milletari et al. 2016), or with plain sums.
 - IoU and Dice ``2|A∩B| / (|A| + |B|)`` after binarising the heatmap at its top k percent of cells.
 - IoBB (Wang et al. 2017, ChestX-ray8): ``area(pred box ∩ GT) / area(pred box)``, with hit rates at
   ``T(IoBB) in {0.1, 0.25, 0.5, 0.75, 0.9}``.
@@ -103,7 +103,7 @@ def soft_dice(heatmap: Any, mask: Any, squared: bool = True) -> float:
     Args:
         heatmap: ``A``, values in [0, 1] (see :func:`minmax_normalize`).
         mask: ``B``, binary, same shape.
-        squared: the lecture's squared sums; False for plain sums.
+        squared: squared sums in the denominator (V-Net's form); False for plain sums.
 
     Returns:
         The score in [0, 1]; 1.0 when both maps are all zero.

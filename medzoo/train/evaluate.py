@@ -4,7 +4,7 @@ Keys are ``<split>/<task>/<metric>``, plus ``<split>/loss`` (the weighted object
 
 - classification: ``accuracy``, ``macro_sensitivity``/``specificity``/``precision``/``f1`` and per class, ``auroc``
   (binary: of the positive class; otherwise the macro one-vs-rest mean);
-- series-level classification (COVIDx-CT, DECISIONS 19): the patient level is the aggregator output (the keys
+- series-level classification (COVIDx-CT): the patient level is the aggregator output, the model's own answer (the keys
   above); the slice level applies the same head to each slice's pooled features, scored against
   ``meta["slice_labels"]`` when the reader gives them, under ``<split>/<task>/slice/...``;
 - multilabel: ``auroc/<label>`` and ``mean_auroc``;
@@ -63,7 +63,7 @@ class TaskPredictions:
         ids: N sample ids (a series model: one per series).
         patients: N patient ids.
         datasets: N dataset kinds (``covidx-ct``, ``nih-cxr14``...).
-        slice_scores: ``[M, L]`` slice-level probabilities of a series model (DECISIONS 19), else None.
+        slice_scores: ``[M, L]`` slice-level probabilities of a series model (its head on each slice), else None.
         slice_targets: ``[M]`` slice classes, else None.
         slice_series: M ids of the series each slice belongs to, else None.
         level: the task's input level (``image``, ``series``, ``volume``).

@@ -1,6 +1,7 @@
 """Loading the parts of weight files into a model, by name, with a :class:`~medzoo.zoo.report.LoadReport`.
 
-The rules (DECISIONS 12, STYLE 6): the encoder's depth, block, shortcut and widths must match (an error names both);
+The rules (never a silent ``strict=False``): the encoder's depth, block, shortcut and widths must match (an error names
+both, since other weights cannot mean the same features);
 the stem is adapted to the model's ``in_channels``; a different ``output_stride`` is reported as a geometry change;
 heads and the aggregator are matched by name and loaded when their keys, shapes (and, with a spec, labels) agree,
 else dropped by name with the reason. Every key ends up in exactly one list of the report.

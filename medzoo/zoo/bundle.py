@@ -5,7 +5,8 @@ Layout (MONAI's bundle specification)::
     bundle/
       LICENSE
       configs/metadata.json     MONAI metadata (versions, network_data_format) + the medzoo weights spec
-      configs/inference.json    MONAI config syntax (_target_, @ref, $expr; DECISIONS 15)
+      configs/inference.json    MONAI config syntax (_target_, @ref, $expr: MONAI requires it; no such string comes
+                                from user or weight text)
       configs/logging.conf      Python logging config (MONAI reads it when present)
       models/model.ts           the traced network (tuple of logits, in the task order of the metadata)
       scripts/medzoo_io.py      the small runner the inference config instantiates

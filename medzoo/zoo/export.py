@@ -60,7 +60,8 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
 
     Args:
         out_dir: the target folder; it must not exist unless ``overwrite``.
-        state_dict: the weights (encoder-only exports keep bare encoder key names, DECISIONS 11).
+        state_dict: the weights (encoder-only exports keep bare encoder key names, as MONAI's and MedicalNet's
+            files do).
         config: the model config that rebuilds the model (``create_model(out_dir)``).
         metadata: the weights spec; ``files`` (sha256, size) and ``versions`` are filled in here.
         model_card: README text; a card is generated from the metadata when None.

@@ -1,4 +1,5 @@
-"""TorchScript and ONNX exports of a :class:`~medzoo.models.MultiTaskModel` (DECISIONS 16).
+"""TorchScript and ONNX exports of a :class:`~medzoo.models.MultiTaskModel` (traced: scripting fails on MONAI's
+shortcut-A partial; ONNX through the dynamo exporter).
 
 Both formats run an :class:`ExportModule`: the model's tasks of one input kind, returning a tuple of logits in a fixed
 task order (``module.task_names``). A series model exports its dense path: every one of the ``B * N`` items is

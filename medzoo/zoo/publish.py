@@ -1,8 +1,9 @@
 """Export a model to an export directory, and publish an export directory as a catalog entry.
 
 ``export_model`` turns a :class:`~medzoo.models.MultiTaskModel` into the weights spec (architecture, parts, tasks with
-labels, thresholds and ranges, preprocessing) and hands it to :func:`medzoo.zoo.export.write_export_dir`, the one
-writer of export directories. An encoder-only export keeps bare encoder key names (DECISIONS 11).
+labels, thresholds and ranges, preprocessing) and hands it to :func:`medzoo.zoo.export.write_export_dir`, the one writer
+of export directories. An encoder-only export keeps bare encoder key names (``conv1.weight``), as MONAI's and
+MedicalNet's own files do, so that it loads into either.
 
 ``publish`` reads an export directory and adds a catalog entry whose files (the weights and ``config.yaml``) carry
 the sha256 and size computed here, at ``URL/<file>``; :func:`medzoo.zoo.load` then rebuilds the exact model.

@@ -1,4 +1,4 @@
-"""Localisation metrics against hand-computed values, starting with the lecture's 4x4 example (DECISIONS 21)."""
+"""Localisation metrics against hand-computed values, starting with a 4x4 heatmap worked out by hand."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ B = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
 B_BOX = (0, 2, 4, 2)  # x, y, w, h covering rows 2-3
 
 
-# ------------------------------------------------------------------------------------------- the lecture example
-def test_lecture_sums():
+# ------------------------------------------------------------------------------------- the worked 4x4 example
+def test_worked_example_sums():
     assert A.sum() == pytest.approx(7.82, abs=1e-12)
     assert B.sum() == 8
 
 
-def test_lecture_soft_dice_by_hand():
+def test_worked_example_soft_dice_by_hand():
     sum_ab = 0.89 + 0.85 + 0.88 + 0.91 + 0.99 + 0.97 + 0.95 + 0.97  # 7.41: A on the 8 cells of B
     sum_a2 = (0.01**2 + 0.03**2 + 0.02**2 + 0.02**2 + 0.05**2 + 0.12**2 + 0.09**2 + 0.07**2
               + 0.89**2 + 0.85**2 + 0.88**2 + 0.91**2 + 0.99**2 + 0.97**2 + 0.95**2 + 0.97**2)  # 6.9132
@@ -43,7 +43,7 @@ def test_lecture_soft_dice_by_hand():
     assert soft_dice(torch.tensor(A), torch.tensor(B)) == pytest.approx(soft_dice(A, B), rel=1e-12)
 
 
-def test_lecture_top_k_binarisation():
+def test_worked_example_top_k_binarisation():
     # Sorted A: 0.99, 0.97, 0.97, 0.95, 0.91, 0.89, 0.88, 0.85 | 0.12, 0.09, 0.07, 0.05, 0.03, 0.02, 0.02, 0.01.
     # k = 50: n = 8 cells, exactly B.
     np.testing.assert_array_equal(binarize_top_k(A, 50), B.astype(bool))
@@ -56,7 +56,7 @@ def test_lecture_top_k_binarisation():
 
 
 @pytest.mark.parametrize("target", [B, B_BOX], ids=["mask", "box"])
-def test_lecture_localization_scores(target):
+def test_worked_example_localization_scores(target):
     s = localization_scores(A, target, ks=(5, 10, 20, 50, 75))
     # |B| = 8; the kept cells all lie in B until k = 75 (n = 12: B plus the whole of row 1).
     expected = {5: (1, 1), 10: (2, 2), 20: (4, 4), 50: (8, 8), 75: (8, 12)}  # k: (|P ∩ B|, |P|)
@@ -72,7 +72,7 @@ def test_lecture_localization_scores(target):
     assert s["soft_dice"] == pytest.approx(soft_dice(A, B)) and s["soft_dice_plain"] == pytest.approx(14.82 / 15.82)
 
 
-def test_lecture_include_tie_rule_in_scores():
+def test_worked_example_include_tie_rule_in_scores():
     s = localization_scores(A, B, ks=(10,), ties="include")
     assert s["iou@10"] == pytest.approx(3 / 8) and s["dice@10"] == pytest.approx(6 / 11)
 

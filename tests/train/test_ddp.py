@@ -1,5 +1,6 @@
-"""DDP on CPU: two gloo processes with batch B give the weights of one process with batch 2B (DECISIONS 18: batch
-norm in eval mode, fully labelled data, losses normalised by the global count of valid labels)."""
+"""DDP on CPU: two gloo processes with batch B give the weights of one process with batch 2B (batch norm in
+eval mode, since SyncBatchNorm does not run on CPU; fully labelled data; losses normalised by the global count of
+valid labels)."""
 
 from __future__ import annotations
 
