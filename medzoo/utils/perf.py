@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from contextlib import AbstractContextManager
 
 import torch
@@ -55,7 +56,6 @@ def inference_defaults(model: nn.Module, *, fuse: bool = True, inplace: bool = F
     if fuse:
         return fuse_bn(model, inplace=inplace)
     if not inplace:
-        import copy
         model = copy.deepcopy(model)
     return model.eval()
 

@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
+from medzoo.zoo.medicalnet import detect_architecture, find_encoder, load_medicalnet
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.spec import WeightsSpec
+from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
 
 __all__ = ["load_parts"]
 
@@ -34,11 +37,7 @@ _ARCH_FIELDS = ("depth", "block", "shortcut", "widths")
 
 
 def _read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
-    from medzoo.zoo.state import read_weights, strip_prefixes, unwrap_state_dict
-
     if fmt == "safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # SafetensorError for anything that is not a safetensors file
@@ -55,8 +54,6 @@ def _full_names(state: dict[str, torch.Tensor], part: str) -> dict[str, torch.Te
 
 
 def _check_architecture(model: Any, spec: WeightsSpec | None, enc_state: dict, source: str) -> None:
-    from medzoo.zoo.medicalnet import detect_architecture, find_encoder
-
     mine = find_encoder(model).architecture()
     theirs = detect_architecture(enc_state, source)
     diffs = [f for f in _ARCH_FIELDS if list(_as_list(theirs[f])) != list(_as_list(mine[f]))]
@@ -74,9 +71,6 @@ def _as_list(value: Any) -> list:
 
 
 def _load_encoder(model: Any, enc_state: dict, spec: WeightsSpec | None, report: LoadReport, source: str) -> None:
-    from medzoo.zoo.medicalnet import find_encoder
-    from medzoo.zoo.state import load_state_with_report
-
     encoder = find_encoder(model)
     _check_architecture(model, spec, enc_state, source)
     sub = load_state_with_report(encoder, enc_state, source=source, strict=True)
@@ -171,8 +165,6 @@ def _report_fresh_heads(model: Any, report: LoadReport) -> None:
 
 
 def _load_medicalnet(model: Any, path: Path, wanted: set[str], report: LoadReport) -> None:
-    from medzoo.zoo.medicalnet import find_encoder, load_medicalnet
-
     if "encoder" not in wanted:
         raise ValueError(f"{path}: a MedicalNet file holds an encoder; request parts=['encoder'] (or 'all')")
     heads = any(p.split(".")[0] == "heads" for p in wanted)

@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -149,8 +150,6 @@ def _semver(version: str) -> str:
 
 def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequence[torch.Tensor]) -> dict[str, Any]:
     """MONAI ``metadata.json`` for the bundle; the medzoo weights spec is kept under ``medzoo_spec``."""
-    import numpy
-
     versions = runtime_versions()
     pre = spec.get("preprocessing") or {}
     x = example[0]
@@ -179,7 +178,7 @@ def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequ
     return {
         "version": version, "changelog": {version: "exported by medzoo"},
         "monai_version": versions["monai"], "pytorch_version": versions["torch"],
-        "numpy_version": numpy.__version__, "required_packages_version": {},
+        "numpy_version": np.__version__, "required_packages_version": {},
         "exported_by": f"medzoo {versions['medzoo']}", "name": spec.get("name", "medzoo model"),
         "task": ", ".join(f"{t}: {(spec.get('tasks') or {}).get(t, {}).get('type', '?')}" for t in module.task_names),
         "description": spec.get("description") or f"medzoo export of {spec.get('name', 'a model')}",

@@ -204,7 +204,7 @@ def export_onnx(module: ExportModule, path: str | os.PathLike, example: tuple[Te
 
 def run_onnx(path: str | os.PathLike, x: Tensor, pad_mask: Tensor | None = None) -> dict[str, Tensor]:
     """Run an exported ONNX file with onnxruntime on the CPU; returns ``{task: logits}``."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # the optional [onnx] extra: imported only when an ONNX file is run
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {"image": x.detach().cpu().numpy()}
