@@ -137,7 +137,8 @@ def run_export(args: argparse.Namespace) -> int:
     """Write the export directory, then the requested extra formats; print a table of what was written."""
     import json
 
-    from medzoo.cli.zoo_cmd import _human, _table
+    from medzoo.cli.zoo_cmd import _human
+    from medzoo.utils.tables import render
     from medzoo.zoo.publish import export_model
 
     formats = _formats(args.format)
@@ -154,7 +155,7 @@ def run_export(args: argparse.Namespace) -> int:
     if extras:
         rows += _extra_formats(model, out, extras, meta, args)
     table = [[f, str(p), _human(_size(p)), "-" if d is None else f"{d:.2e}"] for f, p, d in rows]
-    print(_table(["format", "path", "size", "max |diff| vs eager"], table))
+    print(render(["format", "path", "size", "max |diff| vs eager"], table))
     return 0
 
 
@@ -164,12 +165,13 @@ def _size(path: Path) -> int:
 
 def run_publish(args: argparse.Namespace) -> int:
     """Add the catalog entry and print its files."""
-    from medzoo.cli.zoo_cmd import _human, _table
+    from medzoo.cli.zoo_cmd import _human
+    from medzoo.utils.tables import render
     from medzoo.zoo.publish import publish
 
     spec = publish(args.dir, args.name, args.url, catalog=args.catalog, version=args.version,
                    mirrors=tuple(args.mirror), replace=args.replace)
     print(f"published {spec.name} {spec.version} ({', '.join(spec.parts)})")
-    print(_table(["file", "part", "size", "sha256", "url"],
+    print(render(["file", "part", "size", "sha256", "url"],
                  [[f.name, f.part, _human(f.size), f.sha256, f.url] for f in spec.files]))
     return 0
