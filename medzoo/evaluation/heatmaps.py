@@ -69,9 +69,9 @@ def _union_mask(boxes: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.
     return mask
 
 
-def score_heatmaps(heatmap_fn: Callable[[Any, str], np.ndarray], records: Sequence[Any], labels: Sequence[str],
-                          *, label_map: Mapping[str, str] | None = None, ks: Sequence[float] = (5, 10, 20, 50),
-                          ties: str = "first") -> list[dict[str, Any]]:
+def score_heatmaps(heatmap_fn: Callable[[Any, str], np.ndarray], records: Sequence[Any], labels: Sequence[str], *,
+                   label_map: Mapping[str, str] | None = None, ks: Sequence[float] = (5, 10, 20, 50),
+                   ties: str = "first") -> list[dict[str, Any]]:
     """Score heatmaps against the boxes of every record that has them.
 
     Args:
