@@ -2,7 +2,7 @@
 
 Example:
     medzoo align --train --reference ref.png images/ --out align.safetensors --steps 300
-    medzoo align --train -c configs/experiments/align.yaml
+    medzoo align --train -c configs/align/cxr.yaml
     medzoo align --weights align.safetensors --reference ref.png images/ --out aligned/
 """
 
@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("input_dir", nargs="?", help="folder of PNG/JPEG images")
     p.add_argument("--reference", help="the canonical reference image (--train: default 'mean' of the images)")
     p.add_argument("--out", help="output folder (align) or weights file (--train)")
-    p.add_argument("-c", "--config", help="--train: a YAML of AlignTrainConfig (configs/experiments/align.yaml)")
+    p.add_argument("-c", "--config", help="--train: a YAML of AlignTrainConfig (configs/align/cxr.yaml)")
     p.add_argument("--image-size", type=int, default=96, help="training image size (--train)")
     p.add_argument("--weights", help="alignment weights (.safetensors) to align with")
     p.add_argument("--train", action="store_true", help="train the alignment network on input_dir instead")
@@ -54,7 +54,7 @@ def _train(args: argparse.Namespace) -> int:
     import yaml
 
     from medzoo.config import from_dict
-    from medzoo.models.align import AlignTrainConfig, train_alignment_from_config
+    from medzoo.train.align import AlignTrainConfig, train_alignment_from_config
 
     if args.config:
         cfg = from_dict(AlignTrainConfig, yaml.safe_load(Path(args.config).read_text(encoding="utf-8")))
@@ -77,8 +77,8 @@ def _align(args: argparse.Namespace, files: list[Path]) -> int:
     import torch
     from tqdm import tqdm
 
-    from medzoo.data.imageio import write_png
-    from medzoo.models.align import AlignmentStage, load_gray
+    from medzoo.data.imageio import load_gray, write_png
+    from medzoo.models.align import AlignmentStage
 
     stage = AlignmentStage.load(args.weights, args.reference)
     out = Path(args.out)

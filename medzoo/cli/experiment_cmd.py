@@ -4,7 +4,7 @@ Finished cells (``<out>/cells/<cell>/result.json``) are skipped on a re-run; ``r
 plots are rewritten from all cells.
 
 Example:
-    medzoo experiment configs/experiments/transfer_lung_seg.yaml --set seeds=[0,1] --out runs/transfer
+    medzoo experiment configs/transfer/lung_seg.yaml --set seeds=[0,1] --out runs/transfer
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def add_parser(subparsers: Any) -> None:
     """Add the ``experiment`` subcommand."""
     p = subparsers.add_parser("experiment", help="run a resumable init x fraction x seed matrix",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="experiment YAML (configs/experiments/transfer_lung_seg.yaml)")
+    p.add_argument("config", help="experiment YAML (configs/transfer/lung_seg.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override of the experiment config, e.g. seeds=[0,1] (repeatable)")
     p.add_argument("--out", default=None, help="experiment folder (default: the config's output)")

@@ -28,12 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Explain the input and list the files written."""
     from medzoo.infer.explain import explain_input, write_explanation
-    from medzoo.infer.predict import resolve_model
+    from medzoo.zoo import resolve
 
-    resolved = [resolve_model(ref) for ref in args.model]
-    models = [m for m, _ in resolved]
-    pres = [meta.get("preprocessing") for _, meta in resolved]
-    result = explain_input(models, args.input, args.task, args.label, args.method, pres)
+    resolved = [resolve(ref) for ref in args.model]
+    result = explain_input([r.model for r in resolved], args.input, args.task, args.label, args.method,
+                           [r.preprocessing for r in resolved])
     files = write_explanation(result, args.out, alpha=args.alpha)
     print(f"{args.method} of {args.task}/{result.label} for {result.loaded.item.id}:")
     for f in files:

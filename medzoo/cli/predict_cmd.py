@@ -1,8 +1,9 @@
 """``medzoo predict --model M [--model M2 ...] INPUT... --out DIR``: predictions, masks and ensembles on files.
 
-``--model`` is repeatable (DECISIONS 19); several models form an ensemble that averages probabilities over the
-tasks and labels they share (``--weights`` for a weighted mean). Writes ``predictions.csv``, ``predictions.json``
-and ``masks/`` under ``--out``. The exit code is 0 when every input ran, 1 when some failed (the others still ran).
+``--model`` is repeatable (as in ``evaluate`` and ``explain``); several models form an ensemble that averages
+probabilities over the tasks and labels they share (``--weights`` for a weighted mean). Writes ``predictions.csv``,
+``predictions.json`` and ``masks/`` under ``--out``. The exit code is 0 when every input ran, 1 when some failed (the
+others still ran).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ written from the ``result.json`` files.
 
 Example:
     >>> from medzoo.experiment import load_experiment_config, run_experiment
-    >>> result = run_experiment(load_experiment_config("configs/experiments/transfer_lung_seg.yaml"))  # doctest: +SKIP
+    >>> result = run_experiment(load_experiment_config("configs/transfer/lung_seg.yaml"))  # doctest: +SKIP
     >>> print(result.table)  # doctest: +SKIP
 """
 

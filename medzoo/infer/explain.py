@@ -29,8 +29,9 @@ from torch import nn
 
 from medzoo.infer.cam import explain
 from medzoo.infer.inputs import LoadedInput, classify_path, load_input
-from medzoo.infer.localization import minmax_normalize
 from medzoo.infer.preprocess import prepare_image, prepare_series, prepare_volume
+from medzoo.infer.writers import montage_png, overlay_png, write_heatmap_nifti
+from medzoo.metrics.localization import minmax_normalize
 
 __all__ = ["ExplainResult", "explain_input", "write_explanation"]
 
@@ -99,8 +100,6 @@ def _safe(name: str) -> str:
 
 def write_explanation(result: ExplainResult, out_dir: str | Path, alpha: float = 0.4) -> list[Path]:
     """Write the overlays (and NIfTI heatmap for volumes); returns the files written."""
-    from medzoo.infer.writers import montage_png, overlay_png, write_heatmap_nifti
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     item, arr = result.loaded.item, result.loaded.array

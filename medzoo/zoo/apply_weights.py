@@ -1,6 +1,7 @@
 """Loading the parts of weight files into a model, by name, with a :class:`~medzoo.zoo.report.LoadReport`.
 
-The rules (DECISIONS 12, STYLE 6): the encoder's depth, block, shortcut and widths must match (an error names both);
+The rules (never a silent ``strict=False``): the encoder's depth, block, shortcut and widths must match (an error names
+both, since other weights cannot mean the same features);
 the stem is adapted to the model's ``in_channels``; a different ``output_stride`` is reported as a geometry change;
 heads and the aggregator are matched by name and loaded when their keys, shapes (and, with a spec, labels) agree,
 else dropped by name with the reason. Every key ends up in exactly one list of the report.
@@ -23,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
+from medzoo.zoo.medicalnet import detect_architecture, find_encoder, load_medicalnet
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.spec import WeightsSpec
+from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
 
 __all__ = ["load_parts"]
 
@@ -33,11 +37,7 @@ _ARCH_FIELDS = ("depth", "block", "shortcut", "widths")
 
 
 def _read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
-    from medzoo.zoo.state import read_weights, strip_prefixes, unwrap_state_dict
-
     if fmt == "safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # SafetensorError for anything that is not a safetensors file
@@ -54,8 +54,6 @@ def _full_names(state: dict[str, torch.Tensor], part: str) -> dict[str, torch.Te
 
 
 def _check_architecture(model: Any, spec: WeightsSpec | None, enc_state: dict, source: str) -> None:
-    from medzoo.zoo.medicalnet import detect_architecture, find_encoder
-
     mine = find_encoder(model).architecture()
     theirs = detect_architecture(enc_state, source)
     diffs = [f for f in _ARCH_FIELDS if list(_as_list(theirs[f])) != list(_as_list(mine[f]))]
@@ -73,9 +71,6 @@ def _as_list(value: Any) -> list:
 
 
 def _load_encoder(model: Any, enc_state: dict, spec: WeightsSpec | None, report: LoadReport, source: str) -> None:
-    from medzoo.zoo.medicalnet import find_encoder
-    from medzoo.zoo.state import load_state_with_report
-
     encoder = find_encoder(model)
     _check_architecture(model, spec, enc_state, source)
     sub = load_state_with_report(encoder, enc_state, source=source, strict=True)
@@ -170,8 +165,6 @@ def _report_fresh_heads(model: Any, report: LoadReport) -> None:
 
 
 def _load_medicalnet(model: Any, path: Path, wanted: set[str], report: LoadReport) -> None:
-    from medzoo.zoo.medicalnet import find_encoder, load_medicalnet
-
     if "encoder" not in wanted:
         raise ValueError(f"{path}: a MedicalNet file holds an encoder; request parts=['encoder'] (or 'all')")
     heads = any(p.split(".")[0] == "heads" for p in wanted)

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import http.client
@@ -28,7 +27,6 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +40,9 @@ from medzoo.zoo._transfer import (
     _Transient,
     atomic_write_bytes,
 )
+from medzoo.zoo.cache import HOME_ENV, cache_root, file_lock
+from medzoo.zoo.catalog import get_entry
 from medzoo.zoo.spec import FileSpec, WeightsSpec
-
-try:  # POSIX; elsewhere downloads still work, without the inter-process lock.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "HOME_ENV", "OFFLINE_ENV", "DownloadError", "IntegrityError", "OfflineError", "UnpinnedError",
@@ -57,7 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HOME_ENV = "MEDZOO_HOME"
 OFFLINE_ENV = "MEDZOO_OFFLINE"
 
 
@@ -67,13 +61,6 @@ class OfflineError(DownloadError):
 
 class UnpinnedError(DownloadError):
     """The catalog pins no sha256 for the file and ``allow_unpinned`` was not given."""
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache root: ``cache_dir``, else ``$MEDZOO_HOME``, else ``~/.cache/medzoo``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "medzoo").expanduser()
 
 
 def is_offline(offline: bool | None = None) -> bool:
@@ -99,21 +86,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Exclusive inter-process lock held on ``path`` (created if missing) for the ``with`` block."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def read_pins(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
@@ -198,8 +170,6 @@ def _download_one(spec: WeightsSpec | None, file: FileSpec, *, cache_dir: str | 
 
 def _resolve(spec_or_file: WeightsSpec | FileSpec | str, part: str | None) -> tuple[WeightsSpec | None, FileSpec]:
     if isinstance(spec_or_file, str):
-        from medzoo.zoo.catalog import get_entry
-
         spec_or_file = get_entry(spec_or_file)
     if isinstance(spec_or_file, FileSpec):
         return None, spec_or_file

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 
 from medzoo.encoders import RESNET_SPECS, ResNetEncoder, create_encoder
+from medzoo.heads.medicalnet import MedicalNetSegHead
+from medzoo.models.multitask import MultiTaskModel
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
 
@@ -104,7 +106,6 @@ def _seg_heads(module: nn.Module) -> list[str]:
     heads = getattr(module, "heads", None)
     if heads is None:
         return []
-    from medzoo.heads.medicalnet import MedicalNetSegHead
 
     return [name for name, head in heads.items() if isinstance(head, MedicalNetSegHead)]
 
@@ -182,9 +183,6 @@ def from_medicalnet(path: str | Path, output_stride: int = 8, *, seg_task: str =
         >>> model = from_medicalnet("pretrain/resnet_10_23dataset.pth")  # doctest: +SKIP
         >>> feats = model.encoder(torch.zeros(1, 1, 56, 224, 224))  # doctest: +SKIP
     """
-    from medzoo.heads.medicalnet import MedicalNetSegHead
-    from medzoo.models.multitask import MultiTaskModel
-
     state = read_medicalnet(path)
     arch = detect_architecture(state, str(path))
     if arch["num_seg_classes"] is not None and output_stride != 8:
