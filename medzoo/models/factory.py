@@ -35,6 +35,9 @@ def _build_encoder(cfg: ModelConfig) -> nn.Module:
     from medzoo.encoders import create_encoder
 
     enc = cfg.encoder
+    if "out_indices" in enc.options:
+        raise ConfigError("encoder.options.out_indices: task heads read all five encoder maps; select stages only "
+                          "on an encoder used alone (medzoo.create_encoder(..., out_indices=...))")
     try:
         return create_encoder(
             enc.name, in_channels=enc.in_channels, output_stride=enc.output_stride, widths=enc.widths, **enc.options
