@@ -60,6 +60,7 @@ class FlexUNetResNet(ResNetEncoder, BaseEncoder):
         widths, shortcut, norm, act: as for :class:`~medzoo.encoders.ResNetEncoder`.
 
     Shapes: ``x [B, C, *s]`` with ``len(s) == spatial_dims`` -> five maps ``[B, c_i, *ceil(s / 2^(i+1))]``.
+    FlexibleUNet's decoder needs every ``s`` to be a multiple of 32, as with MONAI's own ResNet backbones.
     """
 
     variants: ClassVar[dict[str, dict[str, Any]]] = {f"medzoo-resnet{d}": {"encoder": f"resnet{d}"}

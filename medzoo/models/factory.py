@@ -142,7 +142,7 @@ def create_model(cfg: Any, overrides: Sequence[str] = ()) -> MultiTaskModel:
 
         state = load_file(str(export_dir / "model.safetensors"))
         if not any(k.startswith(("encoder.", "heads.", "aggregator.")) for k in state):
-            model.encoder.load_state_dict(state, strict=True)  # encoder-only export: bare keys (DECISIONS 11)
+            model.encoder.load_state_dict(state, strict=True)  # an encoder-only export holds the bare encoder keys
         else:
             model.load_state_dict(state, strict=True)
         logger.info("loaded %s", export_dir / "model.safetensors")

@@ -59,7 +59,7 @@ def test_2d_path_equals_3d_with_norm(name, norm):
     enc = build(name, norm=norm)
     for p in enc.parameters():  # non-trivial affine parameters
         p.data.add_(torch.randn_like(p) * 0.05)
-    x = torch.randn(2, 1, 32, 24)
+    x = torch.randn(2, 1, 64, 48)  # instance norm needs more than one value per map at stride 32
     for mode in (True, False):
         enc.train(mode)
         with torch.no_grad():
