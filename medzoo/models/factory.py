@@ -36,6 +36,9 @@ def _resolve(cfg: Any, overrides: Sequence[str]) -> tuple[ModelConfig, Path | No
 
 def _build_encoder(cfg: ModelConfig) -> nn.Module:
     enc = cfg.encoder
+    if "out_indices" in enc.options:
+        raise ConfigError("encoder.options.out_indices: task heads read all five encoder maps; select stages only "
+                          "on an encoder used alone (medzoo.create_encoder(..., out_indices=...))")
     try:
         return create_encoder(
             enc.name, in_channels=enc.in_channels, output_stride=enc.output_stride, widths=enc.widths, **enc.options
