@@ -1,9 +1,7 @@
-"""DICOM reading and writing (pydicom is an optional dependency: ``pip install medzoo[dicom]``).
+"""Writing DICOM: a CT volume as one file per slice, and a radiograph as one DX file (needs pydicom).
 
-A series folder is read as a ``[1, X, Y, Z]`` float32 volume in HU, where X runs along a row (column index),
-Y down the columns (row index) and Z along the slice normal, sorted by ImagePositionPatient projected on the
-normal (file names and order on disk do not matter). The affine maps voxels to RAS+ mm, the same convention
-as nibabel, so a series and its NIfTI conversion give the same array and affine.
+The files are complete enough for any reader (SOP class, UIDs, geometry, rescale), and reproducible: UIDs derive
+from a seed and no dates are written. The synthetic corpus uses them; :mod:`medzoo.data._dicom` reads them back.
 """
 
 from __future__ import annotations
@@ -14,117 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from medzoo.data.manifest import DatasetFormatError
+__all__ = ["write_dicom_series", "write_dicom_image"]
 
-__all__ = ["read_dicom_series", "read_dicom_file", "write_dicom_series", "write_dicom_image", "require_pydicom"]
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage, for presentation
-
-
-def require_pydicom(what: str) -> Any:
-    """Import pydicom or raise an ImportError that says how to install it."""
-    try:
-        import pydicom
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f"{what} needs pydicom, an optional dependency: pip install 'medzoo[dicom]'") from exc
-    return pydicom
-
-
-def _read(path: Path, pydicom: Any) -> Any:
-    if path.stat().st_size == 0:
-        raise DatasetFormatError(path, "DICOM file is empty (0 bytes)")
-    try:
-        ds = pydicom.dcmread(str(path))
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, ValueError...
-        raise DatasetFormatError(path, f"cannot read DICOM ({type(exc).__name__}: {exc})") from exc
-    return ds, pixels
-
-
-def _tag(ds: Any, path: Path, name: str) -> Any:
-    value = getattr(ds, name, None)
-    if value is None:
-        raise DatasetFormatError(path, f"DICOM slice lacks the {name} tag, needed to build the volume")
-    return value
-
-
-def _hu(ds: Any, pixels: np.ndarray) -> np.ndarray:
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-
-
-def read_dicom_file(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read one 2-D DICOM image as ``[1, H, W]`` float32 (rescaled; MONOCHROME1 inverted so bright = dense).
-
-    ``meta["max_value"]`` is ``2**BitsStored - 1``, which the CXR preset divides by.
-    """
-    pydicom = require_pydicom(f"reading {path}")
-    ds, pixels = _read(path, pydicom)
-    if pixels.ndim != 2:
-        raise DatasetFormatError(path, f"expected a 2-D DICOM image, got pixel shape {pixels.shape}")
-    try:  # tag values are parsed lazily: a corrupt one fails here
-        bits = int(getattr(ds, "BitsStored", 16) or 16)
-        if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-            pixels = (2**bits - 1) - pixels.astype(np.int64)  # bright = dense, like MONOCHROME2
-        arr = _hu(ds, pixels)
-        spacing = tuple(float(s) for s in getattr(ds, "PixelSpacing", (1.0, 1.0)))
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise DatasetFormatError(path, f"corrupt DICOM tag value ({type(exc).__name__}: {exc})") from exc
-    meta = {"format": "dicom", "original_shape": arr.shape, "spacing": spacing, "bit_depth": bits,
-            "max_value": float(2**bits - 1)}
-    return arr[None], meta
-
-
-def read_dicom_series(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a folder of DICOM slices (hidden files skipped) as ``[1, X, Y, Z]`` float32 HU, with a RAS affine."""
-    pydicom = require_pydicom(f"reading the DICOM series {folder}")
-    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
-    if not files:
-        raise DatasetFormatError(folder, "DICOM series folder holds no files")
-    try:
-        return _read_series(files, pydicom)
-    except DatasetFormatError:
-        raise
-    except (ValueError, TypeError, OverflowError, IndexError) as exc:  # tag values are parsed lazily
-        raise DatasetFormatError(folder, f"corrupt DICOM tag value in the series ({type(exc).__name__}: {exc})"
-                                 ) from exc
-
-
-def _read_series(files: list[Path], pydicom: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    slices = []
-    for f in files:
-        ds, pixels = _read(f, pydicom)
-        orient = np.asarray(_tag(ds, f, "ImageOrientationPatient"), dtype=np.float64)
-        pos = np.asarray(_tag(ds, f, "ImagePositionPatient"), dtype=np.float64)
-        slices.append((f, ds, pixels, orient, pos))
-    _, ds0, px0, orient0, _ = slices[0]
-    row_dir, col_dir = orient0[:3], orient0[3:]
-    normal = np.cross(row_dir, col_dir)
-    for f, _, px, orient, _ in slices:
-        if px.shape != px0.shape or not np.allclose(orient, orient0, atol=1e-4):
-            raise DatasetFormatError(f, f"slice shape {px.shape} / orientation {orient.tolist()} differs from "
-                                        f"{slices[0][0].name} ({px0.shape} / {orient0.tolist()})")
-    slices.sort(key=lambda s: float(np.dot(s[4], normal)))
-    depths = [float(np.dot(s[4], normal)) for s in slices]
-    for a, b, da, db in zip(slices, slices[1:], depths, depths[1:]):
-        if abs(db - da) < 1e-6:
-            raise DatasetFormatError(b[0], f"has the same slice position as {a[0].name}")
-    vol = np.stack([_hu(ds, px) for _, ds, px, _, _ in slices], axis=-1)  # [rows, cols, Z]
-    vol = np.ascontiguousarray(vol.transpose(1, 0, 2))[None]  # [1, X=cols, Y=rows, Z]
-    row_spacing, col_spacing = (float(v) for v in _tag(ds0, files[0], "PixelSpacing"))
-    if len(slices) > 1:
-        step = (slices[-1][4] - slices[0][4]) / (len(slices) - 1)
-    else:
-        step = normal * float(getattr(ds0, "SliceThickness", 1.0) or 1.0)
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * col_spacing, col_dir * row_spacing, step, slices[0][4]
-    meta = {"format": "dicom-series", "affine": _LPS_TO_RAS @ lps, "original_shape": tuple(vol.shape[1:]),
-            "spacing": (col_spacing, row_spacing, float(np.linalg.norm(step))),
-            "slice_files": [str(s[0]) for s in slices]}
-    return vol, meta
 
 
 def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: tuple[float, float, float],
@@ -147,6 +38,8 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
     Returns:
         The slice paths, in slice order.
     """
+    from medzoo.data._dicom import require_pydicom
+
     require_pydicom("write_dicom_series")
     from pydicom.uid import generate_uid
 
@@ -202,6 +95,8 @@ def write_dicom_image(path: str | os.PathLike, image: np.ndarray, uid_seed: str,
     With ``monochrome1`` the stored pixels are inverted (bright = low value), as some VinDr-CXR files are;
     :func:`read_dicom_file` undoes it.
     """
+    from medzoo.data._dicom import require_pydicom
+
     require_pydicom("write_dicom_image")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

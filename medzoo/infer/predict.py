@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medzoo.infer.inputs import InputItem, LoadedInput, discover_inputs, load_input
+from medzoo.infer.inputs import DicomOptions, InputItem, LoadedInput, discover_inputs, load_input
 from medzoo.infer.preprocess import Prepared, contract_dict, prepare_image, prepare_series, prepare_volume
 
 __all__ = ["Predictor", "TaskOutput", "PredictReport", "predict_inputs", "resolve_model", "task_type"]
@@ -319,7 +319,7 @@ class PredictReport:
 
 
 def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | Path, *,
-                   progress: bool | None = None) -> PredictReport:
+                   progress: bool | None = None, dicom: DicomOptions | None = None) -> PredictReport:
     """Predict on every input and write ``predictions.csv``, ``predictions.json`` and masks under ``out_dir``.
 
     Args:
@@ -327,6 +327,7 @@ def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | 
         inputs: files, folders or listings (see :mod:`medzoo.infer.inputs`).
         out_dir: created if needed; masks go to ``out_dir/masks/{id}_{task}.nii.gz`` (volumes) or ``.png``.
         progress: a tqdm bar over inputs (default: when stderr is a terminal).
+        dicom: how to read DICOM inputs (series choice, uneven slices).
 
     Returns:
         A :class:`PredictReport`; a failed input is logged and listed in ``errors``, the rest still run.
@@ -337,7 +338,7 @@ def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items, errors = discover_inputs(inputs)
+    items, errors = discover_inputs(inputs, dicom)
     report = PredictReport(errors=list(errors))
     for where, msg in errors:
         log.error("skipped %s: %s", where, msg)
