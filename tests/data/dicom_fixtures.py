@@ -49,12 +49,12 @@ def _dataset(path: Path, sop_class: str, seed: str) -> FileDataset:
     return ds
 
 
-def _pixels(ds: Dataset, stored: np.ndarray, photometric: str) -> None:
+def _pixels(ds: Dataset, stored: np.ndarray, photometric: str, bits: int = BITS) -> None:
     arr = np.asarray(stored)
-    assert arr.dtype == np.uint16 and arr.max() < 2**BITS, "stored pixels are uint16 with 12 bits"
+    assert arr.dtype == np.uint16 and arr.max() < 2**bits, f"stored pixels are uint16 with {bits} bits"
     ds.Rows, ds.Columns = int(arr.shape[-2]), int(arr.shape[-1])
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, BITS, BITS - 1, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
     ds.PixelData = np.ascontiguousarray(arr).tobytes()
 
 
@@ -98,15 +98,15 @@ def stack_positions(n: int, origin: Sequence[float] = (-40.0, -35.0, 100.0), ori
 
 
 def write_radiograph(path: Path, stored: np.ndarray, *, modality: str = "CR", photometric: str = "MONOCHROME2",
-                     patient_id: str = "PAT-X") -> Path:
-    """A CR (Computed Radiography) or DX (Digital X-Ray) file, as a radiograph is exported."""
+                     patient_id: str = "PAT-X", bits: int = BITS) -> Path:
+    """A CR (Computed Radiography) or DX (Digital X-Ray) file, as a radiograph is exported (``bits`` stored)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = _dataset(path, CR_IMAGE if modality == "CR" else DX_IMAGE, f"{path.name}/{modality}")
     ds.StudyInstanceUID, ds.SeriesInstanceUID = uid(patient_id, "study"), uid(path.name, "series")
     ds.Modality, ds.PatientID, ds.SeriesNumber = modality, patient_id, 1
     ds.ImagerPixelSpacing = [0.139, 0.139]
-    _pixels(ds, stored, photometric)
+    _pixels(ds, stored, photometric, bits)
     ds.save_as(str(path), enforce_file_format=True)
     return path
 
