@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from medzoo.data._dicom_write import write_dicom_image, write_dicom_series
-from medzoo.data._geometry import UnevenPolicy, check_voxel_geometry, dicom_affine, resample_slices, slice_layout
+from medzoo.data._geometry import Plane, UnevenPolicy, stack_planes
 from medzoo.data.manifest import DatasetFormatError
 
 __all__ = ["DicomOptions", "DICOM_SUFFIXES", "is_dicom_file", "dicom_files", "dicom_file_kind", "read_dicom",
@@ -112,9 +112,12 @@ def _dcmread(path: Path, header_only: bool = False) -> Any:
     if path.stat().st_size == 0:
         raise DatasetFormatError(path, "DICOM file is empty (0 bytes)")
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=header_only)
+        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only)
     except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, ValueError...
         raise DatasetFormatError(path, f"cannot read DICOM ({type(exc).__name__}: {exc})") from exc
+    if len(ds) == 0:  # pydicom stops quietly at the end of a cut file
+        raise DatasetFormatError(path, "DICOM file holds no data elements after its header (truncated?)")
+    return ds
 
 
 def _pixels(ds: Any, path: Path) -> np.ndarray:
@@ -196,20 +199,6 @@ def _image(path: Path, ds: Any) -> tuple[np.ndarray, dict[str, Any]]:
     return arr[None], meta
 
 
-@dataclass
-class _Plane:
-    """One slice (a file, or a frame of a multi-frame file) before its pixels are decoded."""
-
-    name: str
-    file: Path
-    position: np.ndarray
-    orientation: np.ndarray
-    pixel_spacing: tuple[float, float]
-    shape: tuple[int, int]
-    load: Callable[[], np.ndarray]  # -> float32 [rows, columns]
-    thickness: float | None = None  # SpacingBetweenSlices or SliceThickness: the step of a one-slice series
-
-
 def read_dicom_series(folder: Path, options: DicomOptions | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a folder holding one DICOM series as ``[1, X, Y, Z]`` float32 with a RAS+ affine.
 
@@ -231,6 +220,16 @@ def read_dicom_series(folder: Path, options: DicomOptions | None = None) -> tupl
         raise DatasetFormatError(folder, "DICOM series folder holds no files" if not any(folder.iterdir()) else
                                  f"folder holds no DICOM files (expected {', '.join(DICOM_SUFFIXES)} names or "
                                  f"files with the DICM marker)")
+    try:
+        return _read_series(folder, files, opts)
+    except DatasetFormatError:
+        raise
+    except _TAG_ERRORS as exc:  # tag values are parsed lazily
+        raise DatasetFormatError(folder, f"corrupt DICOM tag value in the series ({type(exc).__name__}: {exc})"
+                                 ) from exc
+
+
+def _read_series(folder: Path, files: list[Path], opts: DicomOptions) -> tuple[np.ndarray, dict[str, Any]]:
     headers = _series_headers(folder, files, opts)
     if len(headers) == 1 and _n_frames(headers[0][1]) > 1:
         return read_dicom(headers[0][0], opts)
@@ -317,7 +316,7 @@ def _tag(ds: Any, path: Path, name: str) -> Any:
     return value
 
 
-def _slice_plane(path: Path, header: Any) -> _Plane:
+def _slice_plane(path: Path, header: Any) -> Plane:
     def load() -> np.ndarray:
         ds = _dcmread(path)
         pixels = _pixels(ds, path)
@@ -329,10 +328,9 @@ def _slice_plane(path: Path, header: Any) -> _Plane:
     with _tags_of(path):
         shape = (int(_tag(header, path, "Rows")), int(_tag(header, path, "Columns")))
         thickness = header.get("SpacingBetweenSlices") or header.get("SliceThickness")
-        return _Plane(path.name, path, np.asarray(_tag(header, path, "ImagePositionPatient"), dtype=np.float64),
-                      np.asarray(_tag(header, path, "ImageOrientationPatient"), dtype=np.float64),
-                      _spacing(_tag(header, path, "PixelSpacing")), shape, load,
-                      float(thickness) if thickness else None)
+        return Plane(path.name, path, np.asarray(_tag(header, path, "ImagePositionPatient"), dtype=np.float64),
+                     np.asarray(_tag(header, path, "ImageOrientationPatient"), dtype=np.float64),
+                     _spacing(_tag(header, path, "PixelSpacing")), shape, load, float(thickness) if thickness else None)
 
 
 def _spacing(value: Any) -> tuple[float, float]:
@@ -349,7 +347,7 @@ def _group_value(frame: Any, shared: Any, sequence: str, name: str) -> Any:
     return None
 
 
-def _frame_planes(path: Path, ds: Any, frames: int) -> list[_Plane]:
+def _frame_planes(path: Path, ds: Any, frames: int) -> list[Plane]:
     """The frames of an enhanced multi-frame file, each with its own position (functional groups)."""
     per = ds.get("PerFrameFunctionalGroupsSequence")
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
@@ -371,49 +369,20 @@ def _frame_planes(path: Path, ds: Any, frames: int) -> list[_Plane]:
             slope = _group_value(frame, shared, "PixelValueTransformationSequence", "RescaleSlope")
             icpt = _group_value(frame, shared, "PixelValueTransformationSequence", "RescaleIntercept")
             values = _values(ds, pixels[i], path, slope, icpt)
-            planes.append(_Plane(f"{path.name} frame {i + 1}", path, np.asarray(pos, np.float64),
-                                 np.asarray(ori, np.float64), _spacing(spacing), tuple(pixels.shape[1:]),
-                                 lambda v=values: v, _frame_thickness(frame, shared)))
+            planes.append(Plane(f"{path.name} frame {i + 1}", path, np.asarray(pos, np.float64),
+                                np.asarray(ori, np.float64), _spacing(spacing), tuple(pixels.shape[1:]),
+                                lambda v=values: v, _frame_thickness(frame, shared)))
     return planes
 
 
-def _assemble(planes: list[_Plane], where: Path, opts: DicomOptions,
+def _assemble(planes: list[Plane], where: Path, opts: DicomOptions,
               series_uid: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """Check the planes form one stack, sort them, decode them and build ``[1, X, Y, Z]`` with its affine."""
-    first = planes[0]
-    for p in planes:
-        same = p.shape == first.shape and np.allclose(p.orientation, first.orientation, atol=1e-4) and \
-            np.allclose(p.pixel_spacing, first.pixel_spacing, rtol=1e-4)
-        if not same:
-            raise DatasetFormatError(where, f"slice {p.name}: shape {p.shape} / orientation "
-                                            f"{p.orientation.tolist()} / pixel spacing {p.pixel_spacing} differs "
-                                            f"from {first.name} ({first.shape} / {first.orientation.tolist()} / "
-                                            f"{first.pixel_spacing})")
-    normal = _normal(first, where)
-    layout = slice_layout(np.stack([p.position for p in planes]), normal, [p.name for p in planes], where,
-                          opts.uneven, opts.tolerance, first.thickness)
-    affine = dicom_affine(first.orientation, first.pixel_spacing, layout.step, layout.origin)
-    n = len(planes) if layout.out_depths is None else len(layout.out_depths)
-    spacing = check_voxel_geometry(affine, (first.shape[1], first.shape[0], n), where)  # before decoding
-    vol = np.stack([planes[i].load() for i in layout.order], axis=-1)  # [rows, columns, Z]
-    if layout.out_depths is not None:
-        vol = resample_slices(vol, layout.depths, layout.out_depths)
-    vol = np.ascontiguousarray(vol.transpose(1, 0, 2))[None]  # [1, X = columns, Y = rows, Z]
-    meta = {"format": "dicom-series", "affine": affine, "original_shape": tuple(vol.shape[1:]), "spacing": spacing,
-            "slice_files": list(dict.fromkeys(str(planes[i].file) for i in layout.order)), "series_uid": series_uid,
-            "resampled": layout.out_depths is not None}
+    vol, affine, ordered, resampled = stack_planes(planes, where, opts.uneven, opts.tolerance)
+    meta = {"format": "dicom-series", "affine": affine, "original_shape": tuple(vol.shape[1:]),
+            "spacing": tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))),
+            "slice_files": list(dict.fromkeys(str(p.file) for p in ordered)), "series_uid": series_uid,
+            "resampled": resampled}
     return vol, meta
-
-
-def _normal(plane: _Plane, where: Path) -> np.ndarray:
-    """The slice normal (row direction x column direction), after checking the two are unit and at a right angle."""
-    row, col = plane.orientation[:3], plane.orientation[3:]
-    ok = plane.orientation.shape == (6,) and np.isfinite(plane.orientation).all() and \
-        abs(np.linalg.norm(row) - 1) < 1e-3 and abs(np.linalg.norm(col) - 1) < 1e-3 and abs(row @ col) < 1e-3
-    if not ok:
-        raise DatasetFormatError(where, f"ImageOrientationPatient {plane.orientation.tolist()} of {plane.name} is "
-                                        f"not two unit vectors at a right angle")
-    return np.cross(row, col)
 
 
 def _series_uid(ds: Any) -> str:

@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,8 +28,8 @@ import numpy as np
 
 from medzoo.data.manifest import DatasetFormatError
 
-__all__ = ["MIN_SPACING_MM", "MAX_SPACING_MM", "MAX_EXTENT_MM", "UnevenPolicy", "SliceLayout", "check_voxel_geometry",
-           "slice_layout", "resample_slices", "dicom_affine"]
+__all__ = ["MIN_SPACING_MM", "MAX_SPACING_MM", "MAX_EXTENT_MM", "UnevenPolicy", "SliceLayout", "Plane",
+           "check_voxel_geometry", "slice_layout", "resample_slices", "dicom_affine", "stack_planes"]
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,18 @@ def slice_layout(positions: np.ndarray, normal: np.ndarray, names: Sequence[str]
     if uneven != "resample":
         raise DatasetFormatError(where, f"{reason}; refusing a volume with wrong geometry (resample it onto "
                                         f"a uniform grid with --uneven-slices resample, or fix the series)")
+    return _uniform_layout(order, pos[0], depth, median, direction, f"{where}: {reason}")
+
+
+def _uniform_layout(order: list[int], origin: np.ndarray, depth: np.ndarray, median: float, direction: np.ndarray,
+                    reason: str) -> SliceLayout:
+    """A uniform grid at the median step from the first to the last slice (``direction``: LPS mm per mm depth)."""
     n_out = int(round((depth[-1] - depth[0]) / median)) + 1
     out_depths = np.linspace(depth[0], depth[-1], n_out)
     step = direction * (out_depths[1] - out_depths[0])
-    log.warning("%s: %s; resampled to %d slices %.4g mm apart (linear interpolation along the slice normal)",
-                where, reason, n_out, float(np.linalg.norm(step)))
-    return SliceLayout(order, pos[0], step, depth, out_depths)
+    log.warning("%s; resampled to %d slices %.4g mm apart (linear interpolation along the slice normal)",
+                reason, n_out, float(np.linalg.norm(step)))
+    return SliceLayout(order, origin, step, depth, out_depths)
 
 
 def _check_collinear(pos: np.ndarray, depth: np.ndarray, direction: np.ndarray, tol: float,
@@ -201,3 +207,69 @@ def dicom_affine(orientation: np.ndarray, pixel_spacing: Sequence[float], step: 
     lps[:3, 1] = o[3:] * float(pixel_spacing[0])  # j runs down a column: row spacing
     lps[:3, 2], lps[:3, 3] = step, origin
     return _LPS_TO_RAS @ lps
+
+
+@dataclass
+class Plane:
+    """One DICOM slice (a file, or a frame of a multi-frame file) before its pixels are decoded.
+
+    Attributes:
+        name: the file name (plus the frame number for a frame), used in errors.
+        file: the file it comes from.
+        position: ImagePositionPatient (LPS mm).
+        orientation: ImageOrientationPatient (row direction, column direction).
+        pixel_spacing: PixelSpacing (row spacing, column spacing) mm.
+        shape: (rows, columns).
+        load: decodes the slice as float32 ``[rows, columns]``.
+        thickness: SpacingBetweenSlices or SliceThickness, the step of a one-slice series.
+    """
+
+    name: str
+    file: Path
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: tuple[float, float]
+    shape: tuple[int, int]
+    load: Callable[[], np.ndarray]
+    thickness: float | None = None
+
+
+def stack_planes(planes: Sequence[Plane], where: str | Path, uneven: UnevenPolicy = "error",
+                 tolerance: float = 0.01) -> tuple[np.ndarray, np.ndarray, list[Plane], bool]:
+    """Check that planes form one stack, sort them, decode them and build ``[1, X, Y, Z]`` with its RAS+ affine.
+
+    The geometry is checked (:func:`slice_layout`, :func:`check_voxel_geometry`) before any pixel is decoded.
+
+    Returns:
+        ``(volume, affine, planes in slice order, resampled)``.
+    """
+    first = planes[0]
+    for p in planes:
+        same = p.shape == first.shape and np.allclose(p.orientation, first.orientation, atol=1e-4) and \
+            np.allclose(p.pixel_spacing, first.pixel_spacing, rtol=1e-4)
+        if not same:
+            raise DatasetFormatError(where, f"slice {p.name}: shape {p.shape} / orientation "
+                                            f"{p.orientation.tolist()} / pixel spacing {p.pixel_spacing} differs "
+                                            f"from {first.name} ({first.shape} / {first.orientation.tolist()} / "
+                                            f"{first.pixel_spacing})")
+    layout = slice_layout(np.stack([p.position for p in planes]), _normal(first, where), [p.name for p in planes],
+                          where, uneven, tolerance, first.thickness)
+    affine = dicom_affine(first.orientation, first.pixel_spacing, layout.step, layout.origin)
+    n = len(planes) if layout.out_depths is None else len(layout.out_depths)
+    check_voxel_geometry(affine, (first.shape[1], first.shape[0], n), where)
+    vol = np.stack([planes[i].load() for i in layout.order], axis=-1)  # [rows, columns, Z]
+    if layout.out_depths is not None:
+        vol = resample_slices(vol, layout.depths, layout.out_depths)
+    vol = np.ascontiguousarray(vol.transpose(1, 0, 2))[None]  # [1, X = columns, Y = rows, Z]
+    return vol, affine, [planes[i] for i in layout.order], layout.out_depths is not None
+
+
+def _normal(plane: Plane, where: Path) -> np.ndarray:
+    """The slice normal (row direction x column direction), after checking the two are unit and at a right angle."""
+    row, col = plane.orientation[:3], plane.orientation[3:]
+    ok = plane.orientation.shape == (6,) and np.isfinite(plane.orientation).all() and \
+        abs(np.linalg.norm(row) - 1) < 1e-3 and abs(np.linalg.norm(col) - 1) < 1e-3 and abs(row @ col) < 1e-3
+    if not ok:
+        raise DatasetFormatError(where, f"ImageOrientationPatient {plane.orientation.tolist()} of {plane.name} is "
+                                        f"not two unit vectors at a right angle")
+    return np.cross(row, col)

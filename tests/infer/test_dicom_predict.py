@@ -89,6 +89,21 @@ def test_two_series_refused_then_picked_with_series(seg_model: str, tmp_path: Pa
     np.testing.assert_allclose(mask.affine, _expected_affine(AXIAL, pos_b[0], pos_b[-1], 5), atol=1e-5)
 
 
+def test_explain_picks_a_series_and_writes_its_geometry(seg_model: str, tmp_path: Path) -> None:
+    pos_a, pos_b = stack_positions(4), stack_positions(6, origin=(-40.0, -35.0, 101.0), step=1.5)
+    write_ct_series(tmp_path / "mixed", _stored(4, 1), pos_a, names=[f"A{k}.dcm" for k in range(4)],
+                    series_uid=uid("a"), series_number=1, pixel_spacing=SPACING)
+    write_ct_series(tmp_path / "mixed", _stored(6, 2), pos_b, names=[f"B{k}.dcm" for k in range(6)],
+                    series_uid=uid("b"), series_number=2, pixel_spacing=SPACING)
+    args = ["-q", "explain", "--model", seg_model, str(tmp_path / "mixed"), "--task", "seg", "--label", "1",
+            "--out", str(tmp_path / "e")]
+    assert main(args) == 2  # the user error: two series, none picked
+    assert main([*args, "--series", "2"]) == 0
+    heat = nib.load(str(tmp_path / "e" / "mixed_seg_class_1_gradcam.nii.gz"))
+    assert heat.shape == (COLS, ROWS, 6)
+    np.testing.assert_allclose(heat.affine, _expected_affine(AXIAL, pos_b[0], pos_b[-1], 6), atol=1e-5)
+
+
 def test_missing_slice_refused_or_resampled(seg_model: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pos = stack_positions(8, step=2.0)
     paths = write_ct_series(tmp_path / "gap", _stored(8, 3), pos, pixel_spacing=SPACING)
