@@ -162,7 +162,7 @@ def dicom_file_kind(path: str | os.PathLike) -> str:
         if _n_frames(ds) > 1:
             return "volume"
         modality = str(ds.get("Modality", "")).upper()
-    if modality in _CROSS_SECTIONAL and "ImagePositionPatient" in ds:
+    if modality in _CROSS_SECTIONAL:
         raise DatasetFormatError(p, f"one slice of a {modality} series; pass the folder holding the whole series")
     return "image"
 
