@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from medzoo.infer.cam import explain
-from medzoo.infer.inputs import LoadedInput, classify_path, load_input
+from medzoo.infer.inputs import DicomOptions, LoadedInput, classify_path, load_input
 from medzoo.infer.preprocess import prepare_image, prepare_series, prepare_volume
 from medzoo.infer.writers import montage_png, overlay_png, write_heatmap_nifti
 from medzoo.metrics.localization import minmax_normalize
@@ -72,7 +72,8 @@ def _heatmap(model: nn.Module, loaded: LoadedInput, task: str, label: str | None
 
 
 def explain_input(models: Sequence[nn.Module], path: str | Path, task: str, label: str | None = None,
-                  method: str = "gradcam", preprocessing: Sequence[Any] | None = None) -> ExplainResult:
+                  method: str = "gradcam", preprocessing: Sequence[Any] | None = None,
+                  dicom: DicomOptions | None = None) -> ExplainResult:
     """Explain ``task``/``label`` of one input file or folder.
 
     Args:
@@ -82,8 +83,9 @@ def explain_input(models: Sequence[nn.Module], path: str | Path, task: str, labe
         label: a label name or index (None: the first model's top label).
         method: ``cam`` or ``gradcam``.
         preprocessing: one contract per model (None entries: none).
+        dicom: how to read a DICOM input (series choice, uneven slices).
     """
-    loaded = load_input(classify_path(path))
+    loaded = load_input(classify_path(path, dicom=dicom))
     pres = list(preprocessing) if preprocessing is not None else [None] * len(models)
     heats, weights = [], None
     for model, pre in zip(models, pres):

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medzoo.heads import ClassificationHead, MultilabelHead, RegressionHead
-from medzoo.infer.inputs import InputItem, LoadedInput, discover_inputs, load_input
+from medzoo.infer.inputs import DicomOptions, InputItem, LoadedInput, discover_inputs, load_input
 from medzoo.infer.preprocess import Prepared, contract_dict, prepare_image, prepare_series, prepare_volume
 from medzoo.infer.writers import output_record, prediction_rows, write_masks, write_predictions
 from medzoo.models import LEVEL_INPUT
@@ -277,7 +277,7 @@ class PredictReport:
 
 
 def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | Path, *,
-                   progress: bool | None = None) -> PredictReport:
+                   progress: bool | None = None, dicom: DicomOptions | None = None) -> PredictReport:
     """Predict on every input and write ``predictions.csv``, ``predictions.json`` and masks under ``out_dir``.
 
     Args:
@@ -285,13 +285,14 @@ def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | 
         inputs: files, folders or listings (see :mod:`medzoo.infer.inputs`).
         out_dir: created if needed; masks go to ``out_dir/masks/{id}_{task}.nii.gz`` (volumes) or ``.png``.
         progress: a tqdm bar over inputs (default: when stderr is a terminal).
+        dicom: how to read DICOM inputs (series choice, uneven slices).
 
     Returns:
         A :class:`PredictReport`; a failed input is logged and listed in ``errors``, the rest still run.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items, errors = discover_inputs(inputs)
+    items, errors = discover_inputs(inputs, dicom)
     report = PredictReport(errors=list(errors))
     for where, msg in errors:
         log.error("skipped %s: %s", where, msg)
