@@ -11,7 +11,8 @@ from medzoo.data import DatasetFormatError, list_datasets, open_dataset
 from tests.data.dataset_fixtures import write_image, write_lines
 
 KINDS = ["chexpert", "covid-severity", "covidx-ct", "covidx-cxr", "csv", "medicalnet-list", "mimic-cxr-jpg",
-         "montgomery", "msd", "nifti-folder", "nih-cxr14", "padchest", "shenzhen", "vindr-cxr"]
+         "montgomery", "msd", "nifti-folder", "nih-cxr14", "padchest", "rsna-pneumonia", "shenzhen", "tbx11k",
+         "vindr-cxr"]
 
 
 @pytest.fixture
