@@ -216,3 +216,12 @@ def test_mimic_missing_image_names_metadata_line(ds):
         open_dataset("mimic-cxr-jpg", root)
     m = open_dataset("mimic-cxr-jpg", root, on_error="skip", views="*")
     assert len(m) == 3 and [s.line for s in m.skipped] == [4]
+
+
+def test_mimic_view_filter_needs_the_view_column(ds):
+    root = ds.mimic()
+    lines = (root / "mimic-cxr-2.0.0-metadata.csv").read_text().splitlines()
+    write_lines(root / "mimic-cxr-2.0.0-metadata.csv", [lines[0].replace("ViewPosition", "ViewPos"), *lines[1:]])
+    with pytest.raises(DatasetFormatError, match=r"metadata.csv:1: missing column 'ViewPosition'"):
+        open_dataset("mimic-cxr-jpg", root)
+    assert len(open_dataset("mimic-cxr-jpg", root, views="*")) == 4

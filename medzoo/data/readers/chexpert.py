@@ -247,7 +247,8 @@ def read_chexpert(root: Path, *, split: str | None, errors: ErrorCollector, unce
     labels: list[str] | None = None
     for name in wanted:
         table = read_csv(root / f"{name}.csv", errors)
-        table.column("Path"), table.column("Frontal/Lateral")
+        for col in ("Path", "Frontal/Lateral", *(("AP/PA",) if keep is not None else ())):
+            table.column(col)  # without AP/PA the view filter would drop every frontal image
         cols = label_columns(table, META_COLUMNS)
         if labels is not None and cols != labels:
             raise DatasetFormatError(table.path, f"label columns {cols} differ from the other file's {labels}",

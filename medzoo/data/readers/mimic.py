@@ -144,8 +144,8 @@ def read_mimic(root: Path, *, split: str | None, errors: ErrorCollector, labeler
     official = _splits(_find(root, "split", required=False), errors)
     meta_path = _find(root, "metadata")
     table = read_csv(meta_path, errors)
-    for col in ("dicom_id", "subject_id", "study_id"):
-        table.column(col)
+    for col in ("dicom_id", "subject_id", "study_id", *(("ViewPosition",) if keep is not None else ())):
+        table.column(col)  # without ViewPosition the view filter would drop every image
     records, unlabelled = [], 0
     for line, fields in table.rows:
         try:

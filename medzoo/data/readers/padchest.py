@@ -167,8 +167,8 @@ def read_padchest(root: Path, *, split: str | None, errors: ErrorCollector, csv:
         raise ValueError(f"padchest: label_space must be 'padchest' or 'cxr', got {label_space!r}")
     keep = view_filter("padchest", views)
     table = read_csv(_csv_path(root, csv), errors)
-    for col in REQUIRED:
-        table.column(col)
+    for col in (*REQUIRED, *(("Projection",) if keep is not None else ())):
+        table.column(col)  # without Projection the view filter would drop every image
     records, unlabelled = [], 0
     for line, row, image, terms in _parse_rows(table, root, errors, set(exclude)):
         vec, complete = term_vector(terms, hierarchy=hierarchy)
