@@ -2,7 +2,7 @@
 
 Rows use the release's column layout (quoted report text with commas) and its real term strings. Expected vectors
 are written out by hand from PadChest's taxonomy; TorchXRayVision's positives for the hyponyms come from its
-substring-plus-synonym matching (``PC_Dataset``), listed here as the audit found them.
+substring-plus-synonym matching (``PC_Dataset`` counts each hyponym below for its parent).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ patient ids, so each image is its own patient (``patient_id == id``, the ``file_
 Example:
     >>> m = open_dataset("tbx11k", "/data/TBX11K", split="val")  # doctest: +SKIP
     >>> m.label_names["tbx11k"]  # doctest: +SKIP
-    ['healthy', 'sick_but_non_tb', 'tb']
+    ['healthy', 'sick_but_no_tb', 'tb']
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 #: The box categories, in COCO ``category_id`` order (1, 2, 3).
 TB_CATEGORIES = ["ActiveTuberculosis", "ObsoletePulmonaryTuberculosis", "PulmonaryTuberculosis"]
 #: The image categories, from the image folder.
-TBX11K_CLASSES = ["healthy", "sick_but_non_tb", "tb"]
+TBX11K_CLASSES = ["healthy", "sick_but_no_tb", "tb"]
 _FOLDERS = {"health": 0, "sick": 1, "tb": 2}
 SPLITS = ("train", "val", "test")
 
