@@ -121,6 +121,37 @@ def _splits(path: Path | None, errors: ErrorCollector) -> dict[str, str]:
     return out
 
 
+def _images(root: Path, meta_path: Path, errors: ErrorCollector, cols: list[str],
+            labels: dict[tuple[str, str], np.ndarray], official: dict[str, str], need_view: bool) -> list[Record]:
+    """One record per metadata row, carrying its study's label vector (all NaN when the study has none)."""
+    table = read_csv(meta_path, errors)
+    for col in ("dicom_id", "subject_id", "study_id", *(("ViewPosition",) if need_view else ())):
+        table.column(col)  # without ViewPosition the view filter would drop every image
+    records, unlabelled = [], 0
+    for line, fields in table.rows:
+        try:
+            row = row_dict(table, line, fields)
+            dicom, subject, study = _ids(row, meta_path, line, "dicom_id", "subject_id", "study_id")
+            rel = f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg"
+            image = resolve_path(root, rel, meta_path, line)
+            if not Path(image).is_file():
+                raise DatasetFormatError(meta_path, f"image not found: {image}", line)
+        except DatasetFormatError as e:
+            errors.handle(e)
+            continue
+        vec = labels.get((subject, study))
+        unlabelled += vec is None
+        meta = {"source": (str(meta_path), line), "view": row.get("ViewPosition", "").strip() or "UNKNOWN",
+                "study": study, "labelled": vec is not None}
+        if dicom in official:
+            meta["official_split"] = official[dicom]
+        vec = vec.copy() if vec is not None else np.full(len(cols), np.nan, dtype=np.float32)
+        records.append(Record(id=dicom, patient_id=subject, image=image, labels={"findings": vec}, meta=meta))
+    if unlabelled:
+        log.warning("mimic-cxr-jpg: %d image(s) have no label row for their study; their labels are NaN", unlabelled)
+    return records
+
+
 @DATASETS.register("mimic-cxr-jpg")
 def read_mimic(root: Path, *, split: str | None, errors: ErrorCollector, labeler: str = "chexpert",
                uncertainty: str = "u-ignore", blank: str = "zero",
@@ -142,32 +173,7 @@ def read_mimic(root: Path, *, split: str | None, errors: ErrorCollector, labeler
     keep = view_filter("mimic-cxr-jpg", views)
     cols, labels = _labels(_find(root, labeler), errors, uncertain, blank_value)
     official = _splits(_find(root, "split", required=False), errors)
-    meta_path = _find(root, "metadata")
-    table = read_csv(meta_path, errors)
-    for col in ("dicom_id", "subject_id", "study_id", *(("ViewPosition",) if keep is not None else ())):
-        table.column(col)  # without ViewPosition the view filter would drop every image
-    records, unlabelled = [], 0
-    for line, fields in table.rows:
-        try:
-            row = row_dict(table, line, fields)
-            dicom, subject, study = _ids(row, meta_path, line, "dicom_id", "subject_id", "study_id")
-            view = row.get("ViewPosition", "").strip() or "UNKNOWN"
-            rel = f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg"
-            image = resolve_path(root, rel, meta_path, line)
-            if not Path(image).is_file():
-                raise DatasetFormatError(meta_path, f"image not found: {image}", line)
-        except DatasetFormatError as e:
-            errors.handle(e)
-            continue
-        vec = labels.get((subject, study))
-        unlabelled += vec is None
-        meta = {"source": (str(meta_path), line), "view": view, "study": study, "labelled": vec is not None}
-        if dicom in official:
-            meta["official_split"] = official[dicom]
-        vec = vec.copy() if vec is not None else np.full(len(cols), np.nan, dtype=np.float32)
-        records.append(Record(id=dicom, patient_id=subject, image=image, labels={"findings": vec}, meta=meta))
-    if unlabelled:
-        log.warning("mimic-cxr-jpg: %d image(s) have no label row for their study; their labels are NaN", unlabelled)
+    records = _images(root, _find(root, "metadata"), errors, cols, labels, official, keep is not None)
     if split is not None and not official:
         raise DatasetFormatError(root / f"{PREFIX}split.csv", f"split {split!r} asked for, but there is no split file")
     records, name = select_split("mimic-cxr-jpg", drop_duplicate_ids(records, errors), split, SPLITS)
