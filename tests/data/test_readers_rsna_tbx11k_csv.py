@@ -93,8 +93,9 @@ def test_tbx11k_splits_and_unlabelled_test(tmp_path):
 
 @pytest.mark.parametrize("data,reason", [
     (tbx11k_json([(1, "health/h0001.png")], [(1, 1, [1.0, 2.0, 3.0, 4.0])]), "is in the 'health' folder but has"),
-    (tbx11k_json([(1, "tb/tb0003.png")], [(1, 7, [1.0, 2.0, 3.0, 4.0])]), "annotations[0]: expected a category_id"),
-    (tbx11k_json([(1, "tb/tb0003.png")], [(1, 1, [1.0, 2.0, 0.0, 4.0])]), "annotations[0]: expected a category_id"),
+    (tbx11k_json([(1, "tb/tb0003.png")], [(1, 7, [1.0, 2.0, 3.0, 4.0])]), "annotations[0]: expected an image_id"),
+    (tbx11k_json([(1, "tb/tb0003.png")], [(1, 1, [1.0, 2.0, 0.0, 4.0])]), "annotations[0]: expected an image_id"),
+    (tbx11k_json([([1], "tb/tb0003.png")], []), "images[0]: expected an id and a file_name"),
     (tbx11k_json([(1, "tb/tb9999.png")], []), "image not found"),
     (tbx11k_json([(1, "../../etc/passwd")], []), "escapes the dataset folder"),
 ])

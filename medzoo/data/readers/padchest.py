@@ -73,7 +73,7 @@ def parse_label_list(text: str, path: Path | str, line: int) -> list[str] | None
         return None
     try:
         value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, RecursionError, MemoryError):  # a deeply nested literal exhausts the parser
         raise DatasetFormatError(path, f"column 'Labels': expected a list literal like ['normal'], got {text!r}",
                                  line) from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

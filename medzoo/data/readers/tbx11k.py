@@ -63,6 +63,8 @@ def _json(path: Path) -> dict[str, Any]:
         raise DatasetFormatError(path, f"cannot read file ({e})") from None
     except json.JSONDecodeError as e:
         raise DatasetFormatError(path, f"invalid JSON ({e.msg})", e.lineno) from None
+    except RecursionError:
+        raise DatasetFormatError(path, "invalid JSON (nested too deeply)") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetFormatError(path, "expected a COCO-style object with an 'images' list")
     return data
@@ -86,9 +88,9 @@ def _boxes(data: dict, path: Path, categories: dict[int, str], errors: ErrorColl
             box = ann.get("bbox") if isinstance(ann, dict) else None
             ok = (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
                   and all(math.isfinite(v) for v in box) and box[2] > 0 and box[3] > 0)
-            if not ok or ann.get("category_id") not in categories:
-                raise DatasetFormatError(path, f"annotations[{k}]: expected a category_id among {sorted(categories)} "
-                                         f"and bbox [x, y, w, h] with w, h > 0, got {ann!r}")
+            if not ok or ann.get("category_id") not in categories or not isinstance(ann.get("image_id"), (int, str)):
+                raise DatasetFormatError(path, f"annotations[{k}]: expected an image_id, a category_id among "
+                                         f"{sorted(categories)} and bbox [x, y, w, h] with w, h > 0, got {ann!r}")
         except DatasetFormatError as e:
             errors.handle(e)
             continue
@@ -111,8 +113,8 @@ def _labels(folder: str, boxes: list[dict]) -> tuple[dict[str, Any], bool]:
 
 def _record(img: Any, k: int, path: Path, root: Path, boxes: dict[Any, list[dict]], split: str) -> Record:
     name = img.get("file_name") if isinstance(img, dict) else None
-    if not isinstance(name, str) or not name.strip():
-        raise DatasetFormatError(path, f"images[{k}]: expected a file_name, got {img!r}")
+    if not isinstance(name, str) or not name.strip() or not isinstance(img.get("id"), (int, str)):
+        raise DatasetFormatError(path, f"images[{k}]: expected an id and a file_name, got {img!r}")
     name = name.strip().replace("\\", "/")
     image = require_file(resolve_path(root / "imgs", name, path, None), path, None)
     own = boxes.get(img.get("id"), [])
