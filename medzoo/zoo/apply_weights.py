@@ -1,9 +1,11 @@
 """Loading the parts of weight files into a model, by name, with a :class:`~medzoo.zoo.report.LoadReport`.
 
-The rules (DECISIONS 12, STYLE 6): the encoder's depth, block, shortcut and widths must match (an error names both);
-the stem is adapted to the model's ``in_channels``; a different ``output_stride`` is reported as a geometry change;
-heads and the aggregator are matched by name and loaded when their keys, shapes (and, with a spec, labels) agree,
-else dropped by name with the reason. Every key ends up in exactly one list of the report.
+The rules, so that weights load exactly or say why, key by key: the encoder's depth, block, shortcut and widths must
+match (an error names both); the stem is adapted to the model's ``in_channels``; a different ``output_stride`` is
+reported as a geometry change; heads and the aggregator are matched by name and loaded when their keys, shapes (and,
+with a spec, labels) agree, else dropped by name with the reason. Every key ends up in exactly one list of the report.
+ImageNet (``torchvision-resnet``) and TorchXRayVision files go through :mod:`medzoo.zoo.imagenet` and
+:mod:`medzoo.zoo.txv`.
 
 Example:
     >>> from medzoo.models import create_model
@@ -139,6 +141,9 @@ def load_parts(model: Any, files: Sequence[tuple[Path, str, str]], spec: Weights
         if fmt == "medicalnet-pth":
             _load_medicalnet(model, path, wanted, report)
             continue
+        if fmt in ("torchvision-resnet", "torchxrayvision"):
+            _merge(report, _load_foreign(model, path, fmt, spec, wanted))
+            continue
         state = _full_names(_read_state(path, fmt), part)
         enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         if enc and "encoder" in wanted:
@@ -187,3 +192,25 @@ def _load_medicalnet(model: Any, path: Path, wanted: set[str], report: LoadRepor
     report.ignored.update(sub.ignored)
     report.missing += [fix(k) for k in sub.missing]
     report.unexpected += sub.unexpected
+
+
+def _load_foreign(model: Any, path: Path, fmt: str, spec: WeightsSpec | None, wanted: set[str]) -> LoadReport:
+    """ImageNet (inflated into the encoder) and TorchXRayVision files, through their importers."""
+    if "encoder" not in wanted:
+        raise ValueError(f"{path}: a {fmt} file holds an encoder; request parts=['encoder'] (or 'all')")
+    if fmt == "torchvision-resnet":
+        from medzoo.zoo.imagenet import load_imagenet
+
+        return load_imagenet(model, path)
+    from medzoo.zoo.txv import load_txv_file
+
+    return load_txv_file(model, path, spec, heads=any(p.split(".")[0] == "heads" for p in wanted))
+
+
+def _merge(report: LoadReport, sub: LoadReport) -> None:
+    report.loaded += sub.loaded
+    report.adapted.update(sub.adapted)
+    report.ignored.update(sub.ignored)
+    report.missing += sub.missing
+    report.unexpected += sub.unexpected
+    report.inflation = report.inflation or sub.inflation
