@@ -129,7 +129,10 @@ def read_torchxrayvision(path: str | Path, *, weights: str | None = None) -> TXV
     if isinstance(obj, ModuleRecord):
         state, names, ops, cls = _from_record(obj)
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state, names, ops, cls = dict(obj), None, None, None
+        from medzoo.zoo.state import strip_prefixes
+
+        state, names, cls = strip_prefixes(obj, ("module.", "model.")), None, None
+        ops = _floats(state.pop("op_threshs", None))  # a TXV DenseNet's state_dict() carries it as a buffer
     else:
         raise ValueError(f"{path}: expected a pickled TorchXRayVision model or a state dict, got {type(obj).__name__}")
     kind = "densenet" if "features.conv0.weight" in state else "resnet" if "conv1.weight" in state else None
