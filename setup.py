@@ -50,6 +50,6 @@ setup(
     package_data={"medzoo": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    data_files=[("share/medzoo", ["weights/catalog.yaml"])],
+    data_files=[("share/medzoo", ["weights/catalog.yaml", "weights/catalog-unpinned.yaml"])],
     entry_points={"console_scripts": ["medzoo = medzoo.cli.main:main"]},
 )

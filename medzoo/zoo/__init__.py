@@ -1,4 +1,4 @@
-"""The zoo: weight loading with reports, MedicalNet import, export, catalog and verified downloads.
+"""The zoo: weight loading with reports, MedicalNet / ImageNet / TorchXRayVision import, export, catalog, downloads.
 
 Names resolve lazily so that ``import medzoo.zoo`` stays cheap.
 
@@ -15,7 +15,8 @@ from typing import Any
 
 __all__ = ["LoadReport", "load_medicalnet", "from_medicalnet", "detect_architecture", "read_weights",
            "UnsafeWeightsError", "write_export_dir", "read_export_dir", "WeightsSpec", "get_entry", "list_entries",
-           "add_entry", "download", "load", "load_pretrained", "load_model", "export_model", "publish"]
+           "add_entry", "download", "load", "load_pretrained", "load_model", "export_model", "publish",
+           "load_imagenet", "from_imagenet", "read_torchxrayvision", "from_torchxrayvision"]
 
 _LAZY = {
     "LoadReport": "medzoo.zoo.report",
@@ -36,6 +37,10 @@ _LAZY = {
     "load_model": "medzoo.zoo.load",
     "export_model": "medzoo.zoo.publish",
     "publish": "medzoo.zoo.publish",
+    "load_imagenet": "medzoo.zoo.imagenet",
+    "from_imagenet": "medzoo.zoo.imagenet",
+    "read_torchxrayvision": "medzoo.zoo.txv",
+    "from_torchxrayvision": "medzoo.zoo.txv",
 }
 
 

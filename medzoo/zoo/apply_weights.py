@@ -75,12 +75,17 @@ def _as_list(value: Any) -> list:
 
 
 def _load_encoder(model: Any, enc_state: dict, spec: WeightsSpec | None, report: LoadReport, source: str) -> None:
+    from medzoo.encoders import DenseNetEncoder
     from medzoo.zoo.medicalnet import find_encoder
     from medzoo.zoo.state import load_state_with_report
 
-    encoder = find_encoder(model)
-    _check_architecture(model, spec, enc_state, source)
-    sub = load_state_with_report(encoder, enc_state, source=source, strict=True)
+    dense = getattr(model, "encoder", model)
+    if isinstance(dense, DenseNetEncoder):  # no ResNet contract to compare; shapes are checked key by key below
+        encoder, stem = dense, "features.conv0.weight"
+    else:
+        encoder, stem = find_encoder(model), "conv1.weight"
+        _check_architecture(model, spec, enc_state, source)
+    sub = load_state_with_report(encoder, enc_state, source=source, stem_key=stem, strict=True)
     prefix = "" if encoder is model else "encoder."
     report.loaded += [prefix + k for k in sub.loaded]
     report.adapted.update({prefix + k: v for k, v in sub.adapted.items()})

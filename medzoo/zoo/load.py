@@ -2,7 +2,7 @@
 
 * :func:`load` builds the model a weights spec describes (head sizes and labels come from the spec), downloads and
   verifies its files, loads them and returns ``(model, preprocessing)``. Arguments that contradict the spec are errors;
-  ``in_channels`` and ``output_stride`` are adapted (DECISIONS 12).
+  ``in_channels`` and ``output_stride`` are adapted, since the same weights run at other input channels and strides.
 * :func:`load_pretrained` loads parts of a catalog entry, an export directory or a weight file into an existing
   model: an architecture mismatch (depth, block, shortcut, widths) is an error; the stem is adapted to the model's
   ``in_channels``; a different ``output_stride`` is reported as a geometry change; heads are matched by name, and a
@@ -11,7 +11,9 @@
   a training checkpoint (``ckpt:PATH``) or a MedicalNet file (``medicalnet:PATH``).
 
 Weights are read with safetensors or ``torch.load(weights_only=True)`` only; MedicalNet files go through
-:mod:`medzoo.zoo.medicalnet`. Encoder-only files hold bare encoder keys (DECISIONS 11).
+:mod:`medzoo.zoo.medicalnet`, torchvision ImageNet files through :mod:`medzoo.zoo.imagenet` and TorchXRayVision files
+through :mod:`medzoo.zoo.txv` (an allow-listed unpickler). Encoder-only files hold bare encoder keys, so that other
+MONAI/MedicalNet code can load them as they are.
 
 ``medzoo.zoo.load`` names both this module and the function: importing a submodule binds its name on the package,
 which would hide a function of the same name, so calling the module calls :func:`load`.
@@ -47,7 +49,7 @@ __all__ = ["load", "load_pretrained", "load_model", "spec_model_config", "check_
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FORMATS = ("safetensors", "torch-state-dict", "medicalnet-pth")
+WEIGHT_FORMATS = ("safetensors", "torch-state-dict", "medicalnet-pth", "torchvision-resnet", "torchxrayvision")
 ALL_PARTS = ("encoder", "aggregator", "heads")
 _FIXED_TASK_KEYS = ("type", "level", "num_classes", "labels", "outputs", "decoder_channels")
 _DOWNLOAD_KW = ("catalog", "cache_dir", "offline", "progress")
