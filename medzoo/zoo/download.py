@@ -16,7 +16,7 @@
 
 Example:
     >>> from medzoo.zoo.download import download
-    >>> path = download("resnet10.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
+    >>> path = download("resnet10.medicalnet23")  # doctest: +SKIP
 """
 
 from __future__ import annotations

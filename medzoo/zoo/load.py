@@ -21,7 +21,7 @@ which would hide a function of the same name, so calling the module calls :func:
 Example:
     >>> from medzoo.models import create_model
     >>> model = create_model({"encoder": {"name": "resnet18", "in_channels": 1}, "tasks": {}})
-    >>> report = load_pretrained(model, "resnet18.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
+    >>> report = load_pretrained(model, "resnet18.medicalnet23")  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP
 """
 
@@ -303,7 +303,7 @@ def load(ref: str | os.PathLike, *, parts: str | Sequence[str] | None = None, ta
         :class:`~medzoo.zoo.spec.Preprocessing` (or ``None``).
 
     Example:
-        >>> model, pre = load("resnet18.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
+        >>> model, pre = load("resnet18.medicalnet23")  # doctest: +SKIP
         >>> model.encoder(torch.zeros(1, 1, 32, 64, 64))[-1].shape  # doctest: +SKIP
     """
     from medzoo.models import create_model

@@ -369,3 +369,14 @@ def test_imagenet_entries_carry_torchvisions_prefix_and_architecture():
         assert f["sha256_prefix"] == prefix
         assert (raw["architecture"]["shortcut"], raw["architecture"]["bias_downsample"]) == ("B", False)
         assert raw["preprocessing"]["normalisation"] == "meanstd"
+
+
+def test_readme_table_lists_every_entry_with_its_pin_status():
+    readme = (CATALOG.parents[1] / "README.md").read_text()
+    for raw, where in [(e, "shipped") for e in RAW] + [(e, "opt-in") for e in RAW_UNPINNED]:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{raw['name']}` | {where} |")), None)
+        assert row is not None, f"README catalog table lacks {raw['name']} ({where})"
+        f = raw["files"][0]
+        status = "yes (sha256 + size)" if f["sha256"] else ("prefix" if f.get("sha256_prefix") else "no:")
+        assert status in row, row
+        assert f"| {raw['license']} |" in row, row
