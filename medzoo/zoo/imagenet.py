@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ INFLATE_MODES = ("centre", "mean")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
-_BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.")
 
 
 def inflate_kernel(weight: torch.Tensor, depth: int, mode: str = "centre") -> torch.Tensor:
@@ -73,18 +71,14 @@ def detect_resnet2d(state: dict[str, torch.Tensor], source: str = "<state dict>"
         ValueError: not a 2D ResNet of depth 18/34/50/101/152 (the message names the key that is off).
     """
     from medzoo.encoders import RESNET_SPECS
+    from medzoo.zoo.medicalnet import block_layout
 
     stem = state.get("conv1.weight")
     if stem is None or stem.dim() != 4:
         found = "nothing" if stem is None else f"shape {tuple(stem.shape)}"
         raise ValueError(f"{source}: not a 2D (torchvision-layout) ResNet: 'conv1.weight' must be a 2D kernel "
                          f"[64, C, 7, 7], found {found} (3D MedicalNet files go through `medzoo convert medicalnet`)")
-    block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
-    counts = [0, 0, 0, 0]
-    for key in state:
-        m = _BLOCK_KEY.match(key)
-        if m:
-            counts[int(m.group(1)) - 1] = max(counts[int(m.group(1)) - 1], int(m.group(2)) + 1)
+    block, counts = block_layout(state)
     depths = [d for d in IMAGENET_DEPTHS if RESNET_SPECS[d][0] == block and RESNET_SPECS[d][1] == tuple(counts)]
     if not depths:
         raise ValueError(f"{source}: {block} blocks per stage {counts} match no ImageNet ResNet depth "

@@ -92,15 +92,19 @@ class ResNet2d(nn.Module):
         return self.fc(self.forward(x)[-1].mean(dim=(2, 3)))
 
 
-def randomised(depth: int, seed: int, **kwargs) -> ResNet2d:
-    """A reference network in eval mode with random weights and random BatchNorm statistics."""
-    torch.manual_seed(seed)
-    net = ResNet2d(depth, **kwargs)
+def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """Random affine parameters and running statistics in every BatchNorm (so eval-mode BN is not the identity)."""
     with torch.no_grad():
-        for m in net.modules():
+        for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
+    return model.eval()
+
+
+def randomised(depth: int, seed: int, **kwargs) -> ResNet2d:
+    """A reference network in eval mode with random weights and random BatchNorm statistics."""
+    torch.manual_seed(seed)
+    return randomise_batchnorm(ResNet2d(depth, **kwargs))

@@ -94,17 +94,14 @@ class DenseNet(nn.Module):
 
 def randomise(model: nn.Module, seed: int, weight_std: float | None = 0.3) -> nn.Module:
     """Random BatchNorm statistics (and weights of std ``weight_std``; None keeps torch's init), eval mode."""
+    from tests.zoo.resnet2d_reference import randomise_batchnorm
+
     torch.manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)) and weight_std is not None:
                 m.weight.normal_(0, weight_std)
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return randomise_batchnorm(model)
 
 
 @contextlib.contextmanager
