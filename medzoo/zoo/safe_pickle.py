@@ -253,13 +253,12 @@ def load_restricted(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weight file")
     try:
-        obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
+        return _materialise(_load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path))
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, KeyError, TypeError,
-            AttributeError, IndexError) as exc:
+            AttributeError, IndexError, RecursionError) as exc:
         raise ValueError(f"{path}: not a readable torch file (truncated or corrupt?): {exc}") from None
-    return _materialise(obj)
 
 
 def _materialise(obj: Any) -> Any:
@@ -283,6 +282,14 @@ def _storage_pid(pid: tuple, source: str) -> tuple[_StorageType, str, int]:
     return pid[1], str(pid[2]), pid[4]
 
 
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    """A member's bytes, refusing sizes no deflate stream can reach (a zip bomb); torch stores members uncompressed."""
+    if info.file_size > 1100 * max(info.compress_size, 1):
+        raise UnsafePickleError(f"{path}: member {info.filename} claims {info.file_size} bytes from "
+                                f"{info.compress_size} compressed (refused)")
+    return zf.read(info)
+
+
 def _load_zip(path: Path) -> Any:
     with zipfile.ZipFile(path) as zf:
         pkls = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
@@ -302,11 +309,12 @@ def _load_zip(path: Path) -> Any:
                     raise UnsafePickleError(f"{path}: storage {key} holds {info.file_size} bytes, expected {nbytes}")
                 ref = _StorageRef(kind.dtype, numel)
                 if numel:
-                    ref.flat.copy_(torch.frombuffer(bytearray(zf.read(info)), dtype=kind.dtype))
+                    ref.flat.copy_(torch.frombuffer(bytearray(_read_member(zf, info, path)), dtype=kind.dtype))
                 storages[key] = ref
             return storages[key]
 
-        return _Unpickler(io.BytesIO(zf.read(pkls[0])), str(path), storage).load()
+        data = _read_member(zf, zf.getinfo(pkls[0]), path)
+        return _Unpickler(io.BytesIO(data), str(path), storage).load()
 
 
 def _load_legacy(path: Path) -> Any:

@@ -7,6 +7,7 @@ import math
 import os
 import pickle
 import sys
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -168,3 +169,29 @@ def test_file_without_names_needs_the_weights_name(tmp_path):
         read_torchxrayvision(path, weights="densenet121-res224-everything")
     w = read_torchxrayvision(path, weights="densenet121-res224-nih")
     assert w.labels == list(TXV_WEIGHTS["densenet121-res224-nih"]["labels"][:14])
+
+
+def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save(torch.nn.Linear(2, 2), path, _use_new_zipfile_serialization=False)
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        load_restricted(tmp_path / "cut.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file at all")
+    with pytest.raises(ValueError, match="not a readable torch file"):
+        load_restricted(tmp_path / "junk.pt")
+
+
+class _Overrun:
+    """Reduces to torch's tensor rebuild with a size far beyond its 2-element storage."""
+
+    def __reduce__(self):
+        storage = torch.ones(2)._typed_storage()
+        return torch._utils._rebuild_tensor_v2, (storage, 0, (1000,), (1,), False, OrderedDict())
+
+
+def test_a_tensor_that_overruns_its_storage_is_refused(tmp_path):
+    path = tmp_path / "overrun.pt"
+    torch.save({"w": _Overrun()}, path)
+    with pytest.raises(UnsafePickleError, match="overruns its storage"):
+        load_restricted(path)
