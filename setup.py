@@ -40,7 +40,8 @@ EXTRAS["dev"] = [
 setup(
     name="medzoo",
     version=_VERSION,
-    description="A MedicalNet-style model zoo for medical imaging: shared 3D ResNet encoders, task heads, verified weights.",
+    description=("A MedicalNet-style model zoo for medical imaging: shared 3D ResNet encoders, task heads, "
+                 "verified weights."),
     long_description=(_HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
