@@ -50,7 +50,7 @@ setup(
     include_package_data=True,
     # configs/ and weights/catalog.yaml live at the repository root and reach the package through the links
     # medzoo/configs and medzoo/weights; the wheel carries real copies, read with importlib.resources.
-    package_data={"medzoo": ["py.typed", "configs/*/*.yaml", "weights/catalog.yaml"]},
+    package_data={"medzoo": ["py.typed", "configs/*/*.yaml", "weights/*.yaml"]},
     zip_safe=False,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -1,5 +1,5 @@
 """The zoo: every model reference becomes a model here (:func:`resolve`), with weight loading and its reports,
-MedicalNet import, training-checkpoint reading, export, the catalog and verified downloads.
+MedicalNet / ImageNet / TorchXRayVision import, training-checkpoint reading, export, the catalog and verified downloads.
 
 Names resolve lazily so that ``import medzoo.zoo`` stays cheap.
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 from medzoo.utils.lazy import lazy_attach
 
 __all__ = ["LoadReport", "ModelRef", "ResolvedModel", "UnsafeWeightsError", "WeightsSpec", "add_entry",
-           "detect_architecture", "export_model", "from_medicalnet", "get_entry", "list_entries", "load",
-           "load_medicalnet", "load_pretrained", "parse_ref", "read_export_dir", "read_weights", "resolve",
-           "write_export_dir"]
+           "detect_architecture", "export_model", "from_imagenet", "from_medicalnet", "from_torchxrayvision",
+           "get_entry", "list_entries", "load", "load_imagenet", "load_medicalnet", "load_pretrained", "parse_ref",
+           "read_export_dir", "read_torchxrayvision", "read_weights", "resolve", "write_export_dir"]
 
 __getattr__, __dir__ = lazy_attach(__name__, {
     "LoadReport": "medzoo.zoo.report",
@@ -30,4 +30,6 @@ __getattr__, __dir__ = lazy_attach(__name__, {
     "WeightsSpec": "medzoo.zoo.spec",
     "get_entry": "medzoo.zoo.catalog", "list_entries": "medzoo.zoo.catalog", "add_entry": "medzoo.zoo.catalog",
     "export_model": "medzoo.zoo.publish",
+    "load_imagenet": "medzoo.zoo.imagenet", "from_imagenet": "medzoo.zoo.imagenet",
+    "read_torchxrayvision": "medzoo.zoo.txv", "from_torchxrayvision": "medzoo.zoo.txv",
 })

@@ -11,13 +11,14 @@
   name, with a report.
 
 Weights are read with safetensors or ``torch.load(weights_only=True)`` only, so no file can run code; MedicalNet
-files go through :mod:`medzoo.zoo.medicalnet`. Encoder-only files hold bare encoder keys (``conv1.weight``), as
-MONAI's and MedicalNet's own files do, so that they load into either.
+files go through :mod:`medzoo.zoo.medicalnet`, torchvision ImageNet files through :mod:`medzoo.zoo.imagenet` and
+TorchXRayVision files through :mod:`medzoo.zoo.txv` (an allow-listed unpickler). Encoder-only files hold bare encoder
+keys (``conv1.weight``), as MONAI's and MedicalNet's own files do, so that they load into either.
 
 Example:
     >>> from medzoo.models import create_model
     >>> model = create_model({"encoder": {"name": "resnet18", "in_channels": 1}, "tasks": {}})
-    >>> report = load_pretrained(model, "resnet18.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
+    >>> report = load_pretrained(model, "resnet18.medicalnet23")  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP
 """
 
@@ -50,7 +51,7 @@ __all__ = ["ALL_PARTS", "WEIGHT_FORMATS", "build_from_weights", "check_versions"
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FORMATS = ("safetensors", "torch-state-dict", "medicalnet-pth")
+WEIGHT_FORMATS = ("safetensors", "torch-state-dict", "medicalnet-pth", "torchvision-resnet", "torchxrayvision")
 ALL_PARTS = ("encoder", "aggregator", "heads")
 _FIXED_TASK_KEYS = ("type", "level", "num_classes", "labels", "outputs", "decoder_channels")
 _DOWNLOAD_KW = ("catalog", "cache_dir", "offline", "progress")

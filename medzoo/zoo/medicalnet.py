@@ -41,6 +41,16 @@ def read_medicalnet(path: str | Path) -> dict[str, torch.Tensor]:
     return strip_prefixes(unwrap_state_dict(read_weights(path), source=str(path)))
 
 
+def block_layout(state: dict[str, torch.Tensor]) -> tuple[str, list[int]]:
+    """Block type (``basic``/``bottleneck``) and blocks per stage of a ResNet state dict (2D or 3D), from its keys."""
+    counts = [0, 0, 0, 0]
+    for key in state:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            counts[int(m.group(1)) - 1] = max(counts[int(m.group(1)) - 1], int(m.group(2)) + 1)
+    return ("bottleneck" if "layer1.0.conv3.weight" in state else "basic"), counts
+
+
 def detect_architecture(state: dict[str, torch.Tensor], source: str = "<state dict>") -> dict[str, Any]:
     """Read depth, block type, blocks per stage, widths, shortcut, input channels and seg classes from the keys.
 
@@ -50,12 +60,7 @@ def detect_architecture(state: dict[str, torch.Tensor], source: str = "<state di
     if "conv1.weight" not in state:
         sample = ", ".join(sorted(state)[:4])
         raise ValueError(f"{source}: not a MedicalNet/MONAI ResNet checkpoint: no 'conv1.weight' (keys: {sample}, ...)")
-    block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
-    counts = [0, 0, 0, 0]
-    for key in state:
-        m = _BLOCK_KEY.match(key)
-        if m:
-            counts[int(m.group(1)) - 1] = max(counts[int(m.group(1)) - 1], int(m.group(2)) + 1)
+    block, counts = block_layout(state)
     depths = [d for d, spec in RESNET_SPECS.items() if spec[0] == block and spec[1] == tuple(counts)]
     if not depths:
         raise ValueError(f"{source}: {block} blocks per stage {counts} match no ResNet depth "
