@@ -33,12 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from medzoo.data._dicom_write import write_dicom_image, write_dicom_series
 from medzoo.data._geometry import Plane, UnevenPolicy, stack_planes
 from medzoo.data.manifest import DatasetFormatError
 
 __all__ = ["DicomOptions", "DICOM_SUFFIXES", "is_dicom_file", "dicom_files", "dicom_file_kind", "read_dicom",
-           "read_dicom_file", "read_dicom_series", "require_pydicom", "write_dicom_series", "write_dicom_image"]
+           "read_dicom_file", "read_dicom_series", "require_pydicom"]
 
 log = logging.getLogger(__name__)
 

@@ -258,7 +258,7 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
                        origin: tuple[float, float, float] = (0.0, 0.0, 0.0), series_uid_seed: str = "medzoo",
                        file_names: list[str] | None = None) -> list[Path]:
     """Write a CT volume as one DICOM file per slice (needs pydicom). See ``medzoo.data._dicom``."""
-    from medzoo.data._dicom import write_dicom_series as _write
+    from medzoo.data._dicom_write import write_dicom_series as _write
 
     return _write(folder, volume, spacing, origin=origin, series_uid_seed=series_uid_seed, file_names=file_names)
 

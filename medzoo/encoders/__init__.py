@@ -1,7 +1,7 @@
 """Encoders: the ResNet family on MONAI, and a 2D DenseNet-121 baseline (CheXNet), registered by name.
 
 Every encoder returns stage feature maps, as timm's ``features_only`` models do, and describes them in
-``feature_info``; the ResNets are also MONAI ``FlexibleUNet`` backbones (:mod:`medzoo.encoders.flexible_unet`).
+``feature_info``; the ResNets are also MONAI ``FlexibleUNet`` backbones (:mod:`medzoo.zoo.flexible_unet`).
 
 Example:
     >>> from medzoo.encoders import create_encoder, list_encoders
@@ -21,17 +21,11 @@ from typing import Any
 from medzoo.encoders.base import Encoder, check_encoder_input
 from medzoo.encoders.densenet import DenseNetEncoder
 from medzoo.encoders.features import FeatureInfo
-from medzoo.encoders.flexible_unet import (
-    FlexUNetResNet,
-    register_flexible_unet_backbone,
-    register_flexible_unet_backbones,
-)
 from medzoo.encoders.resnet import DEFAULT_WIDTHS, RESNET_SPECS, ResNetEncoder
 from medzoo.registry import Registry
 
-__all__ = ["ENCODERS", "Encoder", "ResNetEncoder", "DenseNetEncoder", "FeatureInfo", "FlexUNetResNet",
-           "create_encoder", "list_encoders", "check_encoder_input", "register_flexible_unet_backbone",
-           "register_flexible_unet_backbones", "DEFAULT_WIDTHS", "RESNET_SPECS"]
+__all__ = ["ENCODERS", "Encoder", "ResNetEncoder", "DenseNetEncoder", "FeatureInfo",
+           "create_encoder", "list_encoders", "check_encoder_input", "DEFAULT_WIDTHS", "RESNET_SPECS"]
 
 ENCODERS = Registry("encoder")
 

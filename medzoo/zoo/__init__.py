@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from medzoo.utils.lazy import lazy_attach
 
-__all__ = ["LoadReport", "ModelRef", "ResolvedModel", "UnsafeWeightsError", "WeightsSpec", "add_entry",
-           "detect_architecture", "export_model", "from_imagenet", "from_medicalnet", "from_torchxrayvision",
-           "get_entry", "list_entries", "load", "load_imagenet", "load_medicalnet", "load_pretrained", "parse_ref",
-           "read_export_dir", "read_torchxrayvision", "read_weights", "resolve", "write_export_dir"]
+__all__ = ["add_entry", "detect_architecture", "export_model", "FlexUNetResNet", "from_imagenet", "from_medicalnet",
+           "from_torchxrayvision", "get_entry", "list_entries", "load", "load_imagenet", "load_medicalnet",
+           "load_pretrained", "LoadReport", "ModelRef", "parse_ref", "read_export_dir", "read_torchxrayvision",
+           "read_weights", "register_flexible_unet_backbone", "register_flexible_unet_backbones", "resolve",
+           "ResolvedModel", "UnsafeWeightsError", "WeightsSpec", "write_export_dir"]
 
 __getattr__, __dir__ = lazy_attach(__name__, {
     "LoadReport": "medzoo.zoo.report",
@@ -32,4 +33,6 @@ __getattr__, __dir__ = lazy_attach(__name__, {
     "export_model": "medzoo.zoo.publish",
     "load_imagenet": "medzoo.zoo.imagenet", "from_imagenet": "medzoo.zoo.imagenet",
     "read_torchxrayvision": "medzoo.zoo.txv", "from_torchxrayvision": "medzoo.zoo.txv",
+    "FlexUNetResNet": "medzoo.zoo.flexible_unet", "register_flexible_unet_backbone": "medzoo.zoo.flexible_unet",
+    "register_flexible_unet_backbones": "medzoo.zoo.flexible_unet",
 })

@@ -143,7 +143,7 @@ def test_experiment_configs_that_say_group_norm_get_it():
     from medzoo import create_model
 
     models = _group_norm_models()
-    assert {name for name, _ in models} >= {"pretrain_multitask.yaml", "transfer_lung_seg.yaml", "finetune_tb.yaml"}
+    assert {name for name, _ in models} >= {"pretrain_multitask.yaml", "lung_seg.yaml", "finetune_tb.yaml"}
     for name, model in models:
         found = {type(m) for m in create_model(model).encoder.modules() if isinstance(m, NORM_TYPES)}
         assert found == {nn.GroupNorm}, name

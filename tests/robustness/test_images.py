@@ -38,7 +38,7 @@ def originals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes
     """name -> (file bytes, array read from the intact file) for one small image of each format."""
     from PIL import Image
 
-    from medzoo.data._dicom import write_dicom_image
+    from medzoo.data._dicom_write import write_dicom_image
 
     d = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
@@ -106,7 +106,7 @@ def test_flipped_nii_gz_regression(originals: dict, tmp_path: Path) -> None:
 
 def test_corrupt_dicom_tag_regression(tmp_path: Path) -> None:
     """Regression: a corrupt PixelSpacing value raised a bare ValueError after the pixels decoded."""
-    from medzoo.data._dicom import write_dicom_image
+    from medzoo.data._dicom_write import write_dicom_image
 
     p = write_dicom_image(tmp_path / "a.dcm", np.zeros((8, 8), np.uint16), "tag")
     data = p.read_bytes()
@@ -118,7 +118,7 @@ def test_corrupt_dicom_tag_regression(tmp_path: Path) -> None:
 
 
 def test_dicom_series_with_a_cut_slice(tmp_path: Path) -> None:
-    from medzoo.data._dicom import write_dicom_series
+    from medzoo.data._dicom_write import write_dicom_series
 
     paths = write_dicom_series(tmp_path / "series", np.zeros((8, 8, 4)), (1.0, 1.0, 2.0))
     paths[2].write_bytes(paths[2].read_bytes()[:200])

@@ -44,7 +44,7 @@ def write_vindr(root: Path, seed: int, size: CorpusSize) -> Path | None:
     try:
         import pydicom  # noqa: F401
 
-        from medzoo.data._dicom import write_dicom_image
+        from medzoo.data._dicom_write import write_dicom_image
     except ImportError:
         return None
     rng = family_rng(seed, "vindr")

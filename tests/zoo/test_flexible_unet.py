@@ -10,13 +10,8 @@ from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from safetensors.torch import save_file
 from torch import nn
 
-from medzoo.encoders import (
-    RESNET_SPECS,
-    FlexUNetResNet,
-    create_encoder,
-    register_flexible_unet_backbone,
-    register_flexible_unet_backbones,
-)
+from medzoo.encoders import RESNET_SPECS, create_encoder
+from medzoo.zoo.flexible_unet import FlexUNetResNet, register_flexible_unet_backbone, register_flexible_unet_backbones
 from tests.conftest import TINY_WIDTHS
 
 DECODER = (16, 16, 8, 8, 4)

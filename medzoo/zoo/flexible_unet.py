@@ -9,7 +9,7 @@ and 3D volumes. Registration changes MONAI's global registry, so it is explicit,
   batch norm, MedicalNet's shortcut per depth);
 - :func:`register_flexible_unet_backbone` registers a named variant with its own widths, norm, activation or
   shortcut (tiny test networks, group norm for small batches);
-- MONAI's own ``FLEXUNET_BACKBONE.register_class("medzoo.encoders.FlexUNetResNet")`` does the same as the first.
+- MONAI's own ``FLEXUNET_BACKBONE.register_class("medzoo.zoo.flexible_unet.FlexUNetResNet")`` does the same as the first.
 
 ``pretrained`` takes a medzoo weights reference (a catalog name such as ``"resnet18.medicalnet23"``, an export
 folder, a weight file or ``medicalnet:PATH``), loaded into the encoder with a report; ``True`` is refused because a
@@ -35,6 +35,7 @@ import torch
 from monai.networks.blocks import BaseEncoder
 
 from medzoo.encoders.resnet import DEFAULT_ACT, RESNET_SPECS, ResNetEncoder, check_resnet_options, resnet_channels
+from medzoo.zoo.loading import load_pretrained
 
 __all__ = ["FlexUNetResNet", "register_flexible_unet_backbones", "register_flexible_unet_backbone"]
 
@@ -78,7 +79,6 @@ class FlexUNetResNet(ResNetEncoder, BaseEncoder):
             raise ValueError(f"FlexibleUNet backbone {encoder}: name the weights instead of pretrained=True, for "
                              f"example pretrained='{encoder}.medicalnet23' (catalog entries: `medzoo list`)")
         if pretrained:
-            from medzoo.zoo import load_pretrained
 
             load_pretrained(self, pretrained, parts=["encoder"])
 
