@@ -9,7 +9,8 @@ and 3D volumes. Registration changes MONAI's global registry, so it is explicit,
   batch norm, MedicalNet's shortcut per depth);
 - :func:`register_flexible_unet_backbone` registers a named variant with its own widths, norm, activation or
   shortcut (tiny test networks, group norm for small batches);
-- MONAI's own ``FLEXUNET_BACKBONE.register_class("medzoo.zoo.flexible_unet.FlexUNetResNet")`` does the same as the first.
+- MONAI's own ``FLEXUNET_BACKBONE.register_class("medzoo.zoo.flexible_unet.FlexUNetResNet")`` does the same as
+  the first.
 
 ``pretrained`` takes a medzoo weights reference (a catalog name such as ``"resnet18.medicalnet23"``, an export
 folder, a weight file or ``medicalnet:PATH``), loaded into the encoder with a report; ``True`` is refused because a
