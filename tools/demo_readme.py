@@ -69,16 +69,16 @@ def _section(report: str, heading: str) -> str:
 
 
 def _time_line(run: dict[str, Any]) -> str:
-    m, full, quick = run["machine"], run["full"], run["quick"]
-    busy = max(full["load_before"], quick["load_before"]) > m["cores"]
+    m = run["machine"]
+    parts = [f"`{r['command']}` took {r['wall_seconds']:.0f} s wall ({r['cpu_seconds']:.0f} CPU-seconds on "
+             f"{r['workers']} workers; 1-minute load average {r['load_before']:.2f} at the start, "
+             f"{r['load_after']:.2f} at the end)" for r in (run["full"], run["quick"])]
+    busy = [f"`{r['command']}`" for r in (run["full"], run["quick"])
+            if max(r["load_before"], r["load_after"]) > m["cores"]]
+    note = (f" The load average exceeded the {m['cores']} cores during {' and '.join(busy)}: other work shared the "
+            "CPU, so a quiet machine is faster." if busy else "")
     return (f"Measured on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}, "
-            f"torch {m['torch']}): `{full['command']}` took {full['wall_seconds']:.0f} s wall "
-            f"({full['cpu_seconds']:.0f} CPU-seconds, {full['workers']} workers) and `{quick['command']}` "
-            f"{quick['wall_seconds']:.0f} s wall "
-            f"({quick['cpu_seconds']:.0f} CPU-seconds); 1-minute load average {full['load_before']:.2f} and "
-            f"{quick['load_before']:.2f} at their starts" + (
-                f", above the {m['cores']} cores: other work shared the CPU, so a quiet machine is faster."
-                if busy else "."))
+            f"torch {m['torch']}): {parts[0]}, and {parts[1]}.{note}")
 
 
 def render_section(report: str, run: dict[str, Any]) -> str:
@@ -86,6 +86,7 @@ def render_section(report: str, run: dict[str, Any]) -> str:
     held_out = _section(report, "3. Held-out task: CXR lung segmentation (Montgomery-style set)")
     held_out = held_out.replace("](experiment/", "](docs/demo/")
     settings = report.split("\n## ", 1)[0].split("\n", 1)[1].strip()
+    pretraining = _section(report, "1. Pretraining (one encoder, three tasks)")
     return "\n".join([
         BEGIN, "<!-- written by `python tools/demo_readme.py` from docs/demo/; do not edit by hand -->", "",
         "`medzoo demo [--out DIR] [--quick] [--workers N]` writes the synthetic corpus (in the public datasets' own "
@@ -94,11 +95,12 @@ def render_section(report: str, run: dict[str, Any]) -> str:
         "measures it on a task held out from pretraining: lung segmentation on Montgomery-style CXRs whose lungs lie "
         "under ribs, clavicles, vessels and devices, with each image's own exposure. Re-running reuses finished "
         "steps; a line per finished job shows progress, and a warning says when the machine is busy.", "",
-        _time_line(run), "", f"Settings of this run: {settings}", "", held_out, "",
+        _time_line(run), "", settings, "", "Pretraining, on its own test splits:", "", pretraining, "", held_out, "",
         "Every job runs on one torch thread with deterministic algorithms, and jobs run side by side in worker "
-        "processes, so the tables above are the same bytes with `OMP_NUM_THREADS=1` or `2` and any `--workers` "
-        "(`tests/experiment/test_demo.py`). The full report of this run is [docs/demo/report.md](docs/demo/report.md), "
-        "its per-cell values [docs/demo/results.csv](docs/demo/results.csv).", END])
+        "processes, so the tables above are the same bytes with `OMP_NUM_THREADS=1` and 1 worker as with "
+        "`OMP_NUM_THREADS=2` and 2 workers (`tests/experiment/test_demo.py`). The full report of this run is "
+        "[docs/demo/report.md](docs/demo/report.md), its per-cell values "
+        "[docs/demo/results.csv](docs/demo/results.csv).", END])
 
 
 def rewrite_readme(readme: Path = ROOT / "README.md") -> None:
