@@ -1,10 +1,10 @@
 """Synthetic chest radiograph anatomy: body, lungs, ribs, clavicles, scapulae, vessels, heart, diaphragm, devices.
 
 Densities add up along a ray (bright = dense), as X-ray attenuation does, so the lungs lie under ribs, clavicles,
-scapulae, vessels, breast shadows and sometimes ECG leads or a pacemaker, and a lung is darkest at its centre and
-nearly as bright as soft tissue at its edges (less air there). Each image gets its own exposure (gain, offset,
-gamma, a heel-effect ramp), so no fixed intensity band separates lung from body: finding the lungs takes their
-shape and context, which is what makes lung segmentation a task that needs learning.
+scapulae, vessels, breast shadows and sometimes ECG leads or a pacemaker, a gastric bubble as dark as lung lies under
+the left lung, and a lung is darkest at its centre and nearly as bright as soft tissue at its edges (less air
+there). No intensity band separates lung from body: finding the lungs takes their shape and context, which is what
+makes lung segmentation a task that needs learning.
 
 Coordinates are normalised as in ``_cxr_draw``: ``y`` 0 (top) to 1, ``x`` 0 (image left = the patient's right) to 1.
 """
@@ -37,13 +37,13 @@ def _band(yy: np.ndarray, centre: np.ndarray, half: float) -> np.ndarray:
     return inside * (0.7 + 0.6 * np.clip(d - 0.55, 0.0, None) / 0.45)
 
 
-def _body(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _body(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """Soft tissue: the torso (thicker at the centre), shoulders, arms at the sides and the neck."""
-    j = lambda s: float(rng.uniform(-s, s))  # noqa: E731
-    d = _dome(yy, xx, (0.6 + j(0.02), 0.5, 0.56, 0.45 + j(0.02)), 0.3) + 0.2 * (r2(yy, xx, (0.6, 0.5, 0.56, 0.47)) <= 1)
+    # The body outline does not vary (as in the frame of a positioned PA view); lungs and heart do (sample_chest).
+    d = _dome(yy, xx, (0.6, 0.5, 0.56, 0.45), 0.3) + 0.2 * (r2(yy, xx, (0.6, 0.5, 0.56, 0.47)) <= 1)
     for side in (-1.0, 1.0):
-        d += _dome(yy, xx, (0.17 + j(0.02), 0.5 + side * (0.3 + j(0.02)), 0.1, 0.17), 0.15)
-        arm = (0.55 + j(0.03), 0.5 + side * (0.49 + j(0.02)), 0.4, 0.06 + j(0.015))
+        d += _dome(yy, xx, (0.17, 0.5 + side * 0.3, 0.1, 0.17), 0.15)
+        arm = (0.55, 0.5 + side * 0.49, 0.4, 0.06)
         d += 0.2 * (r2(yy, xx, arm) <= 1) + _dome(yy, xx, arm, 0.15)
     d += _dome(yy, xx, (0.0, 0.5, 0.14, 0.1), 0.35)
     return d
@@ -162,7 +162,7 @@ def anatomy_density(yy: np.ndarray, xx: np.ndarray, right: Ellipse, left: Ellips
     Returns:
         ``(density [h, w] float32, heart mask [h, w] bool)``.
     """
-    d = _body(yy, xx, rng)
+    d = _body(yy, xx)
     hila = []
     for e, lateral in ((right, -1.0), (left, 1.0)):
         inside = np.clip(1.0 - r2(yy, xx, e), 0.0, None)
@@ -192,10 +192,10 @@ def anatomy_density(yy: np.ndarray, xx: np.ndarray, right: Ellipse, left: Ellips
     return d.astype(np.float32), heart_mask
 
 
-def expose(density: np.ndarray, yy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Detector response of one image: a heel-effect ramp, gain, offset, gamma, blur and noise; in [0, 1]."""
-    d = density + float(rng.uniform(-0.08, 0.08)) * (yy - 0.5)
-    d = d * float(rng.uniform(0.85, 1.2)) + float(rng.uniform(-0.06, 0.06))
-    img = np.clip(d, 0.0, 1.0) ** float(rng.uniform(0.75, 1.35))
-    img = gaussian_filter(img, 0.6) + gaussian_filter(rng.normal(0, 0.03, img.shape), 1.5)
-    return (img + rng.normal(0, 0.008, img.shape)).astype(np.float32)
+def expose(density: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Detector response of one image: densities clipped to [0, 1], a little blur, correlated and white noise.
+
+    No per-image gain or gamma: an intensity-matching aligner (``medzoo align``) would trade such changes for a zoom.
+    """
+    img = gaussian_filter(np.clip(density, 0.0, 1.0), 0.6) + gaussian_filter(rng.normal(0, 0.03, density.shape), 1.5)
+    return (img + rng.normal(0, 0.008, density.shape)).astype(np.float32)

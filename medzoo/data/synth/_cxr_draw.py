@@ -77,7 +77,7 @@ def render_chest(chest: Chest, rng: np.random.Generator) -> tuple[np.ndarray, np
     """
     yy, xx = chest.grid()
     density, heart = anatomy_density(yy, xx, chest.right, chest.left, chest.heart, 0.46 - chest.lung_level, rng)
-    img = expose(density, yy, rng)
+    img = expose(density, rng)
     right, left = ((r2(yy, xx, e) <= 1) & ~heart for e in (chest.right, chest.left))
     return img, right, left
 
@@ -211,7 +211,7 @@ def pleural_thickening(img, chest, rng, side) -> Box:
     e = chest.lung(side)
     rim = ellipse(yy, xx, e) & ~ellipse(yy, xx, (e[0], e[1], e[2] - 0.02, e[3] - 0.025))
     rim &= (yy < e[0] + 0.5 * e[2])
-    img[rim] = 0.55
+    img[rim] = np.maximum(img[rim] + 0.25, 0.6)  # dense soft tissue along the pleura, over whatever lies beneath
     return _box_of(rim, chest)
 
 
