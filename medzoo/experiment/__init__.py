@@ -1,4 +1,5 @@
-"""Transfer-learning experiments: a resumable matrix of training runs, its tables and plots, and ``medzoo demo``.
+"""Transfer-learning experiments: a resumable matrix of training runs and baselines, its tables, paired statistics
+and plots, and ``medzoo demo``.
 
 Public names are resolved lazily (importing this package loads nothing heavy).
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "InitVariant", "TaskVariant", "load_experiment_config",
-           "run_demo", "run_experiment"]
+__all__ = ["BaselineVariant", "ExperimentConfig", "ExperimentResult", "InitVariant", "TaskVariant",
+           "load_experiment_config", "run_demo", "run_experiment"]
 
 _LAZY = {
-    "ExperimentConfig": "medzoo.experiment.config", "InitVariant": "medzoo.experiment.config",
+    "BaselineVariant": "medzoo.experiment.config", "ExperimentConfig": "medzoo.experiment.config",
+    "InitVariant": "medzoo.experiment.config",
     "TaskVariant": "medzoo.experiment.config", "load_experiment_config": "medzoo.experiment.config",
     "ExperimentResult": "medzoo.experiment.runner", "run_experiment": "medzoo.experiment.runner",
     "run_demo": "medzoo.experiment.demo",

@@ -80,7 +80,8 @@ def _worker_init(root_level: int, levels: dict[str, int]) -> None:
 
     torch.set_num_threads(1)
     floor = root_level if root_level <= logging.DEBUG else max(root_level, logging.WARNING)
-    logging.basicConfig(level=floor, format=LOG_FORMAT)
+    logging.basicConfig(format=LOG_FORMAT)  # a handler on stderr, as the CLI's (a no-op where one exists)
+    logging.getLogger().setLevel(floor)
     for name, level in levels.items():
         logging.getLogger(name).setLevel(max(level, floor))
 

@@ -9,7 +9,7 @@ prepared cache). :class:`TaskMapping` turns a batch's ``label.<dataset task>`` k
 - multilabel and regression vectors are reordered to the head's label order (a label the dataset lacks is NaN);
 - a dense (segmentation) task takes the record's mask.
 
-A batch label without a mapping is an error (DECISIONS 7).
+A batch label without a mapping is an error (silently dropping it would train without the signal the config names).
 """
 
 from __future__ import annotations
