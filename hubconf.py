@@ -3,7 +3,7 @@
 One entry point per registered encoder name (``resnet10`` ... ``resnet200``, ``densenet121``), taking
 ``create_encoder``'s keyword arguments plus ``weights`` (a catalog name, an export directory or ``medicalnet:PATH``
 whose encoder is loaded, with the report in ``encoder.load_report``), and ``zoo(name, **kw)``, which returns the
-model of a catalog entry or export directory (``medzoo.zoo.load``). Nothing here touches the network unless
+model of any model reference (``medzoo.zoo.load``). Nothing here touches the network unless
 ``weights`` names an entry that is not cached yet.
 
 Example:
@@ -24,12 +24,12 @@ __all__ = ["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet1
 
 
 def _encoder(name: str, weights: str | None, kwargs: dict[str, Any]) -> Any:
+    # Imports stay inside the entry points: torch.hub.list() would list every imported callable as a model.
     from medzoo.encoders import create_encoder
+    from medzoo.zoo.loading import load_pretrained
 
     encoder = create_encoder(name, **kwargs)
     if weights is not None:
-        from medzoo.zoo.load import load_pretrained
-
         load_pretrained(encoder, weights, parts=["encoder"])
     return encoder
 
@@ -75,7 +75,8 @@ def densenet121(weights: str | None = None, **kwargs: Any) -> Any:
 
 
 def zoo(name: str, **kwargs: Any) -> Any:
-    """The model of a catalog entry or export directory (``medzoo.zoo.load(name, **kwargs)[0]``)."""
-    from medzoo.zoo.load import load
+    """The model of a model reference: a catalog entry, an export directory, ``ckpt:PATH`` or ``medicalnet:PATH``
+    (``medzoo.zoo.load(name, **kwargs)[0]``)."""
+    from medzoo.zoo.resolver import load
 
     return load(name, **kwargs)[0]

@@ -40,16 +40,19 @@ EXTRAS["dev"] = [
 setup(
     name="medzoo",
     version=_VERSION,
-    description="A MedicalNet-style model zoo for medical imaging: shared 3D ResNet encoders, task heads, verified weights.",
+    description=("A MedicalNet-style model zoo for medical imaging: shared 3D ResNet encoders, task heads, "
+                 "verified weights."),
     long_description=(_HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["medzoo", "medzoo.*"]),
     include_package_data=True,
-    package_data={"medzoo": ["py.typed"]},
+    # configs/ and weights/catalog.yaml live at the repository root and reach the package through the links
+    # medzoo/configs and medzoo/weights; the wheel carries real copies, read with importlib.resources.
+    package_data={"medzoo": ["py.typed", "configs/*/*.yaml", "weights/*.yaml"]},
+    zip_safe=False,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    data_files=[("share/medzoo", ["weights/catalog.yaml"])],
     entry_points={"console_scripts": ["medzoo = medzoo.cli.main:main"]},
 )

@@ -1,6 +1,7 @@
 """medzoo: a MedicalNet-style model zoo for medical imaging.
 
-Public names are resolved lazily, so ``import medzoo`` stays cheap and has no side effects.
+Public names and subpackages are resolved lazily, so ``import medzoo`` stays cheap and has no side effects, and
+``medzoo.data`` (or any other subpackage) works without a separate import.
 
 Example:
     >>> import medzoo
@@ -11,29 +12,15 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from medzoo.utils.lazy import lazy_attach
 from medzoo.version import __version__
 
 __all__ = ["__version__", "create_encoder", "create_model", "list_encoders", "load_config", "zoo"]
 
-_LAZY = {
-    "create_encoder": ("medzoo.encoders", "create_encoder"),
-    "list_encoders": ("medzoo.encoders", "list_encoders"),
-    "create_model": ("medzoo.models", "create_model"),
-    "load_config": ("medzoo.config", "load_config"),
-    "zoo": ("medzoo.zoo", None),
-}
+SUBPACKAGES = ("aggregation", "cli", "config", "data", "encoders", "evaluation", "experiment", "heads", "infer",
+               "metrics", "models", "registry", "train", "utils", "zoo")
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'medzoo' has no attribute {name!r}")
-    module_name, attr = _LAZY[name]
-    module = importlib.import_module(module_name)
-    return module if attr is None else getattr(module, attr)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attach(__name__, {
+    "create_encoder": "medzoo.encoders", "list_encoders": "medzoo.encoders", "create_model": "medzoo.models",
+    "load_config": "medzoo.config",
+}, submodules=SUBPACKAGES, eager=__all__)

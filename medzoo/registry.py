@@ -63,7 +63,7 @@ class Registry:
 
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a shell-style ``pattern``."""
-        return sorted((n for n in self._items if fnmatch.fnmatch(n, pattern)), key=_natural_key)
+        return sorted((n for n in self._items if fnmatch.fnmatch(n, pattern)), key=_natural_sort_key)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
@@ -78,6 +78,6 @@ class Registry:
         return f"Registry({self.kind!r}, {self.list()})"
 
 
-def _natural_key(name: str) -> list:
+def _natural_sort_key(name: str) -> list:
     """Sort ``resnet18`` before ``resnet101``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run on the CPU with tiny widths and inputs (see DECISIONS 23-24)."""
+"""Shared fixtures. Tests run on the CPU with tiny widths and inputs, so the default suite fits a small machine."""
 
 from __future__ import annotations
 

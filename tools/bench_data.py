@@ -1,10 +1,10 @@
 """Data-loading benchmark: the prepared cache against decoding every epoch, and the default CT pipeline against
 a MedicalNet-style loader (``scipy.ndimage.zoom`` in ``__getitem__``).
 
-Sets are synthetic but realistic in size (DECISIONS 25): 1024x1024 8-bit PNG chest X-rays and gzipped NIfTI CT
-volumes of 256x256x128 int16. Throughput is samples/s through a ``DataLoader`` with 2 workers (persistent, warmed
-up). A and B epochs are interleaved, alternating which goes first, for at least 11 repeats; the ratio is the
-median of the per-repeat ratios B/A.
+Sets are synthetic but realistic in size (decoding cost grows with the real sizes): 1024x1024 8-bit PNG chest X-rays and
+gzipped NIfTI CT volumes of 256x256x128 int16. Throughput is samples/s through a ``DataLoader`` with 2 workers
+(persistent, warmed up). A and B epochs are interleaved, alternating which goes first, for at least 11 repeats; the
+ratio is the median of the per-repeat ratios B/A.
 
 Run: ``python tools/bench_data.py [--quick]``; ``tools/bench.py data`` calls :func:`bench_data`.
 """

@@ -14,7 +14,7 @@ candidate time (above 1: faster), with the largest absolute difference of the la
 row times the default against itself: its distance from 1 is the noise floor of the run. Candidates:
 1 thread vs the default (each in its own process), channels_last_3d, oneDNN (``torch.backends.mkldnn``) off,
 flushing denormals, ``inference_mode``, BatchNorm folded into the convolutions (:func:`medzoo.utils.fuse_bn`),
-the combination that :func:`medzoo.utils.inference_defaults` adopts, and (full run only, DECISIONS 25)
+the combination that :func:`medzoo.utils.inference_defaults` adopts, and (full run only: it compiles for minutes)
 ``torch.compile``.
 No bf16 anywhere: this CPU has no bf16 hardware.
 """

@@ -1,6 +1,6 @@
 """Series encoding benchmark: packed chunked encoding vs a per-patient loop vs padded dense encoding.
 
-Two figures (DECISIONS 25):
+Two figures (targets set from a measurement on this machine):
 
 1. **Speed.** A batch of 8 series of mixed lengths (4-64 slices of 64x64, one channel), resnet18 at widths
    (8, 16, 32, 64), mean aggregation and a 3-class head. Three ways to encode the same batch:

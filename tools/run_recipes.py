@@ -66,7 +66,8 @@ def _overrides(args: argparse.Namespace, data_root: Path, out: Path, run: str, e
 
 def run_one(args: argparse.Namespace, data_root: Path, out: Path, spec: tuple) -> dict:
     """Train and evaluate one recipe run; returns its figures."""
-    from medzoo.recipes import chexnet_table, evaluate_recipe, fit_recipe, is_synthetic_corpus, load_recipe
+    from medzoo.evaluation.chexnet import chexnet_table, is_synthetic_corpus
+    from medzoo.experiment.recipes import evaluate_recipe, fit_recipe, load_recipe
 
     name, recipe, encoder, epochs, headline = spec
     cfg = load_recipe(recipe, _overrides(args, data_root, out, name, epochs), image_size=args.image_size,
@@ -87,15 +88,14 @@ def run_one(args: argparse.Namespace, data_root: Path, out: Path, spec: tuple) -
 
 
 def _print(rows: list[dict], args: argparse.Namespace) -> None:
-    from medzoo.recipes import format_chexnet_table
+    from medzoo.evaluation.chexnet import format_chexnet_table
+    from medzoo.utils.tables import render
 
     print(f"\nRecipes on the synthetic corpus ({'tiny, smoke test' if args.quick else 'small'}; images "
           f"{args.image_size} px; CPU)\n")
-    print("| run | encoder | steps | seconds | test figures |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        figs = ", ".join(f"{k} {v:.3f}" for k, v in r["test"].items())
-        print(f"| {r['run']} | {r['encoder']} | {r['steps']} | {r['seconds']} | {figs} |")
+    table = [[r["run"], r["encoder"], r["steps"], r["seconds"], ", ".join(f"{k} {v:.3f}" for k, v in r["test"].items())]
+             for r in rows]
+    print(render(["run", "encoder", "steps", "seconds", "test figures"], table, style="markdown", digits=1))
     for r in rows:
         if "table" in r:
             print(f"\n{r['run']}: per-class test AUROC (95% bootstrap CI)\n")

@@ -2,11 +2,11 @@
 
 For each seed: write a synthetic NIH ChestX-ray14 corpus (findings drawn at known places, boxes in
 ``BBox_List_2017.csv``), train the ``localization`` head under each box fraction with the same initialisation and
-batch order (``medzoo.train.weak_loc_run``), and score localisation on the held-out boxed test images. Prints the
-table (mean and sample SD over seeds) and writes ``docs/LOCALIZATION.md``.
+batch order (``medzoo.experiment.weak_localization``), and score localisation on the held-out boxed test images.
+Prints the table (mean and sample SD over seeds) and writes ``docs/LOCALIZATION.md``.
 
 Usage:
-    python tools/weak_loc_experiment.py                       # configs/experiments/weak_localization.yaml
+    python tools/weak_loc_experiment.py                       # configs/weak_localization/synthetic.yaml
     python tools/weak_loc_experiment.py --seeds 0 1 2 --no-doc
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,33 +25,22 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "experiments" / "weak_localization.yaml"
+if str(ROOT) not in sys.path:  # allow `python tools/weak_loc_experiment.py` from a checkout (tools.benchlib)
+    sys.path.insert(0, str(ROOT))
+
+from medzoo.config import from_dict  # noqa: E402
+from medzoo.data.synth._cxr_draw import draw_findings  # noqa: E402
+from medzoo.encoders import create_encoder  # noqa: E402
+from medzoo.experiment.weak_localization import WeakLocExperiment, run_weak_localization  # noqa: E402
+from medzoo.models.align import random_affine, warp  # noqa: E402
+from medzoo.train.align import train_alignment  # noqa: E402
+from medzoo.utils.resources import config_dir  # noqa: E402
+from medzoo.utils.tables import render  # noqa: E402
+from tools.benchlib import machine_description  # noqa: E402
+
+CONFIG = config_dir("weak_localization") / "synthetic.yaml"
 DOC = ROOT / "docs" / "LOCALIZATION.md"
 COLUMNS = ["hit@iobb0.5", "iobb", "pointing", "hit@iobb0.5@10", "iou@10", "dice@10", "iou@20", "dice@20", "auroc"]
-
-
-def run_experiment(exp, workdir: Path) -> dict[float, list[dict[str, float]]]:
-    """``{box_fraction: [scores of each seed]}``; each score dict also holds ``n_boxed``, ``seconds``."""
-    from medzoo.data.synth._common import SIZES
-    from medzoo.data.synth.cxr import write_nih
-    from medzoo.train.weak_loc_run import evaluate_localization, load_nih, train_weak_loc
-
-    results: dict[float, list[dict[str, float]]] = {f: [] for f in exp.box_fractions}
-    for seed in exp.seeds:
-        size = dataclasses.replace(SIZES["small"], nih=exp.corpus_images, cxr_px=exp.run.image_size)
-        root = write_nih(workdir / f"nih_seed{seed}", seed, size)
-        cfg = dataclasses.replace(exp.run, data=str(root), seed=seed)
-        train = load_nih(root, cfg.labels, "train_val", cfg.image_size)
-        test = load_nih(root, cfg.labels, "test", cfg.image_size)
-        for frac in exp.box_fractions:
-            model, info = train_weak_loc(dataclasses.replace(cfg, box_fraction=frac), train)
-            scores = evaluate_localization(model, cfg, test)
-            scores.update(n_boxed=info["n_boxed"], n_train=info["n_train"], seconds=info["seconds"])
-            results[frac].append(scores)
-            print(f"seed {seed} box_fraction {frac:.2f}: boxed {info['n_boxed']}/{info['n_train']}, "
-                  f"hit@IoBB>=0.5 {scores['hit@iobb0.5']:.3f} on {int(scores['n_boxes'])} boxes, "
-                  f"AUROC {scores['auroc']:.3f} ({info['seconds']:.1f} s)", flush=True)
-    return results
 
 
 def measure_alignment(seeds: list[int], px: int = 48, steps: int = 150) -> list[dict[str, float]]:
@@ -60,10 +50,6 @@ def measure_alignment(seeds: list[int], px: int = 48, steps: int = 150) -> list[
     others; score 16 held-out moved chests: pixel MSE to the reference before/after, and the residual transform
     ``A @ theta`` (rotation in degrees, |scale - 1|, |shift| in normalised units).
     """
-    from medzoo.data.synth._cxr_draw import draw_findings
-    from medzoo.encoders import create_encoder
-    from medzoo.models.align import random_affine, train_alignment, warp
-
     def chests(n: int, seed: int) -> torch.Tensor:
         rng = np.random.default_rng(seed)
         return torch.from_numpy(np.stack([draw_findings([], rng, px, px)[0] for _ in range(n)]))[:, None]
@@ -96,8 +82,7 @@ def measure_alignment(seeds: list[int], px: int = 48, steps: int = 150) -> list[
 def align_table(rows: list[dict[str, float]]) -> str:
     """Mean ± SD over seeds of the alignment figures."""
     cols = ["mse_before", "mse_after", "rot_applied", "rot_err", "rot_err_max", "scale_err", "shift_err"]
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-                      "| " + " | ".join(_fmt([r[c] for r in rows]) for c in cols) + " |"])
+    return render(cols, [[_fmt([r[c] for r in rows]) for c in cols]], style="markdown")
 
 
 def _fmt(values: list[float]) -> str:
@@ -108,24 +93,20 @@ def _fmt(values: list[float]) -> str:
 
 def table(results: dict[float, list[dict[str, float]]]) -> str:
     """A Markdown table: one row per box fraction, mean ± SD over seeds."""
-    head = "| condition | boxed / train | " + " | ".join(COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    rows = []
     for frac, runs in results.items():
         name = "image labels only" if frac == 0 else f"labels + {100 * frac:g} % boxed"
         boxed = f"{np.mean([r['n_boxed'] for r in runs]):.0f} / {np.mean([r['n_train'] for r in runs]):.0f}"
-        lines.append(f"| {name} | {boxed} | " + " | ".join(_fmt([r[c] for r in runs]) for c in COLUMNS) + " |")
-    return "\n".join(lines)
+        rows.append([name, boxed, *(_fmt([r[c] for r in runs]) for c in COLUMNS)])
+    return render(["condition", "boxed / train", *COLUMNS], rows, style="markdown")
 
 
 def per_seed(results: dict[float, list[dict[str, float]]], seeds: list[int]) -> str:
     """Primary metric per seed and condition."""
     fracs = list(results)
-    lines = ["| seed | " + " | ".join(f"box_fraction {f:g}" for f in fracs) + " | test boxes |",
-             "|" + "---|" * (len(fracs) + 2)]
-    for i, s in enumerate(seeds):
-        cells = " | ".join(f"{results[f][i]['hit@iobb0.5']:.3f}" for f in fracs)
-        lines.append(f"| {s} | {cells} | {int(results[fracs[0]][i]['n_boxes'])} |")
-    return "\n".join(lines)
+    rows = [[s, *(results[f][i]["hit@iobb0.5"] for f in fracs), int(results[fracs[0]][i]["n_boxes"])]
+            for i, s in enumerate(seeds)]
+    return render(["seed", *(f"box_fraction {f:g}" for f in fracs), "test boxes"], rows, style="markdown", digits=3)
 
 
 def reading(results: dict[float, list[dict[str, float]]]) -> str:
@@ -144,8 +125,6 @@ def reading(results: dict[float, list[dict[str, float]]]) -> str:
 
 def write_doc(path: Path, exp, results, seconds: float, align_rows: list[dict[str, float]]) -> None:
     """Write docs/LOCALIZATION.md with the measured figures."""
-    from tools.benchlib import machine_description
-
     machine = ", ".join(f"{k} {v}" for k, v in machine_description().items())
     cfg_text = yaml.safe_dump(dataclasses.asdict(exp), sort_keys=False).strip()
     text = f"""# Weakly supervised localisation: image labels vs image labels + a few boxes
@@ -181,7 +160,8 @@ Primary metric per seed:
 
 ## Alignment (Liu et al. 2019), on chests moved by known transforms
 
-`medzoo.models.align`: an `AlignNet` (4 strided convs, global pooling, a linear layer initialised to the identity
+`medzoo.models.align` / `medzoo.train.align`: an `AlignNet`
+(4 strided convs, global pooling, a linear layer initialised to the identity
 affine) trained without annotation for 150 steps with the consistency loss (pixel MSE to the reference) plus 0.1 x
 the perceptual loss (feature MSE through a frozen resnet10). Synthetic 48-px chests (jittered anatomy) are rotated
 by up to 10 degrees, scaled by up to 10 % and shifted by up to 0.1 (normalised units, 1 = half the side); 16
@@ -206,9 +186,6 @@ re-checks the direction on a smaller run).
 
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment; print the table; write the doc."""
-    from medzoo.config import from_dict
-    from medzoo.train.weak_loc_run import WeakLocExperiment
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(CONFIG))
     p.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
@@ -216,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-doc", action="store_true", help="do not write docs/LOCALIZATION.md")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a busy machine)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     exp = from_dict(WeakLocExperiment, yaml.safe_load(Path(args.config).read_text()))
     if args.seeds:
@@ -225,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         exp = dataclasses.replace(exp, run=dataclasses.replace(exp.run, epochs=args.epochs))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="medzoo_weakloc_") as tmp:
-        results = run_experiment(exp, Path(tmp))
+        results = run_weak_localization(exp, Path(tmp))
     align_rows = measure_alignment(exp.seeds[:3])
     seconds = time.perf_counter() - start
     print(table(results))

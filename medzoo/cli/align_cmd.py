@@ -2,7 +2,7 @@
 
 Example:
     medzoo align --train --reference ref.png images/ --out align.safetensors --steps 300
-    medzoo align --train -c configs/experiments/align.yaml
+    medzoo align --train -c configs/align/cxr.yaml
     medzoo align --weights align.safetensors --reference ref.png images/ --out aligned/
 """
 
@@ -24,10 +24,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``align`` subcommand."""
     p = subparsers.add_parser("align", help="align CXRs to a reference (Liu et al. 2019), or train the aligner",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input_dir", nargs="?", help="folder of PNG/JPEG images")
+    p.add_argument("input_dir", nargs="?", help="folder of PNG/JPEG or DICOM (CR/DX) images")
     p.add_argument("--reference", help="the canonical reference image (--train: default 'mean' of the images)")
     p.add_argument("--out", help="output folder (align) or weights file (--train)")
-    p.add_argument("-c", "--config", help="--train: a YAML of AlignTrainConfig (configs/experiments/align.yaml)")
+    p.add_argument("-c", "--config", help="--train: a YAML of AlignTrainConfig (configs/align/cxr.yaml)")
     p.add_argument("--image-size", type=int, default=96, help="training image size (--train)")
     p.add_argument("--weights", help="alignment weights (.safetensors) to align with")
     p.add_argument("--train", action="store_true", help="train the alignment network on input_dir instead")
@@ -42,11 +42,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _images(folder: Path) -> list[Path]:
+    from medzoo.data._dicom import is_dicom_file  # a DICOM radiograph may have no extension
+
     if not folder.is_dir():
         raise SystemExit(f"medzoo align: input folder not found: {folder}")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
+                   and (f.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(f)))
     if not files:
-        raise SystemExit(f"medzoo align: no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
+        raise SystemExit(f"medzoo align: no {'/'.join(IMAGE_SUFFIXES)} or DICOM images in {folder}")
     return files
 
 
@@ -54,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
     import yaml
 
     from medzoo.config import from_dict
-    from medzoo.models.align import AlignTrainConfig, train_alignment_from_config
+    from medzoo.train.align import AlignTrainConfig, train_alignment_from_config
 
     if args.config:
         cfg = from_dict(AlignTrainConfig, yaml.safe_load(Path(args.config).read_text(encoding="utf-8")))
@@ -77,8 +80,9 @@ def _align(args: argparse.Namespace, files: list[Path]) -> int:
     import torch
     from tqdm import tqdm
 
-    from medzoo.data.imageio import write_png
-    from medzoo.models.align import AlignmentStage, load_gray
+    from medzoo.data.imageio import load_gray, write_png
+    from medzoo.infer.inputs import file_stem
+    from medzoo.models.align import AlignmentStage
 
     stage = AlignmentStage.load(args.weights, args.reference)
     out = Path(args.out)
@@ -88,7 +92,7 @@ def _align(args: argparse.Namespace, files: list[Path]) -> int:
         ref = stage.reference
         before = torch.nn.functional.interpolate(x, size=ref.shape[-2:], mode="bilinear", antialias=True)
         aligned = stage(x)
-        write_png(out / (f.stem + ".png"), np.rint(aligned[0, 0].clamp(0, 1).numpy() * 255).astype(np.uint8))
+        write_png(out / (file_stem(f) + ".png"), np.rint(aligned[0, 0].clamp(0, 1).numpy() * 255).astype(np.uint8))
         mse_before, mse_after = ((before - ref) ** 2).mean().item(), ((aligned - ref) ** 2).mean().item()
         print(f"{f.name:<40} {mse_before:>11.5f} {mse_after:>10.5f}")
     return 0

@@ -6,7 +6,7 @@ Every cell runs on one torch thread, cells run side by side in ``--workers`` pro
 either.
 
 Example:
-    medzoo experiment configs/experiments/transfer_lung_seg.yaml --set seeds=[0,1,2,3,4] --out runs/transfer
+    medzoo experiment configs/transfer/lung_seg.yaml --set seeds=[0,1,2,3,4] --out runs/transfer
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
     """Add the ``experiment`` subcommand."""
     p = subparsers.add_parser("experiment", help="run a resumable init x fraction x seed matrix",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="experiment YAML (configs/experiments/transfer_lung_seg.yaml)")
+    p.add_argument("config", help="experiment YAML (configs/transfer/lung_seg.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override of the experiment config, e.g. seeds=[0,1] (repeatable)")
     p.add_argument("--out", default=None, help="experiment folder (default: the config's output)")

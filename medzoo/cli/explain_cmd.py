@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from medzoo.cli.predict_cmd import add_dicom_options, dicom_options
+
 __all__ = ["add_parser", "run"]
 
 
@@ -16,24 +18,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("explain", help="CAM / Grad-CAM heatmaps for one input")
     p.add_argument("--model", action="append", required=True, metavar="MODEL",
                    help="zoo name, export dir or checkpoint (repeatable: heatmaps are averaged)")
-    p.add_argument("input", metavar="INPUT", help="NIfTI file, DICOM folder, PNG/JPEG or slice-series folder")
+    p.add_argument("input", metavar="INPUT", help="NIfTI, DICOM folder or file, PNG/JPEG, or slice-series folder")
     p.add_argument("--task", required=True, help="the task to explain")
     p.add_argument("--label", default=None, help="label name or index (default: the top-scoring label)")
     p.add_argument("--method", choices=["cam", "gradcam"], default="gradcam", help="default gradcam")
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays (default 0.4)")
     p.add_argument("--out", required=True, help="output folder")
+    add_dicom_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Explain the input and list the files written."""
     from medzoo.infer.explain import explain_input, write_explanation
-    from medzoo.infer.predict import resolve_model
+    from medzoo.zoo import resolve
 
-    resolved = [resolve_model(ref) for ref in args.model]
-    models = [m for m, _ in resolved]
-    pres = [meta.get("preprocessing") for _, meta in resolved]
-    result = explain_input(models, args.input, args.task, args.label, args.method, pres)
+    resolved = [resolve(ref) for ref in args.model]
+    result = explain_input([r.model for r in resolved], args.input, args.task, args.label, args.method,
+                           [r.preprocessing for r in resolved], dicom_options(args))
     files = write_explanation(result, args.out, alpha=args.alpha)
     print(f"{args.method} of {args.task}/{result.label} for {result.loaded.item.id}:")
     for f in files:

@@ -24,7 +24,7 @@ FORMATS = ("safetensors", "torchscript", "onnx", "bundle")
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` and ``publish`` subcommands."""
     p = subparsers.add_parser("export", help="export a checkpoint as safetensors (+ TorchScript, ONNX, MONAI bundle)")
-    p.add_argument("ckpt", help="a training checkpoint (.pt) or an export directory")
+    p.add_argument("ckpt", help="a training checkpoint (.pt), an export directory or another model reference")
     p.add_argument("--out", required=True, help="the export directory to write")
     p.add_argument("--parts", choices=("encoder", "all"), default="all", help="the encoder only, or everything")
     p.add_argument("--format", default="safetensors",
@@ -54,22 +54,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _read_source(ref: str) -> tuple[Any, dict[str, Any]]:
     """``(model, metadata fields to keep)`` of a training checkpoint or an export directory."""
-    from medzoo.zoo.export import is_export_dir
-    from medzoo.zoo.load import load, model_from_checkpoint
+    from medzoo.zoo import resolve
 
-    if is_export_dir(ref):
-        model, _ = load(ref)
-        spec = model.weights_spec.to_dict()
-        keep = ("version", "preprocessing", "license", "source", "citation", "description", "metrics")
-        return model, {k: spec[k] for k in keep if spec.get(k)}
-    if not Path(ref).is_file():
-        raise FileNotFoundError(f"{ref}: no such checkpoint file or export directory")
-    model, run_config = model_from_checkpoint(ref)
-    extra = {"source": f"training checkpoint {Path(ref).name}"}
-    pre = run_config.get("preprocessing") if isinstance(run_config, dict) else None
-    if isinstance(pre, dict):
-        extra["preprocessing"] = pre
-    return model.eval(), extra
+    resolved = resolve(ref)
+    if resolved.spec is None:
+        what = "MedicalNet file" if resolved.kind == "medicalnet" else "training checkpoint"
+        return resolved.model, {"source": f"{what} {Path(resolved.source).name}"}
+    spec = resolved.spec.to_dict()
+    keep = ("version", "preprocessing", "license", "source", "citation", "description", "metrics")
+    return resolved.model, {k: spec[k] for k in keep if spec.get(k)}
 
 
 def _entry_name(args: argparse.Namespace) -> str:
@@ -144,7 +137,8 @@ def run_export(args: argparse.Namespace) -> int:
     """Write the export directory, then the requested extra formats; print a table of what was written."""
     import json
 
-    from medzoo.cli.zoo_cmd import _human, _table
+    from medzoo.cli.zoo_cmd import _human
+    from medzoo.utils.tables import render
     from medzoo.zoo.publish import export_model
 
     formats = _formats(args.format)
@@ -161,7 +155,7 @@ def run_export(args: argparse.Namespace) -> int:
     if extras:
         rows += _extra_formats(model, out, extras, meta, args)
     table = [[f, str(p), _human(_size(p)), "-" if d is None else f"{d:.2e}"] for f, p, d in rows]
-    print(_table(["format", "path", "size", "max |diff| vs eager"], table))
+    print(render(["format", "path", "size", "max |diff| vs eager"], table))
     return 0
 
 
@@ -171,12 +165,13 @@ def _size(path: Path) -> int:
 
 def run_publish(args: argparse.Namespace) -> int:
     """Add the catalog entry and print its files."""
-    from medzoo.cli.zoo_cmd import _human, _table
+    from medzoo.cli.zoo_cmd import _human
+    from medzoo.utils.tables import render
     from medzoo.zoo.publish import publish
 
     spec = publish(args.dir, args.name, args.url, catalog=args.catalog, version=args.version,
                    mirrors=tuple(args.mirror), replace=args.replace)
     print(f"published {spec.name} {spec.version} ({', '.join(spec.parts)})")
-    print(_table(["file", "part", "size", "sha256", "url"],
+    print(render(["file", "part", "size", "sha256", "url"],
                  [[f.name, f.part, _human(f.size), f.sha256, f.url] for f in spec.files]))
     return 0

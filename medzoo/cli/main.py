@@ -28,7 +28,6 @@ COMMAND_MODULES = [
     "medzoo.cli.explain_cmd",
     "medzoo.cli.export_cmd",
     "medzoo.cli.align_cmd",
-    "medzoo.cli.bench_cmd",
 ]
 
 

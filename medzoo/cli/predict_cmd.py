@@ -1,16 +1,19 @@
 """``medzoo predict --model M [--model M2 ...] INPUT... --out DIR``: predictions, masks and ensembles on files.
 
-``--model`` is repeatable (DECISIONS 19); several models form an ensemble that averages probabilities over the
-tasks and labels they share (``--weights`` for a weighted mean). Writes ``predictions.csv``, ``predictions.json``
-and ``masks/`` under ``--out``. The exit code is 0 when every input ran, 1 when some failed (the others still ran).
+``--model`` is repeatable, as in ``evaluate`` and ``explain`` (no positional model, so inputs are never mistaken
+for models); several models form an ensemble that averages probabilities over the tasks and labels they share
+(``--weights`` for a weighted mean). ``--series`` and ``--uneven-slices`` say how a DICOM folder is read. Writes
+``predictions.csv``, ``predictions.json`` and ``masks/`` under ``--out``. The exit code is 0 when every input ran,
+1 when some failed (the others still ran).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "add_dicom_options", "dicom_options"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", required=True, metavar="MODEL",
                    help="zoo name, export dir or checkpoint; repeat for an ensemble")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="NIfTI file, DICOM series folder, PNG/JPEG, slice-series folder, or a CSV/TXT listing")
+                   help="NIfTI, DICOM series folder or file, PNG/JPEG, slice-series folder, or a CSV/TXT listing")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--weights", type=float, nargs="+", default=None, help="one ensemble weight per --model")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
@@ -29,7 +32,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--blend", choices=["constant", "gaussian"], default="constant", help="window blending")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_dicom_options(p)
     p.set_defaults(func=run)
+
+
+def add_dicom_options(p: argparse.ArgumentParser) -> None:
+    """``--series`` and ``--uneven-slices``: how a DICOM folder becomes one volume."""
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="DICOM: the SeriesInstanceUID (or SeriesNumber) to read from a folder holding several series")
+    p.add_argument("--uneven-slices", choices=["error", "resample"], default="error",
+                   help="DICOM: refuse a missing slice or uneven slice spacing (default), or resample the slices "
+                        "onto a uniform grid with a warning")
+
+
+def dicom_options(args: argparse.Namespace) -> Any:
+    """The :class:`~medzoo.data._dicom.DicomOptions` that the DICOM flags ask for."""
+    from medzoo.data._dicom import DicomOptions
+
+    return DicomOptions(series=args.series, uneven=args.uneven_slices)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--weights has {len(args.weights)} values for {len(members)} --model")
     predictor = members[0] if len(members) == 1 else Ensemble(members, args.weights)
     quiet = getattr(args, "quiet", False)
-    report = predict_inputs(predictor, args.inputs, args.out, progress=None if not quiet else False)
+    report = predict_inputs(predictor, args.inputs, args.out, progress=None if not quiet else False,
+                            dicom=dicom_options(args))
     print(f"{len(report.records)} input(s) predicted, {len(report.errors)} failed -> {args.out}")
     for rec in report.records:
         for task, entry in rec["tasks"].items():

@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
-import sys
 from pathlib import Path
 from typing import Any
+
+# Library modules are imported inside the commands: ``medzoo --help`` must not pay for torch and MONAI.
 
 __all__ = ["add_parser", "run_train", "run_finetune", "run_evaluate", "format_table"]
 
@@ -73,16 +73,10 @@ def add_parser(subparsers: Any) -> None:
 
 def format_table(metrics: dict[str, float]) -> str:
     """A plain text table of ``split/task/metric`` values."""
-    from medzoo.train.run_eval import metrics_rows
+    from medzoo.evaluation.checkpoint import metrics_rows
+    from medzoo.utils.tables import render
 
-    rows = metrics_rows(metrics)
-    w = max([len(r[1]) for r in rows] + [4])
-    m = max([len(r[2]) for r in rows] + [6])
-    lines = [f"{'split':<6} {'task':<{w}} {'metric':<{m}} {'value':>9}"]
-    for split, task, metric, value in rows:
-        shown = "nan" if math.isnan(value) else f"{value:.4f}"
-        lines.append(f"{split:<6} {task:<{w}} {metric:<{m}} {shown:>9}")
-    return "\n".join(lines)
+    return render(["split", "task", "metric", "value"], metrics_rows(metrics), digits=4)
 
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
@@ -113,8 +107,8 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def _evaluate_models(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics and predictions of one model, or of the ensemble of several."""
+    from medzoo.evaluation.checkpoint import ensemble_metrics, ensemble_predictions, evaluate_checkpoint
     from medzoo.train.config import load_run_config
-    from medzoo.train.run_eval import ensemble_metrics, ensemble_predictions, evaluate_checkpoint
 
     run = load_run_config(args.config, args.overrides)
     members = [evaluate_checkpoint(run, ref, args.split, return_predictions=True) for ref in args.models]
@@ -130,7 +124,8 @@ def _evaluate_models(args: argparse.Namespace) -> tuple[dict[str, float], dict[s
 
 
 def _tables(args: argparse.Namespace, preds: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    from medzoo.train.run_eval import bootstrap_tables, localization_tables
+    from medzoo.evaluation.heatmaps import localization_tables
+    from medzoo.evaluation.tables import bootstrap_tables
 
     tables: dict[str, list[dict[str, Any]]] = {}
     if args.bootstrap:
@@ -144,7 +139,7 @@ def _tables(args: argparse.Namespace, preds: dict[str, Any]) -> dict[str, list[d
 
 
 def _write_metrics(out: Path, metrics: dict[str, float]) -> None:
-    from medzoo.train.run_eval import metrics_rows
+    from medzoo.evaluation.checkpoint import metrics_rows
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
@@ -157,7 +152,10 @@ def _write_metrics(out: Path, metrics: dict[str, float]) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """``medzoo evaluate``: print the metrics table and any ``--bootstrap`` / ``--localization`` tables; write
     them (CSV, JSON, markdown) with ``--out``."""
-    from medzoo.infer.evaluate import chexnet_markdown, format_markdown, write_tables
+    from medzoo.evaluation.chexnet import chexnet_report, format_chexnet_table
+    from medzoo.evaluation.tables import write_table, write_tables
+    from medzoo.train.config import load_run_config
+    from medzoo.utils.tables import render_records
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0 draws, got {args.bootstrap}")
@@ -167,19 +165,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics, preds = _evaluate_models(args)
     print(format_table(metrics))
     if args.table == "chexnet":
-        from medzoo.recipes import chexnet_report
-
-        rows, text = chexnet_report(args.config, args.models[0], split=args.split, overrides=args.overrides,
-                                    n_boot=args.n_boot)
+        run = load_run_config(args.config, args.overrides)
+        rows, text = chexnet_report(run, args.models[0], split=args.split, n_boot=args.n_boot)
         print(f"\n{text}")
         if args.out:
-            from medzoo.infer.evaluate import write_table
-
-            Path(args.out).mkdir(parents=True, exist_ok=True)
             write_table(rows, Path(args.out) / "chexnet_table.csv")
     tables = _tables(args, preds)
-    markdown = {name: chexnet_markdown(rows) if name.endswith("_auroc_ci") else format_markdown(rows)
-                for name, rows in tables.items()}
+    markdown = {name: format_chexnet_table(rows) if name.endswith("_auroc_ci")
+                else render_records(rows, style="markdown", digits=3) + "\n" for name, rows in tables.items()}
     for name, body in markdown.items():
         print(f"\n{name}\n{body}", end="")
     if args.out:
@@ -191,22 +184,3 @@ def run_evaluate(args: argparse.Namespace) -> int:
             written.append(out / f"{name}.md")
         print(f"wrote {out / 'metrics.csv'}, {out / 'metrics.json'} and {len(written)} table file(s) in {out}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run these commands without the top-level CLI (``python -m medzoo.cli.train_cmd train -c ...``)."""
-    import logging
-
-    parser = argparse.ArgumentParser(prog="medzoo")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return int(args.func(args))
-    except (ValueError, KeyError, OSError, RuntimeError) as exc:  # as medzoo.cli.main: one clear line
-        print(f"medzoo {args.command}: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -33,13 +33,6 @@ def _catalog_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", default=None, help="catalog YAML (default: $MEDZOO_CATALOG or weights/catalog.yaml)")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _human(n: int | None) -> str:
     if n is None:
         return "?"
@@ -55,19 +48,15 @@ def run_list(args: argparse.Namespace) -> int:
 
     ``pinned`` is ``yes`` (sha256 in the catalog), ``recorded`` (unpinned, hash recorded on first fetch) or ``no``.
     """
+    from medzoo.encoders import list_encoders
+    from medzoo.utils.tables import render
     from medzoo.zoo.catalog import get_entry, list_entries
     from medzoo.zoo.download import read_pins
 
-    try:
-        from medzoo.encoders import list_encoders
-
-        encoders = [e for e in list_encoders() if fnmatch.fnmatch(e, args.pattern)]
-    except ImportError:  # the encoders package is optional until it lands
-        encoders = None
-    if encoders is not None:
-        print(f"Encoders ({len(encoders)})")
-        print(_table(["name"], [[e] for e in encoders]) if encoders else "  (none match)")
-        print()
+    encoders = [e for e in list_encoders() if fnmatch.fnmatch(e, args.pattern)]
+    print(f"Encoders ({len(encoders)})")
+    print(render(["name"], [[e] for e in encoders]) if encoders else "  (none match)")
+    print()
     pins = read_pins()
     rows = []
     for name in list_entries(args.pattern, catalog=args.catalog):
@@ -79,7 +68,7 @@ def run_list(args: argparse.Namespace) -> int:
         rows.append([name, spec.architecture.encoder, ",".join(spec.parts), ",".join(spec.tasks) or "-",
                      pinned, _human(size)])
     print(f"Weights ({len(rows)})")
-    print(_table(["name", "encoder", "parts", "tasks", "pinned", "size"], rows) if rows else "  (none match)")
+    print(render(["name", "encoder", "parts", "tasks", "pinned", "size"], rows) if rows else "  (none match)")
     return 0
 
 

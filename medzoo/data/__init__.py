@@ -15,6 +15,7 @@ from medzoo.data.labels import CXR_VOCABULARY, SYNONYMS, canonical_label, relabe
 from medzoo.data.manifest import DatasetFormatError, Manifest, Record, SkippedRecord
 from medzoo.data.readers import list_datasets, open_dataset
 from medzoo.data.splits import check_leakage, patient_split
+from medzoo.utils.lazy import lazy_attach
 
 __all__ = [
     "open_dataset",
@@ -43,10 +44,4 @@ _LAZY = {
 }
 __all__ += list(_LAZY)
 
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'medzoo.data' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __dir__ = lazy_attach(__name__, _LAZY, eager=__all__)

@@ -1,26 +1,67 @@
-"""DICOM reading and writing (pydicom is an optional dependency: ``pip install medzoo[dicom]``).
+"""Reading DICOM (pydicom is an optional dependency: ``pip install medzoo[dicom]``).
 
-A series folder is read as a ``[1, X, Y, Z]`` float32 volume in HU, where X runs along a row (column index),
-Y down the columns (row index) and Z along the slice normal, sorted by ImagePositionPatient projected on the
-normal (file names and order on disk do not matter). The affine maps voxels to RAS+ mm, the same convention
-as nibabel, so a series and its NIfTI conversion give the same array and affine.
+- A file is DICOM when its name ends ``.dcm``/``.dicom`` or it carries the ``DICM`` marker at byte 128, so the
+  extension-less files of real exports are read too.
+- A single-frame file (a CR/DX radiograph) reads as a ``[1, H, W]`` image.
+- A folder, or an enhanced multi-frame file with per-frame geometry, reads as a ``[1, X, Y, Z]`` float32 volume
+  (X along a row, Y down a column, Z along the slice normal) with a voxel -> RAS+ affine, as nibabel and MONAI
+  build it. A folder must hold one series (or the caller picks one by SeriesInstanceUID or SeriesNumber) of one
+  patient; slices are sorted by ImagePositionPatient projected on the slice normal, and a duplicate position, a
+  missing slice or uneven spacing is refused (or resampled onto a uniform grid with a warning, when asked).
+- Pixels are rescaled (RescaleSlope/Intercept, per slice or frame), and MONOCHROME1 is inverted first so that
+  bright means dense in every file, as for MONOCHROME2.
+
+Example:
+    >>> import numpy as np, tempfile
+    >>> from medzoo.data._dicom_write import write_dicom_series
+    >>> d = tempfile.mkdtemp()
+    >>> _ = write_dicom_series(d, np.zeros((4, 3, 2)), (0.5, 0.5, 2.0))
+    >>> vol, meta = read_dicom_series(Path(d))
+    >>> vol.shape, meta["spacing"]
+    ((1, 4, 3, 2), (0.5, 0.5, 2.0))
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medzoo.data._dicom_write import write_dicom_image, write_dicom_series
+from medzoo.data._geometry import Plane, UnevenPolicy, stack_planes
 from medzoo.data.manifest import DatasetFormatError
 
-__all__ = ["read_dicom_series", "read_dicom_file", "write_dicom_series", "write_dicom_image", "require_pydicom"]
+__all__ = ["DicomOptions", "DICOM_SUFFIXES", "is_dicom_file", "dicom_files", "dicom_file_kind", "read_dicom",
+           "read_dicom_file", "read_dicom_series", "require_pydicom", "write_dicom_series", "write_dicom_image"]
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-_DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage, for presentation
+log = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR index, not an image
+_CROSS_SECTIONAL = ("CT", "MR", "PT", "NM")
+_TAG_ERRORS = (ValueError, TypeError, OverflowError, IndexError, AttributeError, KeyError)
+
+
+@dataclass(frozen=True)
+class DicomOptions:
+    """How a DICOM folder becomes one volume.
+
+    Attributes:
+        series: the SeriesInstanceUID, or SeriesNumber, to read from a folder that holds several series.
+        uneven: ``"error"`` refuses a missing slice or uneven slice spacing; ``"resample"`` interpolates the
+            slices onto a uniform grid at the median step, with a warning.
+        tolerance: how far (a fraction of the median step) a slice step may stray before it counts as uneven.
+    """
+
+    series: str | None = None
+    uneven: UnevenPolicy = "error"
+    tolerance: float = 0.01
 
 
 def require_pydicom(what: str) -> Any:
@@ -32,28 +73,108 @@ def require_pydicom(what: str) -> Any:
     return pydicom
 
 
-def _read(path: Path, pydicom: Any) -> Any:
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True for a ``.dcm``/``.dicom`` name or a file with the ``DICM`` marker at byte 128 (reads 132 bytes)."""
+    p = Path(path)
+    if p.name.lower().endswith(DICOM_SUFFIXES):
+        return True
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """The DICOM files of a folder (hidden files skipped), sorted by name; other files are logged and ignored."""
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    found = [f for f in files if is_dicom_file(f)]
+    others = [f.name for f in files if f not in found]
+    if found and others:
+        log.warning("%s: ignoring %d non-DICOM file(s): %s", folder, len(others), ", ".join(others[:5]))
+    return found
+
+
+@contextmanager
+def _tags_of(path: Path) -> Iterator[None]:
+    """Turn a bad tag value (pydicom parses them lazily, on access) into an error naming the file."""
+    try:
+        yield
+    except DatasetFormatError:
+        raise
+    except _TAG_ERRORS as exc:
+        raise DatasetFormatError(path, f"corrupt DICOM tag value ({type(exc).__name__}: {exc})") from exc
+
+
+def _dcmread(path: Path, header_only: bool = False) -> Any:
+    pydicom = require_pydicom(f"reading {path}")
     if path.stat().st_size == 0:
         raise DatasetFormatError(path, "DICOM file is empty (0 bytes)")
     try:
-        ds = pydicom.dcmread(str(path))
-        pixels = ds.pixel_array
+        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only)
     except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, ValueError...
         raise DatasetFormatError(path, f"cannot read DICOM ({type(exc).__name__}: {exc})") from exc
-    return ds, pixels
+    if len(ds) == 0:  # pydicom stops quietly at the end of a cut file
+        raise DatasetFormatError(path, "DICOM file holds no data elements after its header (truncated?)")
+    return ds
 
 
-def _tag(ds: Any, path: Path, name: str) -> Any:
-    value = getattr(ds, name, None)
-    if value is None:
-        raise DatasetFormatError(path, f"DICOM slice lacks the {name} tag, needed to build the volume")
-    return value
+def _pixels(ds: Any, path: Path) -> np.ndarray:
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # missing PixelData, no decoder for the transfer syntax, truncated data...
+        raise DatasetFormatError(path, f"cannot read DICOM pixels ({type(exc).__name__}: {exc})") from exc
 
 
-def _hu(ds: Any, pixels: np.ndarray) -> np.ndarray:
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+def _n_frames(ds: Any) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def _values(ds: Any, pixels: np.ndarray, path: Path, slope: Any = None, intercept: Any = None) -> np.ndarray:
+    """Stored pixels -> float32 values: MONOCHROME1 inverted within the stored range, then the rescale."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DatasetFormatError(path, f"colour DICOM ({photometric}, {samples} samples per pixel) is not "
+                                       f"supported; expected a grayscale MONOCHROME1/MONOCHROME2 image")
+    if photometric == "MONOCHROME1":  # bright = dense, like MONOCHROME2
+        bits = int(ds.get("BitsStored", 16) or 16)
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        pixels = (-1 if signed else 2**bits - 1) - pixels.astype(np.int64)  # lowest + highest stored value - v
+    slope = float(ds.get("RescaleSlope", 1.0) if slope is None else slope)
+    intercept = float(ds.get("RescaleIntercept", 0.0) if intercept is None else intercept)
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise DatasetFormatError(path, f"RescaleSlope {slope} / RescaleIntercept {intercept}: expected finite "
+                                       f"values and a non-zero slope")
     return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def dicom_file_kind(path: str | os.PathLike) -> str:
+    """``"image"`` for a single-frame file (a radiograph), ``"volume"`` for a multi-frame one (reads the header).
+
+    Raises:
+        DatasetFormatError: one slice of a CT/MR/PET/NM series, which is only meaningful with its folder.
+    """
+    p = Path(path)
+    ds = _dcmread(p, header_only=True)
+    with _tags_of(p):
+        if _n_frames(ds) > 1:
+            return "volume"
+        modality = str(ds.get("Modality", "")).upper()
+    if modality in _CROSS_SECTIONAL:
+        raise DatasetFormatError(p, f"one slice of a {modality} series; pass the folder holding the whole series")
+    return "image"
+
+
+def read_dicom(path: Path, options: DicomOptions | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read one DICOM file: a multi-frame volume (see :func:`read_dicom_series`) or a 2-D image."""
+    ds = _dcmread(path)
+    with _tags_of(path):
+        frames = _n_frames(ds)
+    if frames > 1:
+        return _assemble(_frame_planes(path, ds, frames), path, options or DicomOptions(), _series_uid(ds))
+    return _image(path, ds)
 
 
 def read_dicom_file(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -61,171 +182,214 @@ def read_dicom_file(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     ``meta["max_value"]`` is ``2**BitsStored - 1``, which the CXR preset divides by.
     """
-    pydicom = require_pydicom(f"reading {path}")
-    ds, pixels = _read(path, pydicom)
-    if pixels.ndim != 2:
-        raise DatasetFormatError(path, f"expected a 2-D DICOM image, got pixel shape {pixels.shape}")
-    try:  # tag values are parsed lazily: a corrupt one fails here
-        bits = int(getattr(ds, "BitsStored", 16) or 16)
-        if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-            pixels = (2**bits - 1) - pixels.astype(np.int64)  # bright = dense, like MONOCHROME2
-        arr = _hu(ds, pixels)
-        spacing = tuple(float(s) for s in getattr(ds, "PixelSpacing", (1.0, 1.0)))
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise DatasetFormatError(path, f"corrupt DICOM tag value ({type(exc).__name__}: {exc})") from exc
+    return _image(path, _dcmread(path))
+
+
+def _image(path: Path, ds: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    pixels = _pixels(ds, path)
+    with _tags_of(path):
+        if _n_frames(ds) > 1 or pixels.ndim != 2:
+            raise DatasetFormatError(path, f"expected a 2-D DICOM image, got pixel shape {pixels.shape}")
+        bits = int(ds.get("BitsStored", 16) or 16)
+        arr = _values(ds, pixels, path)
+        spacing = tuple(float(s) for s in ds.get("PixelSpacing", ds.get("ImagerPixelSpacing", (1.0, 1.0))))
+        modality = str(ds.get("Modality", ""))
     meta = {"format": "dicom", "original_shape": arr.shape, "spacing": spacing, "bit_depth": bits,
-            "max_value": float(2**bits - 1)}
+            "max_value": float(2**bits - 1), "modality": modality}
     return arr[None], meta
 
 
-def read_dicom_series(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a folder of DICOM slices (hidden files skipped) as ``[1, X, Y, Z]`` float32 HU, with a RAS affine."""
-    pydicom = require_pydicom(f"reading the DICOM series {folder}")
-    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+def read_dicom_series(folder: Path, options: DicomOptions | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a folder holding one DICOM series as ``[1, X, Y, Z]`` float32 with a RAS+ affine.
+
+    Args:
+        folder: the series folder; files are DICOM by extension or by their ``DICM`` marker.
+        options: which series to read and how to treat uneven slices (default: refuse; one series only).
+
+    Returns:
+        ``(volume, meta)``; meta holds ``affine``, ``spacing``, ``original_shape``, ``slice_files`` (in slice
+        order), ``series_uid`` and ``resampled`` (True when uneven slices were interpolated).
+
+    Raises:
+        DatasetFormatError: several series (listed) and none picked, mixed PatientIDs, inconsistent or missing
+            geometry, duplicates, gaps or uneven spacing, colour or unreadable files; naming the files.
+    """
+    opts = options or DicomOptions()
+    files = dicom_files(folder)
     if not files:
-        raise DatasetFormatError(folder, "DICOM series folder holds no files")
+        raise DatasetFormatError(folder, "DICOM series folder holds no files" if not any(folder.iterdir()) else
+                                 f"folder holds no DICOM files (expected {', '.join(DICOM_SUFFIXES)} names or "
+                                 f"files with the DICM marker)")
     try:
-        return _read_series(files, pydicom)
+        return _read_series(folder, files, opts)
     except DatasetFormatError:
         raise
-    except (ValueError, TypeError, OverflowError, IndexError) as exc:  # tag values are parsed lazily
+    except _TAG_ERRORS as exc:  # tag values are parsed lazily
         raise DatasetFormatError(folder, f"corrupt DICOM tag value in the series ({type(exc).__name__}: {exc})"
                                  ) from exc
 
 
-def _read_series(files: list[Path], pydicom: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    slices = []
+def _read_series(folder: Path, files: list[Path], opts: DicomOptions) -> tuple[np.ndarray, dict[str, Any]]:
+    headers = _series_headers(folder, files, opts)
+    if len(headers) == 1 and _n_frames(headers[0][1]) > 1:
+        return read_dicom(headers[0][0], opts)
+    for path, ds in headers:
+        if _n_frames(ds) > 1:
+            raise DatasetFormatError(path, f"a multi-frame file among {len(headers)} files of one series; expected "
+                                           f"either single-frame slices or one multi-frame file")
+    _refuse_radiographs(folder, headers)
+    planes = [_slice_plane(path, ds) for path, ds in headers]
+    return _assemble(planes, folder, opts, _series_uid(headers[0][1]))
+
+
+def _series_headers(folder: Path, files: list[Path], opts: DicomOptions) -> list[tuple[Path, Any]]:
+    """Headers of the files of the one series to read (chosen by ``opts.series`` when there are several)."""
+    series: dict[str, list[tuple[Path, Any]]] = {}
     for f in files:
-        ds, pixels = _read(f, pydicom)
-        orient = np.asarray(_tag(ds, f, "ImageOrientationPatient"), dtype=np.float64)
-        pos = np.asarray(_tag(ds, f, "ImagePositionPatient"), dtype=np.float64)
-        slices.append((f, ds, pixels, orient, pos))
-    _, ds0, px0, orient0, _ = slices[0]
-    row_dir, col_dir = orient0[:3], orient0[3:]
-    normal = np.cross(row_dir, col_dir)
-    for f, _, px, orient, _ in slices:
-        if px.shape != px0.shape or not np.allclose(orient, orient0, atol=1e-4):
-            raise DatasetFormatError(f, f"slice shape {px.shape} / orientation {orient.tolist()} differs from "
-                                        f"{slices[0][0].name} ({px0.shape} / {orient0.tolist()})")
-    slices.sort(key=lambda s: float(np.dot(s[4], normal)))
-    depths = [float(np.dot(s[4], normal)) for s in slices]
-    for a, b, da, db in zip(slices, slices[1:], depths, depths[1:]):
-        if abs(db - da) < 1e-6:
-            raise DatasetFormatError(b[0], f"has the same slice position as {a[0].name}")
-    vol = np.stack([_hu(ds, px) for _, ds, px, _, _ in slices], axis=-1)  # [rows, cols, Z]
-    vol = np.ascontiguousarray(vol.transpose(1, 0, 2))[None]  # [1, X=cols, Y=rows, Z]
-    row_spacing, col_spacing = (float(v) for v in _tag(ds0, files[0], "PixelSpacing"))
-    if len(slices) > 1:
-        step = (slices[-1][4] - slices[0][4]) / (len(slices) - 1)
+        ds = _dcmread(f, header_only=True)
+        with _tags_of(f):
+            if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == _MEDIA_DIRECTORY:
+                log.warning("%s: skipping %s, a DICOMDIR index", folder, f.name)
+                continue
+            uid = _series_uid(ds)
+        if not uid:
+            raise DatasetFormatError(f, "DICOM file lacks the SeriesInstanceUID tag, needed to group the series")
+        series.setdefault(uid, []).append((f, ds))
+    if not series:
+        raise DatasetFormatError(folder, "folder holds only DICOMDIR index files, no images")
+    chosen = _choose_series(folder, series, opts.series)
+    _check_one_patient(folder, chosen)
+    return chosen
+
+
+def _series_number(ds: Any) -> str:
+    return str(ds.get("SeriesNumber", "") or "")
+
+
+def _choose_series(folder: Path, series: dict[str, list[tuple[Path, Any]]],
+                   wanted: str | None) -> list[tuple[Path, Any]]:
+    if wanted is None and len(series) == 1:
+        return next(iter(series.values()))
+    if wanted is not None:
+        hits = [uid for uid, hs in series.items() if wanted in (uid, _series_number(hs[0][1]))]
+        if len(hits) == 1:
+            return series[hits[0]]
+    rows = []
+    for uid, hs in sorted(series.items(), key=lambda kv: (_series_number(kv[1][0][1]).zfill(8), kv[0])):
+        ds = hs[0][1]
+        desc = str(ds.get("SeriesDescription", "") or "")
+        rows.append(f"  {uid}  (SeriesNumber {_series_number(ds) or '-'}, {str(ds.get('Modality', '') or '-')}, "
+                    f"{desc!r}, {len(hs)} file(s), e.g. {hs[0][0].name})")
+    if wanted is None:
+        head = f"holds {len(series)} DICOM series; pick one with --series UID (or its SeriesNumber):"
     else:
-        step = normal * float(getattr(ds0, "SliceThickness", 1.0) or 1.0)
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * col_spacing, col_dir * row_spacing, step, slices[0][4]
-    meta = {"format": "dicom-series", "affine": _LPS_TO_RAS @ lps, "original_shape": tuple(vol.shape[1:]),
-            "spacing": (col_spacing, row_spacing, float(np.linalg.norm(step))),
-            "slice_files": [str(s[0]) for s in slices]}
+        head = f"--series {wanted!r} matches {'no' if not hits else 'more than one'} series here; the series are:"
+    raise DatasetFormatError(folder, "\n".join([head, *rows]))
+
+
+def _check_one_patient(folder: Path, headers: list[tuple[Path, Any]]) -> None:
+    patients: dict[str, list[str]] = {}
+    for path, ds in headers:
+        with _tags_of(path):
+            patients.setdefault(str(ds.get("PatientID", "") or ""), []).append(path.name)
+    if len(patients) > 1:
+        parts = [f"PatientID {pid!r}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''} ({len(names)} file(s))"
+                 for pid, names in sorted(patients.items(), key=lambda kv: -len(kv[1]))]
+        raise DatasetFormatError(folder, "one series mixes several patients, refusing to build a volume: "
+                                 + "; ".join(parts))
+
+
+def _refuse_radiographs(folder: Path, headers: list[tuple[Path, Any]]) -> None:
+    modalities = {str(ds.get("Modality", "")).upper() for _, ds in headers}
+    if modalities <= {"CR", "DX", "MG", "RG", "IO", "PX"} and not any("ImageOrientationPatient" in ds
+                                                                     for _, ds in headers):
+        names = ", ".join(p.name for p, _ in headers[:5])
+        kinds = "/".join(sorted(modalities))
+        raise DatasetFormatError(folder, f"holds {len(headers)} projection radiograph(s) ({kinds}: {names}), not a "
+                                         f"cross-sectional series; pass each file (or a listing) instead")
+
+
+def _tag(ds: Any, path: Path, name: str) -> Any:
+    value = ds.get(name)
+    if value is None:
+        raise DatasetFormatError(path, f"DICOM slice lacks the {name} tag, needed to build the volume")
+    return value
+
+
+def _slice_plane(path: Path, header: Any) -> Plane:
+    def load() -> np.ndarray:
+        ds = _dcmread(path)
+        pixels = _pixels(ds, path)
+        if pixels.shape != shape:
+            raise DatasetFormatError(path, f"pixel data of shape {pixels.shape}; the header says {shape}")
+        with _tags_of(path):
+            return _values(ds, pixels, path)
+
+    with _tags_of(path):
+        shape = (int(_tag(header, path, "Rows")), int(_tag(header, path, "Columns")))
+        thickness = header.get("SpacingBetweenSlices") or header.get("SliceThickness")
+        return Plane(path.name, path, np.asarray(_tag(header, path, "ImagePositionPatient"), dtype=np.float64),
+                     np.asarray(_tag(header, path, "ImageOrientationPatient"), dtype=np.float64),
+                     _spacing(_tag(header, path, "PixelSpacing")), shape, load, float(thickness) if thickness else None)
+
+
+def _spacing(value: Any) -> tuple[float, float]:
+    row, col = (float(v) for v in value)
+    return row, col
+
+
+def _group_value(frame: Any, shared: Any, sequence: str, name: str) -> Any:
+    """A frame's value of ``sequence[0].name``, from its own functional groups or else the shared ones."""
+    for groups in (frame, shared):
+        seq = groups.get(sequence) if groups is not None else None
+        if seq and name in seq[0]:
+            return seq[0].get(name)
+    return None
+
+
+def _frame_planes(path: Path, ds: Any, frames: int) -> list[Plane]:
+    """The frames of an enhanced multi-frame file, each with its own position (functional groups)."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    if not per or len(per) != frames:
+        raise DatasetFormatError(path, f"multi-frame DICOM ({frames} frames) without per-frame geometry (no "
+                                       f"PerFrameFunctionalGroupsSequence with a PlanePositionSequence per frame) "
+                                       f"is not supported; convert it to NIfTI (for example with dcm2niix)")
+    pixels = _pixels(ds, path)
+    planes = []
+    with _tags_of(path):
+        for i, frame in enumerate(per):
+            pos = _group_value(frame, shared, "PlanePositionSequence", "ImagePositionPatient")
+            ori = _group_value(frame, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+            spacing = _group_value(frame, shared, "PixelMeasuresSequence", "PixelSpacing")
+            if pos is None or ori is None or spacing is None:
+                raise DatasetFormatError(path, f"multi-frame DICOM: frame {i + 1} of {frames} lacks its position, "
+                                               f"orientation or pixel spacing (functional groups); not supported")
+            slope = _group_value(frame, shared, "PixelValueTransformationSequence", "RescaleSlope")
+            icpt = _group_value(frame, shared, "PixelValueTransformationSequence", "RescaleIntercept")
+            values = _values(ds, pixels[i], path, slope, icpt)
+            planes.append(Plane(f"{path.name} frame {i + 1}", path, np.asarray(pos, np.float64),
+                                np.asarray(ori, np.float64), _spacing(spacing), tuple(pixels.shape[1:]),
+                                lambda v=values: v, _frame_thickness(frame, shared)))
+    return planes
+
+
+def _assemble(planes: list[Plane], where: Path, opts: DicomOptions,
+              series_uid: str) -> tuple[np.ndarray, dict[str, Any]]:
+    vol, affine, ordered, resampled = stack_planes(planes, where, opts.uneven, opts.tolerance)
+    meta = {"format": "dicom-series", "affine": affine, "original_shape": tuple(vol.shape[1:]),
+            "spacing": tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))),
+            "slice_files": list(dict.fromkeys(str(p.file) for p in ordered)), "series_uid": series_uid,
+            "resampled": resampled}
     return vol, meta
 
 
-def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: tuple[float, float, float],
-                       origin: tuple[float, float, float] = (0.0, 0.0, 0.0), series_uid_seed: str = "medzoo",
-                       file_names: list[str] | None = None) -> list[Path]:
-    """Write a ``[X, Y, Z]`` HU volume as CT slices (axial, LPS identity orientation), reproducibly.
-
-    Pixels are stored unsigned with RescaleIntercept -1024 so that readers must apply the rescale. The series
-    reads back (``read_dicom_series``) as the same array, with affine ``diag(-sx, -sy, sz)`` and origin
-    ``(-ox, -oy, oz)`` in RAS. UIDs derive from ``series_uid_seed``; no dates are written.
-
-    Args:
-        folder: created if needed.
-        volume: ``[X, Y, Z]`` (or ``[1, X, Y, Z]``) HU values in -1024..64511.
-        spacing: (sx, sy, sz) mm.
-        origin: LPS position of voxel (0, 0, 0).
-        series_uid_seed: makes the UIDs unique per series and reproducible.
-        file_names: optional names per slice, in slice order (default ``IM0001.dcm``...).
-
-    Returns:
-        The slice paths, in slice order.
-    """
-    require_pydicom("write_dicom_series")
-    from pydicom.uid import generate_uid
-
-    vol = np.asarray(volume)
-    vol = vol[0] if vol.ndim == 4 else vol
-    stored = np.rint(vol.astype(np.float64) + 1024.0)
-    if stored.min() < 0 or stored.max() > 65535:
-        raise ValueError("write_dicom_series: HU values must lie in -1024..64511")
-    stored = stored.astype(np.uint16)
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    names = file_names or [f"IM{k + 1:04d}.dcm" for k in range(vol.shape[2])]
-    uids = {"series": generate_uid(entropy_srcs=[series_uid_seed, "series"]),
-            "study": generate_uid(entropy_srcs=[series_uid_seed, "study"])}
-    paths = []
-    for k in range(vol.shape[2]):
-        ds = _ct_slice_dataset(out / names[k], stored[:, :, k], k, spacing, origin, series_uid_seed, uids)
-        ds.save_as(str(out / names[k]), enforce_file_format=True)
-        paths.append(out / names[k])
-    return paths
+def _series_uid(ds: Any) -> str:
+    return str(ds.get("SeriesInstanceUID", "") or "")
 
 
-def _ct_slice_dataset(path: Path, plane: np.ndarray, k: int, spacing: tuple[float, float, float],
-                      origin: tuple[float, float, float], seed: str, uids: dict[str, str]) -> Any:
-    """One axial CT slice (``plane`` is ``[X, Y]`` uint16, stored as rows = Y, columns = X)."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[seed, str(k)])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = _CT_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
-    ds.Modality, ds.PatientID, ds.InstanceNumber = "CT", seed[:64], k + 1
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * spacing[2])]
-    ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (Y), column spacing (X)
-    ds.SliceThickness = float(spacing[2])
-    ds.Rows, ds.Columns = int(plane.shape[1]), int(plane.shape[0])
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    ds.PixelData = np.ascontiguousarray(plane.T).tobytes()
-    return ds
-
-
-def write_dicom_image(path: str | os.PathLike, image: np.ndarray, uid_seed: str, monochrome1: bool = False,
-                      pixel_spacing: tuple[float, float] = (0.139, 0.139)) -> Path:
-    """Write a 2-D uint16 radiograph as a DX DICOM file (reproducible UIDs, no dates).
-
-    With ``monochrome1`` the stored pixels are inverted (bright = low value), as some VinDr-CXR files are;
-    :func:`read_dicom_file` undoes it.
-    """
-    require_pydicom("write_dicom_image")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    img = np.asarray(image)
-    if img.ndim != 2 or img.dtype != np.uint16:
-        raise ValueError(f"write_dicom_image expects a [H, W] uint16 array, got {img.shape} {img.dtype}")
-    stored = (65535 - img) if monochrome1 else img
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _DX_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[uid_seed, "image"])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    ds = FileDataset(str(p), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = _DX_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
-    ds.Modality, ds.PatientID = "DX", uid_seed[:64]
-    ds.Rows, ds.Columns = int(img.shape[0]), int(img.shape[1])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
-    ds.PixelData = np.ascontiguousarray(stored).tobytes()
-    ds.save_as(str(p), enforce_file_format=True)
-    return p
+def _frame_thickness(frame: Any, shared: Any) -> float | None:
+    value = _group_value(frame, shared, "PixelMeasuresSequence", "SpacingBetweenSlices") or \
+        _group_value(frame, shared, "PixelMeasuresSequence", "SliceThickness")
+    return float(value) if value else None

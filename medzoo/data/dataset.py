@@ -3,7 +3,7 @@
 Each sample is a dict:
 
 - ``image``: float32 tensor, ``[C, *spatial]`` for an image or volume, ``[N, C, H, W]`` for a slice series;
-- ``label.<task>``: float32 tensor per task, NaN when unknown (DECISIONS 8): a scalar for class and binary
+- ``label.<task>``: float32 tensor per task, NaN when unknown (not 0, which is a label): a scalar for class and binary
   tasks (the class index as a float), ``[K]`` for multilabel and regression vectors;
 - ``label.<mask_task>`` (default ``label.seg``): the segmentation mask ``[1, *spatial]`` when the record has one;
 - ``meta``: a dict (``id``, ``patient_id``, ``series``, ``source``, ``spacing``...).
@@ -78,7 +78,8 @@ class ManifestDataset(Dataset):
         transform: a callable on the ``load_record`` dict (a preset from :mod:`medzoo.data.transforms`), or None.
         tasks: tasks whose labels to return (default: all of ``manifest.label_names``); a record lacking one
             gets NaN.
-        slice_size: (H, W) every 2-D image or series slice is resized to before the transform (DECISIONS 3).
+        slice_size: (H, W) every 2-D image or series slice is resized to before the transform (slices of one
+            series may differ in size, and a batch needs one).
         seed: base seed of the per-sample augmentation seed (seed, epoch, index); see :meth:`set_epoch`.
             Call ``set_epoch`` before each epoch's DataLoader iterator starts; with ``persistent_workers=True``
             the workers keep the epoch they started with.

@@ -6,8 +6,14 @@ Every reader returns ``(array, meta)`` with the array **channel-first**:
   ``meta`` holds ``affine`` (4x4, voxel -> RAS+ mm), ``spacing`` (mm per axis) and ``original_shape``.
 - PNG/JPEG: ``[1, H, W]`` for grayscale (8-bit uint8 or 16-bit uint16), ``[3, H, W]`` for colour. ``meta`` holds
   ``bit_depth`` and ``max_value`` (255 or 65535), used by the CXR preset to scale intensities to [0, 1].
-- DICOM series (a folder): ``[1, X, Y, Z]`` float32 in HU (rescale slope/intercept applied), slices sorted by
-  ImagePositionPatient along the slice normal, ``affine`` converted to RAS+ like NIfTI. pydicom is optional.
+- DICOM (pydicom is optional; files are recognised by a ``.dcm``/``.dicom`` name or the ``DICM`` marker):
+  a folder holding one series, or a multi-frame file with per-frame geometry, gives ``[1, X, Y, Z]`` float32 in
+  HU (rescale applied) with a RAS+ ``affine`` like NIfTI; a single-frame file (a radiograph) gives ``[1, H, W]``
+  float32 with ``max_value``. Several series, mixed patients, gaps and uneven slices are refused (see
+  :mod:`medzoo.data._dicom`; :class:`DicomOptions` picks a series or resamples).
+
+Volumes whose voxel spacing or field of view no scanner produces (zero, negative, NaN, under 1 µm, over 50 mm, or
+over 3 m across) are refused when read, before anything is resampled.
 
 Non-finite voxels (NaN/Inf, possible only in float files) raise by default (``nonfinite="error"``); pass
 ``"zero"`` to replace them with 0 or ``"keep"`` to leave them. Unreadable, empty or truncated files raise
@@ -32,6 +38,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medzoo.data._dicom import DICOM_SUFFIXES, DicomOptions, is_dicom_file
+from medzoo.data._geometry import check_voxel_geometry
 from medzoo.data.manifest import DatasetFormatError, Record
 
 __all__ = [
@@ -42,8 +50,10 @@ __all__ = [
     "load_record",
     "resize_2d",
     "NonFinitePolicy",
+    "DicomOptions",
     "NIFTI_SUFFIXES",
     "RASTER_SUFFIXES",
+    "DICOM_SUFFIXES",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,28 +61,32 @@ log = logging.getLogger(__name__)
 NonFinitePolicy = Literal["error", "zero", "keep"]
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-def read_image(path: str | os.PathLike, nonfinite: NonFinitePolicy = "error") -> tuple[np.ndarray, dict[str, Any]]:
+def read_image(path: str | os.PathLike, nonfinite: NonFinitePolicy = "error",
+               dicom: DicomOptions | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Read one image (file) or one DICOM series (folder).
 
     Args:
-        path: ``.nii``/``.nii.gz``, ``.png``/``.jpg``/``.jpeg``, ``.dcm``/``.dicom``, or a folder of DICOM slices.
+        path: ``.nii``/``.nii.gz``, ``.png``/``.jpg``/``.jpeg``, a DICOM file (by name or ``DICM`` marker), or a
+            folder of DICOM slices.
         nonfinite: what to do with NaN/Inf voxels: ``"error"`` (default), ``"zero"`` or ``"keep"``.
+        dicom: which series of a DICOM folder to read, and whether to resample uneven slices (default: the
+            folder's only series; uneven slices refused).
 
     Returns:
         ``(array, meta)``; the array is channel-first (see the module docstring), in the file's dtype
         (float32 for DICOM series). ``meta["filename"]`` is the path read.
 
     Raises:
-        DatasetFormatError: missing, empty, truncated or unreadable file; unknown suffix; non-finite voxels.
+        DatasetFormatError: missing, empty, truncated or unreadable file; unknown suffix; non-finite voxels;
+            implausible voxel spacing; a DICOM folder that is not one clean series.
     """
     p = Path(path)
     if p.is_dir():
         from medzoo.data._dicom import read_dicom_series
 
-        arr, meta = read_dicom_series(p)
+        arr, meta = read_dicom_series(p, dicom)
     else:
         _check_file(p)
         name = p.name.lower()
@@ -80,13 +94,14 @@ def read_image(path: str | os.PathLike, nonfinite: NonFinitePolicy = "error") ->
             arr, meta = _read_nifti(p)
         elif name.endswith(RASTER_SUFFIXES):
             arr, meta = _read_raster(p)
-        elif name.endswith(DICOM_SUFFIXES):
-            from medzoo.data._dicom import read_dicom_file
+        elif is_dicom_file(p):
+            from medzoo.data._dicom import read_dicom
 
-            arr, meta = read_dicom_file(p)
+            arr, meta = read_dicom(p, dicom)
         else:
             raise DatasetFormatError(p, f"unsupported image type; expected one of "
-                                        f"{NIFTI_SUFFIXES + RASTER_SUFFIXES + DICOM_SUFFIXES} or a DICOM folder")
+                                        f"{NIFTI_SUFFIXES + RASTER_SUFFIXES + DICOM_SUFFIXES}, a DICOM file (with "
+                                        f"the DICM marker) or a DICOM folder")
     meta["filename"] = str(p)
     return _handle_nonfinite(arr, p, nonfinite), meta
 
@@ -133,10 +148,9 @@ def _read_nifti(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
         data = np.moveaxis(data, -1, 0)
     else:
         raise DatasetFormatError(p, f"expected a 2-D, 3-D or 4-D NIfTI image, got shape {original_shape}")
-    zooms = img.header.get_zooms()
-    spacing = tuple(float(z) for z in zooms[:3])
-    meta = {"format": "nifti", "affine": np.asarray(img.affine, dtype=np.float64), "spacing": spacing,
-            "original_shape": original_shape}
+    affine = np.asarray(img.affine, dtype=np.float64)
+    spacing = check_voxel_geometry(affine, data.shape[1:4], p)  # the affine (sform first), as resampling uses it
+    meta = {"format": "nifti", "affine": affine, "spacing": spacing, "original_shape": original_shape}
     return np.ascontiguousarray(data), meta
 
 
@@ -281,7 +295,7 @@ def load_record(record: Record, *, slice_size: tuple[int, int] | None = None,
     - A COVIDx-CT crop box ``meta["bbox"] = (xmin, ymin, xmax, ymax)`` (x = column) is applied to 2-D images;
       a series uses ``meta["bboxes"]`` (one per slice) or one ``meta["bbox"]`` for all slices.
     - With ``slice_size=(H, W)`` every (cropped) 2-D image or slice is resized to it (bilinear, float32);
-      a series needs it when its slices differ in size (DECISIONS 3).
+      a series needs it when its slices differ in size (slices are stacked into one array).
     - ``meta["mask"]``: a path or a list of paths (for example left + right lung). Several masks, and any 2-D
       mask, are binarised (> 0) and merged with OR; a single NIfTI mask keeps its label values.
 
@@ -391,3 +405,28 @@ def _load_series(record: Record, slice_size: tuple[int, int] | None, nonfinite: 
     meta = {"format": meta0["format"], "max_value": meta0.get("max_value"), "bit_depth": meta0.get("bit_depth"),
             "series": True, "n_slices": len(slices), "filename": paths[0]}
     return {"image": np.stack(slices), "meta": meta}
+
+
+def load_gray(path: str | os.PathLike) -> Any:
+    """Read a single-channel image file as a torch tensor ``[1, H, W]`` float32 in [0, 1].
+
+    8/16-bit images are scaled by their type's range; float images are min-max scaled. torch is imported here, as
+    in :func:`resize_2d`, so that importing this module stays numpy-only.
+
+    Raises:
+        ValueError: the file is not a single-channel 2D image, naming the file and its shape.
+    """
+    import torch
+
+    arr, _ = read_image(path)
+    arr = np.asarray(arr)
+    if arr.ndim == 4 and arr.shape[-1] == 1:  # NIfTI [1, X, Y, 1]
+        arr = arr[..., 0]
+    if arr.ndim != 3 or arr.shape[0] != 1:
+        raise ValueError(f"{path}: expected a single-channel 2D image, got array shape {arr.shape}")
+    if arr.dtype == np.uint8 or arr.dtype == np.uint16:
+        out = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    else:
+        lo, hi = float(arr.min()), float(arr.max())
+        out = (arr.astype(np.float32) - lo) / (hi - lo if hi > lo else 1.0)
+    return torch.from_numpy(np.ascontiguousarray(out))

@@ -22,7 +22,16 @@ Nodule/Mass            VinDr ``Nodule/Mass`` (NIH and CheXpert keep ``Nodule`` a
 =====================  ==================================================================================
 
 :func:`relabel` reorders a manifest's ``findings`` vectors into a vocabulary: a label the dataset lacks is NaN,
-never 0, so a loss masks it rather than learning a false negative.
+never 0, so a loss masks it rather than learning a false negative. Where several dataset labels stand for one
+name, the name is 1 if any of them is 1, 0 only if all of them are 0, else NaN. Beyond synonyms:
+
+- **PadChest hyponyms.** In a ``padchest`` manifest each term also stands for its vocabulary parents
+  (:mod:`medzoo.data.padchest_terms`): ``loculated pleural effusion`` gives ``Effusion = 1``, ``normal`` alone
+  gives 0 for every mapped name, and a name is never 0 while a term of its family is present.
+- **Unions** (:data:`UNIONS`). ``Nodule/Mass`` is ``Nodule`` or ``Mass``: a dataset with the two (NIH) gives it
+  from them, and a dataset with only the union (VinDr) gives ``Nodule = Mass = 0`` where the union is 0.
+- **No Finding** of datasets that label every finding exhaustively but have no such column (NIH, VinDr, RSNA)
+  comes from the readers' ``meta["no_finding"]``: 1 when the image has none of the dataset's findings, else 0.
 
 Example:
     >>> canonical_label("Pleural_Thickening"), canonical_label("pleural effusion")
@@ -34,10 +43,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from medzoo.data.manifest import Manifest, Record
+from medzoo.data.padchest_terms import padchest_term, padchest_vocabulary
 
 __all__ = ["CXR_VOCABULARY", "SYNONYMS", "canonical_label", "relabel"]
 
@@ -89,27 +100,55 @@ def canonical_label(name: str) -> str | None:
     return _LOOKUP.get(_key(name))
 
 
+#: A vocabulary name that is exactly "any of" others: derived from them when the dataset lacks it, and a 0 for it
+#: makes each of them 0.
+UNIONS: dict[str, tuple[str, ...]] = {"Nodule/Mass": ("Nodule", "Mass")}
+NO_FINDING = "No Finding"
+
+
 def _combine(values: np.ndarray) -> float:
-    """Several dataset labels on one canonical name: positive if any is, else negative if any is, else NaN."""
-    if len(values) == 1:
-        return float(values[0])
+    """Several dataset labels behind one name: 1 if any is 1, 0 if all are 0, else NaN (unknown)."""
     if np.any(values == 1):
         return 1.0
-    if np.any(values == 0):
+    if len(values) and np.all(values == 0):
         return 0.0
     return float("nan")
 
 
-def _plan(source: Sequence[str], vocabulary: Sequence[str], unmapped: str) -> list[list[int]]:
-    target = {(canonical_label(v) or _key(v)): i for i, v in enumerate(vocabulary)}
-    plan: list[list[int]] = [[] for _ in vocabulary]
-    dropped = []
-    for j, name in enumerate(source):
-        key = canonical_label(name) or _key(name)
-        if key in target:
-            plan[target[key]].append(j)
-        else:
-            dropped.append(name)
+def _targets(name: str, padchest: bool) -> list[str]:
+    """The canonical names a dataset label stands for (PadChest terms also stand for their vocabulary parents)."""
+    out = [c] if (c := canonical_label(name)) else []
+    term = padchest_term(name) if padchest else None
+    if term is not None:
+        out += [v for v in padchest_vocabulary(term) if v not in out]
+    return out
+
+
+@dataclass
+class _Slot:
+    """Where one vocabulary entry takes its value from."""
+
+    members: list[int]  # dataset labels it stands for (a 1 among them is positive)
+    negative_from: list[int]  # dataset labels of a union that contains it: a 0 there makes it 0
+    meta_no_finding: bool  # read ``meta["no_finding"]`` (readers of exhaustively labelled datasets set it)
+
+
+def _plan(source: Sequence[str], vocabulary: Sequence[str], unmapped: str, padchest: bool) -> list[_Slot]:
+    targets = [_targets(name, padchest) for name in source]
+
+    def members(canon: str | None) -> list[int]:
+        return [j for j, t in enumerate(targets) if canon in t]
+
+    plan, used = [], set()
+    for v in vocabulary:
+        canon = canonical_label(v) or _key(v)
+        own = members(canon)
+        for part in UNIONS.get(canon, ()) if not own else ():
+            own += [j for j in members(part) if j not in own]
+        negative = [j for union, parts in UNIONS.items() if canon in parts for j in members(union)]
+        plan.append(_Slot(own, negative, canon == NO_FINDING and not own))
+        used.update(own + negative)
+    dropped = [name for j, name in enumerate(source) if j not in used]
     if dropped and unmapped == "error":
         raise ValueError(f"labels {dropped} have no place in the vocabulary {list(vocabulary)}")
     if dropped:
@@ -117,9 +156,20 @@ def _plan(source: Sequence[str], vocabulary: Sequence[str], unmapped: str) -> li
     return plan
 
 
+def _value(slot: _Slot, src: np.ndarray, meta: dict) -> float:
+    value = _combine(src[slot.members])
+    if np.isnan(value) and slot.negative_from and np.all(src[slot.negative_from] == 0):
+        return 0.0
+    if slot.meta_no_finding:
+        return float(meta.get("no_finding", np.nan))
+    return value
+
+
 def relabel(manifest: Manifest, vocabulary: Sequence[str] = CXR_VOCABULARY, *, task: str = "findings",
             unmapped: str = "drop") -> Manifest:
     """Map each record's ``task`` vector into ``vocabulary`` order; labels the dataset lacks become NaN.
+
+    See the module docstring for how synonyms, PadChest hyponyms, unions and ``meta["no_finding"]`` combine.
 
     Args:
         manifest: a manifest with a multilabel ``task``.
@@ -142,11 +192,11 @@ def relabel(manifest: Manifest, vocabulary: Sequence[str] = CXR_VOCABULARY, *, t
         raise ValueError(f"unmapped must be 'drop' or 'error', got {unmapped!r}")
     if task not in manifest.label_names:
         raise KeyError(f"manifest {manifest.kind!r} has no task {task!r}; it has {manifest.tasks}")
-    plan = _plan(manifest.label_names[task], vocabulary, unmapped)
+    plan = _plan(manifest.label_names[task], vocabulary, unmapped, padchest=manifest.kind == "padchest")
     records = []
     for rec in manifest:
         src = np.asarray(rec.labels.get(task, np.full(len(manifest.label_names[task]), np.nan)), dtype=np.float32)
-        vec = np.array([_combine(src[idx]) if idx else np.nan for idx in plan], dtype=np.float32)
+        vec = np.array([_value(slot, src, rec.meta) for slot in plan], dtype=np.float32)
         records.append(Record(rec.id, rec.patient_id, rec.image, {**rec.labels, task: vec}, dict(rec.meta)))
     label_names = {**manifest.label_names, task: list(vocabulary)}
     return Manifest(manifest.kind, manifest.root, records, label_names, manifest.split, list(manifest.skipped))

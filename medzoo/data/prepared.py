@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from medzoo.data.dataset import ManifestDataset, finalize_sample
 from medzoo.data.manifest import Manifest
@@ -222,8 +223,6 @@ def prepare(manifest: Manifest | Sequence, out_dir: str | os.PathLike, *, transf
 
 def _write_parts(ds: ManifestDataset, staging: Path, dtype: str, part_size: int, workers: int,
                  progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
-
     n = len(ds)
     starts = range(0, n, part_size)
     entries: list[dict] = []

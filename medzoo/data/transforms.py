@@ -10,7 +10,7 @@ Presets take the sample dicts of :func:`medzoo.data.imageio.load_record` (keys `
 - :func:`series_preset`: ``[N, C, H, W]`` slice series -> grayscale [0, 1], optional resize; training applies the
   *same* random affine to every slice of a series.
 
-Randomness is seeded per sample from (seed, epoch, index) with :func:`set_sample_seed` (DECISIONS 17), so an
+Randomness is seeded per sample from (seed, epoch, index) with :func:`set_sample_seed`, so an
 augmented sample does not depend on DataLoader workers or on what was drawn before it.
 
 Example:

@@ -3,9 +3,12 @@
 Every encoder in medzoo is an ``nn.Module`` that:
 
 - takes a volume ``x [B, C, D, H, W]`` (3D convolutions) or an image ``x [B, C, H, W]`` (the 2D path: a CXR or one
-  CT slice, computed with 2D convolutions that share the 3D weights) and returns a list of five feature maps
-  ``[stem, layer1, layer2, layer3, layer4]``, 3D maps for a volume and 2D maps for an image;
-- declares ``out_channels``: the channel count of each of the five maps;
+  CT slice, computed by the same modules with 2D convolutions that share the 3D weights, so hooks fire on both)
+  and returns a list of five feature maps ``[stem, layer1, layer2, layer3, layer4]``, 3D maps for a volume and 2D
+  maps for an image (only the stages in ``out_indices`` when the encoder was built with a selection);
+- declares ``feature_info`` (:class:`medzoo.encoders.features.FeatureInfo`): channels, reduction and the name of the
+  submodule that produces each stage's map, as timm's ``features_only`` models do;
+- declares ``out_channels``: the channel count of each returned map;
 - declares ``reductions``: for each map, the per-axis stride ``(d, h, w)`` relative to the input (for a 2D input,
   the last two entries apply);
 - declares ``output_stride`` (the reduction of the last map in-plane), ``spatial_dims`` (3) and ``feature_dim``
@@ -31,6 +34,7 @@ class Encoder(Protocol):
     """What decoders, heads and the zoo may rely on (see the module docstring)."""
 
     out_channels: tuple[int, ...]
+    feature_info: Any
     reductions: tuple[tuple[int, int, int], ...]
     output_stride: int
     spatial_dims: int

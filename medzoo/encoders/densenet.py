@@ -5,6 +5,8 @@ The network is MONAI's ``DenseNet121`` with ``spatial_dims=2``; its classifier (
 ``denseblock1..3``, strides 4, 8, 16; before the transition that halves channels and size) and ``block4``
 (``denseblock4`` then ``norm5`` and a ReLU, stride 32, the map CheXNet pools). Unlike the ResNet family this encoder
 has no 3D path and no dilation: a volume ``[B, C, D, H, W]`` is an error and ``output_stride`` must be 32.
+``feature_info`` names the submodule whose output is each map (``features.relu0``, ``features.denseblock1..3``,
+``act``), and ``out_indices`` selects the maps returned.
 
 Channels: with ``init_features`` f, ``growth_rate`` g and ``block_config`` (b1, b2, b3, b4),
 ``c0 = f``, ``c1 = f + b1 g``, ``c2 = c1 // 2 + b2 g``, ``c3 = c2 // 2 + b3 g``, ``c4 = c3 // 2 + b4 g``; the defaults
@@ -28,10 +30,12 @@ import torch
 from torch import nn
 
 from medzoo.encoders.base import check_encoder_input
+from medzoo.encoders.features import stage_contract
 
 __all__ = ["DenseNetEncoder", "densenet_channels"]
 
 _STRIDES = (2, 4, 8, 16, 32)
+_STAGE_MODULES = ("features.relu0", "features.denseblock1", "features.denseblock2", "features.denseblock3", "act")
 
 
 def densenet_channels(init_features: int, growth_rate: int, block_config: Sequence[int]) -> tuple[int, ...]:
@@ -55,10 +59,11 @@ class DenseNetEncoder(nn.Module):
         growth_rate: channels each dense layer adds (32).
         block_config: dense layers per block (6, 12, 24, 16); exactly four blocks.
         bn_size, dropout_prob, norm, act: passed to ``monai.networks.nets.DenseNet``.
+        out_indices: the maps to return (default all five; see :mod:`medzoo.encoders.features`).
         name: the registry name written into :meth:`architecture`.
 
     Shapes: ``x [B, C, H, W]`` -> five maps ``[B, out_channels[i], H / s_i, W / s_i]`` with ``s = 2, 4, 8, 16, 32``
-    (rounded up for sizes that are not multiples of 32).
+    (rounded up for sizes that are not multiples of 32); the selected ones with ``out_indices``.
     """
 
     spatial_dims = 2
@@ -66,7 +71,8 @@ class DenseNetEncoder(nn.Module):
     def __init__(self, in_channels: int = 1, output_stride: int = 32, widths: Sequence[int] | None = None, *,
                  init_features: int = 64, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16),
                  bn_size: int = 4, dropout_prob: float = 0.0, norm: Any = "batch",
-                 act: Any = ("relu", {"inplace": True}), name: str = "densenet121") -> None:
+                 act: Any = ("relu", {"inplace": True}), out_indices: Sequence[int] | int | None = None,
+                 name: str = "densenet121") -> None:
         super().__init__()
         from monai.networks.nets import DenseNet
 
@@ -88,26 +94,29 @@ class DenseNetEncoder(nn.Module):
         self.name, self.in_channels, self.output_stride = name, int(in_channels), 32
         self.init_features, self.growth_rate, self.block_config = int(init_features), int(growth_rate), block_config
         self.bn_size = int(bn_size)
-        self.out_channels = densenet_channels(init_features, growth_rate, block_config)
-        self.reductions = tuple((s, s, s) for s in _STRIDES)
+        self.feature_info, self.out_indices = stage_contract(
+            densenet_channels(init_features, growth_rate, block_config), _STRIDES, _STAGE_MODULES, out_indices, name)
+        self.out_channels = tuple(self.feature_info.channels())
+        self.reductions = tuple((s, s, s) for s in self.feature_info.reduction())
         self.feature_dim = self.out_channels[-1]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Five feature maps of an image ``[B, C, H, W]``; a volume is an error (2D only)."""
+        """The selected maps (all five by default) of an image ``[B, C, H, W]``; a volume is an error (2D only)."""
         check_encoder_input(x, self.in_channels, self.name)
         if x.dim() != 4:
             raise ValueError(f"{self.name}: 2D only; expected an image [B, C, H, W], got a volume of shape "
                              f"{tuple(x.shape)}. Use a ResNet encoder for CT volumes.")
-        f = self.features
+        f, last = self.features, self.out_indices[-1]
         stem = f.relu0(f.norm0(f.conv0(x)))
         maps, h = [stem], f.pool0(stem)
-        for i in range(1, 5):
+        for i in range(1, last + 1):
             h = getattr(f, f"denseblock{i}")(h)
             if i < 4:
                 maps.append(h)
-                h = getattr(f, f"transition{i}")(h)
-        maps.append(self.act(f.norm5(h)))
-        return maps
+                h = getattr(f, f"transition{i}")(h) if i < last else h
+        if last == 4:
+            maps.append(self.act(f.norm5(h)))
+        return [maps[i] for i in self.out_indices]
 
     def architecture(self) -> dict[str, Any]:
         """The architecture contract written into weight metadata and checked when loading."""

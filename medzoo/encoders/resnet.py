@@ -1,33 +1,43 @@
-"""3D ResNet encoders on ``monai.networks.nets.ResNet``, with MedicalNet's geometry and a 2D fast path.
+"""3D ResNet encoders on ``monai.networks.nets.ResNet``, with MedicalNet's geometry, any norm, and a 2D path.
 
 The network is MONAI's ResNet (parameter names unchanged, so MedicalNet checkpoints load by name) with a stride-2
 stem, and MedicalNet's shortcut type and downsample bias per depth. ``output_stride`` 16 and 8 trade the stride of
 layer4 (and layer3) for dilation, the DeepLab way; 8 is exactly MedicalNet's layout (layer3 dilation 2, layer4
 dilation 4, on every 3x3x3 convolution of those layers, with ``padding = dilation``).
 
-The 2D path runs a ``spatial_dims=2`` twin of the same network, built once on the meta device, through
-``torch.func.functional_call`` with the centre depth slice of every 3D kernel and the same norm buffers. On an
-input of depth 1 the outer depth taps of every kernel only ever meet zero padding, so this is what the 3D network
-computes on ``x.unsqueeze(2)``, with 2D convolutions; gradients reach the centre taps of the 3D weights.
+``norm`` and ``act`` apply to every layer: the stem, every residual block and every B-shortcut. MONAI 1.6's
+``ResNet`` passes them to the stem only, so the encoder builds MONAI's network and then puts the requested norm and
+activation layers in place of the block ones.
+
+Images ``[B, C, H, W]`` run through the same modules as volumes (see :mod:`medzoo.encoders.dual`): each 3D layer
+runs its 2D counterpart with the centre depth slice of its kernel. On an input of depth 1 the outer depth taps of
+every kernel only ever meet zero padding, so this is what the 3D network computes on ``x.unsqueeze(2)``, with 2D
+convolutions; gradients reach the centre taps of the 3D weights, and hooks on any submodule fire for both inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import torch
 import torch.nn as nn
-from monai.networks.nets.resnet import ResNet
-from torch.nn.utils.stateless import _reparametrize_module
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.nets.resnet import ResNet, ResNetBlock, ResNetBottleneck
 
 from medzoo.encoders.base import check_encoder_input
+from medzoo.encoders.dual import ShortcutA, make_dual, plain_2d, shared_2d_kernels
+from medzoo.encoders.features import stage_contract
 
-__all__ = ["ResNetEncoder", "RESNET_SPECS", "DEFAULT_WIDTHS", "dilations_for"]
+__all__ = ["ResNetEncoder", "RESNET_SPECS", "DEFAULT_WIDTHS", "STAGE_MODULES", "check_resnet_options",
+           "dilations_for", "resnet_channels"]
 
 DEFAULT_WIDTHS = (64, 128, 256, 512)
+STAGE_MODULES = ("act", "layer1", "layer2", "layer3", "layer4")  # the submodule whose output is each stage's map
+NORMS = ("batch", "instance", "group", "syncbatch")
+DEFAULT_ACT: tuple[str, dict[str, Any]] = ("relu", {"inplace": True})
 
 # depth -> (block, blocks per stage, MedicalNet shortcut type, downsample conv bias)
 RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int], str, bool]] = {
@@ -49,45 +59,87 @@ def dilations_for(output_stride: int) -> tuple[int, int]:
     return table[output_stride]
 
 
-class _Trunk(ResNet):
-    """MONAI's ResNet without the classifier, whose forward returns the five stage maps."""
-
-    def __init__(self, block: str, layers: tuple[int, ...], widths: tuple[int, ...], spatial_dims: int,
-                 in_channels: int, shortcut: str, bias_downsample: bool, output_stride: int, **kwargs: Any) -> None:
-        super().__init__(
-            block, list(layers), list(widths), spatial_dims=spatial_dims, n_input_channels=in_channels,
-            conv1_t_size=7, conv1_t_stride=2, shortcut_type=shortcut, bias_downsample=bias_downsample,
-            feed_forward=False, **kwargs,
-        )
-        del self.avgpool  # pooling belongs to the heads
-        for layer, dilation in zip((self.layer3, self.layer4), dilations_for(output_stride)):
-            if dilation > 1:
-                _dilate(layer, dilation, spatial_dims)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
-        stem = self.act(self.bn1(self.conv1(x)))
-        x1 = self.layer1(stem if self.no_max_pool else self.maxpool(stem))
-        x2 = self.layer2(x1)
-        x3 = self.layer3(x2)
-        return [stem, x1, x2, x3, self.layer4(x3)]
+def resnet_channels(depth: int, widths: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The five map widths ``(stem, layer1 .. layer4)`` of a ResNet of this depth and stage widths."""
+    widths = tuple(int(w) for w in (widths or DEFAULT_WIDTHS))
+    expansion = 4 if RESNET_SPECS[depth][0] == "bottleneck" else 1
+    return (widths[0],) + tuple(w * expansion for w in widths)
 
 
-def _dilate(layer: nn.Sequential, dilation: int, spatial_dims: int) -> None:
+def _replace_children(net: nn.Module, kind: type | tuple[type, ...], make: Any) -> None:
+    """Put ``make(child)`` in place of every submodule of ``net`` that is a ``kind``."""
+    for parent in list(net.modules()):
+        for key, child in list(parent._modules.items()):
+            if isinstance(child, kind):
+                parent._modules[key] = make(child)
+
+
+def check_resnet_options(depth: int, widths: Sequence[int] | None, shortcut: str | None, norm: Any, act: Any,
+                         who: str) -> tuple[tuple[int, ...], str]:
+    """Validate ResNet options before anything is built; returns ``(widths, shortcut)`` with defaults filled in.
+
+    ``norm`` is tried on every stage width (a group count must divide each), ``act`` is built once.
+
+    Raises:
+        ValueError: naming the option, the value and what was expected.
+    """
+    if depth not in RESNET_SPECS:
+        raise ValueError(f"{who}: ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth!r}")
+    widths = tuple(int(w) for w in (widths or DEFAULT_WIDTHS))
+    if len(widths) != 4 or min(widths) < 1:
+        raise ValueError(f"{who}: widths must be four positive ints, got {widths!r}")
+    shortcut = (shortcut or RESNET_SPECS[depth][2]).upper()
+    if shortcut not in ("A", "B"):
+        raise ValueError(f"{who}: shortcut must be 'A' or 'B', got {shortcut!r}")
+    kind = norm if isinstance(norm, str) else norm[0] if isinstance(norm, Sequence) and norm else None
+    if not isinstance(kind, str) or kind.lower() not in NORMS:
+        raise ValueError(f"{who}: norm must be one of {list(NORMS)}, as a name or (name, options), got {norm!r}")
+    try:
+        for channels in sorted(set(resnet_channels(depth, widths))):
+            get_norm_layer(name=norm, spatial_dims=3, channels=channels)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{who}: norm {norm!r}: {err} (for example ('group', {{'num_groups': 8}}), where the "
+                         "group count divides every stage width)") from None
+    try:
+        get_act_layer(name=act)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"{who}: act {act!r}: {err}") from None
+    return widths, shortcut
+
+
+def _set_norm_and_act(net: nn.Module, norm: Any, act: Any) -> None:
+    """Every norm layer of ``net`` becomes ``norm`` over the same channels, and the stem and every residual block
+    use ``act`` (MONAI's ``get_norm_layer`` / ``get_act_layer`` specs)."""
+    _replace_children(net, nn.BatchNorm3d, lambda bn: get_norm_layer(name=norm, spatial_dims=3,
+                                                                      channels=bn.num_features))
+    for module in net.modules():
+        if isinstance(module, (ResNet, ResNetBlock, ResNetBottleneck)):
+            module.act = get_act_layer(name=act)
+
+
+def _shortcuts_as_modules(net: nn.Module) -> None:
+    """MONAI's type-A shortcut (a ``partial`` of a bound method) becomes a :class:`ShortcutA` module that runs on
+    volumes and images alike (numerically the same)."""
+    for block in net.modules():
+        ds = getattr(block, "downsample", None)
+        if isinstance(ds, partial):
+            block.downsample = ShortcutA(ds.keywords["planes"], ds.keywords["stride"])
+
+
+def _dilate(layer: nn.Sequential, dilation: int) -> None:
     """Give every block of ``layer`` stride 1 and dilate its 3x3 convolutions (padding = dilation), as MedicalNet."""
-    ones = (1,) * spatial_dims
     for block in layer:
-        for conv in (m for m in block.modules() if isinstance(m, nn.modules.conv._ConvNd)):
-            conv.stride = ones
+        for conv in (m for m in block.modules() if isinstance(m, nn.Conv3d)):
+            conv.stride = (1, 1, 1)
             if conv.kernel_size[0] > 1:
-                conv.dilation = conv.padding = (dilation,) * spatial_dims
+                conv.dilation = conv.padding = (dilation,) * 3
         block.stride = 1
-        ds = block.downsample
-        if isinstance(ds, partial):  # shortcut 'A': parameter-free avg-pool + zero channels
-            block.downsample = partial(ds.func, *ds.args, **{**ds.keywords, "stride": 1})
+        if isinstance(block.downsample, ShortcutA):
+            block.downsample.stride = 1
 
 
-class ResNetEncoder(_Trunk):
-    """A MONAI 3D ResNet encoder with MedicalNet's geometry options and a 2D fast path.
+class ResNetEncoder(ResNet):
+    """A MONAI 3D ResNet encoder with MedicalNet's geometry options, any norm, and a 2D path on the same modules.
 
     Use :func:`medzoo.create_encoder` to build one by name.
 
@@ -98,12 +150,16 @@ class ResNetEncoder(_Trunk):
         widths: the four stage widths (default 64, 128, 256, 512); small widths make tiny test models.
         shortcut: "A" or "B" (default: MedicalNet's per depth; B for 10/50/101/152/200, A for 18/34).
         bias_downsample: bias on the B-shortcut convolution (MedicalNet has none).
+        norm: every norm layer, as MONAI's ``get_norm_layer`` spec: ``"batch"`` (default, MedicalNet's),
+            ``"instance"``, ``("group", {"num_groups": 8})`` or ``"syncbatch"``.
+        act: every activation, as MONAI's ``get_act_layer`` spec (default ReLU).
+        out_indices: the stages to return (default all five; see :mod:`medzoo.encoders.features`). Stages after the
+            last selected one are not computed (their weights stay, so full checkpoints still load).
         name: the registered name, for messages and metadata.
-        **kwargs: passed to ``monai.networks.nets.ResNet`` (for example ``norm``, ``act``).
 
     Shapes:
-        ``x [B, C, D, H, W]`` -> five maps ``[B, out_channels[i], D/r, H/r, W/r]`` with ``r = reductions[i]``;
-        ``x [B, C, H, W]`` -> five 2D maps ``[B, out_channels[i], H/r, W/r]``.
+        ``x [B, C, D, H, W]`` -> maps ``[B, out_channels[i], D/r, H/r, W/r]`` with ``r = reductions[i]``;
+        ``x [B, C, H, W]`` -> 2D maps ``[B, out_channels[i], H/r, W/r]``; five maps unless ``out_indices``.
 
     Example:
         >>> enc = ResNetEncoder(18, widths=(8, 16, 32, 64), output_stride=8)
@@ -111,65 +167,58 @@ class ResNetEncoder(_Trunk):
         (1, 64, 2, 4, 4)
         >>> [tuple(f.shape) for f in enc(torch.zeros(1, 1, 32, 32))][-1]
         (1, 64, 4, 4)
+        >>> enc.feature_info.module_name()
+        ['act', 'layer1', 'layer2', 'layer3', 'layer4']
     """
 
     spatial_dims = 3
 
     def __init__(self, depth: int, *, in_channels: int = 1, output_stride: int = 32,
-                 widths: tuple[int, ...] | None = None, shortcut: str | None = None,
-                 bias_downsample: bool | None = None, name: str | None = None, **kwargs: Any) -> None:
-        if depth not in RESNET_SPECS:
-            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth!r}")
-        block, layers, default_shortcut, default_bias = RESNET_SPECS[depth]
-        widths = tuple(int(w) for w in (widths or DEFAULT_WIDTHS))
-        if len(widths) != 4 or min(widths) < 1:
-            raise ValueError(f"widths must be four positive ints, got {widths!r}")
-        shortcut = (shortcut or default_shortcut).upper()
-        if shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+                 widths: Sequence[int] | None = None, shortcut: str | None = None,
+                 bias_downsample: bool | None = None, norm: Any = "batch", act: Any = DEFAULT_ACT,
+                 out_indices: Sequence[int] | int | None = None, name: str | None = None) -> None:
+        name = name or f"resnet{depth}"
+        widths, shortcut = check_resnet_options(depth, widths, shortcut, norm, act, name)
+        block, layers, _, default_bias = RESNET_SPECS[depth]
         bias = default_bias if bias_downsample is None else bool(bias_downsample)
-        args = (block, layers, widths)
-        opts = dict(in_channels=in_channels, shortcut=shortcut, bias_downsample=bias, output_stride=output_stride)
-        super().__init__(*args, spatial_dims=3, **opts, **kwargs)
-        with torch.device("meta"):
-            twin = _Trunk(*args, spatial_dims=2, **opts, **kwargs)
-        object.__setattr__(self, "_twin2d", twin)  # not a submodule: it holds no state
-        self.name, self.depth, self.block, self.layers = name or f"resnet{depth}", depth, block, layers
+        dilations = dilations_for(output_stride)
+        super().__init__(block, list(layers), list(widths), spatial_dims=3, n_input_channels=in_channels,
+                         conv1_t_size=7, conv1_t_stride=2, shortcut_type=shortcut, bias_downsample=bias,
+                         feed_forward=False)
+        del self.avgpool  # pooling belongs to the heads
+        _shortcuts_as_modules(self)
+        _set_norm_and_act(self, norm, act)
+        for layer, dilation in zip((self.layer3, self.layer4), dilations):
+            if dilation > 1:
+                _dilate(layer, dilation)
+        make_dual(self)
+        self.name, self.depth, self.block, self.layers = name, depth, block, layers
         self.widths, self.shortcut, self.bias_downsample, self.in_channels = widths, shortcut, bias, in_channels
         self.output_stride = output_stride
-        expansion = 4 if block == "bottleneck" else 1
-        self.out_channels = (widths[0],) + tuple(w * expansion for w in widths)
-        self.feature_dim = self.out_channels[-1]
         strides = (2, 4, 8, min(16, output_stride), output_stride)
-        self.reductions = tuple((s, s, s) for s in strides)
+        self.feature_info, self.out_indices = stage_contract(resnet_channels(depth, widths), strides, STAGE_MODULES,
+                                                             out_indices, name)
+        self.out_channels = tuple(self.feature_info.channels())
+        self.reductions = tuple((s, s, s) for s in self.feature_info.reduction())
+        self.feature_dim = self.out_channels[-1]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
-        """Five feature maps ``[stem, layer1, layer2, layer3, layer4]`` (2D maps for a 4-D input)."""
+        """The maps of the selected stages (all five by default), 2D maps for a 4-D input."""
         check_encoder_input(x, self.in_channels, self.name)
-        if x.dim() == 4:
-            return self._forward_2d(x)
-        return super().forward(x)
-
-    def _forward_2d(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.__dict__.get("_reusing_2d"):
-            return self._twin2d(x)
-        return torch.func.functional_call(self._twin2d, self._state_2d(), (x,), strict=True)
-
-    def _state_2d(self) -> dict[str, torch.Tensor]:
-        """The 2D twin's tensors: centre depth slices of the 3D kernels (views, so gradients reach the 3D weights),
-        and the encoder's own norm buffers (so running statistics update in place)."""
-        for mine, theirs in zip(self.modules(), self._twin2d.modules()):
-            theirs.training = mine.training  # honour per-module train/eval (frozen norms)
-        state = {k: p[:, :, p.shape[2] // 2] if p.dim() == 5 else p for k, p in self.named_parameters()}
-        state.update(self.named_buffers())
-        return state
+        last = self.out_indices[-1]
+        maps = [self.act(self.bn1(self.conv1(x)))]
+        h = maps[0] if self.no_max_pool else self.maxpool(maps[0])
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[:last]:
+            h = layer(h)
+            maps.append(h)
+        return [maps[i] for i in self.out_indices]
 
     @contextlib.contextmanager
     def reuse_2d_weights(self) -> Iterator[None]:
-        """Within the block, image inputs share one set of sliced 2D weights instead of slicing per call.
+        """Within the block, image inputs share one set of sliced 2D kernels instead of slicing per call.
 
-        Series encoding calls the encoder once per chunk of slices; this removes the per-call cost of slicing the
-        kernels and swapping them into the 2D twin. Train/eval flags are read on entry. Do not use it around
+        Series encoding calls the encoder once per chunk of slices; this removes the per-call cost of slicing and
+        copying the kernels. Do not change the weights inside the block, and do not use it around
         activation-checkpointed calls whose recompute runs after the block.
 
         Example:
@@ -179,15 +228,21 @@ class ResNetEncoder(_Trunk):
             >>> a[-1].shape[0], b[-1].shape[0]
             (2, 3)
         """
-        if self.__dict__.get("_reusing_2d"):
+        with shared_2d_kernels(self):
             yield
-            return
-        with _reparametrize_module(self._twin2d, self._state_2d(), strict=True):
-            self.__dict__["_reusing_2d"] = True
-            try:
-                yield
-            finally:
-                self.__dict__["_reusing_2d"] = False
+
+    def to_2d(self) -> ResNetEncoder:
+        """A copy made of ordinary 2D layers (centre-slice ``Conv2d``, ``BatchNorm2d``, ...), for exports.
+
+        It computes what this encoder computes on images ``[B, C, H, W]``, with the same parameter names (2D
+        shapes), buffers and train/eval flags; it takes images only.
+        """
+        return plain_2d(self)  # type: ignore[return-value]
+
+    @property
+    def _twin2d(self) -> nn.Module:
+        """A parameter-free (meta-device) :meth:`to_2d` skeleton, for exporters that fill it with sliced weights."""
+        return self.to_2d().to("meta")
 
     def architecture(self) -> dict[str, Any]:
         """The architecture contract written into weight metadata and checked when loading."""

@@ -233,10 +233,10 @@ def _publish(out: Path) -> dict[str, Any]:
     """Export the pretrained encoder, publish it into ``zoo/catalogs/demo.yaml`` and load it back by name."""
     import torch
 
-    from medzoo.train.checkpoint import model_from_checkpoint
+    from medzoo.zoo.checkpoint import model_from_checkpoint
     from medzoo.zoo.export import sha256_file
-    from medzoo.zoo.load import load
     from medzoo.zoo.publish import export_model, publish
+    from medzoo.zoo.resolver import load
 
     ckpt = out / "pretrain" / "last.pt"
     export_dir, marker = out / "zoo" / "exports" / ZOO_NAME, out / "zoo" / "export.json"

@@ -12,7 +12,7 @@ init with 95% CIs, a sentence generated from them) and the plots are written fro
 
 Example:
     >>> from medzoo.experiment import load_experiment_config, run_experiment
-    >>> result = run_experiment(load_experiment_config("configs/experiments/transfer_lung_seg.yaml"))  # doctest: +SKIP
+    >>> result = run_experiment(load_experiment_config("configs/transfer/lung_seg.yaml"))  # doctest: +SKIP
     >>> print(result.table)  # doctest: +SKIP
 """
 

@@ -26,7 +26,8 @@ class MedicalNetSegHead(Head, nn.Sequential):
 
     It reads the last encoder map only and returns raw logits at MedicalNet's own resolution (input / 4 when the
     encoder has output stride 8); :meth:`activate` (called by ``predict``) resizes them to the input size.
-    Building it on an encoder whose output stride is not 8 is an error (DECISIONS 5).
+    Building it on an encoder whose output stride is not 8 is an error: MedicalNet's ``conv_seg`` weights were
+    trained on stride-8 maps only.
 
     Args:
         in_channels: channels of the last encoder map (512 for MedicalNet's resnet18, 2048 for resnet50).

@@ -1,4 +1,4 @@
-"""Inference: prediction (sliding window, writers), explanations (CAM, Grad-CAM) and localisation metrics.
+"""Inference: prediction (sliding window, writers), ensembles and explanations (CAM, Grad-CAM).
 
 Heavy modules are imported lazily, so ``import medzoo.infer`` stays cheap.
 
@@ -8,21 +8,13 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medzoo.utils.lazy import lazy_attach
 
 # ``cam`` and ``explain`` are submodule names, so their functions are not re-exported here.
-__all__ = ["Ensemble", "Predictor", "combine_outputs", "explain_input", "grad_cam", "predict_inputs", "resolve_model"]
+__all__ = ["Ensemble", "Predictor", "combine_outputs", "explain_input", "grad_cam", "predict_inputs"]
 
-_LAZY = {
+__getattr__, __dir__ = lazy_attach(__name__, {
     "Ensemble": "medzoo.infer.ensemble", "combine_outputs": "medzoo.infer.ensemble",
     "Predictor": "medzoo.infer.predict", "predict_inputs": "medzoo.infer.predict",
-    "resolve_model": "medzoo.infer.predict", "grad_cam": "medzoo.infer.cam",
-    "explain_input": "medzoo.infer.explain",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medzoo.infer' has no attribute {name!r}")
+    "grad_cam": "medzoo.infer.cam", "explain_input": "medzoo.infer.explain",
+})

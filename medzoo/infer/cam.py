@@ -10,7 +10,7 @@
   slice uses the head's weights on each slice's last map (for aggregators that keep the feature size: mean,
   attention); Grad-CAM differentiates the patient-level logit through the aggregator into every slice.
 
-Maps are raw (not normalised); use :func:`medzoo.infer.localization.minmax_normalize` for [0, 1].
+Maps are raw (not normalised); use :func:`medzoo.metrics.localization.minmax_normalize` for [0, 1].
 
 Example:
     >>> import torch, medzoo
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["Explanation", "cam", "explain", "grad_cam", "label_index", "series_explanation"]
+__all__ = ["Explanation", "cam", "explain", "grad_cam", "output_channel", "series_explanation"]
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Explanation:
     score: float | None = None
 
 
-def label_index(head: nn.Module, label: str | int | None, logits: Tensor | None = None) -> int:
+def output_channel(head: nn.Module, label: str | int | None, logits: Tensor | None = None) -> int:
     """The output channel of ``label`` (a name or an index); None picks the highest logit of the first item.
 
     Raises:
@@ -62,7 +62,7 @@ def label_index(head: nn.Module, label: str | int | None, logits: Tensor | None 
     names = list(head.label_names)
     if label is None:
         if logits is None:
-            raise ValueError("label_index needs logits to pick the top label")
+            raise ValueError("output_channel needs logits to pick the top label")
         flat = logits[0].reshape(len(names), -1).mean(dim=1) if logits.dim() > 2 else logits[0]
         return int(flat.argmax())
     if isinstance(label, int) or (isinstance(label, str) and label.isdigit() and label not in names):
@@ -129,7 +129,7 @@ def cam(model: nn.Module, x: Tensor, task: str, label: str | int | None = None) 
     fc = _linear_weight(head, task)
     with _eval(model), torch.no_grad(), _capture_last_maps(model.encoder, False) as maps:
         logits = model(x, tasks=[task])[task]
-    k = label_index(head, label, logits)
+    k = output_channel(head, label, logits)
     raw = _weighted_sum(fc.weight[k].detach(), maps[-1])
     return Explanation(_upsample(raw, x.shape[2:]), head.label_names[k], k, "cam", score=float(logits[0, k]))
 
@@ -164,7 +164,7 @@ def grad_cam(model: nn.Module, x: Tensor, task: str, label: str | int | None = N
     x = x.detach().clone().requires_grad_(True)
     with _eval(model), torch.enable_grad(), _capture_last_maps(model.encoder, True) as maps:
         logits = model(x, tasks=[task])[task]
-        k = label_index(head, label, logits.detach())
+        k = output_channel(head, label, logits.detach())
         score = _score(head, logits, k, region)
         score.backward()
     a = maps[-1]
@@ -195,7 +195,7 @@ def series_explanation(model: nn.Module, x: Tensor, task: str, label: str | int 
     with _eval(model), torch.set_grad_enabled(keep), _capture_last_maps(model.encoder, keep) as maps:
         logits = model(x, pad_mask=pad, tasks=[task])[task]
         scores = logits if logits.dim() == 2 else logits[0]  # slice level: [N, K]
-        k = label_index(head, label, scores.mean(dim=0, keepdim=True).detach())
+        k = output_channel(head, label, scores.mean(dim=0, keepdim=True).detach())
         if keep:
             scores[:, k].sum().backward()
     a = torch.cat(maps)  # [N, C, h, w] in slice order (one series, no padding)

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from medzoo.infer.cam import explain
-from medzoo.infer.inputs import LoadedInput, classify_path, load_input
-from medzoo.infer.localization import minmax_normalize
+from medzoo.infer.inputs import DicomOptions, LoadedInput, classify_path, load_input
 from medzoo.infer.preprocess import prepare_image, prepare_series, prepare_volume
+from medzoo.infer.writers import montage_png, overlay_png, write_heatmap_nifti
+from medzoo.metrics.localization import minmax_normalize
 
 __all__ = ["ExplainResult", "explain_input", "write_explanation"]
 
@@ -71,7 +72,8 @@ def _heatmap(model: nn.Module, loaded: LoadedInput, task: str, label: str | None
 
 
 def explain_input(models: Sequence[nn.Module], path: str | Path, task: str, label: str | None = None,
-                  method: str = "gradcam", preprocessing: Sequence[Any] | None = None) -> ExplainResult:
+                  method: str = "gradcam", preprocessing: Sequence[Any] | None = None,
+                  dicom: DicomOptions | None = None) -> ExplainResult:
     """Explain ``task``/``label`` of one input file or folder.
 
     Args:
@@ -81,8 +83,9 @@ def explain_input(models: Sequence[nn.Module], path: str | Path, task: str, labe
         label: a label name or index (None: the first model's top label).
         method: ``cam`` or ``gradcam``.
         preprocessing: one contract per model (None entries: none).
+        dicom: how to read a DICOM input (series choice, uneven slices).
     """
-    loaded = load_input(classify_path(path))
+    loaded = load_input(classify_path(path, dicom=dicom))
     pres = list(preprocessing) if preprocessing is not None else [None] * len(models)
     heats, weights = [], None
     for model, pre in zip(models, pres):
@@ -99,8 +102,6 @@ def _safe(name: str) -> str:
 
 def write_explanation(result: ExplainResult, out_dir: str | Path, alpha: float = 0.4) -> list[Path]:
     """Write the overlays (and NIfTI heatmap for volumes); returns the files written."""
-    from medzoo.infer.writers import montage_png, overlay_png, write_heatmap_nifti
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     item, arr = result.loaded.item, result.loaded.array

@@ -3,7 +3,11 @@
 An input is one of:
 
 - a NIfTI file (``.nii``, ``.nii.gz``): a ``volume``;
-- a DICOM series folder (files ending ``.dcm``/``.dicom``): a ``volume`` (needs pydicom);
+- a DICOM series folder: a ``volume`` (needs pydicom). DICOM files are recognised by a ``.dcm``/``.dicom`` name or
+  by the ``DICM`` marker, so extension-less exports work. The folder must hold one series of one patient, or
+  :class:`~medzoo.data._dicom.DicomOptions` picks the series;
+- a DICOM file: an ``image`` when it holds one frame (a CR/DX radiograph), a ``volume`` when it is a multi-frame
+  file with per-frame geometry;
 - a PNG or JPEG file: an ``image``;
 - a folder of PNG/JPEG slices (a COVIDx-CT patient): a ``series``, slices in natural name order;
 - a listing (``.csv``, ``.tsv`` or ``.txt``): one input per row. A CSV names its paths in a ``path`` (or
@@ -27,19 +31,20 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medzoo.data._dicom import DICOM_SUFFIXES, DicomOptions, dicom_file_kind, is_dicom_file
 from medzoo.data.imageio import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
 from medzoo.data.manifest import DatasetFormatError
 
-__all__ = ["InputItem", "LoadedInput", "discover_inputs", "load_input", "LISTING_SUFFIXES"]
+__all__ = ["InputItem", "LoadedInput", "DicomOptions", "discover_inputs", "load_input", "classify_path", "file_stem",
+           "LISTING_SUFFIXES"]
 
 LISTING_SUFFIXES = (".csv", ".tsv", ".txt")
-_DICOM_SUFFIXES = (".dcm", ".dicom")
 _PATH_COLUMNS = ("path", "image", "filename", "file")
 
 
@@ -52,12 +57,14 @@ class InputItem:
         path: the file or folder.
         kind: ``volume``, ``image`` or ``series``.
         source: where it was named (``listing.csv:3`` or the command line path).
+        dicom: how a DICOM folder or file is read (series choice, uneven slices); None for the defaults.
     """
 
     id: str
     path: str
     kind: str
     source: str = ""
+    dicom: DicomOptions | None = None
 
 
 @dataclass
@@ -69,9 +76,10 @@ class LoadedInput:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _stem(p: Path) -> str:
+def file_stem(p: Path) -> str:
+    """The file name without its image suffix (only known suffixes: ``1.2.840.113`` keeps its dots)."""
     name = p.name
-    for suf in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *_DICOM_SUFFIXES):
+    for suf in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES):
         if name.lower().endswith(suf):
             return name[: -len(suf)]
     return name
@@ -83,15 +91,18 @@ def _natural_key(name: str) -> list[Any]:
 
 def _folder_kind(p: Path) -> str:
     files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
-    if any(f.name.lower().endswith(_DICOM_SUFFIXES) for f in files):
+    rasters = [f for f in files if f.name.lower().endswith(RASTER_SUFFIXES)]
+    if any(is_dicom_file(f) for f in files if f not in rasters):
         return "volume"
-    if any(f.name.lower().endswith(RASTER_SUFFIXES) for f in files):
+    if rasters:
         return "series"
-    raise DatasetFormatError(p, f"folder holds neither DICOM ({', '.join(_DICOM_SUFFIXES)}) nor PNG/JPEG slices")
+    raise DatasetFormatError(p, f"folder holds neither DICOM files ({', '.join(DICOM_SUFFIXES)} names or the DICM "
+                                f"marker) nor PNG/JPEG slices")
 
 
-def classify_path(path: str | Path, source: str = "", name: str | None = None) -> InputItem:
-    """The :class:`InputItem` for one file or folder.
+def classify_path(path: str | Path, source: str = "", name: str | None = None,
+                  dicom: DicomOptions | None = None) -> InputItem:
+    """The :class:`InputItem` for one file or folder (a DICOM file's header is read to tell image from volume).
 
     Raises:
         DatasetFormatError: missing path or unsupported type, naming it.
@@ -106,12 +117,14 @@ def classify_path(path: str | Path, source: str = "", name: str | None = None) -
         kind = "volume"
     elif lower.endswith(RASTER_SUFFIXES):
         kind = "image"
-    elif lower.endswith(_DICOM_SUFFIXES):
-        raise DatasetFormatError(p, "a single DICOM file; pass the folder holding the whole series")
+    elif is_dicom_file(p):
+        kind = dicom_file_kind(p)
     else:
         raise DatasetFormatError(p, f"unsupported input; expected NIfTI {NIFTI_SUFFIXES}, PNG/JPEG "
-                                    f"{RASTER_SUFFIXES}, a DICOM or slice folder, or a listing {LISTING_SUFFIXES}")
-    return InputItem(id=name or _stem(p), path=str(p), kind=kind, source=source or str(p))
+                                    f"{RASTER_SUFFIXES}, a DICOM file, a DICOM or slice folder, or a listing "
+                                    f"{LISTING_SUFFIXES}")
+    return InputItem(id=name or file_stem(p), path=str(p), kind=kind, source=source or str(p),
+                     dicom=dicom if kind == "volume" else None)
 
 
 def _read_listing(path: Path) -> list[tuple[str, str | None, int]]:
@@ -137,8 +150,13 @@ def _read_listing(path: Path) -> list[tuple[str, str | None, int]]:
     return out
 
 
-def discover_inputs(paths: Iterable[str | Path]) -> tuple[list[InputItem], list[tuple[str, str]]]:
+def discover_inputs(paths: Iterable[str | Path],
+                    dicom: DicomOptions | None = None) -> tuple[list[InputItem], list[tuple[str, str]]]:
     """Expand command-line paths (files, folders, listings) into inputs.
+
+    Args:
+        paths: files, folders and listings.
+        dicom: how DICOM volumes are read (series choice, uneven slices); None for the defaults.
 
     Returns:
         ``(items, errors)``: the inputs found, and ``(where, message)`` for each path that could not be used
@@ -154,11 +172,11 @@ def discover_inputs(paths: Iterable[str | Path]) -> tuple[list[InputItem], list[
                     where = f"{p}:{line}"
                     target = Path(entry) if Path(entry).is_absolute() else p.parent / entry
                     try:
-                        items.append(classify_path(target, where, name))
+                        items.append(classify_path(target, where, name, dicom))
                     except DatasetFormatError as err:
                         errors.append((where, str(err)))
             else:
-                items.append(classify_path(p))
+                items.append(classify_path(p, dicom=dicom))
         except (DatasetFormatError, OSError, UnicodeDecodeError) as err:
             errors.append((str(p), str(err)))
     return _unique_ids(items), errors
@@ -170,7 +188,7 @@ def _unique_ids(items: list[InputItem]) -> list[InputItem]:
     for it in items:
         n = seen.get(it.id, 0) + 1
         seen[it.id] = n
-        out.append(it if n == 1 else InputItem(f"{it.id}-{n}", it.path, it.kind, it.source))
+        out.append(it if n == 1 else replace(it, id=f"{it.id}-{n}"))
     return out
 
 
@@ -185,7 +203,7 @@ def load_input(item: InputItem) -> LoadedInput:
         DatasetFormatError: an unreadable file, naming it.
     """
     if item.kind != "series":
-        arr, meta = read_image(item.path)
+        arr, meta = read_image(item.path, dicom=item.dicom)
         if item.kind == "volume" and arr.ndim != 4:
             raise DatasetFormatError(item.path, f"expected a 3-D volume, got an array of shape {arr.shape[1:]}")
         if item.kind == "volume" and "affine" not in meta:

@@ -24,8 +24,8 @@ Example:
 from __future__ import annotations
 
 import gc
-import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +33,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.inferers import sliding_window_inference
 from torch import nn
+from tqdm.auto import tqdm
 
-from medzoo.infer.inputs import InputItem, LoadedInput, discover_inputs, load_input
+from medzoo.heads import ClassificationHead, MultilabelHead, RegressionHead
+from medzoo.infer.inputs import DicomOptions, InputItem, LoadedInput, discover_inputs, load_input
 from medzoo.infer.preprocess import Prepared, contract_dict, prepare_image, prepare_series, prepare_volume
+from medzoo.infer.writers import output_record, prediction_rows, write_masks, write_predictions
+from medzoo.models import LEVEL_INPUT
+from medzoo.utils.perf import inference_defaults
+from medzoo.zoo.resolver import resolve
 
-__all__ = ["Predictor", "TaskOutput", "PredictReport", "predict_inputs", "resolve_model", "task_type"]
+__all__ = ["Predictor", "TaskOutput", "PredictReport", "predict_inputs", "task_type"]
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,6 @@ class TaskOutput:
 
 def task_type(head: nn.Module) -> str:
     """``segmentation`` for dense heads, else the head's registered kind of vector output."""
-    from medzoo.heads import ClassificationHead, MultilabelHead, RegressionHead
-
     if getattr(head, "kind", "vector") == "dense":
         return "segmentation"
     for cls, name in ((ClassificationHead, "classification"), (MultilabelHead, "multilabel"),
@@ -90,49 +95,6 @@ def task_type(head: nn.Module) -> str:
         if isinstance(head, cls):
             return name
     raise TypeError(f"unsupported head {type(head).__name__}")
-
-
-def resolve_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A model and its metadata from a zoo name, an export dir, a checkpoint or ``medicalnet:PATH``.
-
-    Uses ``medzoo.zoo.load.load_model`` when available; otherwise export dirs (``create_model``) and training
-    checkpoints (``medzoo.train.checkpoint.model_from_checkpoint``) are resolved here.
-
-    Raises:
-        ValueError: the reference names nothing usable.
-    """
-    try:
-        from medzoo.zoo.load import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        out = load_model(str(ref))
-        model = out[0] if isinstance(out, tuple) else out
-        return model, _metadata(model, ref)
-    p = Path(str(ref)).expanduser()
-    if p.is_dir():
-        from medzoo.models import create_model
-
-        model = create_model(p)
-    elif p.is_file():
-        try:
-            from medzoo.train.checkpoint import model_from_checkpoint
-        except ImportError as err:
-            raise ValueError(f"{ref}: checkpoints need medzoo.train.checkpoint, which is not installed") from err
-        model = model_from_checkpoint(p)[0]
-    else:
-        raise ValueError(f"cannot resolve model {str(ref)!r}: not an export directory or checkpoint file "
-                         "(zoo names need medzoo.zoo.load)")
-    return model, _metadata(model, p)
-
-
-def _metadata(model: nn.Module, ref: str | Path) -> dict[str, Any]:
-    """The model's metadata: ``model.weights_spec`` (set by ``medzoo.zoo.load``), else ``metadata.json``."""
-    spec = getattr(model, "weights_spec", None)
-    if spec is not None and hasattr(spec, "to_dict"):
-        return {**spec.to_dict(), "preprocessing": spec.preprocessing}
-    p = Path(str(ref)) / "metadata.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 class Predictor:
@@ -156,8 +118,6 @@ class Predictor:
                  patch_size: Sequence[int] | None = None, overlap: float = 0.25, sw_batch_size: int = 1,
                  blend: str = "constant", tasks: Sequence[str] | None = None, device: str = "cpu",
                  fuse: bool = True) -> None:
-        from medzoo.utils import inference_defaults
-
         # By default BatchNorm is folded into the convolutions, on a copy (the caller's model is untouched): the
         # adopted inference default (docs/BENCHMARKS.md, roofline suite), equal to the unfused model within 1e-5.
         self.model = inference_defaults(model.to(device)) if fuse else model.to(device).eval()
@@ -176,13 +136,13 @@ class Predictor:
 
     @classmethod
     def from_ref(cls, ref: str | Path, **kw: Any) -> Predictor:
-        """Resolve ``ref`` (see :func:`resolve_model`) and build a predictor on it."""
-        model, meta = resolve_model(ref)
-        return cls(model, metadata=meta, **kw)
+        """Resolve ``ref`` with :func:`medzoo.zoo.resolve` and build a predictor on it, with the preprocessing
+        contract and metadata its weights carry."""
+        resolved = resolve(ref)
+        meta = resolved.spec.to_dict() if resolved.spec is not None else {}
+        return cls(resolved.model, preprocessing=resolved.preprocessing, metadata=meta, **kw)
 
     def _tasks_for(self, kind: str) -> list[str]:
-        from medzoo.models import LEVEL_INPUT
-
         return [t for t in self.tasks if LEVEL_INPUT[self.model.task_levels[t]] == kind]
 
     # ------------------------------------------------------------------------------------------------ running
@@ -237,8 +197,6 @@ class Predictor:
     def dense_logits(self, x: torch.Tensor, tasks: Sequence[str]) -> dict[str, torch.Tensor]:
         """Logits of dense tasks for ``x [1, C, D, H, W]``: one pass when the volume fits the patch, else sliding
         windows (``sliding_window_inference`` with this predictor's patch, overlap, batch and blend)."""
-        from monai.inferers import sliding_window_inference
-
         tasks = list(tasks)
         with torch.no_grad():
             if self.patch_size is None or all(s <= p for s, p in zip(x.shape[2:], self.patch_size)):
@@ -319,7 +277,7 @@ class PredictReport:
 
 
 def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | Path, *,
-                   progress: bool | None = None) -> PredictReport:
+                   progress: bool | None = None, dicom: DicomOptions | None = None) -> PredictReport:
     """Predict on every input and write ``predictions.csv``, ``predictions.json`` and masks under ``out_dir``.
 
     Args:
@@ -327,17 +285,14 @@ def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | 
         inputs: files, folders or listings (see :mod:`medzoo.infer.inputs`).
         out_dir: created if needed; masks go to ``out_dir/masks/{id}_{task}.nii.gz`` (volumes) or ``.png``.
         progress: a tqdm bar over inputs (default: when stderr is a terminal).
+        dicom: how to read DICOM inputs (series choice, uneven slices).
 
     Returns:
         A :class:`PredictReport`; a failed input is logged and listed in ``errors``, the rest still run.
     """
-    from tqdm.auto import tqdm
-
-    from medzoo.infer.writers import prediction_rows, write_predictions
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items, errors = discover_inputs(inputs)
+    items, errors = discover_inputs(inputs, dicom)
     report = PredictReport(errors=list(errors))
     for where, msg in errors:
         log.error("skipped %s: %s", where, msg)
@@ -357,8 +312,6 @@ def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | 
 
 
 def _predict_one(predictor: Any, item: InputItem, out: Path) -> dict[str, Any]:
-    from medzoo.infer.writers import output_record, write_masks
-
     loaded = load_input(item)
     outputs = predictor.predict_loaded(loaded)
     files = write_masks(out / "masks", item, outputs, loaded.meta)
@@ -367,7 +320,5 @@ def _predict_one(predictor: Any, item: InputItem, out: Path) -> dict[str, Any]:
 
 def _no_bar(progress: bool | None) -> bool:
     if progress is None:
-        import sys
-
         return not sys.stderr.isatty()
     return not progress

@@ -60,7 +60,7 @@ def normalise(x: np.ndarray, contract: dict[str, Any]) -> np.ndarray:
 
 
 def _check_range(x: np.ndarray, contract: dict[str, Any], name: str) -> None:
-    """Warn when the network input leaves the contract's ``value_range`` (DECISIONS 12)."""
+    """Warn when the network input leaves the contract's ``value_range`` (the weights never saw such inputs)."""
     rng = contract.get("value_range")
     if rng is not None and (x.min() < rng[0] - 1e-3 or x.max() > rng[1] + 1e-3):
         log.warning("%s: preprocessed values span [%.3g, %.3g], outside the model's expected range [%.3g, %.3g]; "

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -25,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+from medzoo.data.imageio import write_nifti, write_png
 
 __all__ = [
     "CSV_COLUMNS", "heat_colors", "montage_png", "output_record", "overlay_png", "overlay_rgb", "prediction_rows",
@@ -37,8 +41,6 @@ CSV_COLUMNS = ["input", "path", "task", "type", "label", "probability", "thresho
 # --------------------------------------------------------------------------------------------- prediction tables
 def write_masks(folder: Path, item: Any, outputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
     """Write each segmentation output's label map; returns ``{task: path}``."""
-    from medzoo.data.imageio import write_nifti, write_png
-
     files = {}
     for task, o in outputs.items():
         if o.type != "segmentation":
@@ -107,8 +109,6 @@ def _atomic_text(path: Path, text: str) -> None:
 def write_predictions(out: Path, rows: list[dict[str, Any]], records: list[dict[str, Any]],
                       errors: Sequence[tuple[str, str]]) -> tuple[Path, Path]:
     """Write ``predictions.csv`` and ``predictions.json`` (with the failed inputs) under ``out``."""
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -154,8 +154,6 @@ def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.n
 
 
 def _save_rgb(path: str | Path, rgb: np.ndarray) -> Path:
-    from PIL import Image
-
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb, mode="RGB").save(p, format="PNG")
@@ -198,8 +196,6 @@ def montage_png(path: str | Path, volume: np.ndarray, heat: np.ndarray, alpha: f
 
 def write_heatmap_nifti(path: str | Path, heat: np.ndarray, affine: np.ndarray) -> Path:
     """Write a 3D heatmap ``[X, Y, Z]`` (float32) with the input's affine."""
-    from medzoo.data.imageio import write_nifti
-
     h = np.asarray(heat, dtype=np.float32)
     if h.ndim != 3:
         raise ValueError(f"a NIfTI heatmap must be 3D [X, Y, Z], got shape {h.shape}")

@@ -8,9 +8,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file
 from torch import nn
 
+from medzoo.aggregation import create_aggregator
 from medzoo.config import ConfigError, ModelConfig, TaskConfig, load_config
+from medzoo.encoders import create_encoder
 from medzoo.heads.base import HEADS, FeatureInfo, HeadArgumentError
 from medzoo.models.multitask import MultiTaskModel, _check_task
 
@@ -32,9 +35,10 @@ def _resolve(cfg: Any, overrides: Sequence[str]) -> tuple[ModelConfig, Path | No
 
 
 def _build_encoder(cfg: ModelConfig) -> nn.Module:
-    from medzoo.encoders import create_encoder
-
     enc = cfg.encoder
+    if "out_indices" in enc.options:
+        raise ConfigError("encoder.options.out_indices: task heads read all five encoder maps; select stages only "
+                          "on an encoder used alone (medzoo.create_encoder(..., out_indices=...))")
     try:
         return create_encoder(
             enc.name, in_channels=enc.in_channels, output_stride=enc.output_stride, widths=enc.widths, **enc.options
@@ -48,7 +52,6 @@ def _build_encoder(cfg: ModelConfig) -> nn.Module:
 def _build_aggregator(cfg: ModelConfig, in_features: int) -> nn.Module | None:
     if cfg.aggregator is None:
         return None
-    from medzoo.aggregation import create_aggregator
 
     try:
         return create_aggregator(cfg.aggregator.name, in_features, **cfg.aggregator.options)
@@ -135,11 +138,9 @@ def create_model(cfg: Any, overrides: Sequence[str] = ()) -> MultiTaskModel:
     )
     model.config = config
     if export_dir is not None and (export_dir / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
         state = load_file(str(export_dir / "model.safetensors"))
         if not any(k.startswith(("encoder.", "heads.", "aggregator.")) for k in state):
-            model.encoder.load_state_dict(state, strict=True)  # encoder-only export: bare keys (DECISIONS 11)
+            model.encoder.load_state_dict(state, strict=True)  # encoder-only export: bare keys, as MONAI's
         else:
             model.load_state_dict(state, strict=True)
         logger.info("loaded %s", export_dir / "model.safetensors")

@@ -59,7 +59,7 @@ class MultiTaskModel(nn.Module):
         max_items_per_chunk: series items per encoder call.
         checkpoint_chunks: activation checkpointing per chunk of series items while training.
         series_mode: ``"packed"`` (encode valid items only) or ``"dense"`` (encode all B*N items, no data-dependent
-            indexing: the path exports trace, DECISIONS 16). Both give the same outputs in eval mode.
+            indexing: the path exports trace). Both give the same outputs in eval mode.
 
     Example:
         >>> import torch
@@ -109,7 +109,8 @@ class MultiTaskModel(nn.Module):
         return list(self.heads.keys())
 
     def input_kind(self, x: Tensor, pad_mask: Tensor | None = None, tasks: Sequence[str] | None = None) -> str:
-        """``volume``, ``image`` or ``series``, following DECISIONS 1.
+        """``volume``, ``image`` or ``series``; rank never decides, as ``[B, C, D, H, W]`` and ``[B, N, C, H, W]`` are
+        both 5-D.
 
         A ``pad_mask`` or a requested series/slice-level task makes the input a series. Otherwise a 4-D input is an
         image, a 6-D one a series of slabs, and a 5-D one a volume unless the model has no volume-level task but
@@ -202,7 +203,8 @@ class MultiTaskModel(nn.Module):
     def slice_logits(
         self, x: Tensor, pad_mask: Tensor | None = None, tasks: Sequence[str] | None = None
     ) -> dict[str, Tensor]:
-        """Series-level heads applied to each item's pooled features (DECISIONS 19): ``{task: [B, N, K]}``.
+        """Series-level heads applied to each item's pooled features (the slice level of a patient-level task):
+        ``{task: [B, N, K]}``.
 
         Gives slice-level predictions of a patient-level task, for slice metrics; needs an aggregator whose
         ``out_features`` equals the encoder's feature size (mean, max, attention). Padded positions are zero.

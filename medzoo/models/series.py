@@ -7,8 +7,8 @@ scattered back to ``[B, N, F]`` (zeros at padded positions). Padded items never 
 mode they cannot leak into batch-norm statistics either, and the result of a series does not depend on what it is
 batched with (in eval mode).
 
-``mode="dense"`` encodes all ``B * N`` items instead (the MILModel way); it is what exports use (DECISIONS 16), and
-the benchmark's baseline.
+``mode="dense"`` encodes all ``B * N`` items instead (the MILModel way); it is what exports use (no data-dependent
+indexing to trace), and the benchmark's baseline.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Training: losses, metrics, the Trainer, checkpoints, logging and distributed helpers.
+"""Training: losses, the Trainer, checkpoint writing, class weights, logging and distributed helpers.
 
-Public names are resolved lazily (importing this package loads nothing heavy).
+Public names are resolved lazily (importing this package loads nothing heavy). Checkpoints are read back through
+:mod:`medzoo.zoo.checkpoint` and evaluated with :mod:`medzoo.evaluation`.
 
 Example:
     >>> from medzoo.train import fit, load_run_config  # doctest: +SKIP
@@ -9,26 +10,12 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medzoo.utils.lazy import lazy_attach
 
-__all__ = ["RunConfig", "TrainResult", "Trainer", "evaluate_checkpoint", "fit", "load_checkpoint",
-           "load_run_config", "model_from_checkpoint", "save_checkpoint"]
+__all__ = ["RunConfig", "TrainResult", "Trainer", "fit", "load_run_config", "resolve_pos_weight", "save_checkpoint"]
 
-_LAZY = {
+__getattr__, __dir__ = lazy_attach(__name__, {
     "RunConfig": "medzoo.train.config", "load_run_config": "medzoo.train.config",
     "Trainer": "medzoo.train.trainer", "TrainResult": "medzoo.train.trainer", "fit": "medzoo.train.trainer",
-    "evaluate_checkpoint": "medzoo.train.run_eval",
-    "load_checkpoint": "medzoo.train.checkpoint", "save_checkpoint": "medzoo.train.checkpoint",
-    "model_from_checkpoint": "medzoo.train.checkpoint",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'medzoo.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+    "save_checkpoint": "medzoo.train.checkpoint", "resolve_pos_weight": "medzoo.train.class_weights",
+})

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tqdm.auto import tqdm
+
 __all__ = ["ProgressCallback"]
 
 
@@ -19,8 +21,6 @@ class ProgressCallback:
         self.bar: Any = None
 
     def on_train_start(self, trainer: Any) -> None:
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="train", unit="step",
                         disable=self.disable, dynamic_ncols=True)
 

@@ -1,7 +1,7 @@
-"""Training checkpoints: atomic writes, safe reads, RNG state capture, and rebuilding a model from a checkpoint.
+"""Writing training checkpoints: atomic writes and RNG state capture (reading them is the zoo's job).
 
-A checkpoint is a dict saved with ``torch.save`` and read back with ``torch.load(weights_only=True)`` (DECISIONS 17),
-so it holds only tensors, numbers, strings, lists and dicts. Keys:
+A checkpoint is a dict saved with ``torch.save`` and read back with ``torch.load(weights_only=True)``, which refuses
+pickled code, so it holds only tensors, numbers, strings, lists and dicts. Keys:
 
 - ``model``: the model's state dict; ``optimizer``, ``scheduler``, ``scaler``: their state dicts (or None);
 - ``rng``: RNG states as tensors and lists (:func:`capture_rng` / :func:`restore_rng`);
@@ -10,11 +10,11 @@ so it holds only tensors, numbers, strings, lists and dicts. Keys:
 - ``versions``: medzoo, torch and monai versions.
 
 Writes go to ``<name>.tmp`` first, are flushed to disk, and replace the target with ``os.replace``: the previous
-checkpoint stays readable until the new one is complete. A truncated or corrupt file raises
-:class:`CheckpointError` naming the file.
+checkpoint stays readable until the new one is complete. :mod:`medzoo.zoo.checkpoint` reads them back.
 
 Example:
     >>> import tempfile, os, torch
+    >>> from medzoo.zoo.checkpoint import load_checkpoint
     >>> p = os.path.join(tempfile.mkdtemp(), "last.pt")
     >>> _ = save_checkpoint(p, {"model": {"w": torch.ones(2)}, "step": 3})
     >>> load_checkpoint(p)["step"]
@@ -26,36 +26,20 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pickle
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-__all__ = [
-    "CHECKPOINT_KEYS",
-    "CheckpointError",
-    "capture_rng",
-    "checkpoint_config",
-    "load_checkpoint",
-    "load_checkpoint_weights",
-    "model_from_checkpoint",
-    "restore_rng",
-    "save_checkpoint",
-]
+__all__ = ["CHECKPOINT_KEYS", "capture_rng", "restore_rng", "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 #: The keys a full training checkpoint holds.
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "step", "epoch", "best", "config", "versions")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, corrupt or lacks what is needed; the message names the file."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -104,35 +88,6 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)`` on the CPU.
-
-    Raises:
-        CheckpointError: no such file, a truncated or corrupt file, a file holding pickled code, or something
-            that is not a checkpoint dict with a ``model`` state dict; the message names the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain data "
-                              f"({_first_line(err)})") from None
-    except Exception as err:  # torch raises RuntimeError/EOFError/zip errors for damaged files
-        raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupt?): {_first_line(err)}") from err
-    if not isinstance(obj, dict) or not isinstance(obj.get("model"), Mapping):
-        keys = f" with keys {sorted(obj)}" if isinstance(obj, dict) else ""
-        raise CheckpointError(f"{path}: not a medzoo training checkpoint (expected a dict with a 'model' state dict, "
-                              f"got {type(obj).__name__}{keys})")
-    return obj
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
 # ------------------------------------------------------------------------------------------------- RNG states
 def capture_rng() -> dict[str, Any]:
     """The states of Python's ``random``, numpy's global generator, torch's CPU (and CUDA) generators.
@@ -163,95 +118,3 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ------------------------------------------------------------------------------------------------- models
-def checkpoint_config(ckpt: Mapping[str, Any], source: str = "<checkpoint>") -> dict[str, Any]:
-    """The run config dict stored in a checkpoint (its ``config`` YAML string).
-
-    Raises:
-        CheckpointError: no config, or one that is not a YAML mapping with a ``model`` key.
-    """
-    text = ckpt.get("config")
-    if not isinstance(text, str):
-        raise CheckpointError(f"{source}: the checkpoint holds no 'config' YAML string; it cannot rebuild a model")
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"{source}: the stored config is not valid YAML ({err})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
-        raise CheckpointError(f"{source}: the stored config has no 'model' mapping")
-    return cfg
-
-
-def model_from_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the model of a checkpoint (``create_model(config["model"])``) and load its weights strictly.
-
-    Args:
-        path: a checkpoint written by the Trainer (``last.pt`` or ``best.pt``).
-
-    Returns:
-        ``(model, run_config_dict)``; the model is in eval mode.
-
-    Raises:
-        CheckpointError: an unreadable checkpoint, or weights that do not fit the stored model config.
-
-    Example:
-        >>> model, cfg = model_from_checkpoint("runs/x/best.pt")  # doctest: +SKIP
-    """
-    from medzoo.models import create_model
-
-    ckpt = load_checkpoint(path)
-    cfg = checkpoint_config(ckpt, str(path))
-    model = create_model(cfg["model"])
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit the stored model config: {_first_line(err)}") from None
-    model.eval()
-    return model, cfg
-
-
-def load_checkpoint_weights(model: torch.nn.Module, path: str | os.PathLike, parts: Sequence[str] | None = None,
-                            *, strict: bool = False) -> Any:
-    """Initialise ``model`` (or some of its parts) from a checkpoint's weights, with a LoadReport.
-
-    Args:
-        model: a :class:`~medzoo.models.MultiTaskModel`.
-        path: a training checkpoint, an export's ``model.safetensors`` or a plain state dict file.
-        parts: submodule names to load (``["encoder"]``); None loads everything whose name matches.
-        strict: refuse a load where model keys of the selected parts are missing from the file.
-
-    Returns:
-        The :class:`~medzoo.zoo.report.LoadReport` (also logged). File keys outside ``parts`` are listed as ignored.
-    """
-    from medzoo.zoo.report import LoadReport
-    from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
-
-    path = Path(path)
-    if path.is_dir():  # an export directory
-        path = path / "model.safetensors"
-    raw = None
-    if path.suffix != ".safetensors":
-        try:
-            raw = load_checkpoint(path)["model"]
-        except CheckpointError:
-            raw = None  # not a training checkpoint: read it as a plain weight file below
-    state = strip_prefixes(unwrap_state_dict(raw if raw is not None else read_weights(path), str(path)))
-    if not parts:
-        return load_state_with_report(model, state, source=str(path), strict=strict).log(log)
-    report = LoadReport(source=str(path))
-    for part in parts:
-        sub = getattr(model, part, None)
-        if not isinstance(sub, torch.nn.Module):
-            raise ValueError(f"init.parts: the model has no part {part!r}; parts are encoder, heads, aggregator")
-        prefix = part + "."
-        part_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        r = load_state_with_report(sub, part_state, source=str(path), strict=strict)
-        report.loaded += [prefix + k for k in r.loaded]
-        report.adapted.update({prefix + k: v for k, v in r.adapted.items()})
-        report.missing += [prefix + k for k in r.missing]
-        report.unexpected += [prefix + k for k in r.unexpected]
-    report.ignored = {k: f"outside the selected parts {list(parts)}" for k in state
-                      if not any(k.startswith(p + ".") for p in parts)}
-    return report.log(log)

@@ -6,8 +6,8 @@ datasets, each feeding some model tasks), ``train`` (optimisation, losses, sched
 (``defaults:``), dotted ``--set`` overrides and strict keys come from :func:`medzoo.config.load_config`; an unknown
 key is an error naming the dotted key (``train.optimiser`` -> "Did you mean 'train.optimizer'?").
 
-Each dataset maps its own task names to model task keys (COVIDx-CXR and COVIDx-CT would otherwise both be
-``covid``), e.g. ``{covid: covid_ct}``. For a dense
+Each dataset maps its own task names to model task keys (COVIDx-CXR and COVIDx-CT would otherwise both be ``covid``),
+e.g. ``{covid: covid_ct}``. For a dense
 (segmentation) model task the source is the record's mask, whatever the key (``mask`` or the reader's task name).
 
 Example:
@@ -135,9 +135,8 @@ class EarlyStoppingConfig:
 class TrainConfig:
     """Optimisation and schedule of a run.
 
-    ``norm_eval`` keeps batch-norm layers in eval mode while training (small-batch fine-tuning, and DDP runs that
-    must equal a single process, since SyncBatchNorm does not run on CPU). ``amp`` applies on CUDA only.
-    ``best_metric`` defaults to ``val/loss`` (mode ``min``).
+    ``norm_eval`` keeps batch-norm layers in eval mode while training (small-batch fine-tuning; DDP on CPU, where
+    SyncBatchNorm does not run). ``amp`` applies on CUDA only. ``best_metric`` defaults to ``val/loss`` (mode ``min``).
     """
 
     epochs: int = 1

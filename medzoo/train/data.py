@@ -9,7 +9,7 @@ prepared cache). :class:`TaskMapping` turns a batch's ``label.<dataset task>`` k
 - multilabel and regression vectors are reordered to the head's label order (a label the dataset lacks is NaN);
 - a dense (segmentation) task takes the record's mask.
 
-A batch label without a mapping is an error (silently dropping it would train without the signal the config names).
+A batch label without a mapping is an error (a silently dropped label would train the wrong task).
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from medzoo.config import ConfigError
+from medzoo.data import open_dataset, patient_split, transforms
+from medzoo.data.dataset import ManifestDataset
+from medzoo.data.labels import canonical_label
+from medzoo.data.prepared import PreparedDataset, prepare
 from medzoo.train.config import DataConfig, RunConfig
 
 __all__ = ["DatasetBundle", "TaskMapping", "build_datasets", "build_transform", "label_index"]
@@ -37,8 +41,6 @@ MASK_KEY = "mask"
 
 
 def _norm(name: str) -> str:
-    from medzoo.data.labels import canonical_label
-
     canon = canonical_label(str(name))
     return re.sub(r"[^0-9a-z]", "", (canon or str(name)).lower())
 
@@ -141,8 +143,6 @@ def _size(size: Sequence[int] | None, n: int) -> tuple[int, ...] | None:
 
 def build_transform(d: DataConfig, train: bool) -> Any:
     """The configured preset (``train`` adds augmentations when ``transform.augment``)."""
-    from medzoo.data import transforms as T
-
     t, aug = d.transform, train and d.transform.augment
     if t.preset == "none":
         return None
@@ -150,10 +150,10 @@ def build_transform(d: DataConfig, train: bool) -> Any:
         kw = dict(t.options)
         if t.size is not None:
             kw["patch"] = _size(t.size, 3)
-        return T.ct_preset(aug, **kw)
+        return transforms.ct_preset(aug, **kw)
     if t.preset == "cxr":
-        return T.cxr_preset(aug, **({"size": _size(t.size, 2)} if t.size else {}), **t.options)
-    return T.series_preset(aug, size=_size(t.size, 2), **t.options)
+        return transforms.cxr_preset(aug, **({"size": _size(t.size, 2)} if t.size else {}), **t.options)
+    return transforms.series_preset(aug, size=_size(t.size, 2), **t.options)
 
 
 def _head_kind(head: nn.Module, task_type: str) -> str:
@@ -201,12 +201,8 @@ def _without_masks(manifest: Any) -> Any:
 
 
 def _dataset(d: DataConfig, part: Any, split: str, tasks: list[str], seed: int) -> Dataset:
-    from medzoo.data.dataset import ManifestDataset
-
     slice_size = _size(d.slice_size, 2)
     if d.cache:
-        from medzoo.data.prepared import PreparedDataset, prepare
-
         out = prepare(part, Path(d.cache) / split, transform=build_transform(d, False), slice_size=slice_size,
                       tasks=tasks, mask_task=MASK_KEY)
         return PreparedDataset(out, seed=seed)
@@ -221,8 +217,6 @@ def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
         ConfigError: an unreadable dataset, a mapping to a task the dataset lacks, or labels that do not match the
             head's labels by name; the message names ``data[i]...``.
     """
-    from medzoo.data import open_dataset, patient_split
-
     bundles = []
     for i, d in enumerate(cfg.data):
         try:

@@ -17,6 +17,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from medzoo.utils.device import local_rank
+
 __all__ = ["init_distributed", "is_distributed", "is_main", "local_rank", "rank", "world_size", "barrier"]
 
 log = logging.getLogger(__name__)
@@ -35,11 +37,6 @@ def rank() -> int:
 def world_size() -> int:
     """Number of processes (1 without DDP)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def local_rank() -> int:
-    """The device index on this node (``LOCAL_RANK``; 0 without torchrun)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main() -> bool:

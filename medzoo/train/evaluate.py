@@ -4,7 +4,7 @@ Keys are ``<split>/<task>/<metric>``, plus ``<split>/loss`` (the weighted object
 
 - classification: ``accuracy``, ``macro_sensitivity``/``specificity``/``precision``/``f1`` and per class, ``auroc``
   (binary: of the positive class; otherwise the macro one-vs-rest mean);
-- series-level classification (COVIDx-CT, DECISIONS 19): the patient level is the aggregator output (the keys
+- series-level classification (COVIDx-CT): the patient level is the aggregator output, the model's own answer (the keys
   above); the slice level applies the same head to each slice's pooled features, scored against
   ``meta["slice_labels"]`` when the reader gives them, under ``<split>/<task>/slice/...``;
 - multilabel: ``auroc/<label>`` and ``mean_auroc``;
@@ -30,7 +30,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from medzoo.train import metrics as M
+from medzoo.metrics import (
+    auroc,
+    classification_metrics,
+    dice_per_class,
+    iou_per_class,
+    mean_auroc,
+    one_hot_targets,
+    regression_metrics,
+)
 from medzoo.train.data import DatasetBundle
 from medzoo.train.objective import Objective
 
@@ -55,7 +63,7 @@ class TaskPredictions:
         ids: N sample ids (a series model: one per series).
         patients: N patient ids.
         datasets: N dataset kinds (``covidx-ct``, ``nih-cxr14``...).
-        slice_scores: ``[M, L]`` slice-level probabilities of a series model (DECISIONS 19), else None.
+        slice_scores: ``[M, L]`` slice-level probabilities of a series model (its head on each slice), else None.
         slice_targets: ``[M]`` slice classes, else None.
         slice_series: M ids of the series each slice belongs to, else None.
         level: the task's input level (``image``, ``series``, ``volume``).
@@ -76,12 +84,12 @@ class TaskPredictions:
 
 
 def _class_metrics(scores: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, float]:
-    out = M.classification_metrics(y, scores, len(names), names)
+    out = classification_metrics(y, scores, len(names), names)
     known = ~np.isnan(y)
     if len(names) == 2:
-        out["auroc"] = float(M.auroc(scores[known, 1], y[known])) if known.any() else math.nan
+        out["auroc"] = float(auroc(scores[known, 1], y[known])) if known.any() else math.nan
     else:
-        out["auroc"] = M.mean_auroc(scores, M.one_hot_targets(y, len(names)))
+        out["auroc"] = mean_auroc(scores, one_hot_targets(y, len(names)))
     return out
 
 
@@ -97,10 +105,10 @@ def prediction_metrics(pred: TaskPredictions) -> dict[str, float]:
     names = list(pred.labels)
     scores, y = pred.scores, pred.targets
     if pred.kind == "regression":
-        return M.regression_metrics(scores, y, names)
+        return regression_metrics(scores, y, names)
     if pred.kind == "vector":
-        per = np.atleast_1d(M.auroc(scores, y))
-        return {**{f"auroc/{n}": float(v) for n, v in zip(names, per)}, "mean_auroc": M.mean_auroc(scores, y)}
+        per = np.atleast_1d(auroc(scores, y))
+        return {**{f"auroc/{n}": float(v) for n, v in zip(names, per)}, "mean_auroc": mean_auroc(scores, y)}
     out = _class_metrics(scores, y, names)
     if pred.slice_scores is not None and len(pred.slice_scores):
         out.update({f"slice/{k}": v for k, v in _class_metrics(pred.slice_scores, pred.slice_targets, names).items()})
@@ -126,8 +134,8 @@ class _Collector:
             pred = self.head.activate(logits, tuple(target.shape[-(logits.dim() - 2):]))["pred"]
             labels = target[:, 0] if target.dim() == logits.dim() else target
             k = max(2, logits.shape[1])
-            self.overlap["dice"].append(M.dice_per_class(pred, labels.long(), num_classes=k))
-            self.overlap["iou"].append(M.iou_per_class(pred, labels.long(), num_classes=k))
+            self.overlap["dice"].append(dice_per_class(pred, labels.long(), num_classes=k))
+            self.overlap["iou"].append(iou_per_class(pred, labels.long(), num_classes=k))
             return
         if self.kind == "regression":
             logits, target = self.head.unscale(logits), self.head.unscale(target)

@@ -1,16 +1,18 @@
 """Losses for every medzoo task. All of them take raw logits; none expects probabilities.
 
-Missing labels are NaN (DECISIONS 8): the vector losses (``masked_bce``, ``masked_ce``, focal, MSE, Huber) drop
-NaN entries before anything else, then cast class targets to ``long``. A batch with no valid label gives a zero
-loss that still has a ``grad_fn``, so per-task losses can always be summed and back-propagated.
+Missing labels are NaN (datasets label different subsets; NaN keeps "unknown" apart from 0): the vector losses
+(``masked_bce``, ``masked_ce``, focal, MSE, Huber) drop NaN entries before anything else, then cast class targets to
+``long``. A batch with no valid label gives a zero loss that still has a ``grad_fn``, so per-task losses can always be
+summed and back-propagated.
 
 Reductions: ``"mean"`` averages over the valid entries (weighted by class weights where given, as PyTorch does);
-``"sum"`` adds them up; ``"none"`` returns the per-entry losses with zeros at the missing entries. For DDP
-(DECISIONS 18), use ``reduction="sum"`` and divide by the global :func:`count_valid` (all-reduced over ranks).
+``"sum"`` adds them up; ``"none"`` returns the per-entry losses with zeros at the missing entries. For DDP (ranks hold
+different numbers of valid labels), use ``reduction="sum"`` and divide by the global :func:`count_valid` (all-reduced
+over ranks).
 
-Segmentation losses take label maps ``[B, *S]`` (or ``[B, 1, *S]``). Where the logits are at a lower resolution than
-the labels (``medicalnet_seg``, DECISIONS 5), ``match_size=True`` nearest-downsamples the labels to the logits'
-size with :func:`downsample_labels`, as MedicalNet does with ``scipy.ndimage.zoom(order=0)``.
+Segmentation losses take label maps ``[B, *S]`` (or ``[B, 1, *S]``). Where the logits are at a lower resolution than the
+labels (``medicalnet_seg``, which keeps MedicalNet's input/4 output), ``match_size=True`` nearest-downsamples the labels
+to the logits' size with :func:`downsample_labels`, as MedicalNet does with ``scipy.ndimage.zoom(order=0)``.
 
 Example:
     >>> import torch
@@ -125,7 +127,7 @@ def _ce_inputs(logits: Tensor, targets: Tensor, name: str) -> tuple[Tensor, Tens
 
 
 def masked_ce(logits: Tensor, targets: Tensor, class_weight: WeightLike = None, reduction: str = "mean") -> Tensor:
-    """Cross-entropy over the samples that have a class label (DECISIONS 8: mask first, then cast to long).
+    """Cross-entropy over the samples that have a class label (mask first, then cast to long: NaN has no integer).
 
     Args:
         logits: ``[B, K]``.

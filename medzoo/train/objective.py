@@ -2,9 +2,9 @@
 
 Only the tasks a batch labels are run and scored. Default losses by head type: ``classification`` -> ``ce``,
 ``multilabel`` -> ``bce``, ``regression`` -> ``mse``, ``segmentation`` -> ``dice_ce`` (sigmoid for one class),
-``medicalnet_seg`` -> ``dice_ce`` with the labels nearest-downsampled to the logits (DECISIONS 5).
+``medicalnet_seg`` -> ``dice_ce`` with the labels nearest-downsampled to the logits (as MedicalNet trains).
 
-Under DDP (DECISIONS 18) a loss with ``reduction="mean"`` is computed as a sum divided by the number of valid
+Under DDP a loss with ``reduction="mean"`` is computed as a sum divided by the number of valid
 labels summed over all ranks, times the world size (DDP averages gradients), so that two ranks with batch B equal
 one process with batch 2B even when the ranks hold different numbers of labels.
 

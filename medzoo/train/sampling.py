@@ -1,4 +1,5 @@
-"""One dataset per batch (DECISIONS 2): a seeded plan of which dataset each batch of an epoch comes from.
+"""One dataset per batch (its samples share a format and label space, so they stack): a seeded plan of which dataset
+each batch of an epoch comes from.
 
 An epoch has as many batches as one pass over every dataset (``sum(sizes)``). The plan chooses *between batches*:
 

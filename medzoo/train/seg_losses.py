@@ -1,9 +1,9 @@
-"""Segmentation losses: cross-entropy and the lecture's soft Dice on label maps, with MedicalNet's label downsampling.
+"""Segmentation losses: cross-entropy and the V-Net soft Dice on label maps, with MedicalNet's label downsampling.
 
 Label maps are ``[B, *S]`` (or ``[B, 1, *S]``). Where the logits are at a lower resolution than the labels
-(``medicalnet_seg``, DECISIONS 5), ``match_size=True`` nearest-downsamples the labels to the logits' size with
-:func:`downsample_labels`, as MedicalNet does with ``scipy.ndimage.zoom(order=0)``. Registered in ``LOSSES`` as
-``seg_ce``, ``dice`` and ``dice_ce``.
+(``medicalnet_seg``, which keeps MedicalNet's input/4 output), ``match_size=True`` nearest-downsamples the labels to the
+logits' size with :func:`downsample_labels`, as MedicalNet does with ``scipy.ndimage.zoom(order=0)``. Registered in
+``LOSSES`` as ``seg_ce``, ``dice`` and ``dice_ce``.
 """
 
 from __future__ import annotations
@@ -123,13 +123,13 @@ def dice_loss(logits: Tensor, target: Tensor, *, sigmoid: bool = False, squared:
               match_size: bool = False) -> Tensor:
     """Soft Dice loss ``1 - (2 sum(AB) + eps) / (sum(A^2) + sum(B^2) + eps)``, per class, then the mean.
 
-    ``A`` are the softmax (or sigmoid) probabilities and ``B`` the one-hot targets, as in the lecture.
+    ``A`` are the softmax (or sigmoid) probabilities and ``B`` the one-hot targets (Milletari et al. 2016).
 
     Args:
         logits: ``[B, C, *s]``.
         target: a label map ``[B, *S]`` / ``[B, 1, *S]``, or a float one-hot/multi-label ``[B, C, *s]``.
         sigmoid: independent sigmoid channels instead of a softmax over classes.
-        squared: squared sums in the denominator (the lecture's form); False uses ``sum(A) + sum(B)``.
+        squared: squared sums in the denominator (V-Net's form); False uses ``sum(A) + sum(B)``.
         smooth: ``eps`` added to numerator and denominator.
         include_background: keep channel 0 in the mean.
         batch: sum over the batch before the ratio (one Dice per class) instead of one per sample and class.

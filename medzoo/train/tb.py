@@ -58,6 +58,7 @@ class TensorBoardCallback:
     """Writes a run's TensorBoard events to ``log_dir`` (rank 0 only; the Trainer registers it there)."""
 
     def __init__(self, log_dir: str | Path, log_images: bool = True) -> None:
+        # tensorboard (and its protobuf stack) loads only when a run logs: a second of import time otherwise.
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(log_dir))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import sys
 import time
 from collections import defaultdict
@@ -34,14 +35,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from medzoo.train import distributed as D
-from medzoo.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from medzoo.data.collate import collate
+from medzoo.models import create_model
+from medzoo.train import distributed
+from medzoo.train.callbacks import ProgressCallback
+from medzoo.train.checkpoint import capture_rng, restore_rng, save_checkpoint
+from medzoo.train.class_weights import resolve_pos_weight
 from medzoo.train.config import RunConfig, load_run_config, run_config_yaml
 from medzoo.train.data import build_datasets
 from medzoo.train.evaluate import evaluate, move_batch
+from medzoo.train.init import apply_init
 from medzoo.train.objective import Objective
 from medzoo.train.optim import build_optimizer, build_scheduler
 from medzoo.train.sampling import BatchPlan, MultiLoader
+from medzoo.train.tb import TensorBoardCallback
+from medzoo.utils.device import resolve_device
+from medzoo.zoo.checkpoint import load_checkpoint
+from medzoo.zoo.export import runtime_versions
 
 __all__ = ["Trainer", "TrainResult", "fit"]
 
@@ -66,15 +76,7 @@ class TrainResult:
         return asdict(self)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{D.local_rank()}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _seed_all(seed: int) -> None:
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -93,23 +95,16 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig | str | Path | dict, overrides: Sequence[str] = (), *, resume: bool = False,
                  quiet: bool = False, callbacks: dict[str, list[Callable]] | None = None) -> None:
-        from medzoo.data.collate import collate
-        from medzoo.models import create_model
-
         self.cfg = cfg if isinstance(cfg, RunConfig) and not overrides else load_run_config(cfg, overrides)
-        from medzoo.recipes import resolve_pos_weight
-
         self.cfg = resolve_pos_weight(self.cfg)  # `pos_weight: auto` -> negatives/positives of the training split
         t = self.cfg.train
-        D.init_distributed(t.device)
-        self.rank, self.world = D.rank(), D.world_size()
-        self.device = _device(t.device)
+        distributed.init_distributed(t.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.device = resolve_device(t.device)
         self.run_dir = Path(self.cfg.output.dir)
         _seed_all(t.seed)
         self.model = create_model(self.cfg.model).to(self.device)
         if not resume or not (self.run_dir / "last.pt").is_file():
-            from medzoo.train.init import apply_init
-
             apply_init(self.model, self.cfg.init)
         self.bundles = build_datasets(self.cfg, self.model)
         self._build_loader(collate)
@@ -164,16 +159,12 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
 
     def _default_callbacks(self, quiet: bool) -> None:
-        if not D.is_main():
+        if not distributed.is_main():
             return
         if self.cfg.output.tensorboard:
-            from medzoo.train.tb import TensorBoardCallback
-
             tb = TensorBoardCallback(self.run_dir / "tb", self.cfg.output.log_images)
             for event in ("on_step_end", "on_eval_end", "on_train_end"):
                 self.add_callback(event, getattr(tb, event))
-        from medzoo.train.callbacks import ProgressCallback
-
         bar = ProgressCallback(disable=quiet or not sys.stderr.isatty())
         for event in ("on_train_start", "on_step_end", "on_train_end"):
             self.add_callback(event, getattr(bar, event))
@@ -191,7 +182,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until ``max_steps`` / ``epochs`` or early stopping; then evaluate the test splits."""
         start = time.perf_counter()
-        if D.is_main():
+        if distributed.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(run_config_yaml(self.cfg), encoding="utf-8")
         self.trigger("on_train_start")
@@ -203,7 +194,7 @@ class Trainer:
         self.trigger("on_train_end")
         result = TrainResult(str(self.run_dir), self.step, self.epoch, self.final_metrics, self.best, self.history,
                              self.stopped_early, time.perf_counter() - start)
-        if D.is_main():
+        if distributed.is_main():
             (self.run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=float))
         return result
 
@@ -285,13 +276,13 @@ class Trainer:
             self.save("last.pt")
 
     def _evaluate(self, split: str) -> tuple[dict[str, float], dict]:
-        keep = self.cfg.output.log_images and D.is_main()
+        keep = self.cfg.output.log_images and distributed.is_main()
         metrics, images = evaluate(self.model, self.bundles, split, self.objective, self.device, self.collate,
                                    keep_images=keep)
         self._set_modes()
         if metrics:
             self.last_metrics, self.last_images, self.last_split = metrics, images, split
-            if D.is_main():
+            if distributed.is_main():
                 with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps({"split": split, "step": self.step, "epoch": self.epoch, **metrics}) + "\n")
             self.trigger("on_eval_end")
@@ -328,8 +319,6 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
         """The checkpoint dict (see :mod:`medzoo.train.checkpoint`)."""
-        from medzoo.zoo.export import runtime_versions
-
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": capture_rng(),
                 "step": self.step, "epoch": self.epoch, "batch": self.batch_in_epoch, "best": self.best,
@@ -340,7 +329,7 @@ class Trainer:
 
     def save(self, name: str) -> Path | None:
         """Write a checkpoint into the run folder (rank 0 only)."""
-        if not D.is_main():
+        if not distributed.is_main():
             return None
         return save_checkpoint(self.run_dir / name, self.state())
 

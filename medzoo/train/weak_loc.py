@@ -6,7 +6,7 @@ Following Li et al. 2018, a batch mixes images that carry only image labels with
   (:func:`medzoo.heads.localization.mil_pool`; noisy-OR by default) and scored with the NaN-masked BCE of
   :func:`medzoo.train.losses.masked_bce` (mean over the valid labels).
 - **Pixel loss** (only the (image, class) pairs that have a box): each box is rasterised onto the patch grid with
-  :func:`medzoo.infer.localization.box_to_mask` (a patch is inside when its centre is), patches inside are targets 1
+  :func:`medzoo.metrics.localization.box_to_mask` (a patch is inside when its centre is), patches inside are targets 1
   and patches outside 0. For a pair, the loss is the mean patch BCE, or with ``balanced=True`` (default) the
   average of the mean inside and the mean outside (boxes cover few patches). The batch's pixel loss is the mean
   over its boxed pairs; a batch without boxes has a pixel loss of exactly 0, and unboxed images never reach it.
@@ -39,7 +39,7 @@ from torch import Tensor
 
 from medzoo.data.labels import canonical_label
 from medzoo.heads.localization import mil_pool
-from medzoo.infer.localization import box_to_mask
+from medzoo.metrics.localization import box_to_mask
 from medzoo.train.losses import masked_bce
 
 __all__ = ["BoxList", "NIH_BOX_SPACE", "mil_loss", "pixel_loss", "rasterize_boxes", "record_boxes", "weak_loc_loss"]

@@ -1,13 +1,6 @@
-"""The CPU inference defaults that the ``roofline`` benchmark measured as wins, as functions to call.
-
-Measured with ``python tools/bench.py roofline --quick`` (docs/BENCHMARKS.md; resnet18, 1x1x32x64x64, eval, 2 cores
-shared with other jobs, interleaved against fp32 ``torch.no_grad``; figures from four runs, noisy). Adopted:
-BatchNorm folded into the convolutions (1.06-1.19x, max abs difference 3e-6; it removes every BatchNorm pass, about
-10% of the forward's CPU time in a profile) and ``torch.inference_mode`` (1.03-1.35x, identical outputs; it skips
-autograd bookkeeping). Measured and *not* adopted: channels_last_3d (0.70-0.76x, slower), oneDNN off (0.74-1.08x),
-flushing denormals (0.96-1.13x, within the noise floor of a control run, 0.94x), fewer threads (faster only while
-the machine is oversubscribed); ``torch.compile`` stays opt-in (about 70 s for the first call on 2 cores, about 1.1x
-after, identical outputs). Never bf16 on CPU.
+"""The CPU inference defaults that the ``roofline`` benchmark measured as wins (BatchNorm folded into the
+convolutions, ``torch.inference_mode``), as functions to call; the figures, and what was measured and not adopted, are
+in docs/BENCHMARKS.md.
 
 Use:
 
@@ -28,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from contextlib import AbstractContextManager
 
 import torch
@@ -55,7 +49,6 @@ def inference_defaults(model: nn.Module, *, fuse: bool = True, inplace: bool = F
     if fuse:
         return fuse_bn(model, inplace=inplace)
     if not inplace:
-        import copy
         model = copy.deepcopy(model)
     return model.eval()
 

@@ -18,10 +18,10 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_cell", "render"]
+__all__ = ["format_cell", "render", "render_records"]
 
 STYLES = ("text", "markdown")
 
@@ -83,3 +83,19 @@ def render(header: Sequence[str], rows: Sequence[Sequence[Any]], *, style: str =
     lines += [line(header), "  ".join("-" * w for w in widths)]
     lines += [line(row) for row in cells]
     return "\n".join(lines)
+
+
+def render_records(records: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, **kwargs: Any) -> str:
+    """:func:`render` for rows given as dicts: ``columns`` (default: every key, in first-seen order) become the
+    header, and a missing cell is ``None`` (shown as ``-``).
+
+    Example:
+        >>> print(render_records([{"k": "a", "v": 1.5}, {"k": "b"}], style="markdown", digits=1))
+        | k | v |
+        |---|---:|
+        | a | 1.5 |
+        | b | - |
+    """
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in records for k in r))
+    return render(cols, [[r.get(c) for c in cols] for r in records], **kwargs)
+

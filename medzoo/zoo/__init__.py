@@ -1,49 +1,35 @@
-"""The zoo: weight loading with reports, MedicalNet import, export, catalog and verified downloads.
+"""The zoo: every model reference becomes a model here (:func:`resolve`), with weight loading and its reports,
+MedicalNet / ImageNet / TorchXRayVision import, training-checkpoint reading, export, the catalog and verified downloads.
 
 Names resolve lazily so that ``import medzoo.zoo`` stays cheap.
 
 Example:
     >>> from medzoo import zoo
-    >>> callable(zoo.load_medicalnet)
+    >>> callable(zoo.resolve) and callable(zoo.load) and callable(zoo.load_medicalnet)
     True
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medzoo.utils.lazy import lazy_attach
 
-__all__ = ["LoadReport", "load_medicalnet", "from_medicalnet", "detect_architecture", "read_weights",
-           "UnsafeWeightsError", "write_export_dir", "read_export_dir", "WeightsSpec", "get_entry", "list_entries",
-           "add_entry", "download", "load", "load_pretrained", "load_model", "export_model", "publish"]
+__all__ = ["LoadReport", "ModelRef", "ResolvedModel", "UnsafeWeightsError", "WeightsSpec", "add_entry",
+           "detect_architecture", "export_model", "from_imagenet", "from_medicalnet", "from_torchxrayvision",
+           "get_entry", "list_entries", "load", "load_imagenet", "load_medicalnet", "load_pretrained", "parse_ref",
+           "read_export_dir", "read_torchxrayvision", "read_weights", "resolve", "write_export_dir"]
 
-_LAZY = {
+__getattr__, __dir__ = lazy_attach(__name__, {
     "LoadReport": "medzoo.zoo.report",
-    "load_medicalnet": "medzoo.zoo.medicalnet",
-    "from_medicalnet": "medzoo.zoo.medicalnet",
+    "ModelRef": "medzoo.zoo.references", "parse_ref": "medzoo.zoo.references",
+    "ResolvedModel": "medzoo.zoo.resolver", "resolve": "medzoo.zoo.resolver", "load": "medzoo.zoo.resolver",
+    "load_pretrained": "medzoo.zoo.loading",
+    "load_medicalnet": "medzoo.zoo.medicalnet", "from_medicalnet": "medzoo.zoo.medicalnet",
     "detect_architecture": "medzoo.zoo.medicalnet",
-    "read_weights": "medzoo.zoo.state",
-    "UnsafeWeightsError": "medzoo.zoo.state",
-    "write_export_dir": "medzoo.zoo.export",
-    "read_export_dir": "medzoo.zoo.export",
+    "read_weights": "medzoo.zoo.state", "UnsafeWeightsError": "medzoo.zoo.state",
+    "write_export_dir": "medzoo.zoo.export", "read_export_dir": "medzoo.zoo.export",
     "WeightsSpec": "medzoo.zoo.spec",
-    "get_entry": "medzoo.zoo.catalog",
-    "list_entries": "medzoo.zoo.catalog",
-    "add_entry": "medzoo.zoo.catalog",
-    "download": "medzoo.zoo.download",
-    "load": "medzoo.zoo.load",
-    "load_pretrained": "medzoo.zoo.load",
-    "load_model": "medzoo.zoo.load",
+    "get_entry": "medzoo.zoo.catalog", "list_entries": "medzoo.zoo.catalog", "add_entry": "medzoo.zoo.catalog",
     "export_model": "medzoo.zoo.publish",
-    "publish": "medzoo.zoo.publish",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'medzoo.zoo' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+    "load_imagenet": "medzoo.zoo.imagenet", "from_imagenet": "medzoo.zoo.imagenet",
+    "read_torchxrayvision": "medzoo.zoo.txv", "from_torchxrayvision": "medzoo.zoo.txv",
+})

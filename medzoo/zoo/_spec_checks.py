@@ -75,6 +75,21 @@ def _seq(v: Any, ctx: _Ctx, item: Any, *, length: int | None = None, optional: b
     return tuple(item(x, ctx.sub(i)) for i, x in enumerate(v))
 
 
+def _mean_std(d: dict, norm: str, ctx: _Ctx) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``mean``/``std`` of a ``meanstd`` contract: equal lengths, std > 0; other normalisations take neither."""
+    mean = _seq(d.get("mean"), ctx.sub("mean"), _num, optional=True)
+    std = _seq(d.get("std"), ctx.sub("std"), _num, optional=True)
+    if norm != "meanstd":
+        if mean is not None or std is not None:
+            raise ctx.sub("mean" if mean is not None else "std").fail(f"only normalisation 'meanstd' takes mean/std, "
+                                                                      f"this one is {norm!r}")
+        return None, None
+    if not mean or not std or len(mean) != len(std) or min(std) <= 0:
+        raise ctx.sub("std").fail(f"normalisation 'meanstd' needs mean and std lists of equal length with std > 0, "
+                                  f"got mean={mean}, std={std}")
+    return mean, std
+
+
 def _plain(v: Any) -> Any:
     """Tuples -> lists, recursively (YAML/JSON-ready)."""
     if isinstance(v, (list, tuple)):

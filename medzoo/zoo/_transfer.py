@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from tqdm.auto import tqdm
+
 from medzoo.version import __version__
 
 log = logging.getLogger("medzoo.zoo.download")
@@ -157,8 +159,6 @@ def _check_response(url: str, resp: Any, part: Path, offset: int, size: int | No
 
 
 def _stream(url: str, resp: Any, part: Path, offset: int, size: int | None, opts: dict[str, Any]) -> None:
-    from tqdm.auto import tqdm
-
     length = resp.headers.get("Content-Length")
     total = offset + int(length) if length is not None and length.isdigit() else None
     received = offset

@@ -1,9 +1,11 @@
 """Loading the parts of weight files into a model, by name, with a :class:`~medzoo.zoo.report.LoadReport`.
 
-The rules (DECISIONS 12, STYLE 6): the encoder's depth, block, shortcut and widths must match (an error names both);
-the stem is adapted to the model's ``in_channels``; a different ``output_stride`` is reported as a geometry change;
-heads and the aggregator are matched by name and loaded when their keys, shapes (and, with a spec, labels) agree,
-else dropped by name with the reason. Every key ends up in exactly one list of the report.
+The rules, so that weights load exactly or say why, key by key: the encoder's depth, block, shortcut and widths must
+match (an error names both, since other weights cannot mean the same features); the stem is adapted to the model's
+``in_channels``; a different ``output_stride`` is reported as a geometry change; heads and the aggregator are matched
+by name and loaded when their keys, shapes (and, with a spec, labels) agree, else dropped by name with the reason.
+Every key ends up in exactly one list of the report. ImageNet (``torchvision-resnet``) and TorchXRayVision files go
+through :mod:`medzoo.zoo.imagenet` and :mod:`medzoo.zoo.txv`.
 
 Example:
     >>> from medzoo.models import create_model
@@ -23,9 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
+from medzoo.encoders import DenseNetEncoder
+from medzoo.zoo.medicalnet import detect_architecture, find_encoder, load_medicalnet
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.spec import WeightsSpec
+from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
 
 __all__ = ["load_parts"]
 
@@ -33,11 +39,7 @@ _ARCH_FIELDS = ("depth", "block", "shortcut", "widths")
 
 
 def _read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
-    from medzoo.zoo.state import read_weights, strip_prefixes, unwrap_state_dict
-
     if fmt == "safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # SafetensorError for anything that is not a safetensors file
@@ -54,8 +56,6 @@ def _full_names(state: dict[str, torch.Tensor], part: str) -> dict[str, torch.Te
 
 
 def _check_architecture(model: Any, spec: WeightsSpec | None, enc_state: dict, source: str) -> None:
-    from medzoo.zoo.medicalnet import detect_architecture, find_encoder
-
     mine = find_encoder(model).architecture()
     theirs = detect_architecture(enc_state, source)
     diffs = [f for f in _ARCH_FIELDS if list(_as_list(theirs[f])) != list(_as_list(mine[f]))]
@@ -73,12 +73,13 @@ def _as_list(value: Any) -> list:
 
 
 def _load_encoder(model: Any, enc_state: dict, spec: WeightsSpec | None, report: LoadReport, source: str) -> None:
-    from medzoo.zoo.medicalnet import find_encoder
-    from medzoo.zoo.state import load_state_with_report
-
-    encoder = find_encoder(model)
-    _check_architecture(model, spec, enc_state, source)
-    sub = load_state_with_report(encoder, enc_state, source=source, strict=True)
+    dense = getattr(model, "encoder", model)
+    if isinstance(dense, DenseNetEncoder):  # no ResNet contract to compare; shapes are checked key by key below
+        encoder, stem = dense, "features.conv0.weight"
+    else:
+        encoder, stem = find_encoder(model), "conv1.weight"
+        _check_architecture(model, spec, enc_state, source)
+    sub = load_state_with_report(encoder, enc_state, source=source, stem_key=stem, strict=True)
     prefix = "" if encoder is model else "encoder."
     report.loaded += [prefix + k for k in sub.loaded]
     report.adapted.update({prefix + k: v for k, v in sub.adapted.items()})
@@ -139,6 +140,9 @@ def load_parts(model: Any, files: Sequence[tuple[Path, str, str]], spec: Weights
         if fmt == "medicalnet-pth":
             _load_medicalnet(model, path, wanted, report)
             continue
+        if fmt in ("torchvision-resnet", "torchxrayvision"):
+            _merge(report, _load_foreign(model, path, fmt, spec, wanted))
+            continue
         state = _full_names(_read_state(path, fmt), part)
         enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         if enc and "encoder" in wanted:
@@ -170,8 +174,6 @@ def _report_fresh_heads(model: Any, report: LoadReport) -> None:
 
 
 def _load_medicalnet(model: Any, path: Path, wanted: set[str], report: LoadReport) -> None:
-    from medzoo.zoo.medicalnet import find_encoder, load_medicalnet
-
     if "encoder" not in wanted:
         raise ValueError(f"{path}: a MedicalNet file holds an encoder; request parts=['encoder'] (or 'all')")
     heads = any(p.split(".")[0] == "heads" for p in wanted)
@@ -187,3 +189,25 @@ def _load_medicalnet(model: Any, path: Path, wanted: set[str], report: LoadRepor
     report.ignored.update(sub.ignored)
     report.missing += [fix(k) for k in sub.missing]
     report.unexpected += sub.unexpected
+
+
+def _load_foreign(model: Any, path: Path, fmt: str, spec: WeightsSpec | None, wanted: set[str]) -> LoadReport:
+    """ImageNet (inflated into the encoder) and TorchXRayVision files, through their importers."""
+    if "encoder" not in wanted:
+        raise ValueError(f"{path}: a {fmt} file holds an encoder; request parts=['encoder'] (or 'all')")
+    if fmt == "torchvision-resnet":
+        from medzoo.zoo.imagenet import load_imagenet
+
+        return load_imagenet(model, path)
+    from medzoo.zoo.txv import load_txv_file
+
+    return load_txv_file(model, path, spec, heads=any(p.split(".")[0] == "heads" for p in wanted))
+
+
+def _merge(report: LoadReport, sub: LoadReport) -> None:
+    report.loaded += sub.loaded
+    report.adapted.update(sub.adapted)
+    report.ignored.update(sub.ignored)
+    report.missing += sub.missing
+    report.unexpected += sub.unexpected
+    report.inflation = report.inflation or sub.inflation

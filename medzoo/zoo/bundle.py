@@ -5,7 +5,8 @@ Layout (MONAI's bundle specification)::
     bundle/
       LICENSE
       configs/metadata.json     MONAI metadata (versions, network_data_format) + the medzoo weights spec
-      configs/inference.json    MONAI config syntax (_target_, @ref, $expr; DECISIONS 15)
+      configs/inference.json    MONAI config syntax (_target_, @ref, $expr: MONAI requires it; no such string comes
+                                from user or weight text)
       configs/logging.conf      Python logging config (MONAI reads it when present)
       models/model.ts           the traced network (tuple of logits, in the task order of the metadata)
       scripts/medzoo_io.py      the small runner the inference config instantiates
@@ -39,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -148,8 +150,6 @@ def _semver(version: str) -> str:
 
 def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequence[torch.Tensor]) -> dict[str, Any]:
     """MONAI ``metadata.json`` for the bundle; the medzoo weights spec is kept under ``medzoo_spec``."""
-    import numpy
-
     versions = runtime_versions()
     pre = spec.get("preprocessing") or {}
     x = example[0]
@@ -178,7 +178,7 @@ def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequ
     return {
         "version": version, "changelog": {version: "exported by medzoo"},
         "monai_version": versions["monai"], "pytorch_version": versions["torch"],
-        "numpy_version": numpy.__version__, "required_packages_version": {},
+        "numpy_version": np.__version__, "required_packages_version": {},
         "exported_by": f"medzoo {versions['medzoo']}", "name": spec.get("name", "medzoo model"),
         "task": ", ".join(f"{t}: {(spec.get('tasks') or {}).get(t, {}).get('type', '?')}" for t in module.task_names),
         "description": spec.get("description") or f"medzoo export of {spec.get('name', 'a model')}",

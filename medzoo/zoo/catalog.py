@@ -3,7 +3,8 @@
 Where entries come from, in order (a later catalog's entry replaces an earlier one of the same name, with a
 logged warning):
 
-1. the base catalog: the ``path`` argument, else ``$MEDZOO_CATALOG``, else the packaged ``weights/catalog.yaml``;
+1. the base catalog: the ``path`` argument, else ``$MEDZOO_CATALOG``, else the ``weights/catalog.yaml`` shipped in
+   the package;
 2. user catalogs: every ``*.yaml`` under ``$MEDZOO_HOME/catalogs/`` (default ``~/.cache/medzoo/catalogs``).
 
 A catalog file looks like::
@@ -32,13 +33,14 @@ import difflib
 import fnmatch
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from medzoo.zoo.download import atomic_write_bytes, cache_root, file_lock
+from medzoo.utils.resources import catalog_file
+from medzoo.zoo._transfer import atomic_write_bytes
+from medzoo.zoo.cache import cache_root, file_lock
 from medzoo.zoo.spec import SpecError, WeightsSpec
 
 __all__ = [
@@ -57,11 +59,8 @@ class CatalogError(SpecError):
 
 
 def default_catalog_path() -> Path:
-    """The packaged catalog: ``weights/catalog.yaml`` at the repository root (a checkout or editable install), else
-    the copy a regular install puts under ``<prefix>/share/medzoo/catalog.yaml``."""
-    in_repo = Path(__file__).resolve().parents[2] / "weights" / "catalog.yaml"
-    installed = Path(sys.prefix) / "share" / "medzoo" / "catalog.yaml"
-    return in_repo if in_repo.is_file() or not installed.is_file() else installed
+    """The catalog shipped inside the package (``weights/catalog.yaml``, read through importlib.resources)."""
+    return catalog_file()
 
 
 def catalog_paths(path: str | os.PathLike | None = None) -> list[Path]:

@@ -11,15 +11,16 @@
 * Concurrency: an exclusive ``fcntl.flock`` on ``<file>.lock``; a second process waits, then finds the cache hit.
 * Unpinned files (``sha256: null``) download only with ``allow_unpinned=True``; the computed sha256 and size are
   recorded in ``$MEDZOO_HOME/pins.json`` and verify every later fetch.
+* Prefix-pinned files (``sha256_prefix`` only, as torchvision's ``<name>-<8 hex>.pth``) download without
+  ``allow_unpinned``: the content must start with the prefix, and the full hash is recorded on the first fetch.
 
 Example:
     >>> from medzoo.zoo.download import download
-    >>> path = download("resnet10.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
+    >>> path = download("resnet10.medicalnet23")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import http.client
@@ -28,7 +29,6 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,9 @@ from medzoo.zoo._transfer import (
     _Transient,
     atomic_write_bytes,
 )
+from medzoo.zoo.cache import HOME_ENV, cache_root, file_lock
+from medzoo.zoo.catalog import get_entry
 from medzoo.zoo.spec import FileSpec, WeightsSpec
-
-try:  # POSIX; elsewhere downloads still work, without the inter-process lock.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "HOME_ENV", "OFFLINE_ENV", "DownloadError", "IntegrityError", "OfflineError", "UnpinnedError",
@@ -57,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HOME_ENV = "MEDZOO_HOME"
 OFFLINE_ENV = "MEDZOO_OFFLINE"
 
 
@@ -67,13 +63,6 @@ class OfflineError(DownloadError):
 
 class UnpinnedError(DownloadError):
     """The catalog pins no sha256 for the file and ``allow_unpinned`` was not given."""
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache root: ``cache_dir``, else ``$MEDZOO_HOME``, else ``~/.cache/medzoo``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "medzoo").expanduser()
 
 
 def is_offline(offline: bool | None = None) -> bool:
@@ -99,21 +88,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Exclusive inter-process lock held on ``path`` (created if missing) for the ``with`` block."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def read_pins(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
@@ -179,7 +153,7 @@ def _download_one(spec: WeightsSpec | None, file: FileSpec, *, cache_dir: str | 
     dest = cache_path(spec, file, cache_dir)
     label = f"{spec.name} ({file.name})" if spec is not None else file.name
     opts = {"progress": progress, "retries": max(1, retries), "offline": is_offline(offline), "label": label}
-    if not (file.pinned or allow_unpinned):
+    if not (file.pinned or file.sha256_prefix or allow_unpinned):
         raise UnpinnedError(
             f"{label}: the catalog pins no sha256 for {file.url}, so its content cannot be verified. Pass "
             f"allow_unpinned=True (CLI: --allow-unpinned) to download it anyway and record its hash on first fetch.")
@@ -198,8 +172,6 @@ def _download_one(spec: WeightsSpec | None, file: FileSpec, *, cache_dir: str | 
 
 def _resolve(spec_or_file: WeightsSpec | FileSpec | str, part: str | None) -> tuple[WeightsSpec | None, FileSpec]:
     if isinstance(spec_or_file, str):
-        from medzoo.zoo.catalog import get_entry
-
         spec_or_file = get_entry(spec_or_file)
     if isinstance(spec_or_file, FileSpec):
         return None, spec_or_file
@@ -222,9 +194,16 @@ def _expected(file: FileSpec, root: Path, label: str) -> tuple[str | None, int |
     if pin is not None:
         if file.size is not None and pin["size"] != file.size:
             raise IntegrityError(f"{label}: pin in {root / 'pins.json'} says {pin['size']} bytes, catalog {file.size}")
+        if file.sha256_prefix and not pin["sha256"].startswith(file.sha256_prefix):
+            raise IntegrityError(f"{label}: pin in {root / 'pins.json'} is sha256 {pin['sha256']}, which does not "
+                                 f"start with the catalog's prefix {file.sha256_prefix}")
         log.warning("%s is unpinned in the catalog; verifying against the sha256 recorded on %s (%s)",
                     label, pin.get("recorded", "?"), root / "pins.json")
         return pin["sha256"], int(pin["size"]), False
+    if file.sha256_prefix:
+        log.info("%s: checking the sha256 prefix %s and recording the full hash on this first fetch", label,
+                 file.sha256_prefix)
+        return file.sha256_prefix, file.size, True
     log.warning("%s is unpinned in the catalog: downloading without a hash to check against", label)
     return None, file.size, True
 
@@ -245,7 +224,7 @@ def _cached(dest: Path, sha: str | None, size: int | None) -> str | None:
         reason = f"its size is {st.st_size} bytes, expected {size}"
     else:
         got = got or sha256_file(dest)
-        reason = "" if sha is None or got == sha else f"its sha256 is {got}, expected {sha}"
+        reason = "" if _matches(got, sha) else f"its sha256 is {got}, expected {sha}"
     if reason:
         log.warning("cached %s failed verification (%s); removing it", dest, reason)
         dest.unlink()
@@ -324,11 +303,15 @@ def _verify(part: Path, sha: str | None, size: int | None, src: str) -> str:
     """Check size and full sha256 of ``part``; on a mismatch remove it and raise :class:`IntegrityError`."""
     n = part.stat().st_size
     got = sha256_file(part)
-    if (size is not None and n != size) or (sha is not None and got != sha):
+    if (size is not None and n != size) or not _matches(got, sha):
         part.unlink()
         _meta_path(part).unlink(missing_ok=True)
-        want = f"sha256 {sha}" if sha else "no pinned sha256"
+        want = (f"sha256 {sha}" if len(sha) == 64 else f"a sha256 starting {sha}") if sha else "no pinned sha256"
         raise IntegrityError(f"{src}: content rejected and removed: expected {want}, {size} bytes; "
                              f"got sha256 {got}, {n} bytes")
     return got
 
+
+def _matches(got: str, want: str | None) -> bool:
+    """``got`` (a full sha256) satisfies ``want``: nothing to check, the same digest, or a prefix of it."""
+    return want is None or got == want or (len(want) < 64 and got.startswith(want))

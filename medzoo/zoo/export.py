@@ -25,10 +25,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import monai
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 
+from medzoo.version import __version__
 from medzoo.zoo.download import sha256_file  # one hashing routine for the zoo
+from medzoo.zoo.spec import WeightsSpec
 
 __all__ = ["WEIGHTS_FILE", "CONFIG_FILE", "METADATA_FILE", "CARD_FILE", "write_export_dir", "read_export_dir",
            "sha256_file", "runtime_versions", "is_export_dir"]
@@ -40,10 +44,6 @@ WEIGHTS_FILE, CONFIG_FILE, METADATA_FILE, CARD_FILE = "model.safetensors", "conf
 
 def runtime_versions() -> dict[str, str]:
     """Versions of medzoo, torch and monai, recorded in every export."""
-    import monai
-
-    from medzoo.version import __version__
-
     return {"medzoo": __version__, "torch": torch.__version__.split("+")[0], "monai": monai.__version__}
 
 
@@ -60,7 +60,8 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
 
     Args:
         out_dir: the target folder; it must not exist unless ``overwrite``.
-        state_dict: the weights (encoder-only exports keep bare encoder key names, DECISIONS 11).
+        state_dict: the weights (encoder-only exports keep bare encoder key names, as MONAI's and MedicalNet's
+            files do).
         config: the model config that rebuilds the model (``create_model(out_dir)``).
         metadata: the weights spec; ``files`` (sha256, size) and ``versions`` are filled in here.
         model_card: README text; a card is generated from the metadata when None.
@@ -70,8 +71,6 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
     Returns:
         The export folder.
     """
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass overwrite=True / --force to replace it)")
@@ -86,8 +85,6 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
                           "size": (tmp / WEIGHTS_FILE).stat().st_size, "format": "safetensors", "part": part}]
         meta.setdefault("versions", runtime_versions())
         if validate:
-            from medzoo.zoo.spec import WeightsSpec
-
             WeightsSpec.from_dict(meta, where=str(out / METADATA_FILE))  # exports and the catalog share one schema
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
@@ -112,8 +109,6 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 def read_export_dir(path: str | Path, *, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """Read ``(state_dict, config, metadata)`` from an export folder, checking the weights' sha256 by default."""
-    from safetensors.torch import load_file
-
     p = Path(path)
     if not is_export_dir(p):
         raise FileNotFoundError(f"{p}: not an export directory (expected {WEIGHTS_FILE} and {CONFIG_FILE})")

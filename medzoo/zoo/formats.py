@@ -1,4 +1,5 @@
-"""TorchScript and ONNX exports of a :class:`~medzoo.models.MultiTaskModel` (DECISIONS 16).
+"""TorchScript and ONNX exports of a :class:`~medzoo.models.MultiTaskModel` (traced: scripting fails on MONAI's
+shortcut-A partial; ONNX through the dynamo exporter).
 
 Both formats run an :class:`ExportModule`: the model's tasks of one input kind, returning a tuple of logits in a fixed
 task order (``module.task_names``). A series model exports its dense path: every one of the ``B * N`` items is
@@ -203,7 +204,7 @@ def export_onnx(module: ExportModule, path: str | os.PathLike, example: tuple[Te
 
 def run_onnx(path: str | os.PathLike, x: Tensor, pad_mask: Tensor | None = None) -> dict[str, Tensor]:
     """Run an exported ONNX file with onnxruntime on the CPU; returns ``{task: logits}``."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # the optional [onnx] extra: imported only when an ONNX file is run
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {"image": x.detach().cpu().numpy()}

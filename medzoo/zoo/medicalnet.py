@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 
 from medzoo.encoders import RESNET_SPECS, ResNetEncoder, create_encoder
+from medzoo.heads.medicalnet import MedicalNetSegHead
+from medzoo.models.multitask import MultiTaskModel
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
 
@@ -39,6 +41,16 @@ def read_medicalnet(path: str | Path) -> dict[str, torch.Tensor]:
     return strip_prefixes(unwrap_state_dict(read_weights(path), source=str(path)))
 
 
+def block_layout(state: dict[str, torch.Tensor]) -> tuple[str, list[int]]:
+    """Block type (``basic``/``bottleneck``) and blocks per stage of a ResNet state dict (2D or 3D), from its keys."""
+    counts = [0, 0, 0, 0]
+    for key in state:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            counts[int(m.group(1)) - 1] = max(counts[int(m.group(1)) - 1], int(m.group(2)) + 1)
+    return ("bottleneck" if "layer1.0.conv3.weight" in state else "basic"), counts
+
+
 def detect_architecture(state: dict[str, torch.Tensor], source: str = "<state dict>") -> dict[str, Any]:
     """Read depth, block type, blocks per stage, widths, shortcut, input channels and seg classes from the keys.
 
@@ -48,12 +60,7 @@ def detect_architecture(state: dict[str, torch.Tensor], source: str = "<state di
     if "conv1.weight" not in state:
         sample = ", ".join(sorted(state)[:4])
         raise ValueError(f"{source}: not a MedicalNet/MONAI ResNet checkpoint: no 'conv1.weight' (keys: {sample}, ...)")
-    block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
-    counts = [0, 0, 0, 0]
-    for key in state:
-        m = _BLOCK_KEY.match(key)
-        if m:
-            counts[int(m.group(1)) - 1] = max(counts[int(m.group(1)) - 1], int(m.group(2)) + 1)
+    block, counts = block_layout(state)
     depths = [d for d, spec in RESNET_SPECS.items() if spec[0] == block and spec[1] == tuple(counts)]
     if not depths:
         raise ValueError(f"{source}: {block} blocks per stage {counts} match no ResNet depth "
@@ -104,7 +111,6 @@ def _seg_heads(module: nn.Module) -> list[str]:
     heads = getattr(module, "heads", None)
     if heads is None:
         return []
-    from medzoo.heads.medicalnet import MedicalNetSegHead
 
     return [name for name, head in heads.items() if isinstance(head, MedicalNetSegHead)]
 
@@ -182,9 +188,6 @@ def from_medicalnet(path: str | Path, output_stride: int = 8, *, seg_task: str =
         >>> model = from_medicalnet("pretrain/resnet_10_23dataset.pth")  # doctest: +SKIP
         >>> feats = model.encoder(torch.zeros(1, 1, 56, 224, 224))  # doctest: +SKIP
     """
-    from medzoo.heads.medicalnet import MedicalNetSegHead
-    from medzoo.models.multitask import MultiTaskModel
-
     state = read_medicalnet(path)
     arch = detect_architecture(state, str(path))
     if arch["num_seg_classes"] is not None and output_stride != 8:

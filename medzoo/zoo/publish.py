@@ -1,8 +1,9 @@
 """Export a model to an export directory, and publish an export directory as a catalog entry.
 
 ``export_model`` turns a :class:`~medzoo.models.MultiTaskModel` into the weights spec (architecture, parts, tasks with
-labels, thresholds and ranges, preprocessing) and hands it to :func:`medzoo.zoo.export.write_export_dir`, the one
-writer of export directories. An encoder-only export keeps bare encoder key names (DECISIONS 11).
+labels, thresholds and ranges, preprocessing) and hands it to :func:`medzoo.zoo.export.write_export_dir`, the one writer
+of export directories. An encoder-only export keeps bare encoder key names (``conv1.weight``), as MONAI's and
+MedicalNet's own files do, so that it loads into either.
 
 ``publish`` reads an export directory and adds a catalog entry whose files (the weights and ``config.yaml``) carry
 the sha256 and size computed here, at ``URL/<file>``; :func:`medzoo.zoo.load` then rebuilds the exact model.
@@ -30,6 +31,9 @@ from typing import Any
 import torch
 
 from medzoo.config import to_dict
+from medzoo.heads.base import HEADS
+from medzoo.zoo.cache import cache_root
+from medzoo.zoo.catalog import add_entry
 from medzoo.zoo.export import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, is_export_dir, sha256_file, write_export_dir
 from medzoo.zoo.spec import WeightsSpec
 
@@ -90,8 +94,6 @@ def model_metadata(model: Any, *, name: str, parts: str = "all", version: str = 
 
 
 def _guess_type(head: torch.nn.Module) -> str:
-    from medzoo.heads.base import HEADS
-
     for type_name in HEADS.list():
         if type(head) is HEADS.get(type_name):
             return type_name
@@ -151,9 +153,6 @@ def publish(export_dir: str | os.PathLike, name: str, url: str, *, catalog: str 
     Returns:
         The validated :class:`WeightsSpec` that was added.
     """
-    from medzoo.zoo.catalog import add_entry
-    from medzoo.zoo.download import cache_root
-
     folder = Path(export_dir)
     if not is_export_dir(folder) or not (folder / METADATA_FILE).is_file():
         raise FileNotFoundError(f"{folder}: not an export directory (expected {WEIGHTS_FILE}, {CONFIG_FILE} and "

@@ -33,6 +33,9 @@ class LoadReport:
         ignored: file key -> why it was deliberately not used (for example a head the model does not have).
         missing: model keys the file did not provide (they keep their initial values).
         unexpected: file keys that match nothing in the model.
+        inflation: how 2D kernels became 3D, when they did: ``"centre"`` (each 2D kernel is the centre depth slice,
+            the other slices zero, so the 2D path computes the 2D network) or ``"mean"`` (I3D: the kernel divided by
+            its depth and repeated over depth); ``None`` when nothing was inflated.
     """
 
     source: str
@@ -41,6 +44,7 @@ class LoadReport:
     ignored: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    inflation: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -49,12 +53,13 @@ class LoadReport:
 
     def summary(self) -> str:
         """One line of counts."""
+        inflated = f", 2D kernels inflated to 3D ({self.inflation})" if self.inflation else ""
         return (f"{self.source}: loaded {len(self.loaded)}, adapted {len(self.adapted)}, ignored {len(self.ignored)}, "
-                f"missing {len(self.missing)}, unexpected {len(self.unexpected)}")
+                f"missing {len(self.missing)}, unexpected {len(self.unexpected)}{inflated}")
 
     def __str__(self) -> str:
         lines = [self.summary()]
-        lines += [f"  adapted {k}: {v}" for k, v in self.adapted.items()]
+        lines += _adapted_lines(self.adapted)
         lines += [f"  ignored {k}: {v}" for k, v in _group(self.ignored).items()]
         lines += [f"  missing {k}" for k in self.missing]
         lines += [f"  unexpected {k}" for k in self.unexpected]
@@ -68,7 +73,7 @@ class LoadReport:
     def to_dict(self) -> dict:
         """A JSON-friendly dict."""
         return {"source": self.source, "loaded": self.loaded, "adapted": self.adapted, "ignored": self.ignored,
-                "missing": self.missing, "unexpected": self.unexpected}
+                "missing": self.missing, "unexpected": self.unexpected, "inflation": self.inflation}
 
 
 def _group(ignored: dict[str, str]) -> dict[str, str]:
@@ -79,3 +84,17 @@ def _group(ignored: dict[str, str]) -> dict[str, str]:
         prev = out.get(group)
         out[group] = why if prev in (None, why) else f"{prev}; {why}"
     return out
+
+
+def _adapted_lines(adapted: dict[str, str]) -> list[str]:
+    """One line per adapted key; a reason shared by many keys (inflated kernels) becomes one line with a count."""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in adapted.items():
+        by_reason.setdefault(why, []).append(key)
+    lines = []
+    for why, keys in by_reason.items():
+        if len(keys) > 3:
+            lines.append(f"  adapted {len(keys)} keys ({keys[0]}, {keys[1]}, ..., {keys[-1]}): {why}")
+        else:
+            lines += [f"  adapted {k}: {why}" for k in keys]
+    return lines

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from medzoo.zoo._spec_checks import SpecError, _bool, _Ctx, _int, _mapping, _num, _plain, _seq, _str
+from medzoo.zoo._spec_checks import SpecError, _bool, _Ctx, _int, _mapping, _mean_std, _num, _plain, _seq, _str
 
 __all__ = [
     "Architecture", "FileSpec", "Preprocessing", "SpecError", "TaskSpec", "WeightsSpec",
@@ -36,8 +36,9 @@ __all__ = [
 
 TASK_TYPES = ("classification", "multilabel", "regression", "segmentation")
 TASK_LEVELS = ("image", "volume", "slice", "series")
-NORMALISATIONS = ("none", "zscore", "zscore_nonzero", "minmax", "window")
-FILE_FORMATS = ("safetensors", "medicalnet-pth", "torch-state-dict", "yaml", "json", "onnx", "torchscript")
+NORMALISATIONS = ("none", "zscore", "zscore_nonzero", "minmax", "window", "meanstd", "linear")
+FILE_FORMATS = ("safetensors", "medicalnet-pth", "torch-state-dict", "torchvision-resnet", "torchxrayvision", "yaml",
+                "json", "onnx", "torchscript")
 FILE_PARTS = ("encoder", "heads", "aggregator", "all", "config", "metadata", "model-card")
 MODEL_PARTS = ("encoder", "heads", "aggregator")
 URL_SCHEMES = ("http", "https", "file")
@@ -46,6 +47,7 @@ OUTPUT_STRIDES = (8, 16, 32)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9][a-z0-9_\-]*)*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA_PREFIX_RE = re.compile(r"^[0-9a-f]{8,63}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$")
 
 
@@ -165,10 +167,13 @@ class Preprocessing:
         orientation: axis codes such as ``RAS``; ``None`` = not reoriented.
         intensity_window: (low, high) clip before normalisation (HU for CT); ``None`` = no window.
         normalisation: ``none``, ``zscore``, ``zscore_nonzero`` (statistics over voxels > 0, MedicalNet),
-            ``minmax`` (to [0, 1]) or ``window`` (clip to ``intensity_window`` then scale to [0, 1]).
+            ``minmax`` (to [0, 1]), ``window`` (clip to ``intensity_window`` then scale to [0, 1]), ``meanstd``
+            (``window``, then ``(x - mean[c]) / std[c]`` per channel: the ImageNet convention) or ``linear`` (clip
+            to ``intensity_window`` and map it linearly onto ``value_range``: TorchXRayVision's [-1024, 1024]).
         input_size: spatial size (D, H, W) or (H, W) the model was trained at.
         resize: interpolation used to resize to ``input_size`` (e.g. ``nearest``); ``None`` = no resize.
         value_range: expected (low, high) of the network input after preprocessing, for runtime checks.
+        mean, std: ``meanstd`` only: per-channel statistics (one value per input channel, or one for all).
         notes: free text.
     """
 
@@ -181,6 +186,8 @@ class Preprocessing:
     resize: str | None = None
     value_range: tuple[float, float] | None = None
     notes: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     @classmethod
     def from_dict(cls, d: Any, ctx: _Ctx) -> Preprocessing:
@@ -189,11 +196,15 @@ class Preprocessing:
         modality = (modality,) if isinstance(modality, str) else modality
         norm = _str(d["normalisation"], ctx.sub("normalisation"), choices=NORMALISATIONS)
         window = _seq(d.get("intensity_window"), ctx.sub("intensity_window"), _num, length=2, optional=True)
-        if norm == "window" and window is None:
-            raise ctx.sub("intensity_window").fail("normalisation 'window' needs an intensity_window [low, high]")
+        if norm in ("window", "meanstd", "linear") and window is None:
+            raise ctx.sub("intensity_window").fail(f"normalisation {norm!r} needs an intensity_window [low, high]")
         if window is not None and not window[0] < window[1]:
             raise ctx.sub("intensity_window").fail(f"expected low < high, got {list(window)}")
         size_item = lambda x, c: _int(x, c, minimum=1)  # noqa: E731
+        value_range = _seq(d.get("value_range"), ctx.sub("value_range"), _num, length=2, optional=True)
+        if norm == "linear" and value_range is None:
+            raise ctx.sub("value_range").fail("normalisation 'linear' maps intensity_window onto value_range; give it")
+        mean, std = _mean_std(d, norm, ctx)
         return cls(
             modality=_seq(modality, ctx.sub("modality"), lambda x, c: _str(x, c)),
             normalisation=norm,
@@ -202,9 +213,9 @@ class Preprocessing:
             intensity_window=window,
             input_size=_seq(d.get("input_size"), ctx.sub("input_size"), size_item, optional=True),
             resize=_str(d.get("resize"), ctx.sub("resize"), optional=True),
-            value_range=_seq(d.get("value_range"), ctx.sub("value_range"), _num, length=2, optional=True),
-            notes=_str(d.get("notes"), ctx.sub("notes"), optional=True),
+            value_range=value_range, notes=_str(d.get("notes"), ctx.sub("notes"), optional=True), mean=mean, std=std,
         )
+
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,9 @@ class FileSpec:
         url: primary source: ``https://``, ``http://``, ``file://`` or a plain local path.
         sha256: full lowercase hex digest; ``None`` = unpinned (downloads only with ``allow_unpinned``).
         size: exact size in bytes; may be ``None`` only when unpinned.
+        sha256_prefix: leading hex digits of the sha256 (torchvision names its files ``<name>-<8 hex>.pth``); a file
+            with only a prefix downloads without ``allow_unpinned``, is checked against the prefix, and its full
+            hash is recorded on the first fetch. With ``sha256`` set, the two must agree.
         format: one of ``FILE_FORMATS`` (``medicalnet-pth`` = ``{'state_dict': ...}`` with ``module.`` keys).
         part: what the file holds, one of ``FILE_PARTS``.
         mirrors: further sources, tried in order after ``url``.
@@ -228,6 +242,7 @@ class FileSpec:
     size: int | None = None
     mirrors: tuple[str, ...] = ()
     filename: str | None = None
+    sha256_prefix: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -253,11 +268,16 @@ class FileSpec:
         size = _int(d.get("size"), ctx.sub("size"), optional=True)
         if sha is not None and size is None:
             raise ctx.sub("size").fail("a pinned file (sha256 set) needs its exact size in bytes")
+        prefix = d.get("sha256_prefix")
+        if prefix is not None and (not isinstance(prefix, str) or not _SHA_PREFIX_RE.match(prefix)):
+            raise ctx.sub("sha256_prefix").fail(f"expected 8 to 63 lowercase hex digits or null, got {prefix!r}")
+        if prefix is not None and sha is not None and not sha.startswith(prefix):
+            raise ctx.sub("sha256_prefix").fail(f"{prefix!r} is not the start of sha256 {sha!r}")
         out = cls(url=_source(d["url"], ctx.sub("url")), sha256=sha, size=size,
                   format=_str(d["format"], ctx.sub("format"), choices=FILE_FORMATS),
                   part=_str(d.get("part", "all"), ctx.sub("part"), choices=FILE_PARTS),
                   mirrors=_seq(d.get("mirrors", ()), ctx.sub("mirrors"), _source),
-                  filename=_str(d.get("filename"), ctx.sub("filename"), optional=True))
+                  filename=_str(d.get("filename"), ctx.sub("filename"), optional=True), sha256_prefix=prefix)
         if not out.name or "/" in out.name or out.name in (".", ".."):
             raise ctx.sub("filename").fail(f"cannot derive a file name from {out.url!r}; set 'filename'")
         return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
 from medzoo.zoo.report import LoadReport
 
@@ -53,8 +54,6 @@ def read_weights(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weight file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own SafetensorError for bad headers

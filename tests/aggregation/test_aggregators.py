@@ -304,7 +304,7 @@ def test_transformer_mean_pool_matches_direct_encoder():
         torch.testing.assert_close(z[b], expected, rtol=0, atol=1e-10)
 
 
-# ---------------------------------------------------------------- export (DECISIONS 16: masked dense path)
+# ------------------------------------------------------ export (the masked dense path: nothing data-dependent)
 
 
 @pytest.mark.parametrize("name", sorted(set(list_aggregators()) - {"lstm"}))

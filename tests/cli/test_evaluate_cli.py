@@ -12,13 +12,14 @@ import pytest
 import torch
 import yaml
 
-from medzoo.cli import train_cmd
+from medzoo.cli.main import main
 from medzoo.data import open_dataset
+from medzoo.evaluation.checkpoint import ensemble_predictions
+from medzoo.evaluation.heatmaps import model_heatmap_fn
+from medzoo.evaluation.tables import auroc_ci_table, covidx_ct_tables
 from medzoo.infer.ensemble import EnsembleError
-from medzoo.infer.evaluate import auroc_ci_table, covidx_ct_tables, model_heatmap_fn
-from medzoo.infer.localization import box_to_mask, localization_scores
+from medzoo.metrics.localization import box_to_mask, localization_scores
 from medzoo.train.evaluate import TaskPredictions
-from medzoo.train.run_eval import ensemble_predictions
 from tests.train.train_fixtures import run_config, write_config
 
 N_BOOT = 50
@@ -29,7 +30,7 @@ def trained(corpus, tmp_path_factory):
     """A tiny NIH findings + COVIDx-CT series model trained 2 steps: (config path, checkpoint path)."""
     tmp = tmp_path_factory.mktemp("evalcli")
     cfg = write_config(run_config(corpus, tmp / "run", ["nih", "covidx_ct"], max_steps=2), tmp / "run.yaml")
-    assert train_cmd.main(["train", "-c", str(cfg), "--quiet"]) == 0
+    assert main(["train", "-c", str(cfg), "--quiet"]) == 0
     return cfg, tmp / "run" / "last.pt"
 
 
@@ -38,7 +39,7 @@ def single(trained, tmp_path_factory):
     """One model evaluated with --bootstrap and --localization: the --out folder."""
     cfg, ckpt = trained
     out = tmp_path_factory.mktemp("single")
-    code = train_cmd.main(["evaluate", "-c", str(cfg), "--checkpoint", str(ckpt), "--bootstrap", str(N_BOOT),
+    code = main(["evaluate", "-c", str(cfg), "--checkpoint", str(ckpt), "--bootstrap", str(N_BOOT),
                            "--localization", "nih-cxr14", "--localization-root", str(_corpus_root(cfg) / "nih"),
                            "--out", str(out)])
     assert code == 0
@@ -73,9 +74,9 @@ def _assert_rows(got, expected):
 def _forward_test_split(cfg, ckpt):
     """Per task, scores and targets of the test split, one sample per forward call (no evaluation code)."""
     from medzoo.data.collate import collate
-    from medzoo.train.checkpoint import model_from_checkpoint
     from medzoo.train.config import load_run_config
     from medzoo.train.data import build_datasets
+    from medzoo.zoo.checkpoint import model_from_checkpoint
 
     run = load_run_config(cfg)
     model = model_from_checkpoint(ckpt)[0].eval()
@@ -142,7 +143,7 @@ def test_localization_rows_for_every_boxed_image(trained, single):
     assert summary[-1]["label"] == "all" and summary[-1]["n"] == len(rows)
     assert {"acc@0.1", "acc@0.5", "acc@0.9", "pointing", "iou@10", "dice@50"} <= set(summary[-1])
     # one row again by hand: Grad-CAM heatmap, the 1024-px NIH box scaled to the PNG, the localisation scores
-    from medzoo.train.checkpoint import model_from_checkpoint
+    from medzoo.zoo.checkpoint import model_from_checkpoint
 
     rec = next(r for r in boxed if r.id == rows[0]["id"])
     box = next(b["box"] for b in rec.meta["boxes"] if b["label"] == rows[0]["label"])
@@ -155,7 +156,7 @@ def test_localization_rows_for_every_boxed_image(trained, single):
 
 def test_ensemble_of_one_checkpoint_twice_equals_the_single_model(trained, single, tmp_path, capsys):
     cfg, ckpt = trained
-    code = train_cmd.main(["evaluate", "-c", str(cfg), "--model", str(ckpt), "--model", str(ckpt),
+    code = main(["evaluate", "-c", str(cfg), "--model", str(ckpt), "--model", str(ckpt),
                            "--bootstrap", str(N_BOOT), "--out", str(tmp_path)])
     assert code == 0
     capsys.readouterr()
@@ -196,7 +197,7 @@ def test_ensemble_predictions_average_common_labels():
 
 def test_option_errors_are_one_line(trained, capsys):
     cfg, ckpt = trained
-    assert train_cmd.main(["evaluate", "-c", str(cfg), "--model", str(ckpt), "--localization", "nih-cxr14"]) == 2
+    assert main(["evaluate", "-c", str(cfg), "--model", str(ckpt), "--localization", "nih-cxr14"]) == 2
     assert "--localization-root" in capsys.readouterr().err
-    assert train_cmd.main(["evaluate", "-c", str(cfg), "--model", str(ckpt), "--bootstrap", "-1"]) == 2
+    assert main(["evaluate", "-c", str(cfg), "--model", str(ckpt), "--bootstrap", "-1"]) == 2
     assert "--bootstrap must be >= 0" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Writers of tiny datasets in their real on-disk formats (see shared/reference/dataset_formats.md A1-A11).
+"""Writers of tiny datasets in their real on-disk formats (the public releases' file names, headers and rows).
 
 A :class:`DatasetWriter` (the ``ds`` fixture of conftest.py) is bound to a folder; each method writes one
 dataset and returns its root. Images are real (4x4) PNG / NIfTI files; the readers only check that they exist.

@@ -202,3 +202,46 @@ def test_series_crop_resize_stack(tmp_path):
         np.testing.assert_allclose(s["image"][i], 10 * (i + 1), atol=1e-4)
     with pytest.raises(DatasetFormatError, match="slice_size"):
         load_record(rec)
+
+
+def _raw_nifti(path, shape, affine=None, zooms=(1.0, 1.0, 1.0)):
+    """A NIfTI written with nibabel directly: ``affine`` as the sform (code 1, qform code 0), or with no sform
+    and qform at all (codes 0), so that readers fall back to ``zooms`` (pixdim)."""
+    img = nib.Nifti1Image(np.zeros(shape, np.int16), None)
+    img.header.set_zooms(zooms)
+    img.set_qform(None, code=0)
+    img.set_sform(affine, code=0 if affine is None else 1)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("case", "affine", "zooms", "message"), [
+    ("pixdim 1e-6, no sform/qform", None, (1e-6, 1e-6, 1e-6), "voxel spacing 1e-06 mm along axis 0"),
+    ("pixdim 100, no sform/qform", None, (100.0, 100.0, 100.0), "voxel spacing 100 mm along axis 0"),
+    ("sform spacing 100", np.diag([100.0, 100.0, 100.0, 1.0]), (1.0, 1.0, 1.0), "voxel spacing 100 mm along axis 0"),
+    ("zero z column", np.diag([1.0, 1.0, 0.0, 1.0]), (1.0, 1.0, 1.0), "voxel spacing 0 mm along axis 2"),
+    ("NaN in the sform", np.array([[1, 0, 0, np.nan], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]), (1.0, 1.0, 1.0),
+     "not a finite 4x4 matrix"),
+    ("parallel axes", np.array([[1, 0, 0, 0], [0, 0.6, 0.6, 0], [0, 0.8, 0.8, 0], [0, 0, 0, 1.0]]), (1.0, 1.0, 1.0),
+     "singular"),
+    ("4 m field of view", np.diag([1.0, 1.0, 40.0, 1.0]), (1.0, 1.0, 1.0), "field of view 4000 mm"),
+])
+def test_absurd_nifti_geometry_is_refused_naming_the_file(tmp_path, case, affine, zooms, message):
+    p = _raw_nifti(tmp_path / "bad.nii", (4, 4, 100), affine, zooms)
+    with pytest.raises(DatasetFormatError, match=message) as info:
+        read_image(p)
+    assert info.value.path == str(p)
+
+
+def test_plausible_anisotropic_nifti_reads(tmp_path):
+    """The limits leave real scans alone: 0.3 mm in-plane, 10 mm slices, a 1.8 m whole-body field of view."""
+    p = _raw_nifti(tmp_path / "ok.nii", (4, 4, 180), np.diag([0.3, 0.3, 10.0, 1.0]), zooms=(0.3, 0.3, 10.0))
+    assert read_image(p)[1]["spacing"] == pytest.approx((0.3, 0.3, 10.0))
+
+
+def test_spacing_comes_from_the_affine_that_is_used(tmp_path):
+    """pixdim 1 but an sform of 0.5 mm: nibabel's affine (sform first) rules, and the reported spacing agrees."""
+    p = _raw_nifti(tmp_path / "sform.nii", (4, 4, 4), np.diag([0.5, 0.5, 0.5, 1.0]), zooms=(1.0, 1.0, 1.0))
+    arr, meta = read_image(p)
+    np.testing.assert_allclose(meta["affine"], nib.load(str(p)).affine)
+    assert meta["spacing"] == pytest.approx((0.5, 0.5, 0.5))

@@ -29,20 +29,62 @@ def test_vocabulary_covers_every_reader_label():
         assert canonical_label(name) in CXR_VOCABULARY, name
 
 
-def test_relabel_nih_and_chexpert_into_one_vocabulary(ds):
-    nih = relabel(open_dataset("nih-cxr14", ds.nih()), CXR_VOCABULARY)
-    chex = relabel(open_dataset("chexpert", ds.chexpert(), uncertainty="u-ones"), CXR_VOCABULARY)
-    assert nih.label_names["findings"] == chex.label_names["findings"] == CXR_VOCABULARY
-    i = {name: k for k, name in enumerate(CXR_VOCABULARY)}
-    v = {r.id: r.labels["findings"] for r in nih}["00000004_000.png"]  # Effusion|Infiltration|Mass
-    assert v.shape == (len(CXR_VOCABULARY),)
-    assert v[i["Effusion"]] == 1 and v[i["Infiltration"]] == 1 and v[i["Mass"]] == 1 and v[i["Cardiomegaly"]] == 0
-    for lacking in ("Support Devices", "Lung Opacity", "No Finding", "Aortic Enlargement", "Nodule/Mass"):
-        assert np.isnan(v[i[lacking]]), lacking  # NIH does not label these: NaN, never 0
-    w = chex[1].labels["findings"]  # patient00002: Pleural Effusion uncertain -> 1 under u-ones
-    assert w[i["Effusion"]] == 1 and w[i["Fracture"]] == 1 and w[i["Lung Opacity"]] == 1
-    for lacking in ("Infiltration", "Mass", "Nodule", "Emphysema", "Hernia", "Fibrosis", "Pleural Thickening"):
-        assert np.isnan(w[i[lacking]]), lacking
+def vocab(**values: float) -> np.ndarray:
+    """A vector over CXR_VOCABULARY: the given values (keys with '_' for ' ' and '/'), NaN elsewhere."""
+    names = {v.replace(" ", "_").replace("/", "_"): v for v in CXR_VOCABULARY}
+    out = np.full(len(CXR_VOCABULARY), np.nan, dtype=np.float32)
+    for key, value in values.items():
+        out[CXR_VOCABULARY.index(names[key])] = value
+    return out
+
+
+def nih_vec(*positives: str) -> np.ndarray:
+    """NIH: its 14 findings 0/1, Nodule/Mass = Nodule or Mass, No Finding = none of the 14."""
+    values = {canonical_label(n).replace(" ", "_"): float(canonical_label(n) in positives) for n in NIH_LABELS}
+    values["Nodule_Mass"] = float("Nodule" in positives or "Mass" in positives)
+    return vocab(**values, No_Finding=float(not positives))
+
+
+NIH_EXPECTED = {
+    "00000001_000.png": nih_vec("Cardiomegaly"),
+    "00000001_001.png": nih_vec("Cardiomegaly", "Emphysema"),
+    "00000002_000.png": nih_vec(),
+    "00000003_000.png": nih_vec("Hernia", "Pleural Thickening"),
+    "00000004_000.png": nih_vec("Effusion", "Infiltration", "Mass"),
+}
+
+
+@pytest.mark.parametrize("image", sorted(NIH_EXPECTED))
+def test_relabel_nih_encodes_no_finding_and_the_union(ds, image):
+    m = relabel(open_dataset("nih-cxr14", ds.nih()), CXR_VOCABULARY)
+    got = {r.id: r.labels["findings"] for r in m}[image]
+    np.testing.assert_array_equal(got, NIH_EXPECTED[image])
+
+
+def vindr_vec(*positives: str) -> np.ndarray:
+    """VinDr: its 14 local labels 0/1, Nodule and Mass 0 where Nodule/Mass is 0, No Finding = none of the 14."""
+    values = {canonical_label(n).replace(" ", "_").replace("/", "_"): float(n in positives) for n in VINDR_LABELS}
+    if "Nodule/Mass" not in positives:
+        values.update(Nodule=0.0, Mass=0.0)
+    return vocab(**values, No_Finding=float(not positives))
+
+
+@pytest.mark.parametrize("consensus,want", [
+    ("any", [vindr_vec(), vindr_vec("Aortic enlargement", "Cardiomegaly")]),
+    ("majority", [vindr_vec(), vindr_vec("Cardiomegaly")]),
+    ("all", [vindr_vec(), vindr_vec()]),
+])
+def test_relabel_vindr_encodes_no_finding_per_consensus(ds, consensus, want):
+    m = relabel(open_dataset("vindr-cxr", ds.vindr(), consensus=consensus), CXR_VOCABULARY)
+    np.testing.assert_array_equal(np.stack([r.labels["findings"] for r in m]), np.stack(want))
+
+
+def test_relabel_chexpert_keeps_its_own_no_finding(ds):
+    chex = relabel(open_dataset("chexpert", ds.chexpert(), uncertainty="u-ones", views="*"), CXR_VOCABULARY)
+    want = vocab(Enlarged_Cardiomediastinum=0, Cardiomegaly=1, Lung_Opacity=1, Lung_Lesion=0, Edema=1,
+                 Consolidation=1, Pneumonia=0, Atelectasis=1, Pneumothorax=0, Effusion=1, Pleural_Other=0,
+                 Fracture=1, Support_Devices=0, No_Finding=0)
+    np.testing.assert_array_equal(chex[1].labels["findings"], want)  # patient00002 frontal, uncertain -> 1
 
 
 def test_relabel_keeps_order_other_tasks_and_input():
@@ -59,11 +101,11 @@ def test_relabel_keeps_order_other_tasks_and_input():
 
 def test_relabel_combines_synonyms_and_reports_unmapped():
     recs = [Record(str(k), "p", "a.png", {"findings": np.array(v, dtype=np.float32)})
-            for k, v in enumerate([[1, 0, 0], [0, 0, 1], [np.nan, 0, 0], [np.nan, np.nan, 1]])]
+            for k, v in enumerate([[1, 0, 0], [0, 0, 1], [np.nan, 0, 0], [np.nan, 1, 1], [np.nan, np.nan, 1]])]
     m = Manifest("x", ".", recs, {"findings": ["Effusion", "pleural effusion", "Tuberculosis"]})
     out = relabel(m, ["Effusion"])
-    assert [float(r.labels["findings"][0]) for r in out][:3] == [1.0, 0.0, 0.0]
-    assert np.isnan(out[3].labels["findings"][0])
+    # 1 if any is 1; 0 only if all are 0; an unknown next to a 0 stays unknown
+    np.testing.assert_array_equal([float(r.labels["findings"][0]) for r in out], [1.0, 0.0, np.nan, 1.0, np.nan])
     with pytest.raises(ValueError, match=r"labels \['Tuberculosis'\] have no place in the vocabulary"):
         relabel(m, ["Effusion"], unmapped="error")
     with pytest.raises(KeyError, match="has no task 'severity'"):

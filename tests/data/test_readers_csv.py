@@ -11,7 +11,8 @@ from medzoo.data import DatasetFormatError, list_datasets, open_dataset
 from tests.data.dataset_fixtures import write_image, write_lines
 
 KINDS = ["chexpert", "covid-severity", "covidx-ct", "covidx-cxr", "csv", "medicalnet-list", "mimic-cxr-jpg",
-         "montgomery", "msd", "nifti-folder", "nih-cxr14", "padchest", "shenzhen", "vindr-cxr"]
+         "montgomery", "msd", "nifti-folder", "nih-cxr14", "padchest", "rsna-pneumonia", "shenzhen", "tbx11k",
+         "vindr-cxr"]
 
 
 @pytest.fixture
@@ -121,3 +122,20 @@ def test_mask_column(table, tmp_path):
     write_lines(path, [lines[0] + ",mask", ROWS[0] + ",masks/zz.png"])
     with pytest.raises(DatasetFormatError, match=rf"{path}:2: mask not found"):
         open_dataset("csv", path, image_col="file", label_cols=["score"], task="s", type="regression", mask_col="mask")
+
+
+def test_read_csv_rfc4180_records_and_their_first_lines(tmp_path):
+    from medzoo.data.manifest import ErrorCollector
+    from medzoo.data.readers._common import read_csv
+
+    path = tmp_path / "notes.csv"
+    path.write_bytes(b'\xef\xbb\xbf# a comment\r\nid,note\r\n1,"a, b"\r\n\r\n2,"two\r\nlines ""quoted"""\r\n'
+                     b'3,"never closed\r\n4,last\r\n')
+    errors = ErrorCollector("skip")
+    table = read_csv(path, errors, comment="#")
+    assert (table.header, table.header_line) == (["id", "note"], 2)
+    assert table.rows == [(3, ["1", "a, b"]), (5, ["2", 'two\r\nlines "quoted"']), (8, ["4", "last"])]
+    assert [(s.line, s.reason) for s in errors.skipped] == [
+        (7, "malformed CSV record (a quoted field opened here is never closed)")]
+    with pytest.raises(DatasetFormatError, match=r"notes.csv:7: malformed CSV record"):
+        read_csv(path, ErrorCollector("raise"), comment="#")

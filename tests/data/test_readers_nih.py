@@ -79,7 +79,7 @@ def test_split_without_lists_is_an_error(ds):
     ("00000002_000.png,No Finding,0,2,81,M,PA,2500,2048,0.171", "wrong number of fields: got 10, expected 11"),
     ("00000009_000.png,No Finding,0,9,81,M,PA,2500,2048,0.171,0.171", "image not found: 00000009_000.png"),
     ("00000002_000.png,No Finding,0,2,eighty,M,PA,2500,2048,0.171,0.171", "'Patient Age': expected a number"),
-    ('00000002_000.png,"No Finding,0,2,81,M,PA,2500,2048,0.171,0.171', "malformed CSV line"),
+    ('00000002_000.png,"No Finding,0,2,81,M,PA,2500,2048,0.171,0.171', "a quoted field opened here is never closed"),
 ])
 def test_bad_rows_name_file_and_line(ds, row, reason):
     root = ds.nih(rows=[*NIH_ROWS[:2], row, *NIH_ROWS[3:]])

@@ -8,31 +8,33 @@ import numpy as np
 import pytest
 
 from medzoo.data import DatasetFormatError, open_dataset
+from medzoo.data.padchest_terms import PADCHEST_LABELS
 from medzoo.data.readers.vindr import VINDR_LABELS
 from tests.data.dataset_fixtures import PADCHEST_ROWS, VINDR_ROWS
 
 
+def _ones(vec: np.ndarray) -> list[str]:
+    return [PADCHEST_LABELS[i] for i in np.flatnonzero(vec == 1)]
+
+
 def test_padchest_labels(ds):
     root = ds.padchest()
-    m = open_dataset("padchest", root)
-    assert m.label_names["findings"] == ["cardiomegaly", "normal", "pleural effusion"]
-    got = np.stack([r.labels["findings"] for r in m])
-    want = np.array([[0, 1, 0], [1, 0, 1], [1, 0, 0], [np.nan] * 3], dtype=np.float32)
-    np.testing.assert_array_equal(got, want)
+    m = open_dataset("padchest", root, views="*")
+    assert m.label_names["findings"] == PADCHEST_LABELS
+    assert [_ones(r.labels["findings"]) for r in m] == [["normal"], ["cardiomegaly", "pleural effusion"],
+                                                       ["cardiomegaly"], []]
+    assert [int((r.labels["findings"] == 0).sum()) for r in m] == [192, 191, 192, 0]
     assert [r.meta["labelled"] for r in m] == [True, True, True, False]
     assert [r.patient_id for r in m] == ["pat1", "pat1", "pat2", "pat3"]
     assert m[2].image == os.path.join(root, "1", "img_c.png") and m[1].meta["projection"] == "L"
     assert m[1].meta["source"] == (str(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"), 3)
 
 
-def test_padchest_vocabulary_option_and_exclude(ds):
+def test_padchest_exclude_and_default_views(ds):
     root = ds.padchest()
-    m = open_dataset("padchest", root, labels=["pleural effusion", "cardiomegaly", "normal", "nodule"],
-                     exclude=["img_d.png"])
-    assert [r.id for r in m] == ["img_a.png", "img_b.png", "img_c.png"]
-    np.testing.assert_array_equal(m[1].labels["findings"], [1, 1, 0, 0])
-    with pytest.raises(DatasetFormatError, match=r"labels_160K_01.02.19.csv:2: unknown label 'normal'"):
-        open_dataset("padchest", root, labels=["cardiomegaly", "pleural effusion"])
+    assert [r.id for r in open_dataset("padchest", root, exclude=["img_d.png"])] == ["img_a.png", "img_c.png"]
+    with pytest.raises(ValueError, match="label_space must be 'padchest' or 'cxr'"):
+        open_dataset("padchest", root, label_space="nih")
 
 
 @pytest.mark.parametrize("cell,reason", [

@@ -95,7 +95,12 @@ def test_covidx_cxr_ambiguous_files(ds):
     ("Normal_12_100_0005.png", ("Normal_12_100", "Normal_12", 5)),
     ("STOIC-7-0012.png", ("STOIC-7", "STOIC-7", 12)),
     ("COVIDCTMD-P041-IM0041.png", ("COVIDCTMD-P041", "COVIDCTMD-P041", 41)),
-    ("137covid_patient9_SR_3_IM00027.png", ("137covid_patient9_SR_3", "137covid_patient9_SR_3", 27)),
+    ("137covid_patient9_SR_3_IM00027.png", ("137covid_patient9_SR_3", "COVID-CTset_patient9", 27)),
+    ("137covid_patient9_SR_4_IM00003.png", ("137covid_patient9_SR_4", "COVID-CTset_patient9", 3)),
+    ("normal12_patient200_SR_2_IM00011.png", ("normal12_patient200_SR_2", "COVID-CTset_patient200", 11)),
+    ("volume-covid19-A-0028_1-0020.png", ("volume-covid19-A-0028_1", "volume-covid19-A-0028", 20)),
+    ("volume-covid19-A-0028_0-0023.png", ("volume-covid19-A-0028_0", "volume-covid19-A-0028", 23)),
+    ("LIDC-IDRI-0001-0100.png", ("LIDC-IDRI-0001", "LIDC-IDRI-0001", 100)),
     ("noslice.png", None),
 ])
 def test_scan_of(name, want):

@@ -89,7 +89,7 @@ def test_official_lists_that_leak_are_refused(ds):
 
 
 def test_chexpert_valid_becomes_test_and_covidx_ct_keeps_its_three(ds):
-    parts = patient_split(open_dataset("chexpert", ds.chexpert()), seed=0)
+    parts = patient_split(open_dataset("chexpert", ds.chexpert(), views="*"), seed=0)
     assert [r.patient_id for r in parts["test"]] == ["patient64541"]
     assert len(parts["train"]) + len(parts["val"]) == 3
     ct = patient_split(open_dataset("covidx-ct", ds.covidx_ct()), seed=0)

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medzoo.data import open_dataset
 from medzoo.data.imageio import read_image
 from medzoo.data.synth import SIZES, write_synthetic_corpus
 from medzoo.data.synth._common import CorpusSize
@@ -229,6 +230,45 @@ def test_vindr_format(corpus):
         img, meta = read_image(root / "train" / f"{image_id}.dicom")
         assert img.shape == (1, SIZES["tiny"].cxr_px, SIZES["tiny"].cxr_px) and meta["max_value"] == 65535
         assert img[0, 0, 0] < img.max() / 4  # corners are dark air after MONOCHROME1 handling
+
+
+def test_rsna_format_and_reader(corpus):
+    _, paths, _ = corpus
+    if "rsna-pneumonia" not in paths:
+        pytest.skip("pydicom not installed")
+    root, px = paths["rsna-pneumonia"], SIZES["tiny"].cxr_px
+    labels = list(csv.reader((root / "stage_2_train_labels.csv").read_text().splitlines()))
+    classes = list(csv.reader((root / "stage_2_detailed_class_info.csv").read_text().splitlines()))
+    assert labels[0] == ["patientId", "x", "y", "width", "height", "Target"] and classes[0] == ["patientId", "class"]
+    assert [r[0] for r in labels[1:]] == [r[0] for r in classes[1:]]  # one class row per label row
+    for lab, cls in zip(labels[1:], classes[1:]):
+        assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", lab[0])
+        if lab[5] == "1":
+            x, y, w, h = map(float, lab[1:5])
+            assert cls[1] == "Lung Opacity" and 0 <= x and x + w <= px + 1 and 0 <= y and y + h <= px + 1
+        else:
+            assert lab[1:5] == ["", "", "", ""] and cls[1] in {"Normal", "No Lung Opacity / Not Normal"}
+    m = open_dataset("rsna-pneumonia", root)
+    assert sorted({r.labels["rsna"] for r in m}) == [0, 1, 2]
+    assert read_image(m[0].image)[0].shape == (1, px, px)
+
+
+def test_tbx11k_format_and_reader(corpus):
+    _, paths, _ = corpus
+    root = paths["tbx11k"]
+    train = json.loads((root / "annotations" / "json" / "TBX11K_train.json").read_text())
+    assert {"categories", "images", "annotations"} <= set(train)
+    assert [c["name"] for c in train["categories"]] == [
+        "ActiveTuberculosis", "ObsoletePulmonaryTuberculosis", "PulmonaryTuberculosis"]
+    boxed = {a["image_id"] for a in train["annotations"]}
+    folders = {i["id"]: i["file_name"].split("/")[0] for i in train["images"]}
+    assert {folders[i] for i in boxed} == {"tb"}
+    m = open_dataset("tbx11k", root)
+    assert [r.labels["tbx11k"] for r in m if r.meta["official_split"] == "train"] == [
+        {"health": 0, "sick": 1, "tb": 2}[folders[i["id"]]] for i in train["images"]]
+    val = open_dataset("tbx11k", root, split="val")
+    assert np.isnan(val[-1].labels["tb_type"]).all() and val[-1].labels["tb"] == 1  # the TB image without a box
+    assert not json.loads((root / "annotations" / "json" / "all_test.json").read_text())["annotations"]
 
 
 def test_synth_cli(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The encoder contract, checked for every registered ResNet encoder (STYLE 2, 11); DenseNet: test_densenet.py."""
+"""The encoder contract, checked for every registered ResNet encoder; DenseNet: test_densenet.py."""
 
 from __future__ import annotations
 

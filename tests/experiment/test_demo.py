@@ -131,7 +131,7 @@ def test_experiment_cli_runs_the_example_config(tmp_path, capsys):
 
     corpus = tmp_path / "corpus"
     write_synthetic_corpus(corpus, seed=0, size="tiny", dicom=False)
-    argv = ["experiment", "configs/experiments/transfer_lung_seg.yaml", "--out", str(tmp_path / "exp"),
+    argv = ["experiment", "configs/transfer/lung_seg.yaml", "--out", str(tmp_path / "exp"),
             "--set", f"run.data_root={corpus}", "--set", "run.train.max_steps=1",
             "--set", "fractions=[1.0]", "--set", "seeds=[0]", "--set", "inits={scratch: {source: scratch}}",
             "--set", "eval_points=1", "--no-plots", "--workers", "1"]

@@ -186,34 +186,19 @@ def test_normalisation_contract():
     np.testing.assert_allclose(z, [(0 - 3) / 1.0, -1.0, 1.0])
 
 
-def test_resolve_model_prefers_zoo_loader_and_its_spec(cxr, monkeypatch):
-    import copy
-    import sys
-    import types
+def test_from_ref_takes_the_contract_from_the_weights_spec(cxr, tmp_path):
+    from medzoo.zoo.publish import export_model
 
-    from medzoo.infer.predict import resolve_model
-    from medzoo.zoo.spec import Preprocessing
-
-    model = copy.deepcopy(cxr)
-    pre = Preprocessing(modality=("CXR",), normalisation="none", input_size=(32, 32))
-    model.weights_spec = types.SimpleNamespace(to_dict=lambda: {"name": "fake"}, preprocessing=pre)
-    calls = []
-    fake = types.ModuleType("medzoo.zoo.load")
-    fake.load_model = lambda ref: calls.append(ref) or model
-    monkeypatch.setitem(sys.modules, "medzoo.zoo.load", fake)
-    got, meta = resolve_model("zoo:tiny")
-    assert got is model and calls == ["zoo:tiny"] and meta["name"] == "fake"
-    assert Predictor(got, metadata=meta).contract["input_size"] == (32, 32)
+    pre = {"modality": ["CXR"], "normalisation": "none", "input_size": [32, 32]}
+    out = export_model(cxr, tmp_path / "tiny", name="tiny.cxr", preprocessing=pre)
+    predictor = Predictor.from_ref(out)
+    assert predictor.contract["input_size"] == (32, 32)
+    assert predictor.metadata["name"] == "tiny.cxr"
 
 
-def test_resolve_model_fallback_without_zoo_loader(tmp_path, monkeypatch):
-    import sys
-
-    from medzoo.infer.predict import resolve_model
-
-    monkeypatch.setitem(sys.modules, "medzoo.zoo.load", None)  # importing it raises ImportError
-    with pytest.raises(ValueError, match="cannot resolve model .*nothing.*not an export directory"):
-        resolve_model(tmp_path / "nothing")
+def test_from_ref_on_a_missing_path_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.*not an export directory"):
+        Predictor.from_ref(tmp_path / "nothing")
 
 
 def test_inputs_are_released_after_each_prediction(cxr, tmp_path, monkeypatch):

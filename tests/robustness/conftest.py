@@ -1,4 +1,4 @@
-"""Fixtures of the robustness suite: the hypothesis profile (DECISIONS 23) and realistic inputs.
+"""Fixtures of the robustness suite: the hypothesis profile (reproducible, bounded) and realistic inputs.
 
 The profile ``medzoo-robustness`` (deadline=None, derandomize=True, at most 50 examples) is registered and loaded
 here, so every run tries the same examples. ``corpus`` is the tiny synthetic corpus, written once per session; the

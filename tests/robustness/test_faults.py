@@ -31,6 +31,8 @@ from hypothesis import strategies as st
 from medzoo.data import open_dataset
 from medzoo.data.prepared import PreparedDataset, prepare
 from medzoo.data.transforms import cxr_preset
+from medzoo.train.checkpoint import save_checkpoint
+from medzoo.zoo.checkpoint import CheckpointError, load_checkpoint
 from medzoo.zoo.download import DownloadError, cache_path, download
 from medzoo.zoo.export import read_export_dir, write_export_dir
 from medzoo.zoo.spec import FileSpec
@@ -347,22 +349,21 @@ def _ckpt_state(step: int) -> dict:
 
 
 def test_sigkill_during_checkpoint_save(tmp_path: Path) -> None:
-    ckpt = pytest.importorskip("medzoo.train.checkpoint", reason="medzoo.train.checkpoint is not on main yet")
     path, tmp = tmp_path / "last.pt", tmp_path / "last.pt.tmp"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     with case(CATEGORY, "SIGKILL during a checkpoint save, then re-run"):
         proc = subprocess.Popen([sys.executable, "-c", CKPT_WRITER, str(path), "1000"], env=env, cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _kill_when(proc, lambda: path.is_file() and tmp.is_file() and 0 < tmp.stat().st_size < 3_000_000)
-        got = ckpt.load_checkpoint(path)  # the last complete checkpoint, never a torn one
+        got = load_checkpoint(path)  # the last complete checkpoint, never a torn one
         assert got["step"] >= 1
         torch.testing.assert_close(got["model"]["w"], _ckpt_state(got["step"])["model"]["w"], rtol=0, atol=0)
-        with pytest.raises(ckpt.CheckpointError, match="last.pt.tmp"):
-            ckpt.load_checkpoint(tmp)  # the torn temp file is never mistaken for a checkpoint
+        with pytest.raises(CheckpointError, match="last.pt.tmp"):
+            load_checkpoint(tmp)  # the torn temp file is never mistaken for a checkpoint
         done = subprocess.run([sys.executable, "-c", CKPT_WRITER, str(path), "3"], env=env, cwd=REPO,
                               capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
-        again = ckpt.load_checkpoint(path)
+        again = load_checkpoint(path)
         assert again["step"] == 3 and not tmp.exists()
         torch.testing.assert_close(again["model"]["w"], _ckpt_state(3)["model"]["w"], rtol=0, atol=0)
 
@@ -370,26 +371,24 @@ def test_sigkill_during_checkpoint_save(tmp_path: Path) -> None:
 @settings(max_examples=10)
 @given(budget=st.integers(0, 4_200_000))
 def test_full_disk_during_checkpoint_save(budget: int, tmp_path_factory: pytest.TempPathFactory) -> None:
-    ckpt = pytest.importorskip("medzoo.train.checkpoint", reason="medzoo.train.checkpoint is not on main yet")
     d = tmp_path_factory.mktemp("ckpt")
-    ckpt.save_checkpoint(d / "last.pt", _ckpt_state(1))
+    save_checkpoint(d / "last.pt", _ckpt_state(1))
     with case(CATEGORY, "full disk (ENOSPC) during a checkpoint save"), pytest.MonkeyPatch.context() as mp:
         try:
             with full_disk(mp, budget):
-                ckpt.save_checkpoint(d / "last.pt", _ckpt_state(2))
+                save_checkpoint(d / "last.pt", _ckpt_state(2))
         except (OSError, RuntimeError) as err:  # RuntimeError: see test_full_disk_checkpoint_error_is_clear
             assert isinstance(err, OSError) or "inline_container" in str(err), err
-            assert ckpt.load_checkpoint(d / "last.pt")["step"] == 1, "the previous checkpoint was damaged"
+            assert load_checkpoint(d / "last.pt")["step"] == 1, "the previous checkpoint was damaged"
             with case(CATEGORY, "full disk (ENOSPC) during a checkpoint save: of which the disk filled"):
                 pass
         else:
-            assert ckpt.load_checkpoint(d / "last.pt")["step"] == 2
+            assert load_checkpoint(d / "last.pt")["step"] == 2
         assert sorted(p.name for p in d.iterdir()) == ["last.pt"], "a temp file was left behind"
 
 
 def test_full_disk_checkpoint_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ckpt = pytest.importorskip("medzoo.train.checkpoint", reason="medzoo.train.checkpoint is not on main yet")
     with full_disk(monkeypatch, 30):
         with pytest.raises(OSError) as info:
-            ckpt.save_checkpoint(tmp_path / "last.pt", _ckpt_state(2))
+            save_checkpoint(tmp_path / "last.pt", _ckpt_state(2))
     assert info.value.errno == errno.ENOSPC and "last.pt" in str(info.value)

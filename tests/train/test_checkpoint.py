@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes keep the previous file, corrupt/truncated files fail clearly, RNG round trip, rebuild."""
+"""Writing checkpoints: atomic writes keep the previous file, what is written reads back, RNG round trip."""
 
 from __future__ import annotations
 
@@ -10,19 +10,8 @@ import torch
 import yaml
 
 import medzoo.train.checkpoint as ckpt_mod
-from medzoo.models import create_model
-from medzoo.train.checkpoint import (
-    CheckpointError,
-    capture_rng,
-    load_checkpoint,
-    load_checkpoint_weights,
-    model_from_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
-
-MODEL = {"encoder": {"name": "resnet10", "widths": [8, 16, 32, 64]},
-         "tasks": {"tb": {"type": "classification", "level": "image", "num_classes": 2}}}
+from medzoo.train.checkpoint import capture_rng, restore_rng, save_checkpoint
+from medzoo.zoo.checkpoint import load_checkpoint
 
 
 def _state(value: float, model: dict | None = None) -> dict:
@@ -51,34 +40,6 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert not (tmp_path / "last.pt.tmp").exists()
 
 
-def test_truncated_and_corrupt_files_name_the_file(tmp_path):
-    p = save_checkpoint(tmp_path / "last.pt", _state(1.0))
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"last\.pt.*truncated or corrupt"):
-        load_checkpoint(p)
-    p.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match=r"last\.pt"):
-        load_checkpoint(p)
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "missing.pt")
-    torch.save({"w": torch.ones(1)}, tmp_path / "plain.pt")
-    with pytest.raises(CheckpointError, match="'model' state dict"):
-        load_checkpoint(tmp_path / "plain.pt")
-
-
-class _Evil:
-    def __reduce__(self):
-        return (print, ("pwned",))
-
-
-def test_pickled_code_is_refused(tmp_path):
-    p = tmp_path / "evil.pt"
-    torch.save({"model": {}, "x": _Evil()}, p)
-    with pytest.raises(CheckpointError, match="refused"):
-        load_checkpoint(p)
-
-
 def test_rng_round_trip_survives_weights_only(tmp_path):
     random.seed(3)
     np.random.seed(3)
@@ -93,26 +54,3 @@ def test_rng_round_trip_survives_weights_only(tmp_path):
     restore_rng(load_checkpoint(tmp_path / "r.pt")["rng"])
     got = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), torch.rand(3).tolist())
     assert got == expected
-
-
-def test_model_from_checkpoint_and_partial_init(tmp_path):
-    model = create_model(MODEL)
-    for prm in model.parameters():
-        prm.data.normal_()
-    p = save_checkpoint(tmp_path / "best.pt", {"model": model.state_dict(), "config": yaml.safe_dump({"model": MODEL})})
-    rebuilt, cfg = model_from_checkpoint(p)
-    assert cfg["model"] == MODEL
-    for k, v in model.state_dict().items():
-        assert torch.equal(rebuilt.state_dict()[k], v), k
-
-    fresh = create_model(MODEL)
-    head_before = fresh.heads["tb"].fc.weight.clone()
-    report = load_checkpoint_weights(fresh, p, parts=["encoder"])
-    assert torch.equal(fresh.encoder.conv1.weight, model.encoder.conv1.weight)
-    assert torch.equal(fresh.heads["tb"].fc.weight, head_before)
-    assert "encoder.conv1.weight" in report.loaded and "heads.tb.fc.weight" in report.ignored
-
-    bad = dict(MODEL, tasks={"tb": {"type": "classification", "level": "image", "num_classes": 5}})
-    p2 = save_checkpoint(tmp_path / "bad.pt", {"model": model.state_dict(), "config": yaml.safe_dump({"model": bad})})
-    with pytest.raises(CheckpointError, match=r"bad\.pt: the weights do not fit"):
-        model_from_checkpoint(p2)

@@ -1,5 +1,6 @@
-"""DDP on CPU: two gloo processes with batch B give the weights of one process with batch 2B (DECISIONS 18: batch
-norm in eval mode, fully labelled data, losses normalised by the global count of valid labels)."""
+"""DDP on CPU: two gloo processes with batch B give the weights of one process with batch 2B (batch norm in
+eval mode, since SyncBatchNorm does not run on CPU; fully labelled data; losses normalised by the global count of
+valid labels)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from medzoo.train.checkpoint import load_checkpoint
+from medzoo.zoo.checkpoint import load_checkpoint
 from tests.train.train_fixtures import run_config
 
 TRAIN = {"max_steps": 3, "epochs": 3, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "norm_eval": True,

@@ -131,7 +131,7 @@ def test_masked_ce_checks_class_targets():
 
 
 def test_sum_reduction_over_global_count_equals_full_batch_mean(gen):
-    """DECISIONS 18: two shards normalised by the global valid count add up to the full-batch mean."""
+    """DDP: two shards normalised by the global valid count add up to the full-batch mean."""
     logits = torch.randn(8, 5, generator=gen, dtype=torch.float64)
     targets = _nan_targets(gen, (8, 5)).double()
     total = count_valid(targets[:4]) + count_valid(targets[4:])

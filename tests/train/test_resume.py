@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from medzoo.train.checkpoint import load_checkpoint
+from medzoo.zoo.checkpoint import load_checkpoint
 from tests.train.train_fixtures import run_config, write_config
 
 ROOT = Path(__file__).resolve().parents[2]

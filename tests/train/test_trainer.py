@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from medzoo.config import ConfigError, load_config
-from medzoo.train.checkpoint import load_checkpoint, model_from_checkpoint
 from medzoo.train.config import LossConfig, load_run_config
 from medzoo.train.data import TaskMapping, label_index
 from medzoo.train.objective import Objective
 from medzoo.train.optim import lr_factor
 from medzoo.train.sampling import BatchPlan, MultiLoader
 from medzoo.train.trainer import Trainer, fit
+from medzoo.zoo.checkpoint import load_checkpoint, model_from_checkpoint
 from tests.train.train_fixtures import run_config
 
 NAN = float("nan")

@@ -23,10 +23,29 @@ from medzoo.zoo.catalog import (
 from medzoo.zoo.spec import SpecError, WeightsSpec
 
 CATALOG = Path(__file__).resolve().parents[2] / "weights" / "catalog.yaml"
+UNPINNED = CATALOG.with_name("catalog-unpinned.yaml")
 RAW = yaml.safe_load(CATALOG.read_text())["entries"]
-# Independent copy of the MedicalNet release table (shared/reference/medicalnet.md): depth -> (shortcut, HF size).
+RAW_UNPINNED = yaml.safe_load(UNPINNED.read_text())["entries"]
+# Independent copy of the MedicalNet release table (the Hugging Face listing): depth -> (shortcut, HF size).
 MEDICALNET = {10: ("B", "57.5 MB"), 18: ("A", "132 MB"), 34: ("A", "253 MB"), 50: ("B", "185 MB"),
               101: ("B", "341 MB"), 152: ("B", "470 MB"), 200: ("B", "507 MB")}
+# The Git LFS pointers on record for the Hugging Face MedicalNet files: name -> (repository depth, commit, sha256 head).
+MEDICALNET_PINS = {
+    "resnet10.medicalnet8": (10, "923db3dc91baf34c4fe10246651c7fe4dc675fee", "2824951e"),
+    "resnet10.medicalnet23": (10, "4a4b0ef72be0ddf85a2c0720e0a4855c8ac0f0a8", "afa8055f"),
+    "resnet18.medicalnet8": (18, "ee59c99e39a995fb8c20f2a2650a66161e2df584", "38b3a174"),
+    "resnet18.medicalnet23": (10, "3d5811d0e3943472fffedf90a4ca4f6fdb948e33", "61224f93"),
+    "resnet34.medicalnet8": (34, "f903bf04dc54c16f6ab0014ff6b770c791255a9c", "977a1be7"),
+    "resnet34.medicalnet23": (34, "38043c1af39ac39e70de7c92a4af8013eb275b31", "3ea7188e"),
+    "resnet50.medicalnet8": (50, "02061bf3be4aefd33724688f16dbcc058cdf1f13", "5b6189ca"),
+    "resnet50.medicalnet23": (50, "7cd767ef5bbc0bf26e691b04bc0d25df6d3cbc4b", "ff48a622"),
+    "resnet101.medicalnet8": (101, "7609a48246ec6bdd4ed2d2ad4f48fac05978ba67", "a26bbcf9"),
+    "resnet152.medicalnet8": (152, "a040da51a0d8e8b3dc38aa0cb3dc7c445aa29ca9", "e96c459f"),
+    "resnet200.medicalnet8": (200, "564abfd761968bff3cec61bdbc05cc75c33ec5d3", "df58525b"),
+}
+TXV = {f"densenet121-res224-{k}" for k in ("all", "nih", "pc", "chex", "rsna", "mimic_nb", "mimic_ch")}
+TXV |= {"resnet50-res512-all"}
+IMAGENET = {f"resnet{d}.imagenet1k-v1" for d in (18, 34, 50, 101, 152)}
 # Mandatory keys per task type (torchvision-style meta lint).
 TASK_REQUIRED = {"classification": {"labels", "level"}, "multilabel": {"labels", "level", "thresholds"},
                  "regression": {"labels", "level"}, "segmentation": {"labels", "level"}}
@@ -35,10 +54,36 @@ ENTRY_REQUIRED = {"name", "version", "architecture", "parts", "files", "license"
 
 
 def test_default_catalog_path_is_the_repository_file():
-    assert default_catalog_path() == CATALOG
+    assert default_catalog_path().resolve() == CATALOG  # through the package's link medzoo/weights
+
+
+def shipped_pin_problems(raw: dict) -> list[str]:
+    """Why a shipped entry is not pinned: every file needs its sha256, its exact size, a source for both in the
+    notes, and (on Hugging Face) a URL fixed to a 40-hex commit."""
+    problems = []
+    for f in raw["files"]:
+        if f.get("sha256") is None or not isinstance(f.get("size"), int):
+            problems.append(f"{f['url']}: shipped entries need sha256 and size")
+        if "huggingface.co" in f["url"] and not re.search(r"/resolve/[0-9a-f]{40}/", f["url"]):
+            problems.append(f"{f['url']}: not fixed to a commit")
+    if "https://" not in (raw.get("notes") or "") or "Pinned:" not in (raw.get("notes") or ""):
+        problems.append("notes must say where the pin comes from")
+    return problems
 
 
 @pytest.mark.parametrize("raw", RAW, ids=[e.get("name", "?") for e in RAW])
+def test_shipped_entries_are_pinned(raw):
+    assert shipped_pin_problems(raw) == []
+
+
+@pytest.mark.parametrize("edit", [("sha256", None), ("size", None), ("url", "https://huggingface.co/a/b/resolve/main/w")])
+def test_the_pin_lint_fails_on_an_unpinned_entry(edit):
+    raw = copy.deepcopy(RAW[0])
+    raw["files"][0][edit[0]] = edit[1]
+    assert shipped_pin_problems(raw) != []
+
+
+@pytest.mark.parametrize("raw", RAW + RAW_UNPINNED, ids=[e.get("name", "?") for e in RAW + RAW_UNPINNED])
 def test_catalog_entry_lint(raw):
     assert ENTRY_REQUIRED <= set(raw), f"missing {ENTRY_REQUIRED - set(raw)}"
     spec = WeightsSpec.from_dict(raw, where=f"{CATALOG} ({raw['name']})")
@@ -52,30 +97,44 @@ def test_catalog_entry_lint(raw):
             assert urlparse(src).scheme in ("https", "http", "file"), src
         if f["sha256"] is not None:
             assert re.fullmatch(r"[0-9a-f]{64}", f["sha256"]) and isinstance(f["size"], int) and f["size"] > 0
+        elif f.get("sha256_prefix"):
+            assert "prefix-pinned" in raw.get("notes", "").lower(), "a prefix-pinned entry says so in its notes"
         else:
             assert "unpinned" in raw.get("notes", "").lower(), "an unpinned entry says so in its notes"
 
 
 def test_catalog_names_unique_and_complete():
     names = [e["name"] for e in RAW]
-    assert len(names) == len(set(names)) == 11
-    expected = {f"resnet{d}.medicalnet8" for d in MEDICALNET} | {f"resnet{d}.medicalnet23" for d in (10, 18, 34, 50)}
-    assert set(names) == expected == set(list_entries(catalog=CATALOG))
+    extra = [e["name"] for e in RAW_UNPINNED]
+    assert len(names) == len(set(names)) == 17 and len(extra) == len(set(extra)) == 7
+    medicalnet = {f"resnet{d}.medicalnet8" for d in MEDICALNET} | {f"resnet{d}.medicalnet23" for d in (10, 18, 34, 50)}
+    assert set(names) | set(extra) == medicalnet | IMAGENET | TXV
+    assert set(names) == set(list_entries(catalog=CATALOG))
+    assert not set(names) & set(extra)
 
 
-@pytest.mark.parametrize("name", sorted({e["name"] for e in RAW}))
+def test_unpinned_catalog_holds_only_entries_without_a_full_hash():
+    for raw in RAW_UNPINNED:
+        assert all(f["sha256"] is None for f in raw["files"]), raw["name"]
+
+
+@pytest.mark.parametrize("name", sorted(MEDICALNET_PINS))
 def test_medicalnet_entries_match_the_release(name):
     spec = get_entry(name, catalog=CATALOG)
     depth, variant = re.fullmatch(r"resnet(\d+)\.medicalnet(8|23)", name).groups()
     shortcut, hf_size = MEDICALNET[int(depth)]
     fname = f"resnet_{depth}.pth" if variant == "8" else f"resnet_{depth}_23dataset.pth"
+    repo, commit, sha_head = MEDICALNET_PINS[name]
     (f,) = spec.files
-    assert f.url == f"https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{depth}/resolve/main/{fname}"
-    assert (f.sha256, f.size, f.format, f.part, f.name) == (None, None, "medicalnet-pth", "encoder", fname)
+    assert f.url == f"https://huggingface.co/TencentMedicalNet/MedicalNet-Resnet{repo}/resolve/{commit}/{fname}"
+    assert (f.format, f.part, f.name) == ("medicalnet-pth", "encoder", fname)
+    assert f.sha256.startswith(sha_head)
+    assert f"{f.size / 1e6:.3g} MB" == hf_size  # the exact size rounds to the Hugging Face listing
+    assert commit in spec.notes and str(f.size) in spec.notes
     a = spec.architecture
     assert (a.encoder, a.output_stride, a.in_channels, a.shortcut) == (f"resnet{depth}", 8, 1, shortcut)
     assert spec.parts == ("encoder",) and spec.tasks == {} and spec.license == "MIT"
-    assert "Med3D" in spec.citation and "2019" in spec.citation and hf_size in spec.notes
+    assert "Med3D" in spec.citation and "2019" in spec.citation
     p = spec.preprocessing
     assert (p.normalisation, p.intensity_window, p.input_size) == ("zscore_nonzero", None, (56, 448, 448))
 
@@ -196,13 +255,13 @@ def test_add_entry_appends_keeps_comments_and_refuses_duplicates(tmp_path):
     text = path.read_text()
     assert text.startswith(CATALOG.read_text()), "existing text and comments are kept"
     cat = read_catalog_file(path)
-    assert list(cat)[-1] == "tiny.covid" and cat["tiny.covid"] == spec and len(cat) == 12
+    assert list(cat)[-1] == "tiny.covid" and cat["tiny.covid"] == spec and len(cat) == len(RAW) + 1
     with pytest.raises(ValueError, match="exists"):
         add_entry(path, spec)
     changed = WeightsSpec.from_dict(dict(copy.deepcopy(GOOD), version="0.2"))
     add_entry(path, changed, replace=True)
     cat = read_catalog_file(path)
-    assert cat["tiny.covid"].version == "0.2" and len(cat) == 12
+    assert cat["tiny.covid"].version == "0.2" and len(cat) == len(RAW) + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.yaml", "catalog.yaml.lock"]
 
 
@@ -262,21 +321,62 @@ def test_cli_list_and_info(capsys, medzoo_home):
     rows = [line.split() for line in out.splitlines() if line.startswith("resnet1") and "." in line]
     assert {r[0] for r in rows} == {"resnet10.medicalnet8", "resnet10.medicalnet23", "resnet18.medicalnet8",
                                     "resnet18.medicalnet23", "resnet101.medicalnet8", "resnet152.medicalnet8"}
-    assert all(r[1] == r[0].split(".")[0] and r[2] == "encoder" and r[4] == "no" and r[5] == "?" for r in rows)
+    sizes = {e["name"]: e["files"][0]["size"] for e in RAW}
+    for r in rows:
+        assert (r[1], r[2], r[4]) == (r[0].split(".")[0], "encoder", "yes")
+        assert r[5:] == [f"{sizes[r[0]] / 1e6:.1f}", "MB"]
     assert _cli(["info", "resnet34.medicalnet23", "--catalog", str(CATALOG)]) == 0
     out = capsys.readouterr().out
     body = yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("#")))
     assert WeightsSpec.from_dict(body) == get_entry("resnet34.medicalnet23", catalog=CATALOG)
-    assert "not cached" in out and "--allow-unpinned" in out
+    assert "not cached" in out and "--allow-unpinned" not in out
+    assert _cli(["info", "densenet121-res224-nih", "--catalog", str(UNPINNED)]) == 0
+    assert "--allow-unpinned" in capsys.readouterr().out
 
 
 def test_cli_list_shows_recorded_pins(capsys, medzoo_home):
     import json
 
-    url = get_entry("resnet10.medicalnet8", catalog=CATALOG).files[0].url
+    url = get_entry("densenet121-res224-nih", catalog=UNPINNED).files[0].url
     medzoo_home.mkdir(parents=True)
-    (medzoo_home / "pins.json").write_text(json.dumps({url: {"sha256": "ab" * 32, "size": 57_500_000}}))
-    assert _cli(["list", "resnet10.*", "--catalog", str(CATALOG)]) == 0
-    rows = {r.split()[0]: r.split() for r in capsys.readouterr().out.splitlines() if r.startswith("resnet10.")}
-    assert rows["resnet10.medicalnet8"][4:] == ["recorded", "57.5", "MB"]
-    assert rows["resnet10.medicalnet23"][4:] == ["no", "?"]
+    (medzoo_home / "pins.json").write_text(json.dumps({url: {"sha256": "ab" * 32, "size": 28_400_000}}))
+    assert _cli(["list", "densenet121-*", "--catalog", str(UNPINNED)]) == 0
+    rows = {r.split()[0]: r.split() for r in capsys.readouterr().out.splitlines() if r.startswith("densenet121-")}
+    assert rows["densenet121-res224-nih"][4:] == ["recorded", "28.4", "MB"]
+    assert rows["densenet121-res224-chex"][4:] == ["no", "?"]
+
+
+def test_txv_entries_carry_torchxrayvisions_labels_and_thresholds():
+    from medzoo.zoo.txv import TXV_WEIGHTS
+
+    for raw in RAW + RAW_UNPINNED:
+        if raw["name"] not in TXV:
+            continue
+        e = TXV_WEIGHTS[raw["name"]]
+        kept = [i for i, (n, t) in enumerate(zip(e["labels"], e["op_threshs"])) if n and t == t]
+        task = raw["tasks"]["findings"]
+        assert task["labels"] == [e["labels"][i] for i in kept], raw["name"]
+        assert task["thresholds"] == {e["labels"][i]: e["op_threshs"][i] for i in kept}, raw["name"]
+        assert raw["preprocessing"]["value_range"] == [-1024, 1024]
+
+
+def test_imagenet_entries_carry_torchvisions_prefix_and_architecture():
+    for raw in RAW + RAW_UNPINNED:
+        if raw["name"] not in IMAGENET:
+            continue
+        (f,) = raw["files"]
+        prefix = re.fullmatch(r"https://download\.pytorch\.org/models/resnet\d+-([0-9a-f]{8})\.pth", f["url"]).group(1)
+        assert f["sha256_prefix"] == prefix
+        assert (raw["architecture"]["shortcut"], raw["architecture"]["bias_downsample"]) == ("B", False)
+        assert raw["preprocessing"]["normalisation"] == "meanstd"
+
+
+def test_readme_table_lists_every_entry_with_its_pin_status():
+    readme = (CATALOG.parents[1] / "README.md").read_text()
+    for raw, where in [(e, "shipped") for e in RAW] + [(e, "opt-in") for e in RAW_UNPINNED]:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{raw['name']}` | {where} |")), None)
+        assert row is not None, f"README catalog table lacks {raw['name']} ({where})"
+        f = raw["files"][0]
+        status = "yes (sha256 + size)" if f["sha256"] else ("prefix" if f.get("sha256_prefix") else "no:")
+        assert status in row, row
+        assert f"| {raw['license']} |" in row, row

@@ -243,7 +243,8 @@ def test_cli_download_refuses_unpinned(medzoo_home, tmp_path):
 
     parser = argparse.ArgumentParser()
     zoo_cmd.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["download", "resnet10.medicalnet23"])
+    unpinned = REPO / "weights" / "catalog-unpinned.yaml"  # every entry of the shipped catalog is pinned
+    args = parser.parse_args(["download", "densenet121-res224-nih", "--catalog", str(unpinned)])
     with pytest.raises(UnpinnedError, match="--allow-unpinned"):
         args.func(args)
 

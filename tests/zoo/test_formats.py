@@ -56,8 +56,7 @@ def cli_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     model = _model(SERIES)
     ckpt = root / "best.pt"
-    run_config = {"model": to_dict(model.config), "preprocessing": {"modality": ["CT"], "normalisation": "window",
-                                                                    "intensity_window": [-1000, 400]}}
+    run_config = {"model": to_dict(model.config)}
     torch.save({"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {}, "rng": {},
                 "step": 10, "epoch": 1, "best": 0.9, "config": yaml.safe_dump(run_config), "versions": {}}, ckpt)
     out = root / "export"
@@ -104,7 +103,8 @@ def test_create_model_on_the_cli_export_is_exact(cli_export):
         assert torch.equal(again(x, pad_mask=pad)["covid"], model(x, pad_mask=pad)["covid"])
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["tasks"]["covid"]["labels"] == ["normal", "pneumonia", "covid"]
-    assert meta["preprocessing"]["intensity_window"] == [-1000, 400] and meta["license"] == "MIT"
+    assert meta["source"] == "training checkpoint best.pt"
+    assert meta["license"] == "MIT"
     assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.yaml", "metadata.json", "README.md",
                                                 "model.ts", "model.onnx", "bundle"}
 

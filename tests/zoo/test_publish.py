@@ -14,8 +14,9 @@ from medzoo.models import create_model
 from medzoo.zoo.catalog import get_entry, read_catalog_file
 from medzoo.zoo.download import IntegrityError
 from medzoo.zoo.export import sha256_file
-from medzoo.zoo.load import load, load_pretrained
+from medzoo.zoo.loading import load_pretrained
 from medzoo.zoo.publish import export_model, publish
+from medzoo.zoo.resolver import load
 
 W = [8, 16, 32, 64]
 CFG = {"encoder": {"name": "resnet18", "widths": W},

@@ -11,9 +11,12 @@ any image. Readers share these rules:
 - every record's ``meta["source"]`` is ``(listing file, line)``; ``line`` is None for folder-listed datasets,
   where the file is the image itself.
 
-Kinds: ``nih-cxr14``, ``chexpert``, ``mimic-cxr-jpg``, ``padchest``, ``vindr-cxr``, ``montgomery``,
-``shenzhen``, ``covidx-cxr``, ``covidx-ct``, ``covid-severity``, ``msd``, ``medicalnet-list``, ``nifti-folder``
-and ``csv`` (a generic "paths plus label columns" reader).
+Kinds: ``nih-cxr14``, ``chexpert``, ``mimic-cxr-jpg``, ``padchest``, ``vindr-cxr``, ``rsna-pneumonia``,
+``montgomery``, ``shenzhen``, ``tbx11k``, ``covidx-cxr``, ``covidx-ct``, ``covid-severity``, ``msd``,
+``medicalnet-list``, ``nifti-folder`` and ``csv`` (a generic "paths plus label columns" reader). CSV files are read
+as RFC 4180 (quoted delimiters and line breaks); a header naming a column twice is an error. Every record's
+``patient_id`` is the dataset's patient key (the image id where a dataset has none); ``docs/DATASETS.md`` lists
+each reader's label semantics and defaults.
 
 Example:
     >>> from medzoo.data import open_dataset
@@ -37,8 +40,10 @@ from medzoo.data.readers import (  # noqa: F401  (importing registers the reader
     mimic,
     nih,
     padchest,
+    rsna,
     severity,
     tb,
+    tbx11k,
     vindr,
     volumes,
 )

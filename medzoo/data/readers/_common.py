@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 import math
 import os
 import zlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,11 @@ __all__ = [
     "DirIndex",
     "make_manifest",
     "drop_duplicate_ids",
+    "view_filter",
+    "keep_views",
 ]
 
+log = logging.getLogger(__name__)
 NAN = float("nan")
 
 
@@ -115,10 +120,78 @@ class CsvTable:
         return None
 
 
+def _physical_lines(path: Path, errors: ErrorCollector, comment: str | None) -> list[tuple[int, str]]:
+    """``(line_number, text)`` with line ends kept, since a quoted field may span lines.
+
+    A line that is not UTF-8 is dropped and reported: raised when it comes before the header (the next line would
+    be taken for the header), else handed to ``errors``.
+    """
+    data = _open_bytes(path)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    out: list[tuple[int, str]] = []
+    bad: list[DatasetFormatError] = []
+    for number, raw in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            out.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            bad.append(DatasetFormatError(path, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                          f"{e.start + 1}); expected a UTF-8 text file", number))
+    first = next((n for n, t in out if t.strip() and not (comment and t.lstrip().startswith(comment))), None)
+    for err in bad:
+        (errors if first is not None and err.line > first else ErrorCollector("raise")).handle(err)
+    return out
+
+
+class _RecordFeed:
+    """Feeds physical lines to :func:`csv.reader` and remembers where the current record started.
+
+    Blank lines and ``comment`` lines are skipped only between records, never inside a quoted field.
+    """
+
+    def __init__(self, lines: list[tuple[int, str]], comment: str | None) -> None:
+        self.lines, self.comment = lines, comment
+        self.pos = 0  # index of the next physical line
+        self.start: int | None = None  # index of the current record's first line
+
+    def __iter__(self) -> _RecordFeed:
+        return self
+
+    def __next__(self) -> str:
+        while self.pos < len(self.lines):
+            text = self.lines[self.pos][1]
+            self.pos += 1
+            if self.start is None:
+                if not text.strip() or (self.comment and text.lstrip().startswith(self.comment)):
+                    continue
+                self.start = self.pos - 1
+            return text
+        raise StopIteration
+
+    def line(self) -> int:
+        """1-based line number where the current record started."""
+        return self.lines[self.start or 0][0]
+
+
+def _check_header(path: Path, header: list[str], line: int) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name and name in seen:
+            raise DatasetFormatError(path, f"duplicate column {name!r} in the header (columns {seen[name]} and {i}); "
+                                     "every column name must be unique", line)
+        seen.setdefault(name, i)
+
+
 def read_csv(
     path: str | Path, errors: ErrorCollector, *, comment: str | None = None, delimiter: str = ","
 ) -> CsvTable:
-    """Read a small-to-large CSV file with line numbers; blank lines and ``comment``-prefixed lines are skipped."""
+    """Read an RFC 4180 CSV file: quoted fields may hold the delimiter, quotes and line breaks.
+
+    Each row carries the 1-based line its record starts on. Blank lines and ``comment``-prefixed lines between
+    records are skipped. A malformed record (for example a quoted field that is never closed) is reported to
+    ``errors`` at its first line, and reading resumes on the next line. A header naming one column twice is an
+    error naming the file, the line and the column.
+    """
     path = Path(path)
     header: list[str] | None = None
     header_line = 0
@@ -126,32 +199,30 @@ def read_csv(
     # A bad line before the header is never skipped: the next line would be taken as the header.
     header_guard = ErrorCollector("raise")
     before_header = lambda: header is None  # noqa: B023, E731  (late binding is the point: it reads the loop state)
-    for number, text in read_lines(path, _Either(errors, header_guard, before_header)):
-        if not text.strip() or (comment and text.lstrip().startswith(comment)):
-            continue
+    feed = _RecordFeed(_physical_lines(path, errors, comment), comment)
+    reader = csv.reader(feed, delimiter=delimiter, strict=True)
+    while True:
+        feed.start = None
         try:
-            fields = next(csv.reader([text], delimiter=delimiter, strict=True))
+            fields = next(reader)
+        except StopIteration:
+            break
         except csv.Error as e:
-            (header_guard if header is None else errors).handle(
-                DatasetFormatError(path, f"malformed CSV line ({e})", number))
+            reason = ("a quoted field opened here is never closed" if feed.pos >= len(feed.lines) and
+                      "end of data" in str(e) else str(e))
+            (header_guard if before_header() else errors).handle(
+                DatasetFormatError(path, f"malformed CSV record ({reason})", feed.line()))
+            feed.pos = (feed.start or 0) + 1  # resume on the line after the bad record's first line
+            reader = csv.reader(feed, delimiter=delimiter, strict=True)
             continue
         if header is None:
-            header, header_line = [f.strip() for f in fields], number
+            header, header_line = [f.strip() for f in fields], feed.line()
+            _check_header(path, header, header_line)
         else:
-            rows.append((number, fields))
+            rows.append((feed.line(), fields))
     if header is None:
         raise DatasetFormatError(path, "empty file; expected a header line")
     return CsvTable(path, header, header_line, rows)
-
-
-class _Either(ErrorCollector):
-    """Hands errors to ``first`` while ``use_first()`` is true, else to ``second``."""
-
-    def __init__(self, second: ErrorCollector, first: ErrorCollector, use_first: Any) -> None:
-        self.second, self.first, self.use_first = second, first, use_first
-
-    def handle(self, err: DatasetFormatError) -> None:
-        (self.first if self.use_first() else self.second).handle(err)
 
 
 def row_dict(table: CsvTable, line: int, fields: list[str], *, header: list[str] | None = None) -> dict[str, str]:
@@ -302,3 +373,26 @@ def drop_duplicate_ids(records: list[Record], errors: ErrorCollector) -> list[Re
         seen[r.id] = f"{src[0]}:{src[1]}" if src[1] is not None else src[0]
         out.append(r)
     return out
+
+
+def view_filter(kind: str, views: str | Sequence[str]) -> frozenset[str] | None:
+    """Normalise a ``views=`` option: None for ``"*"`` (every view), else the set of view codes to keep."""
+    if isinstance(views, str):
+        views = [views]
+    wanted = [str(v).strip() for v in views]
+    if not wanted or not all(wanted):
+        raise ValueError(f"{kind}: views must be '*' or a list of view codes like ['PA', 'AP'], got {views!r}")
+    return None if "*" in wanted else frozenset(wanted)
+
+
+def keep_views(kind: str, records: list[Record], keep: frozenset[str] | None) -> list[Record]:
+    """The records whose ``meta["view"]`` is in ``keep`` (all when None); logs how many of each view were left out."""
+    if keep is None:
+        return records
+    kept = [r for r in records if r.meta.get("view") in keep]
+    left = Counter(str(r.meta.get("view")) for r in records if r.meta.get("view") not in keep)
+    if left:
+        counts = ", ".join(f"{v}: {n}" for v, n in sorted(left.items()))
+        log.info("%s: kept %d of %d image(s) with views %s; left out %d (%s); pass views='*' to keep all",
+                 kind, len(kept), len(records), sorted(keep), sum(left.values()), counts)
+    return kept

@@ -4,18 +4,23 @@
 ``patientid filename class source`` (v7+); files may mix both. Patient ids can contain spaces, so lines are
 parsed from the right. Three-class files (``normal`` / ``pneumonia`` / ``COVID-19``) give the task ``covid``
 (an int over :data:`COVID_CLASSES`); binary files (``negative`` / ``positive``, COVIDx8B+) give their own task
-``covid_binary`` (DECISIONS 7). Images are looked up in ``root/<split>/``, ``root/data/<split>/``,
-``root/images/`` then ``root``. ``meta["origin"]`` is the source column (rsna, cohen, ...).
+``covid_binary``, because the two label sets are different tasks (a negative is not "normal"). Images are
+looked up in ``root/<split>/``, ``root/data/<split>/``, ``root/images/`` then ``root``. ``meta["origin"]`` is
+the source column (rsna, cohen, ...).
 
 **covidx-ct**: lines ``filename class xmin ymin xmax ymax`` (class 0 Normal, 1 Pneumonia, 2 COVID-19; the box is
 a body crop in pixels, x = column). The scan id is the file name without its trailing slice index
 (``NCP_341_1834_0022.png`` -> scan ``NCP_341_1834``, slice 22; ``STOIC-7-0012.png`` -> ``STOIC-7``;
-``COVIDCTMD-P041-IM0041.png`` -> ``COVIDCTMD-P041``). The patient id is ``{class}_{patient}`` for CNCB names and
-the scan id otherwise. With ``level="slice"`` (default) each line is a record with ``meta["bbox"] =
-(xmin, ymin, xmax, ymax)``; with ``level="series"`` each scan is one record whose ``image`` lists the slice
-paths ordered by slice index, with ``meta["bboxes"]`` and ``meta["slice_index"]`` in the same order. A scan's
-label is the highest slice class (CNCB keeps only lesion slices of CP/NCP scans), and ``meta["slice_labels"]``
-keeps the per-slice classes. Images are in ``image_dir``, else ``root/*_images/``, ``root/images/`` or ``root``.
+``COVIDCTMD-P041-IM0041.png`` -> ``COVIDCTMD-P041``). The patient id merges the scans of one patient:
+``{class}_{patient}`` for CNCB names (``NCP_341_1834`` -> ``NCP_341``), ``COVID-CTset_patientN`` for COVID-CTset
+series (``137covid_patient9_SR_3`` and ``..._SR_4`` -> ``COVID-CTset_patient9``), ``volume-covid19-A-NNNN`` for the
+TCIA series (``volume-covid19-A-0028_1`` -> ``volume-covid19-A-0028``), and the scan id otherwise; so a random
+patient split never puts two series of one patient on both sides. With ``level="slice"`` (default) each line is a
+record with ``meta["bbox"] = (xmin, ymin, xmax, ymax)``; with ``level="series"`` each scan is one record whose
+``image`` lists the slice paths ordered by slice index, with ``meta["bboxes"]`` and ``meta["slice_index"]`` in
+the same order. A scan's label is the highest slice class (CNCB keeps only lesion slices of CP/NCP scans), and
+``meta["slice_labels"]`` keeps the per-slice classes. Images are in ``image_dir``, else ``root/*_images/``,
+``root/images/`` or ``root``.
 
 Split files are found in ``root``, ``root/labels`` and ``root/splits/**`` by name (``train*.txt``,
 ``val*.txt``, ``test*.txt``); ``version`` picks among several (for example ``"9A"`` or ``"CT-3A"``), and
@@ -36,7 +41,7 @@ from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, R
 from medzoo.data.readers._common import DirIndex, drop_duplicate_ids, make_manifest, read_listing_lines
 from medzoo.data.readers._registry import DATASETS
 
-__all__ = ["COVID_CLASSES", "BINARY_CLASSES", "scan_of", "read_covidx_cxr", "read_covidx_ct"]
+__all__ = ["COVID_CLASSES", "BINARY_CLASSES", "scan_of", "patient_of", "read_covidx_cxr", "read_covidx_ct"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ _CXR_CLASSES = {"normal": ("covid", 0), "pneumonia": ("covid", 1), "covid-19": (
                 "negative": ("covid_binary", 0), "positive": ("covid_binary", 1)}
 _SLICE = re.compile(r"^(?P<scan>.+)[-_][A-Za-z]*(?P<index>\d+)$")
 _CNCB = re.compile(r"^(?P<cls>CP|NCP|Normal)_(?P<patient>\d+)_\d+$")
+_COVID_CTSET = re.compile(r"^[A-Za-z0-9]*_(?P<patient>patient\d+)_SR_\d+$", re.IGNORECASE)
+_TCIA = re.compile(r"^(?P<patient>volume-covid19-A-\d+)(?:_\d+)?(?:_ct)?$")
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -140,6 +147,22 @@ def read_covidx_cxr(root: Path, *, split: str | None, errors: ErrorCollector, ve
     return make_manifest("covidx-cxr", root, records, label_names, SPLIT_ALIASES.get(split or ""), errors)
 
 
+def patient_of(scan: str) -> str:
+    """The patient id of a COVIDx-CT scan id (scans of one patient share it; see the module docstring).
+
+    Example:
+        >>> patient_of("137covid_patient9_SR_3"), patient_of("volume-covid19-A-0028_1"), patient_of("STOIC-7")
+        ('COVID-CTset_patient9', 'volume-covid19-A-0028', 'STOIC-7')
+    """
+    if cncb := _CNCB.match(scan):
+        return f"{cncb.group('cls')}_{cncb.group('patient')}"
+    if ctset := _COVID_CTSET.match(scan):
+        return f"COVID-CTset_{ctset.group('patient').lower()}"
+    if tcia := _TCIA.match(scan):
+        return tcia.group("patient")
+    return scan
+
+
 def scan_of(file_name: str) -> tuple[str, str, int] | None:
     """(scan id, patient id, slice index) from a COVIDx-CT slice file name, or None when it has no slice index.
 
@@ -152,9 +175,7 @@ def scan_of(file_name: str) -> tuple[str, str, int] | None:
     if match is None:
         return None
     scan = match.group("scan")
-    cncb = _CNCB.match(scan)
-    patient = f"{cncb.group('cls')}_{cncb.group('patient')}" if cncb else scan
-    return scan, patient, int(match.group("index"))
+    return scan, patient_of(scan), int(match.group("index"))
 
 
 def _parse_ct_line(text: str, path: Path, line: int) -> tuple[str, int, tuple[int, int, int, int]]:

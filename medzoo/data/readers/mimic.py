@@ -5,9 +5,16 @@ study, CheXpert coding), ``mimic-cxr-2.0.0-metadata.csv`` (one row per image) an
 ``mimic-cxr-2.0.0-split.csv`` (``train`` / ``validate`` / ``test``). Images are
 ``files/p{subject_id[:2]}/p{subject_id}/s{study_id}/{dicom_id}.jpg``.
 
-Each image gets its study's label vector; an image whose study has no label row keeps an all-NaN vector
-(``meta["labelled"] = False``) and the count is logged. ``meta``: ``view`` (ViewPosition), ``study``,
-``official_split``, ``labelled`` and ``source`` (the metadata file and line).
+Each image gets its study's label vector, harmonised like CheXpert's (see
+:func:`~medzoo.data.readers.chexpert.harmonise_chexpert`: a ``No Finding = 1`` study has its 12 pathologies set to
+0, ``Support Devices`` stays independent, a blank No Finding becomes 0 next to a positive or uncertain pathology,
+then the ``blank`` and ``uncertainty`` policies). TorchXRayVision's ``MIMIC_Dataset`` also zeroes Support Devices
+in No Finding studies and keeps the other blanks NaN. An image whose study has no label row keeps an all-NaN
+vector (``meta["labelled"] = False``) and the count is logged.
+
+``views`` keeps PA and AP images by default (``ViewPosition``; a blank one is ``UNKNOWN``); ``views="*"`` keeps
+all, and the number left out per view is logged. ``meta``: ``view``, ``study``, ``official_split``, ``labelled``
+and ``source`` (the metadata file and line).
 
 Example:
     >>> m = open_dataset("mimic-cxr-jpg", "/data/mimic-cxr-jpg/2.0.0", split="test")  # doctest: +SKIP
@@ -16,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +31,22 @@ import numpy as np
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 from medzoo.data.readers._common import (
     drop_duplicate_ids,
+    keep_views,
     make_manifest,
     read_csv,
     resolve_path,
     row_dict,
     select_split,
+    view_filter,
 )
 from medzoo.data.readers._registry import DATASETS
-from medzoo.data.readers.chexpert import UNCERTAINTY_POLICIES, chexpert_value, label_columns
+from medzoo.data.readers.chexpert import (
+    FRONTAL_VIEWS,
+    check_policies,
+    chexpert_value,
+    harmonise_chexpert,
+    label_columns,
+)
 
 __all__ = ["read_mimic"]
 
@@ -38,7 +54,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = "mimic-cxr-2.0.0-"
 SPLITS = {"train": "train", "validate": "validate", "val": "validate", "valid": "validate", "test": "test"}
-FRONTAL = ("PA", "AP")
 
 
 def _find(root: Path, name: str, required: bool = True) -> Path | None:
@@ -62,21 +77,28 @@ def _ids(row: dict[str, str], path: Path, line: int, *cols: str) -> tuple[str, .
     return tuple(out)
 
 
-def _labels(path: Path, errors: ErrorCollector, uncertain: float
+def _labels(path: Path, errors: ErrorCollector, uncertain: float, blank: float
             ) -> tuple[list[str], dict[tuple[str, str], np.ndarray]]:
     table = read_csv(path, errors)
     table.column("subject_id"), table.column("study_id")
     cols = label_columns(table, ("subject_id", "study_id"))
     out: dict[tuple[str, str], np.ndarray] = {}
+    conflicts = 0
     for line, fields in table.rows:
         try:
             row = row_dict(table, line, fields)
             key = _ids(row, path, line, "subject_id", "study_id")
             if key in out:
                 raise DatasetFormatError(path, f"second label row for subject/study {key}", line)
-            out[key] = np.array([chexpert_value(row[c], uncertain, path, line, c) for c in cols], dtype=np.float32)
+            raw = np.array([chexpert_value(row[c], path, line, c) for c in cols], dtype=np.float32)
         except DatasetFormatError as e:
             errors.handle(e)
+            continue
+        out[key], conflict = harmonise_chexpert(raw, cols, uncertain=uncertain, blank=blank)
+        conflicts += conflict
+    if conflicts:
+        log.warning("mimic-cxr-jpg: %d stud(ies) have No Finding = 1 next to a positive or uncertain pathology; the "
+                    "pathologies were set to 0 (the No Finding rule)", conflicts)
     return cols, out
 
 
@@ -99,37 +121,17 @@ def _splits(path: Path | None, errors: ErrorCollector) -> dict[str, str]:
     return out
 
 
-@DATASETS.register("mimic-cxr-jpg")
-def read_mimic(root: Path, *, split: str | None, errors: ErrorCollector, labeler: str = "chexpert",
-               uncertainty: str = "u-ignore", frontal_only: bool = False) -> Manifest:
-    """Read MIMIC-CXR-JPG under ``root`` (the folder holding the CSV files and ``files/``).
-
-    Args:
-        root: dataset folder.
-        split: ``"train"``, ``"validate"`` (alias ``"val"``), ``"test"`` or None.
-        errors: the error policy.
-        labeler: ``"chexpert"`` or ``"negbio"`` label file.
-        uncertainty: ``"u-ignore"`` (NaN), ``"u-zeros"`` or ``"u-ones"``.
-        frontal_only: keep PA and AP views only.
-    """
-    if labeler not in ("chexpert", "negbio"):
-        raise ValueError(f"mimic-cxr-jpg: labeler must be 'chexpert' or 'negbio', got {labeler!r}")
-    if uncertainty not in UNCERTAINTY_POLICIES:
-        raise ValueError(f"mimic-cxr-jpg: uncertainty must be one of {sorted(UNCERTAINTY_POLICIES)}")
-    cols, labels = _labels(_find(root, labeler), errors, UNCERTAINTY_POLICIES[uncertainty])
-    official = _splits(_find(root, "split", required=False), errors)
-    meta_path = _find(root, "metadata")
+def _images(root: Path, meta_path: Path, errors: ErrorCollector, cols: list[str],
+            labels: dict[tuple[str, str], np.ndarray], official: dict[str, str], need_view: bool) -> list[Record]:
+    """One record per metadata row, carrying its study's label vector (all NaN when the study has none)."""
     table = read_csv(meta_path, errors)
-    for col in ("dicom_id", "subject_id", "study_id"):
-        table.column(col)
+    for col in ("dicom_id", "subject_id", "study_id", *(("ViewPosition",) if need_view else ())):
+        table.column(col)  # without ViewPosition the view filter would drop every image
     records, unlabelled = [], 0
     for line, fields in table.rows:
         try:
             row = row_dict(table, line, fields)
             dicom, subject, study = _ids(row, meta_path, line, "dicom_id", "subject_id", "study_id")
-            view = row.get("ViewPosition", "").strip()
-            if frontal_only and view not in FRONTAL:
-                continue
             rel = f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg"
             image = resolve_path(root, rel, meta_path, line)
             if not Path(image).is_file():
@@ -139,14 +141,41 @@ def read_mimic(root: Path, *, split: str | None, errors: ErrorCollector, labeler
             continue
         vec = labels.get((subject, study))
         unlabelled += vec is None
-        meta = {"source": (str(meta_path), line), "view": view, "study": study, "labelled": vec is not None}
+        meta = {"source": (str(meta_path), line), "view": row.get("ViewPosition", "").strip() or "UNKNOWN",
+                "study": study, "labelled": vec is not None}
         if dicom in official:
             meta["official_split"] = official[dicom]
         vec = vec.copy() if vec is not None else np.full(len(cols), np.nan, dtype=np.float32)
         records.append(Record(id=dicom, patient_id=subject, image=image, labels={"findings": vec}, meta=meta))
     if unlabelled:
         log.warning("mimic-cxr-jpg: %d image(s) have no label row for their study; their labels are NaN", unlabelled)
+    return records
+
+
+@DATASETS.register("mimic-cxr-jpg")
+def read_mimic(root: Path, *, split: str | None, errors: ErrorCollector, labeler: str = "chexpert",
+               uncertainty: str = "u-ignore", blank: str = "zero",
+               views: str | Sequence[str] = FRONTAL_VIEWS) -> Manifest:
+    """Read MIMIC-CXR-JPG under ``root`` (the folder holding the CSV files and ``files/``).
+
+    Args:
+        root: dataset folder.
+        split: ``"train"``, ``"validate"`` (alias ``"val"``), ``"test"`` or None.
+        errors: the error policy.
+        labeler: ``"chexpert"`` or ``"negbio"`` label file.
+        uncertainty: ``"u-ignore"`` (NaN), ``"u-zeros"`` or ``"u-ones"``.
+        blank: ``"zero"`` (not mentioned -> 0) or ``"nan"``.
+        views: ``ViewPosition`` codes to keep (default PA and AP), or ``"*"`` for all.
+    """
+    if labeler not in ("chexpert", "negbio"):
+        raise ValueError(f"mimic-cxr-jpg: labeler must be 'chexpert' or 'negbio', got {labeler!r}")
+    uncertain, blank_value = check_policies("mimic-cxr-jpg", uncertainty, blank)
+    keep = view_filter("mimic-cxr-jpg", views)
+    cols, labels = _labels(_find(root, labeler), errors, uncertain, blank_value)
+    official = _splits(_find(root, "split", required=False), errors)
+    records = _images(root, _find(root, "metadata"), errors, cols, labels, official, keep is not None)
     if split is not None and not official:
         raise DatasetFormatError(root / f"{PREFIX}split.csv", f"split {split!r} asked for, but there is no split file")
     records, name = select_split("mimic-cxr-jpg", drop_duplicate_ids(records, errors), split, SPLITS)
+    records = keep_views("mimic-cxr-jpg", records, keep)
     return make_manifest("mimic-cxr-jpg", root, records, {"findings": cols}, name, errors, {"findings"})

@@ -11,9 +11,10 @@ Quirks handled:
 - images live in ``images/`` or, as unpacked from the Kaggle/Box archives, in ``images_001/images/`` ... .
 
 Records: ``labels["findings"]`` is a float vector over :data:`NIH_LABELS` (0/1, no unknowns).
-``meta``: ``view``, ``age``, ``sex``, ``follow_up``, ``original_size`` (w, h), ``pixel_spacing`` (x, y),
-``boxes`` (list of ``{"label", "box": (x, y, w, h)}``, only on boxed images), ``official_split``
-(``"train_val"`` or ``"test"`` when the lists are present) and ``source``.
+``meta``: ``no_finding`` (1.0 for ``No Finding``, else 0.0; :func:`~medzoo.data.labels.relabel` fills the
+vocabulary's ``No Finding`` from it), ``view``, ``age``, ``sex``, ``follow_up``, ``original_size`` (w, h),
+``pixel_spacing`` (x, y), ``boxes`` (list of ``{"label", "box": (x, y, w, h)}``, only on boxed images),
+``official_split`` (``"train_val"`` or ``"test"`` when the lists are present) and ``source``.
 
 Example:
     >>> m = open_dataset("nih-cxr14", "/data/ChestX-ray14", split="test")  # doctest: +SKIP
@@ -110,7 +111,8 @@ def _entry_record(table: CsvTable, header: list[str], line: int, fields: list[st
     if not patient:
         raise DatasetFormatError(table.path, "empty 'Patient ID'", line)
     meta = {
-        "source": (str(table.path), line), "view": row["View Position"].strip(), "sex": row["Patient Gender"].strip(),
+        "source": (str(table.path), line), "no_finding": float(not vec.any()), "view": row["View Position"].strip(),
+        "sex": row["Patient Gender"].strip(),
         "age": parse_float(row["Patient Age"].rstrip("Y"), table.path, line, "Patient Age"),
         "follow_up": row["Follow-up #"].strip(),
         "original_size": (parse_float(row["OriginalImage[Width"], table.path, line, "OriginalImage[Width"),

@@ -2,8 +2,9 @@
 
 - **Cohen et al.** ``covid-severity-scores.csv``: ``#`` comment lines, then ``filename,geographic_mean,opacity_mean``.
   Geographic extent 0-8 and opacity 0-6. ``label_names["severity"] == ["geographic", "opacity"]``.
-  Patient ids come from the repository's ``metadata.csv`` (``patientid``, ``filename``) when it is present,
-  else each image is its own patient (logged).
+  Patient ids come from the repository's ``metadata.csv`` (``patientid``, any capitalisation, and ``filename``;
+  RFC 4180, so quoted clinical notes may span lines) when it is present, else each image is its own patient
+  (logged).
 - **COVIDNet-S** ``severity_annotations.csv``: ``filename,Geographic,Opacity,Sum,Product,patientid,dataset,...``.
   Both scores run 0-8 here, so the opacity is named differently:
   ``label_names["severity"] == ["geographic", "opacity_0_8"]``.
@@ -80,7 +81,10 @@ def _cohen_patients(root: Path, errors: ErrorCollector) -> dict[str, str]:
     if not path.exists():
         return {}
     table = read_csv(path, errors)
-    if "patientid" not in table.header or "filename" not in table.header:
+    by_lower = {h.lower(): h for h in table.header}  # older copies spell the column "Patientid"
+    pid, fname = by_lower.get("patientid"), by_lower.get("filename")
+    if pid is None or fname is None:
+        log.warning("covid-severity: %s has no patientid/filename columns (header %s)", path, table.header)
         return {}
     out = {}
     for line, fields in table.rows:
@@ -89,7 +93,7 @@ def _cohen_patients(root: Path, errors: ErrorCollector) -> dict[str, str]:
         except DatasetFormatError as e:
             errors.handle(e)
             continue
-        out[row["filename"].strip()] = row["patientid"].strip()
+        out[row[fname].strip()] = row[pid].strip()
     return out
 
 

@@ -8,7 +8,9 @@ One record per image. ``meta["boxes"]`` maps each radiologist id to their boxes
 ``[{"label", "box": (x_min, y_min, x_max, y_max)}]`` (an empty list for a "No finding" read),
 ``meta["votes"]`` counts the radiologists who marked each finding, and ``meta["radiologists"]`` lists them.
 The ``consensus`` option makes the findings vector from the votes: ``"any"`` (at least one reader; default),
-``"majority"`` (more than half) or ``"all"``. The challenge release has no patient ids, so each image is its own
+``"majority"`` (more than half) or ``"all"``. ``meta["no_finding"]`` is 1.0 when that vector has no finding
+(class 14, ``No finding``, under the consensus), else 0.0; :func:`~medzoo.data.labels.relabel` fills the
+vocabulary's ``No Finding`` from it. The challenge release has no patient ids, so each image is its own
 patient (``patient_id == image_id``). The PhysioNet release's CSVs are not read here (their columns are unverified).
 
 Example:
@@ -127,7 +129,8 @@ def read_vindr(root: Path, *, split: str | None, errors: ErrorCollector, consens
                                              f"{{{','.join(EXTENSIONS)}}}", entry["line"]))
             continue
         vec, votes = _labels(entry["marks"], consensus)
-        meta = {"source": (str(table.path), entry["line"]), "boxes": entry["boxes"], "votes": votes,
+        meta = {"source": (str(table.path), entry["line"]), "no_finding": float(not vec.any()),
+                "boxes": entry["boxes"], "votes": votes,
                 "radiologists": list(entry["boxes"]), "consensus": consensus}
         records.append(Record(id=image_id, patient_id=image_id, image=image, labels={"findings": vec}, meta=meta))
     return make_manifest("vindr-cxr", root, records, {"findings": list(VINDR_LABELS)}, split, errors, {"findings"})

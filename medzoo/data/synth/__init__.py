@@ -14,6 +14,8 @@
 - ``montgomery/MontgomerySet`` -> ``montgomery``; ``shenzhen/ChinaSet_AllFiles`` -> ``shenzhen`` (community
   masks in ``shenzhen/mask``).
 - ``severity`` -> ``covid-severity``: CXRs with lung masks and both severity scales.
+- ``rsna`` -> ``rsna-pneumonia`` (Kaggle box and detailed-class CSVs over DICOM images; only when pydicom is
+  importable); ``tbx11k`` -> ``tbx11k`` (COCO-style JSON with TB boxes).
 
 The corpus is reproducible: the same seed and size give byte-identical files. Each family draws from its own
 seeded generator.
@@ -36,8 +38,10 @@ from pathlib import Path
 from medzoo.data.synth._common import SIZES, CorpusSize, write_text
 from medzoo.data.synth.ct import write_covidx_ct, write_msd
 from medzoo.data.synth.cxr import write_chexpert, write_covidx_cxr, write_nih
+from medzoo.data.synth.rsna import write_rsna
 from medzoo.data.synth.severity import write_severity
 from medzoo.data.synth.tb import write_montgomery, write_shenzhen
+from medzoo.data.synth.tbx11k import write_tbx11k
 from medzoo.data.synth.vindr import write_vindr
 
 __all__ = ["write_synthetic_corpus", "SIZES", "CorpusSize", "CORPUS_VERSION"]
@@ -55,13 +59,14 @@ def write_synthetic_corpus(out_dir: str | os.PathLike, seed: int = 0, size: str 
         seed: base seed; every family derives its own generator from it.
         size: ``"small"`` (about 200 NIH CXRs at 96 px, 40 CT volumes 48x48x32, 60 COVIDx-CT patients;
             a few seconds) or ``"tiny"`` (for tests).
-        dicom: also write the DICOM series and the VinDr-CXR set (skipped when pydicom is not installed).
+        dicom: also write the DICOM series and the VinDr-CXR and RSNA sets (skipped when pydicom is not installed).
 
     Returns:
         Dataset kind (or a descriptive name) -> the folder or file to open: ``msd``, ``medicalnet-list``,
         ``dicom-series`` (when written), ``covidx-ct``, ``nih-cxr14``, ``chexpert``, ``covidx-cxr``,
         ``vindr-cxr`` (when written), ``montgomery``, ``shenzhen``, ``shenzhen-masks``, ``covid-severity``,
-        ``severity-cohen-csv``, ``severity-covidnet-s-csv``, ``severity-with-masks-csv``.
+        ``severity-cohen-csv``, ``severity-covidnet-s-csv``, ``severity-with-masks-csv``, ``rsna-pneumonia``
+        (when written), ``tbx11k``.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
@@ -85,6 +90,10 @@ def write_synthetic_corpus(out_dir: str | os.PathLike, seed: int = 0, size: str 
     sev = write_severity(out / "severity", seed, cfg)
     paths["covid-severity"], paths["severity-cohen-csv"] = sev["root"], sev["cohen"]
     paths["severity-covidnet-s-csv"], paths["severity-with-masks-csv"] = sev["covidnet_s"], sev["with_masks"]
+    rsna = write_rsna(out / "rsna", seed, cfg) if dicom else None
+    if rsna is not None:
+        paths["rsna-pneumonia"] = rsna
+    paths["tbx11k"] = write_tbx11k(out / "tbx11k", seed, cfg)
     manifest = {"format": "medzoo-synthetic-corpus", "version": CORPUS_VERSION, "seed": seed, "size": size,
                 "paths": {k: str(v.relative_to(out)) for k, v in sorted(paths.items())}}
     write_text(out / "corpus.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
