@@ -93,8 +93,8 @@ def render_section(report: str, run: dict[str, Any]) -> str:
         "formats), pretrains one shared resnet10 encoder on CT segmentation + COVIDx-CT series classification + CXR "
         "findings, exports it and publishes it into a local catalog (sha256-verified, loaded back by name), then "
         "measures it on a task held out from pretraining: lung segmentation on Montgomery-style CXRs whose lungs lie "
-        "under ribs, clavicles, vessels and devices, with each image's own exposure. Re-running reuses finished "
-        "steps; a line per finished job shows progress, and a warning says when the machine is busy.", "",
+        "under ribs, clavicles, vessels and devices, next to a gastric bubble as dark as lung. Re-running reuses "
+        "finished steps; a line per finished job shows progress, and a warning says when the machine is busy.", "",
         _time_line(run), "", settings, "", "Pretraining, on its own test splits:", "", pretraining, "", held_out, "",
         "Every job runs on one torch thread with deterministic algorithms, and jobs run side by side in worker "
         "processes, so the tables above are the same bytes with `OMP_NUM_THREADS=1` and 1 worker as with "

@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from medzoo.experiment.stats import ordered as _ordered
+from medzoo.experiment.stats import summarise
+
 __all__ = ["plot_fraction_curves", "plot_learning_curves", "plot_paired"]
 
 
@@ -27,10 +30,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _ordered(values: Sequence[Any]) -> list[Any]:
-    return list(dict.fromkeys(values))
 
 
 def _style(kind: str) -> dict[str, Any]:
@@ -54,8 +53,6 @@ def _save(fig: Any, plt: Any, path: str | os.PathLike) -> Path:
 
 def plot_fraction_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Metric against training-data fraction, one line per init or baseline (mean over seeds, bars: ± std)."""
-    from medzoo.experiment.report import summarise
-
     plt = _pyplot()
     summary = summarise(rows)
     fig, ax = plt.subplots(figsize=(5.5, 4))

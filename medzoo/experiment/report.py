@@ -1,19 +1,20 @@
-"""Tables, paired statistics, generated claims and report files of an experiment matrix.
+"""Tables, generated claims and report files of an experiment matrix.
 
 Rows are the cells' ``result.json`` dicts (keys ``task``, ``init``, ``fraction``, ``seed``, ``metric``, ``value``,
-``kind`` (``init`` or ``baseline``), ``history``...). :func:`summarise` groups them by (task, init, fraction) into
-mean, sample standard deviation (``ddof=1``; 0 for one seed) and count. :func:`paired_differences` compares every
-row with the reference init seed by seed (cells of one fraction and seed share the training subset and test set):
-the mean difference, its 95% t interval over seeds and the win count. :func:`claims` turns those numbers into
-sentences that say what the intervals support and nothing more. Every file here is a function of the results
-alone (no timings), so reruns with any thread or worker count write the same bytes.
+``kind`` (``init`` or ``baseline``), ``history``...); the numbers come from :mod:`medzoo.experiment.stats` (mean ±
+std per init and fraction; paired differences against the reference init with 95% t intervals and win counts).
+:func:`claims` turns those numbers into sentences that say what the intervals support and nothing more. Every
+file here is a function of the results alone (no timings), so reruns with any thread or worker count write the same
+bytes.
 
 Example:
-    >>> rows = [{"task": "t", "init": "scratch", "fraction": 0.1, "seed": s, "metric": "test/t/auroc",
-    ...          "value": v} for s, v in enumerate([0.6, 0.8])]
-    >>> s = summarise(rows)[0]
-    >>> round(s["mean"], 3), round(s["std"], 4), s["n"]
-    (0.7, 0.1414, 2)
+    >>> rows = [{"task": "t", "init": i, "kind": "init", "fraction": 0.1, "seed": s, "metric": "test/t/dice/x",
+    ...          "value": v} for i, vals in (("scratch", [0.80, 0.85]), ("zoo", [0.84, 0.86]))
+    ...          for s, v in enumerate(vals)]
+    >>> print(paired_table(paired_differences(rows, "scratch"), "t"))
+    paired difference  fraction 0.1
+    -----------------  ------------------------------
+    zoo − scratch      +0.0250 [-0.1656, +0.2156] 2/2
 """
 
 from __future__ import annotations
@@ -25,84 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from medzoo.experiment.stats import ordered, paired_differences, summarise, t_interval
 from medzoo.utils.tables import render
 
 __all__ = ["CSV_FIELDS", "claims", "format_table", "markdown_table", "paired_differences", "paired_table",
            "summarise", "t_interval", "write_results"]
 
 CSV_FIELDS = ("cell", "task", "init", "kind", "fraction", "seed", "metric", "value", "steps")
-
-
-def _ordered(values: Sequence[Any]) -> list[Any]:
-    """Unique values in first-seen order."""
-    return list(dict.fromkeys(values))
-
-
-def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± sample std over seeds per (task, init, fraction), in the rows' order.
-
-    Returns:
-        Dicts with ``task, init, kind, fraction, metric, mean, std, n, values, seeds`` (values in seed order).
-    """
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["task"], r["init"], float(r["fraction"])), []).append(r)
-    out = []
-    for (task, init, fraction), members in groups.items():
-        members = sorted(members, key=lambda r: r["seed"])
-        vals = np.array([float(r["value"]) for r in members])
-        std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-        out.append({"task": task, "init": init, "kind": members[0].get("kind", "init"), "fraction": fraction,
-                    "metric": members[0]["metric"], "mean": float(vals.mean()), "std": std, "n": len(vals),
-                    "values": vals.tolist(), "seeds": [r["seed"] for r in members]})
-    return out
-
-
-def t_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """The two-sided t interval of the mean of ``diffs`` (NaNs for fewer than two values).
-
-    Example:
-        >>> lo, hi = t_interval([1.0, 2.0, 3.0])
-        >>> round(lo, 3), round(hi, 3)
-        (-0.484, 4.484)
-    """
-    from scipy.stats import t
-
-    d = np.asarray(diffs, dtype=np.float64)
-    if len(d) < 2:
-        return float("nan"), float("nan")
-    half = float(t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return float(d.mean()) - half, float(d.mean()) + half
-
-
-def paired_differences(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
-    """Every other row minus ``reference``, per task and fraction, paired by seed.
-
-    Returns:
-        Dicts with ``task, init, kind, reference, fraction, metric, mode, n, mean, sd, lo, hi`` (the 95% t
-        interval), ``better, worse, ties`` (seed counts; better means higher for ``mode: max``) and ``diffs``.
-    """
-    value = {(r["task"], r["init"], float(r["fraction"]), r["seed"]): float(r["value"]) for r in rows}
-    out = []
-    for s in summarise(rows):
-        if s["init"] == reference:
-            continue
-        seeds = [seed for seed in s["seeds"] if (s["task"], reference, s["fraction"], seed) in value]
-        if not seeds:
-            continue
-        d = np.array([value[(s["task"], s["init"], s["fraction"], k)] - value[(s["task"], reference, s["fraction"], k)]
-                      for k in seeds])
-        mode = next((r.get("mode", "max") for r in rows if r["task"] == s["task"]), "max")
-        sign = 1.0 if mode == "max" else -1.0
-        lo, hi = t_interval(d)
-        out.append({"task": s["task"], "init": s["init"], "kind": s["kind"], "reference": reference,
-                    "fraction": s["fraction"], "metric": s["metric"], "mode": mode, "n": len(d),
-                    "mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0, "lo": lo, "hi": hi,
-                    "better": int((sign * d > 0).sum()), "worse": int((sign * d < 0).sum()),
-                    "ties": int((d == 0).sum()), "diffs": d.tolist()})
-    return out
 
 
 def _cell(s: dict[str, Any] | None) -> str:
@@ -115,8 +45,8 @@ def _cell(s: dict[str, Any] | None) -> str:
 
 def _grid(summary: Sequence[dict[str, Any]], task: str) -> tuple[list[str], list[float], dict[tuple, dict]]:
     mine = [s for s in summary if s["task"] == task]
-    inits = _ordered([s["init"] for s in mine])
-    fractions = sorted(_ordered([s["fraction"] for s in mine]))
+    inits = ordered([s["init"] for s in mine])
+    fractions = sorted(ordered([s["fraction"] for s in mine]))
     return inits, fractions, {(s["init"], s["fraction"]): s for s in mine}
 
 
@@ -133,7 +63,7 @@ def _task_table(summary: Sequence[dict[str, Any]], task: str, style: str) -> str
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
     """A plain text table per task: one row per init or baseline, one column per fraction (mean ± std)."""
     blocks = []
-    for task in _ordered([s["task"] for s in summary]):
+    for task in ordered([s["task"] for s in summary]):
         first = next(s for s in summary if s["task"] == task)
         blocks.append(f"{task}: {first['metric']} (mean ± std over {first['n']} seed(s))\n"
                       + _task_table(summary, task, "text"))
@@ -152,10 +82,10 @@ def _signed(v: float) -> str:
 def paired_table(paired: Sequence[dict[str, Any]], task: str, style: str = "text") -> str:
     """Rows: ``init − reference``; columns: fractions; cells: mean difference [95% CI] and seeds better/total."""
     mine = [p for p in paired if p["task"] == task]
-    fractions = sorted(_ordered([p["fraction"] for p in mine]))
+    fractions = sorted(ordered([p["fraction"] for p in mine]))
     at = {(p["init"], p["fraction"]): p for p in mine}
     rows = []
-    for init in _ordered([p["init"] for p in mine]):
+    for init in ordered([p["init"] for p in mine]):
         cells = []
         for f in fractions:
             p = at.get((init, f))
@@ -204,7 +134,7 @@ def claims(rows: Sequence[dict[str, Any]], paired: Sequence[dict[str, Any]]) -> 
         out.append(f"Fraction {p['fraction']:g}: {p['init']} − {p['reference']} = {_signed(p['mean'])} "
                    f"(95% CI {_signed(p['lo'])} to {_signed(p['hi'])}, t over {p['n']} paired seed(s); "
                    f"{p['init']} better on {p['better']} of {p['n']}); {_verdict(p)}.")
-    for task in _ordered([r["task"] for r in rows]):
+    for task in ordered([r["task"] for r in rows]):
         sentence = _baseline_sentence(rows, task)
         if sentence:
             out.append(sentence)
@@ -233,7 +163,7 @@ def _results_md(rows: Sequence[dict[str, Any]], title: str, reference: str | Non
     paired = paired_differences(rows, reference) if reference else []
     parts = [f"# {title}: results", "",
              "Mean ± sample standard deviation over seeds; per-cell values in results.csv.", ""]
-    for task in _ordered([s["task"] for s in summary]):
+    for task in ordered([s["task"] for s in summary]):
         metric = next(s["metric"] for s in summary if s["task"] == task)
         parts += [f"## {task}: `{metric}`", "", markdown_table(summary, task), ""]
         if any(p["task"] == task for p in paired):
@@ -263,7 +193,7 @@ def write_results(out: str | os.PathLike, rows: Sequence[dict[str, Any]], *, tit
     files = {"csv": str(_write_csv(out / "results.csv", rows))}
     pngs: dict[str, str] = {}
     if plots:
-        for task in _ordered([r["task"] for r in rows]):
+        for task in ordered([r["task"] for r in rows]):
             mine = [r for r in rows if r["task"] == task]
             pngs[f"fraction:{task}"] = str(P.plot_fraction_curves(mine, out / f"fraction_{task}.png"))
             if reference and (paired := paired_differences(mine, reference)):
