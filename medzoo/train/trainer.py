@@ -272,7 +272,8 @@ class Trainer:
             if metrics:
                 self.history.append({"step": self.step, "epoch": self.epoch, **metrics})
                 self._track_best(metrics)
-        self.save("last.pt")
+        if self.cfg.output.last_every_epoch or last:
+            self.save("last.pt")
 
     def _evaluate(self, split: str) -> tuple[dict[str, float], dict]:
         keep = self.cfg.output.log_images and distributed.is_main()
