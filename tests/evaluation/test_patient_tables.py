@@ -11,21 +11,16 @@ import torch
 import yaml
 
 from medzoo.data.imageio import write_png
-from medzoo.evaluation.chexnet import format_chexnet_table
 from medzoo.evaluation.checkpoint import evaluate_checkpoint
+from medzoo.evaluation.chexnet import format_chexnet_table
 from medzoo.evaluation.tables import auroc_ci_table, bootstrap_tables, covidx_ct_tables, patient_keys
 from medzoo.metrics import auroc_bootstrap_ci
 from medzoo.models.factory import create_model
 from medzoo.train.evaluate import TaskPredictions
+from tests.evaluation.test_tables import _pair_auc
 from tests.train.train_fixtures import DATA, TASKS, WIDTHS
 
 CLASSES = ("normal", "pneumonia", "covid19")
-
-
-def _pair_auc(s, t):
-    """AUROC by counting positive/negative pairs (ties 1/2)."""
-    pos, neg = s[t == 1], s[t == 0]
-    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
 
 
 def _series_predictions() -> TaskPredictions:

@@ -10,16 +10,7 @@ import pytest
 
 from medzoo.metrics import auroc_bootstrap_ci
 from medzoo.metrics.bootstrap import ResamplingUnits
-
-
-def _pair_auc(s: np.ndarray, t: np.ndarray) -> float:
-    """AUROC by counting positive/negative pairs, ties 1/2; NaN targets left out."""
-    keep = ~np.isnan(t)
-    s, t = s[keep], t[keep]
-    pos, neg = s[t == 1], s[t == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return math.nan
-    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+from tests.evaluation.test_tables import _pair_auc
 
 
 def _patient_bootstrap(s: np.ndarray, t: np.ndarray, patients: list, n_boot: int, seed: int) -> np.ndarray:
