@@ -162,3 +162,25 @@ def test_patient_ids_reach_the_evaluation_predictions_and_the_patient_table(tmp_
     assert tables["covid_ct_series"][-1]["n"] == 6
     assert tables["covid_ct_patient"][-1]["n"] == 4
     assert not math.isnan(tables["covid_ct_patient"][-1]["accuracy"])
+
+
+def test_chexnet_table_resamples_the_patients_of_the_test_list(tmp_path):
+    from medzoo.data import open_dataset
+    from medzoo.data.synth import write_synthetic_corpus
+    from medzoo.evaluation.chexnet import chexnet_table
+    from medzoo.train.config import load_run_config
+    from tests.train.train_fixtures import run_config
+
+    write_synthetic_corpus(tmp_path / "corpus", seed=0, size="tiny", dicom=False)
+    cfg = run_config(tmp_path / "corpus", tmp_path / "run", ["nih"])
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": create_model(cfg["model"]).state_dict(), "config": yaml.safe_dump(cfg)}, ckpt)
+    test_ids = (tmp_path / "corpus" / "nih" / "test_list.txt").read_text().split()
+    patient = {r.id: r.patient_id for r in open_dataset("nih-cxr14", tmp_path / "corpus" / "nih")}
+    expected = {patient[i] for i in test_ids}
+    assert len(expected) < len(test_ids)  # several test images per patient
+    rows = chexnet_table(load_run_config(cfg), ckpt, n_boot=10)
+    assert {(r["bootstrap_unit"], r["n_units"]) for r in rows} == {("patient", len(expected))}
+    rows = chexnet_table(load_run_config(cfg), ckpt, n_boot=10, unit="image")
+    assert {(r["bootstrap_unit"], r["n_units"]) for r in rows} == {("image", len(test_ids))}
