@@ -9,7 +9,7 @@ import torch
 
 from medzoo.encoders import create_encoder, list_encoders
 from medzoo.encoders.base import Encoder
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS, randomize_bn
 
 ENCODERS = list_encoders("resnet*")  # ResNet-specific checks; the DenseNet baseline: test_densenet.py
 STRIDES = (32, 16, 8)
@@ -21,21 +21,9 @@ def tiny(name: str, output_stride: int = 32, in_channels: int = 1):
     key = (name, output_stride, in_channels)
     if key not in _cache:
         torch.manual_seed(0)
-        _cache[key] = _randomize_norms(create_encoder(name, output_stride=output_stride, widths=TINY_WIDTHS,
+        _cache[key] = randomize_bn(create_encoder(name, output_stride=output_stride, widths=TINY_WIDTHS,
                                                       in_channels=in_channels)).eval()
     return _cache[key]
-
-
-def _randomize_norms(enc):
-    """Non-trivial BN statistics and affine parameters, so eval-mode comparisons exercise them."""
-    g = torch.Generator().manual_seed(1)
-    for m in enc.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.25)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return enc
 
 
 def test_registry_names():
@@ -94,7 +82,7 @@ def assert_close_scaled(a, b, tol, msg=""):
 @pytest.mark.parametrize("name", ["resnet10", "resnet18", "resnet50"])
 def test_2d_path_equals_3d_in_training_mode(name):
     """Batch statistics (train mode) agree too, and so do the running statistics they update."""
-    enc2, enc3 = (_randomize_norms(create_encoder(name, widths=TINY_WIDTHS, output_stride=8)) for _ in range(2))
+    enc2, enc3 = (randomize_bn(create_encoder(name, widths=TINY_WIDTHS, output_stride=8)) for _ in range(2))
     enc3.load_state_dict(enc2.state_dict())
     x = torch.randn(4, 1, 48, 48)
     f2, f3 = enc2.train()(x), enc3.train()(x.unsqueeze(2))
@@ -173,7 +161,7 @@ def test_reuse_2d_weights_equals_separate_calls():
     results = []
     for reuse in (False, True):
         torch.manual_seed(0)
-        enc = _randomize_norms(create_encoder("resnet18", widths=TINY_WIDTHS)).train()
+        enc = randomize_bn(create_encoder("resnet18", widths=TINY_WIDTHS)).train()
         with enc.reuse_2d_weights() if reuse else torch.enable_grad():
             outs = [enc(x)[-1] for x in xs]
         sum(o.square().mean() for o in outs).backward()

@@ -11,7 +11,7 @@ from monai.networks.nets import ResNet
 from medzoo.encoders import create_encoder
 from medzoo.zoo import UnsafeWeightsError, from_medicalnet, load_medicalnet, read_weights
 from medzoo.zoo.medicalnet import detect_architecture
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS
 from tests.zoo.medicalnet_reference import MedicalNetResNet, randomize, save_released, save_train_checkpoint
 
 CASES = [(10, "B"), (18, "A"), (50, "B")]
