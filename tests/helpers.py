@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -24,6 +25,16 @@ from medzoo.zoo.export import write_export_dir
 TINY_WIDTHS = (8, 16, 32, 64)
 CXR_TASKS = {"findings": {"type": "multilabel", "level": "image", "labels": ["a", "b"]}}
 CXR_PRE = {"modality": ["CXR"], "normalisation": "none", "input_size": [32, 32]}
+#: One ResNet per block type: basic (with the parameter-free shortcut A) and bottleneck (shortcut B).
+REPRESENTATIVE_ENCODERS = ("resnet18", "resnet50")
+
+
+def representatives(names: Any, keep: tuple[str, ...] = REPRESENTATIVE_ENCODERS) -> list[Any]:
+    """``names`` as pytest parameters: the ``keep`` ones run by default, the others are marked ``slow``.
+
+    For checks repeated over every encoder depth: the default run keeps one encoder per block type.
+    """
+    return [n if n in keep else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
 
 # ------------------------------------------------------------------------------------------------------ models

@@ -1,4 +1,5 @@
-"""The encoder contract, checked for every registered ResNet encoder; DenseNet: test_densenet.py."""
+"""The encoder contract, checked for every registered ResNet encoder (the default run keeps one per block type, the
+other depths are slow); DenseNet: test_densenet.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from medzoo.encoders import create_encoder, list_encoders
 from medzoo.encoders.base import Encoder
-from tests.helpers import TINY_WIDTHS, randomize_bn
+from tests.helpers import TINY_WIDTHS, randomize_bn, representatives
 
 ENCODERS = list_encoders("resnet*")  # ResNet-specific checks; the DenseNet baseline: test_densenet.py
 STRIDES = (32, 16, 8)
@@ -22,7 +23,7 @@ def tiny(name: str, output_stride: int = 32, in_channels: int = 1):
     if key not in _cache:
         torch.manual_seed(0)
         _cache[key] = randomize_bn(create_encoder(name, output_stride=output_stride, widths=TINY_WIDTHS,
-                                                      in_channels=in_channels)).eval()
+                                                  in_channels=in_channels)).eval()
     return _cache[key]
 
 
@@ -44,7 +45,7 @@ def test_protocol_and_architecture(name):
 
 
 @pytest.mark.parametrize("output_stride", STRIDES)
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", representatives(ENCODERS))
 def test_contract_3d_and_2d(name, output_stride):
     enc = tiny(name, output_stride)
     expected_red = (2, 4, 8, min(16, output_stride), output_stride)
@@ -60,7 +61,7 @@ def test_contract_3d_and_2d(name, output_stride):
 
 
 @pytest.mark.parametrize("output_stride", STRIDES)
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", representatives(ENCODERS))
 def test_2d_path_equals_3d_on_depth_one(name, output_stride):
     enc = tiny(name, output_stride)
     x = torch.randn(2, 1, 40, 32)
@@ -79,7 +80,7 @@ def assert_close_scaled(a, b, tol, msg=""):
     assert err <= tol * scale, f"{msg} max abs diff {err:.3g} exceeds {tol:g} x scale {scale:.3g}"
 
 
-@pytest.mark.parametrize("name", ["resnet10", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", representatives(["resnet10", "resnet18", "resnet50"]))
 def test_2d_path_equals_3d_in_training_mode(name):
     """Batch statistics (train mode) agree too, and so do the running statistics they update."""
     enc2, enc3 = (randomize_bn(create_encoder(name, widths=TINY_WIDTHS, output_stride=8)) for _ in range(2))
@@ -93,7 +94,7 @@ def test_2d_path_equals_3d_in_training_mode(name):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", representatives(ENCODERS))
 def test_gradients_2d_equal_3d(name):
     enc = tiny(name, 8)
     x = torch.randn(2, 1, 32, 32)
@@ -114,7 +115,7 @@ def test_gradients_2d_equal_3d(name):
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", representatives(ENCODERS))
 def test_in_channels(name, in_channels):
     enc = tiny(name, 32, in_channels)
     assert enc.conv1.weight.shape[1] == in_channels
