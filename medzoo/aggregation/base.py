@@ -11,7 +11,8 @@ An aggregator turns a padded batch of per-slice features into one vector per ser
 Padded positions may hold anything, NaN and Inf included: they are replaced with ``masked_fill`` before any
 arithmetic, so they never reach the output and get exactly zero gradient. A series whose slices are all padding
 raises a ``ValueError`` naming its batch index (the check is skipped while tracing or exporting, where it would be a
-data-dependent branch).
+data-dependent branch). :func:`check_pad_mask` is that check; ``MultiTaskModel`` runs it once per series batch and
+calls the aggregator with ``validate=False``, while a direct call validates.
 
 Example:
     >>> import torch
@@ -26,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -36,6 +38,7 @@ from medzoo.registry import Registry
 __all__ = [
     "AGGREGATORS",
     "Aggregator",
+    "check_pad_mask",
     "compact_valid",
     "create_aggregator",
     "list_aggregators",
@@ -112,6 +115,42 @@ def _is_exporting() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
+def check_pad_mask(pad_mask: Tensor | None, batch_shape: Sequence[int], device: torch.device,
+                   name: str = "series") -> Tensor:
+    """Validate a series padding mask and return it on ``device`` (all False when ``None``).
+
+    Args:
+        pad_mask: ``[B, N]`` bool, True = padding, or None.
+        batch_shape: the expected ``(B, N)``.
+        device: where the mask is returned.
+        name: who checks, for the messages.
+
+    Raises:
+        TypeError: a mask that is not bool.
+        ValueError: a mask of another shape, or a series whose slices are all padding (not checked while tracing or
+            exporting, where it would be a data-dependent branch).
+
+    Example:
+        >>> check_pad_mask(None, (2, 3), torch.device("cpu")).shape
+        torch.Size([2, 3])
+    """
+    batch_shape = tuple(batch_shape)  # sizes stay symbolic under torch.export
+    if pad_mask is None:
+        return torch.zeros(batch_shape, dtype=torch.bool, device=device)
+    if pad_mask.dtype != torch.bool:
+        raise TypeError(f"{name}: pad_mask must be a bool tensor (True = padding), got {pad_mask.dtype}")
+    if tuple(pad_mask.shape) != batch_shape:
+        raise ValueError(f"{name}: pad_mask has shape {tuple(pad_mask.shape)}, expected [B, N] = {batch_shape}")
+    pad_mask = pad_mask.to(device)
+    if not _is_exporting():
+        empty = pad_mask.all(dim=1).nonzero().flatten().tolist()
+        if empty:
+            where = f"index {empty[0]}" if len(empty) == 1 else f"indices {', '.join(map(str, empty))}"
+            raise ValueError(f"{name}: the series at batch {where} has no valid slice (pad_mask row all True); "
+                             "every series needs at least one slice")
+    return pad_mask
+
+
 class Aggregator(nn.Module):
     """Base class: validates the inputs, then calls :meth:`aggregate` on the valid-slice mask.
 
@@ -133,7 +172,7 @@ class Aggregator(nn.Module):
         self.out_features = int(out_features)
 
     def forward(
-        self, x: Tensor, pad_mask: Tensor | None = None, return_weights: bool = False
+        self, x: Tensor, pad_mask: Tensor | None = None, return_weights: bool = False, *, validate: bool = True
     ) -> Tensor | tuple[Tensor, Tensor | None]:
         """Aggregate a padded batch of slice features.
 
@@ -141,47 +180,34 @@ class Aggregator(nn.Module):
             x: ``[B, N, F]`` slice features; padded positions may hold any value.
             pad_mask: ``[B, N]`` bool, True = padding; ``None`` means every slice is valid.
             return_weights: also return the ``[B, N]`` slice weights (``None`` for aggregators without).
+            validate: check ``x`` and ``pad_mask`` (:func:`check_pad_mask`); False for callers that already did,
+                such as ``MultiTaskModel``.
 
         Returns:
             ``z [B, out_features]``, or ``(z, weights)`` when ``return_weights`` is True.
         """
-        valid = self._valid_mask(x, pad_mask)
-        z, weights = self.aggregate(x, valid)
+        if validate:
+            self._check_features(x)
+            pad_mask = check_pad_mask(pad_mask, x.shape[:2], x.device, type(self).__name__)
+        elif pad_mask is None:
+            pad_mask = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        z, weights = self.aggregate(x, ~pad_mask)
         return (z, weights) if return_weights else z
 
     def aggregate(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor | None]:
         """Pool ``x [B, N, F]`` over the slices where ``valid [B, N]`` is True -> ``(z [B, F_out], weights)``."""
         raise NotImplementedError
 
-    def _valid_mask(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
+    def _check_features(self, x: Tensor) -> None:
         name = type(self).__name__
         if x.ndim != 3:
             raise ValueError(f"{name}: expected x of shape [B, N, F], got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"{name}: expected floating-point x, got {x.dtype}")
-        batch, n_slices, features = x.shape
-        if features != self.in_features:
-            raise ValueError(f"{name}: x has {features} features per slice (last dim), expected {self.in_features}")
-        if n_slices == 0:
+        if x.shape[2] != self.in_features:
+            raise ValueError(f"{name}: x has {x.shape[2]} features per slice (last dim), expected {self.in_features}")
+        if x.shape[1] == 0:
             raise ValueError(f"{name}: x has no slices (N = 0)")
-        if pad_mask is None:
-            return torch.ones(batch, n_slices, dtype=torch.bool, device=x.device)
-        if pad_mask.dtype != torch.bool:
-            raise TypeError(f"{name}: pad_mask must be a bool tensor (True = padding), got {pad_mask.dtype}")
-        if tuple(pad_mask.shape) != (batch, n_slices):
-            raise ValueError(
-                f"{name}: pad_mask has shape {tuple(pad_mask.shape)}, expected [B, N] = {(batch, n_slices)}"
-            )
-        valid = ~pad_mask.to(x.device)
-        if not _is_exporting():
-            empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
-            if empty:
-                where = f"index {empty[0]}" if len(empty) == 1 else f"indices {', '.join(map(str, empty))}"
-                raise ValueError(
-                    f"{name}: the series at batch {where} has no valid slice (pad_mask row all True); "
-                    "every series needs at least one slice"
-                )
-        return valid
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"

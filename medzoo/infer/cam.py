@@ -12,6 +12,12 @@
 
 Maps are raw (not normalised); use :func:`medzoo.metrics.localization.minmax_normalize` for [0, 1].
 
+Images run through the same encoder modules as volumes, so ``monai.visualize.GradCAM`` hooked on the encoder's last
+layer sees image maps too, and on an image task gives the same map as :func:`grad_cam`. The functions here are not
+built on it because MONAI's CAM classes read one logits tensor and one activation per forward, while a
+``MultiTaskModel`` returns a dict of tasks, a dense head is scored over a region of its output map, and a series runs
+the encoder in several packed calls whose maps (one per slice) are gathered here.
+
 Example:
     >>> import torch, medzoo
     >>> model = medzoo.create_model({"encoder": {"name": "resnet10", "widths": [8, 16, 32, 64]},

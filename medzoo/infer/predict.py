@@ -232,13 +232,10 @@ class Predictor:
             slices = x[0]
             act = self.model.predict(slices, tasks=[t for t in self._require("image") if not self._dense(t)])
             return {t: self._output(t, **_mean_over_slices(a)) for t, a in act.items()}
-        pad = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
-        act = self.model.predict(x, pad_mask=pad, tasks=tasks)
-        weights = None
-        if self.model.aggregator is not None and any(self.model.task_levels[t] == "series" for t in tasks):
-            with torch.no_grad():
-                w = self.model.slice_weights(x, pad)
-            weights = None if w is None else w[0].cpu().numpy()
+        with torch.no_grad():  # one encoding gives the logits and the aggregator's slice weights
+            logits, w = self.model.forward_series(x, torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device), tasks)
+        act = {t: self.model.heads[t].activate(v, None) for t, v in logits.items()}
+        weights = None if w is None else w[0].cpu().numpy()
         out = {}
         for t in tasks:
             if self.model.task_levels[t] == "slice":

@@ -1,6 +1,8 @@
-"""AUROC: rank-based (Mann-Whitney U with average ranks for ties), per label and mean, with bootstrap CIs.
+"""AUROC per label and mean, with bootstrap CIs: a NaN-masking wrapper around :func:`monai.metrics.compute_roc_auc`.
 
-NaN targets are left out per label; a label with a single class present gives NaN and is skipped in the mean.
+MONAI computes the area (the Mann-Whitney statistic, ties counting 1/2, as ``sklearn.metrics.roc_auc_score``); what
+is ours is the masking: NaN targets are left out per label, and a label with a single class present gives NaN (MONAI
+would warn) and is skipped in the mean. The percentile bootstrap has no library equivalent and is ours.
 
 Example:
     >>> import numpy as np
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from monai.metrics import compute_roc_auc
 from torch import Tensor
 
 from medzoo.metrics.bootstrap import ResamplingUnits
@@ -33,27 +37,14 @@ def _np(x: Any, dtype: type = np.float64) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ AUROC
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values share the average of the ranks they span."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    group = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1
-    counts = np.bincount(group)
-    ends = np.cumsum(counts)
-    ranks = np.empty(len(x))
-    ranks[order] = (ends - (counts - 1) / 2.0)[group]
-    return ranks
-
-
 def _auroc_1d(s: np.ndarray, t: np.ndarray) -> float:
+    """AUROC of scores ``s [N]`` against 0/1/NaN targets ``t [N]``; NaN when one class is absent."""
     valid = ~np.isnan(t)
     s, t = s[valid], t[valid]
-    pos = t == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    n_pos = int((t == 1).sum())
+    if n_pos == 0 or n_pos == len(t):
         return float("nan")
-    u = _average_ranks(s)[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(compute_roc_auc(torch.from_numpy(np.ascontiguousarray(s)), torch.from_numpy(t)))
 
 
 def _scores_targets(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +60,7 @@ def _scores_targets(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auroc(scores: Any, targets: Any) -> float | np.ndarray:
-    """Area under the ROC curve per label, from ranks (Mann-Whitney U, average ranks for ties).
+    """Area under the ROC curve per label (MONAI's ``compute_roc_auc`` on each label's non-missing rows).
 
     Equals the probability that a random positive scores above a random negative, ties counting 1/2.
 

@@ -1,9 +1,11 @@
 """Localisation metrics for heatmaps (CAM, Grad-CAM) against ground-truth masks or boxes.
 
 - Soft Dice between a heatmap ``A`` in [0, 1] and a mask ``B``: ``2 sum(AB) / (sum(A^2) + sum(B^2))`` (the
-  squared form of the V-Net Dice, Milletari et al. 2016), or with plain sums.
+  squared form of the V-Net Dice, Milletari et al. 2016), or with plain sums. It is written out: MONAI's soft Dice
+  is a loss with smoothing terms on tensors, this is a score on any heatmap, 1.0 when both maps are empty.
 - IoU and Dice ``2|A∩B| / (|A| + |B|)`` after binarising the heatmap at its top k percent of cells (cells tied
-  with the k-th percentile are all kept by default, so a score never depends on where the target lies).
+  with the k-th percentile are all kept by default, so a score never depends on where the target lies; the
+  segmentation metrics :func:`~medzoo.metrics.segmentation.dice_per_class` and ``iou_per_class`` on one map).
 - IoBB (Wang et al. 2017, ChestX-ray8): ``area(pred box ∩ GT) / area(pred box)``, with hit rates at
   ``T(IoBB) in {0.1, 0.25, 0.5, 0.75, 0.9}``.
 - The pointing game (Zhang et al. 2016): is the heatmap's maximum inside the target?
@@ -27,6 +29,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from medzoo.metrics.segmentation import dice_per_class, iou_per_class
 
 __all__ = [
     "IOBB_THRESHOLDS",
@@ -180,30 +184,31 @@ def binarize_top_k(heatmap: Any, k_percent: float, ties: str = "include", seed: 
     return keep.reshape(h.shape)
 
 
+def _binary_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both maps as ``[1, 1, *S]`` bool arrays (one sample, one class) for the segmentation overlap metrics."""
+    p, t = _binary(pred, "pred"), _binary(target, "target")
+    _same_shape(p, t, "pred and target")
+    return p[None, None], t[None, None]
+
+
 def iou(pred: Any, target: Any) -> float:
-    """IoU ``|P∩T| / |P∪T|`` of two binary maps; 1.0 when both are empty.
+    """IoU ``|P∩T| / |P∪T|`` of two binary maps; 1.0 when both are empty (:func:`iou_per_class`).
 
     Example:
         >>> iou(np.array([1, 1, 0]), np.array([0, 1, 1]))
         0.3333333333333333
     """
-    p, t = _binary(pred, "pred"), _binary(target, "target")
-    _same_shape(p, t, "pred and target")
-    union = (p | t).sum()
-    return float((p & t).sum() / union) if union else 1.0
+    return float(iou_per_class(*_binary_pair(pred, target), ignore_empty=False)[0, 0])
 
 
 def dice(pred: Any, target: Any) -> float:
-    """Dice ``2|P∩T| / (|P| + |T|)`` of two binary maps; 1.0 when both are empty.
+    """Dice ``2|P∩T| / (|P| + |T|)`` of two binary maps; 1.0 when both are empty (:func:`dice_per_class`).
 
     Example:
         >>> dice(np.array([1, 1, 0]), np.array([0, 1, 1]))
         0.5
     """
-    p, t = _binary(pred, "pred"), _binary(target, "target")
-    _same_shape(p, t, "pred and target")
-    total = p.sum() + t.sum()
-    return float(2 * (p & t).sum() / total) if total else 1.0
+    return float(dice_per_class(*_binary_pair(pred, target), ignore_empty=False)[0, 0])
 
 
 # ----------------------------------------------------------------------------------------------------- boxes

@@ -1,7 +1,10 @@
 """Segmentation overlap per sample and class: Dice and IoU on label maps or one-hot masks.
 
-They work on torch tensors (they run on model outputs, possibly on the GPU). A class absent from the target is NaN
-by default (average with ``nanmean``), never a made-up number.
+The ratios are MONAI's (:func:`monai.metrics.compute_dice`, :func:`monai.metrics.compute_iou`); what is ours is the
+input side: label maps or 0/1 masks checked and one-hot encoded in float64, so the counts are exact. They work on
+torch tensors (they run on model outputs, possibly on the GPU) and take numpy arrays too. A class absent from the
+target is NaN by default (average with ``nanmean``), never a made-up number. The localisation metrics
+(:mod:`medzoo.metrics.localization`) use the same two functions on binary maps.
 
 Example:
     >>> dice_per_class(torch.tensor([[0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 1]]), num_classes=2)
@@ -10,13 +13,17 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from monai.metrics import compute_dice, compute_iou
 from torch import Tensor
 
 __all__ = ["dice_per_class", "iou_per_class"]
 
-def _overlaps(pred: Tensor, target: Tensor, num_classes: int | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Per sample and class: |P ∩ T|, |P|, |T| as float64 ``[B, C]``."""
+
+def _one_hot_pair(pred: Any, target: Any, num_classes: int | None) -> tuple[Tensor, Tensor]:
+    """Both inputs as float64 one-hot ``[B, C, *S]`` after checking their form."""
     pred, target = torch.as_tensor(pred), torch.as_tensor(target)
     if num_classes is not None:
         if pred.shape != target.shape:
@@ -25,27 +32,15 @@ def _overlaps(pred: Tensor, target: Tensor, num_classes: int | None) -> tuple[Te
             if bool(((lab < 0) | (lab >= num_classes)).any()):
                 raise ValueError(f"{name} labels must lie in [0, {num_classes}), got values in "
                                  f"[{int(lab.min())}, {int(lab.max())}]")
-        pred = torch.nn.functional.one_hot(pred.long(), num_classes).movedim(-1, 1)
-        target = torch.nn.functional.one_hot(target.long(), num_classes).movedim(-1, 1)
-    elif pred.shape != target.shape or pred.ndim < 3 or any(bool(((x != 0) & (x != 1)).any()) for x in (pred, target)):
+        return tuple(torch.nn.functional.one_hot(lab.long(), num_classes).movedim(-1, 1).double()  # type: ignore
+                     for lab in (pred, target))
+    if pred.shape != target.shape or pred.ndim < 3 or any(bool(((x != 0) & (x != 1)).any()) for x in (pred, target)):
         raise ValueError(f"one-hot inputs must both be 0/1 [B, C, *S], got {tuple(pred.shape)} and "
                          f"{tuple(target.shape)} (pass num_classes for label maps)")
-    pred, target = pred.bool(), target.bool()
-    dims = tuple(range(2, pred.ndim))
-    inter = (pred & target).sum(dims).double()
-    return inter, pred.sum(dims).double(), target.sum(dims).double()
+    return pred.double(), target.double()
 
 
-def _finish(score: Tensor, n_pred: Tensor, n_true: Tensor, include_background: bool, ignore_empty: bool) -> Tensor:
-    empty_true = n_true == 0
-    if ignore_empty:
-        score = torch.where(empty_true, torch.full_like(score, float("nan")), score)
-    else:  # both empty -> perfect agreement; only the prediction non-empty -> 0 (already)
-        score = torch.where(empty_true & (n_pred == 0), torch.ones_like(score), score)
-    return score if include_background else score[:, 1:]
-
-
-def dice_per_class(pred: Tensor, target: Tensor, num_classes: int | None = None, include_background: bool = True,
+def dice_per_class(pred: Any, target: Any, num_classes: int | None = None, include_background: bool = True,
                    ignore_empty: bool = True) -> Tensor:
     """Dice ``2|P∩T| / (|P| + |T|)`` per sample and class.
 
@@ -65,12 +60,15 @@ def dice_per_class(pred: Tensor, target: Tensor, num_classes: int | None = None,
         >>> dice_per_class(torch.tensor([[0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 1]]), num_classes=2)
         tensor([[0.6667, 0.8000]], dtype=torch.float64)
     """
-    inter, n_pred, n_true = _overlaps(pred, target, num_classes)
-    score = 2 * inter / (n_pred + n_true).clamp_min(1)
-    return _finish(score, n_pred, n_true, include_background, ignore_empty)
+    p, t = _one_hot_pair(pred, target, num_classes)
+    if p.shape[1] == 1:  # MONAI reads one channel as a class-1 label map, counted in float32: add the complement
+        score = compute_dice(torch.cat([p, 1 - p], 1), torch.cat([t, 1 - t], 1), ignore_empty=ignore_empty)[:, :1]
+    else:
+        score = compute_dice(p, t, include_background=True, ignore_empty=ignore_empty)
+    return score.double() if include_background else score[:, 1:].double()
 
 
-def iou_per_class(pred: Tensor, target: Tensor, num_classes: int | None = None, include_background: bool = True,
+def iou_per_class(pred: Any, target: Any, num_classes: int | None = None, include_background: bool = True,
                   ignore_empty: bool = True) -> Tensor:
     """IoU (Jaccard) ``|P∩T| / |P∪T|`` per sample and class; arguments as :func:`dice_per_class`.
 
@@ -78,6 +76,6 @@ def iou_per_class(pred: Tensor, target: Tensor, num_classes: int | None = None, 
         >>> iou_per_class(torch.tensor([[0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 1]]), num_classes=2)
         tensor([[0.5000, 0.6667]], dtype=torch.float64)
     """
-    inter, n_pred, n_true = _overlaps(pred, target, num_classes)
-    score = inter / (n_pred + n_true - inter).clamp_min(1)
-    return _finish(score, n_pred, n_true, include_background, ignore_empty)
+    p, t = _one_hot_pair(pred, target, num_classes)
+    score = compute_iou(p, t, include_background=True, ignore_empty=ignore_empty).double()
+    return score if include_background else score[:, 1:]

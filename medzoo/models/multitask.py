@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medzoo.aggregation.base import Aggregator
 from medzoo.heads.base import LEVELS
 from medzoo.models.series import check_series, encode_series, pool_features
 
@@ -54,7 +55,8 @@ class MultiTaskModel(nn.Module):
     Args:
         encoder: a medzoo encoder (``forward(x) -> list of 5 maps``, ``out_channels``).
         heads: task name -> head (see :mod:`medzoo.heads`).
-        aggregator: ``forward(x [B, N, F], pad_mask) -> [B, F_out]``; required for series-level tasks.
+        aggregator: a :class:`~medzoo.aggregation.Aggregator` (``[B, N, F] -> [B, F_out]``); required for
+            series-level tasks.
         levels: task name -> level (default ``volume`` for every task).
         max_items_per_chunk: series items per encoder call.
         checkpoint_chunks: activation checkpointing per chunk of series items while training.
@@ -75,7 +77,7 @@ class MultiTaskModel(nn.Module):
         self,
         encoder: nn.Module,
         heads: Mapping[str, nn.Module],
-        aggregator: nn.Module | None = None,
+        aggregator: Aggregator | None = None,
         *,
         levels: Mapping[str, str] | None = None,
         max_items_per_chunk: int = 64,
@@ -89,6 +91,9 @@ class MultiTaskModel(nn.Module):
             raise ValueError(f"levels given for tasks without a head: {unknown}; tasks are {sorted(heads)}")
         if max_items_per_chunk < 1:
             raise ValueError(f"series.max_items_per_chunk must be >= 1, got {max_items_per_chunk}")
+        if aggregator is not None and not isinstance(aggregator, Aggregator):
+            raise TypeError(f"aggregator must be a medzoo.aggregation.Aggregator (subclass it and implement "
+                            f"aggregate(x, valid)), got {type(aggregator).__name__}")
         self.task_levels = {name: levels.get(name, "volume") for name in heads}
         for name, head in heads.items():
             _check_task(name, head, self.task_levels[name], aggregator)
@@ -172,7 +177,7 @@ class MultiTaskModel(nn.Module):
         """
         kind, names = self._route(x, pad_mask, tasks)
         if kind == "series":
-            return self._forward_series(x, pad_mask, names)
+            return self._forward_series(x, pad_mask, names)[0]
         feats = self.encoder(x)
         pooled = pool_features(feats[-1])
         return {t: self._run_head(t, feats, pooled, x.shape[2:]) for t in names}
@@ -183,22 +188,48 @@ class MultiTaskModel(nn.Module):
 
     def encode_series(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Per-item pooled features ``[B, N, F]`` of a series (zeros at padding); see :mod:`medzoo.models.series`."""
+        return self._encode_items(x, check_series(x, pad_mask))
+
+    def _encode_items(self, x: Tensor, pad_mask: Tensor) -> Tensor:
+        """:meth:`encode_series` for a mask :func:`check_series` already accepted."""
         return encode_series(
             self.encoder, x, pad_mask, max_items_per_chunk=self.max_items_per_chunk,
-            checkpoint=self.checkpoint_chunks and self.training, mode=self.series_mode,
+            checkpoint=self.checkpoint_chunks and self.training, mode=self.series_mode, validate=False,
         )
 
-    def _forward_series(self, x: Tensor, pad_mask: Tensor | None, names: list[str]) -> dict[str, Tensor]:
-        pad_mask = check_series(x, pad_mask)
-        items = self.encode_series(x, pad_mask)
-        bag = self.aggregator(items, pad_mask) if any(self.task_levels[t] == "series" for t in names) else None
+    def forward_series(
+        self, x: Tensor, pad_mask: Tensor | None = None, tasks: Sequence[str] | None = None
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """Series logits per task and the aggregator's slice weights, from one encoding of the series.
+
+        Args:
+            x: ``[B, N, C, H, W]`` or ``[B, N, C, d, H, W]``.
+            pad_mask: ``[B, N]`` bool, True = padding.
+            tasks: series- or slice-level tasks (default: all of them).
+
+        Returns:
+            ``({task: logits}, weights)`` as :meth:`forward`, with ``weights [B, N]`` from aggregators that have
+            them (attention), else None (also when no requested task is series-level).
+        """
+        pad_mask = pad_mask if pad_mask is not None else torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        _, names = self._route(x, pad_mask, tasks)  # a mask makes the input a series, or names the mismatch
+        return self._forward_series(x, pad_mask, names)
+
+    def _forward_series(
+        self, x: Tensor, pad_mask: Tensor | None, names: list[str]
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        pad_mask = check_series(x, pad_mask)  # the one check of this batch's mask: nothing below repeats it
+        items = self._encode_items(x, pad_mask)
+        bag = weights = None
+        if any(self.task_levels[t] == "series" for t in names):
+            bag, weights = self.aggregator(items, pad_mask, return_weights=True, validate=False)
         out = {}
         for t in names:
             if self.task_levels[t] == "series":
                 out[t] = self.heads[t](bag)
             else:
                 out[t] = self.heads[t](items).masked_fill(pad_mask.unsqueeze(-1), 0.0)
-        return out
+        return out, weights
 
     def slice_logits(
         self, x: Tensor, pad_mask: Tensor | None = None, tasks: Sequence[str] | None = None
@@ -224,7 +255,7 @@ class MultiTaskModel(nn.Module):
                     f"{feature_dim}; use an aggregator that keeps the feature size (mean, max, attention)"
                 )
         pad_mask = check_series(x, pad_mask)
-        items = self.encode_series(x, pad_mask)
+        items = self._encode_items(x, pad_mask)
         return {t: self.heads[t](items).masked_fill(pad_mask.unsqueeze(-1), 0.0) for t in names}
 
     def slice_weights(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor | None:
@@ -232,7 +263,7 @@ class MultiTaskModel(nn.Module):
         if self.aggregator is None:
             raise ValueError("this model has no aggregator")
         pad_mask = check_series(x, pad_mask)
-        return self.aggregator(self.encode_series(x, pad_mask), pad_mask, return_weights=True)[1]
+        return self.aggregator(self._encode_items(x, pad_mask), pad_mask, return_weights=True, validate=False)[1]
 
     # ----------------------------------------------------------------------------------------------- predict
     @contextlib.contextmanager

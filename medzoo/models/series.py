@@ -9,6 +9,9 @@ batched with (in eval mode).
 
 ``mode="dense"`` encodes all ``B * N`` items instead (the MILModel way); it is what exports use (no data-dependent
 indexing to trace), and the benchmark's baseline.
+
+The padding mask is validated once per batch (:func:`check_series`): :func:`encode_series` does it when called
+directly, and ``MultiTaskModel`` does it at its boundary and passes ``validate=False`` below.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from medzoo.aggregation.base import check_pad_mask
+
 __all__ = ["check_series", "encode_series", "pool_features", "scatter_items"]
 
 Encoder = Callable[[Tensor], Sequence[Tensor]]
@@ -31,40 +36,26 @@ def pool_features(fmap: Tensor) -> Tensor:
     return fmap.flatten(2).mean(dim=-1)
 
 
-def _is_exporting() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
-
-
 def check_series(x: Tensor, pad_mask: Tensor | None) -> Tensor:
-    """Validate a series batch and return its ``pad_mask`` (all False when ``None``).
+    """Validate a series batch and return its ``pad_mask`` on ``x``'s device (all False when ``None``).
 
     Raises:
-        ValueError: wrong ranks or shapes, a non-bool mask, or a series with no valid item.
+        ValueError: wrong ranks or shapes, or a series with no valid item (see
+            :func:`medzoo.aggregation.check_pad_mask`).
+        TypeError: a mask that is not bool.
     """
     if x.dim() not in (5, 6):
         raise ValueError(
             "a series input must be [B, N, C, H, W] (slices) or [B, N, C, d, H, W] (slabs), "
             f"got shape {tuple(x.shape)}"
         )
-    if pad_mask is None:
-        return torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
-    if pad_mask.dtype != torch.bool:
-        raise ValueError(f"pad_mask must be a bool tensor (True = padding), got dtype {pad_mask.dtype}")
-    if tuple(pad_mask.shape) != tuple(x.shape[:2]):
-        raise ValueError(f"pad_mask must have shape [B, N] = {tuple(x.shape[:2])}, got {tuple(pad_mask.shape)}")
-    if _is_exporting():  # the emptiness check is a data-dependent branch; exports trace the dense path
-        return pad_mask.to(x.device)
-    empty = pad_mask.all(dim=1).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"series {empty} of the batch have no valid item (pad_mask is all True); drop them first")
-    return pad_mask.to(x.device)
+    return check_pad_mask(pad_mask, x.shape[:2], x.device)
 
 
 @contextlib.contextmanager
 def _restored_buffers(module: nn.Module) -> Iterator[None]:
     """Restore every buffer (BN running statistics) after the block: a checkpointed chunk recomputed in backward
-    must not update them a second time. Works for any implementation that updates the buffers in place (the
-    encoder's 2D path runs a functional twin on the same buffer tensors)."""
+    must not update them a second time. Works for any encoder that updates its buffers in place."""
     saved = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         yield
@@ -109,6 +100,7 @@ def encode_series(
     max_items_per_chunk: int = 64,
     checkpoint: bool = False,
     mode: str = "packed",
+    validate: bool = True,
 ) -> Tensor:
     """Encode a batch of series into per-item pooled features.
 
@@ -120,6 +112,8 @@ def encode_series(
         checkpoint: recompute each chunk's activations in backward (bounded training memory); BN running
             statistics are updated once, as without checkpointing.
         mode: ``"packed"`` encodes valid items only; ``"dense"`` encodes all ``B * N`` items.
+        validate: check ``x`` and ``pad_mask`` (:func:`check_series`); False when the caller already did and
+            passes the checked mask.
 
     Returns:
         ``[B, N, F]`` pooled features, zero at padded positions.
@@ -134,7 +128,8 @@ def encode_series(
         raise ValueError(f"max_items_per_chunk must be >= 1, got {max_items_per_chunk}")
     if mode not in ("packed", "dense"):
         raise ValueError(f"mode must be 'packed' or 'dense', got {mode!r}")
-    pad_mask = check_series(x, pad_mask)
+    if validate or pad_mask is None:
+        pad_mask = check_series(x, pad_mask)
     flat = x.flatten(0, 1)  # a view: no copy of the input
     if mode == "packed":
         index = (~pad_mask).flatten().nonzero().flatten()

@@ -1,9 +1,11 @@
 """Segmentation losses: cross-entropy and the V-Net soft Dice on label maps, with MedicalNet's label downsampling.
 
-Label maps are ``[B, *S]`` (or ``[B, 1, *S]``). Where the logits are at a lower resolution than the labels
-(``medicalnet_seg``, which keeps MedicalNet's input/4 output), ``match_size=True`` nearest-downsamples the labels to the
-logits' size with :func:`downsample_labels`, as MedicalNet does with ``scipy.ndimage.zoom(order=0)``. Registered in
-``LOSSES`` as ``seg_ce``, ``dice`` and ``dice_ce``.
+The Dice arithmetic is MONAI's (:class:`monai.losses.MaskedDiceLoss`, the masked form of ``DiceLoss``); what is ours
+is the target side: label maps ``[B, *S]`` (or ``[B, 1, *S]``) checked and one-hot encoded, voxels at
+``ignore_index`` masked out of both sums, and MedicalNet's nearest label downsampling. Where the logits are at a lower
+resolution than the labels (``medicalnet_seg``, which keeps MedicalNet's input/4 output), ``match_size=True``
+nearest-downsamples the labels to the logits' size with :func:`downsample_labels`, as MedicalNet does with
+``scipy.ndimage.zoom(order=0)``. Registered in ``LOSSES`` as ``seg_ce``, ``dice`` and ``dice_ce``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.losses import MaskedDiceLoss
 from torch import Tensor, nn
 
 from medzoo.train._loss_base import LOSSES, WeightLike, _as_weight, _buffer, _check_reduction, _class_index, _reduce
@@ -123,7 +126,9 @@ def dice_loss(logits: Tensor, target: Tensor, *, sigmoid: bool = False, squared:
               match_size: bool = False) -> Tensor:
     """Soft Dice loss ``1 - (2 sum(AB) + eps) / (sum(A^2) + sum(B^2) + eps)``, per class, then the mean.
 
-    ``A`` are the softmax (or sigmoid) probabilities and ``B`` the one-hot targets (Milletari et al. 2016).
+    ``A`` are the softmax (or sigmoid) probabilities and ``B`` the one-hot targets (Milletari et al. 2016). The
+    arithmetic is :class:`monai.losses.MaskedDiceLoss` (``squared_pred``, ``smooth_nr = smooth_dr = eps``); the mask
+    drops ``ignore_index`` voxels from both sums.
 
     Args:
         logits: ``[B, C, *s]``.
@@ -140,17 +145,15 @@ def dice_loss(logits: Tensor, target: Tensor, *, sigmoid: bool = False, squared:
         >>> dice_loss(torch.tensor([[[-9.0, 9.0]], [[9.0, -9.0]]]).permute(1, 0, 2), torch.tensor([[1, 0]]))
         tensor(0.)
     """
+    if not sigmoid and logits.shape[1] < 2:
+        raise ValueError(f"dice: logits {tuple(logits.shape)} have one channel; a softmax over one channel is "
+                         "constant, so pass sigmoid=True")
+    if not include_background and logits.shape[1] < 2:
+        raise ValueError("dice: include_background=False needs at least 2 channels")
     onehot, valid = _dice_target(logits, target, sigmoid, ignore_index, match_size)
-    probs = torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=1)
-    probs, onehot = probs * valid, onehot * valid
-    if not include_background:
-        if probs.shape[1] < 2:
-            raise ValueError("dice: include_background=False needs at least 2 channels")
-        probs, onehot = probs[:, 1:], onehot[:, 1:]
-    dims = ([0] if batch else []) + list(range(2, probs.ndim))
-    inter = (probs * onehot).sum(dims)
-    den = (probs**2).sum(dims) + (onehot**2).sum(dims) if squared else probs.sum(dims) + onehot.sum(dims)
-    return (1 - (2 * inter + smooth) / (den + smooth)).mean()
+    loss = MaskedDiceLoss(include_background=include_background, sigmoid=sigmoid, softmax=not sigmoid,
+                          squared_pred=squared, smooth_nr=smooth, smooth_dr=smooth, batch=batch)
+    return loss(logits, onehot, mask=valid.to(logits.dtype))
 
 
 @LOSSES.register("seg_ce")
@@ -182,6 +185,10 @@ class DiceLoss(nn.Module):
 @LOSSES.register("dice_ce")
 class DiceCELoss(nn.Module):
     """``dice_weight * dice_loss + ce_weight * CE`` (voxel CE for softmax, channel-wise BCE for ``sigmoid=True``).
+
+    Without class weights and ignored voxels it equals ``monai.losses.DiceCELoss(softmax=True, to_onehot_y=True,
+    squared_pred=True)``; it is not built on that class because MONAI's has no ``ignore_index`` (MedicalNet's -1
+    labels) and applies the CE class weights to the Dice term too.
 
     Args:
         dice_weight: weight of the Dice term.

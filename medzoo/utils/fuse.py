@@ -2,9 +2,10 @@
 
 A BatchNorm in eval mode is an affine map per channel, ``bn(y) = (y - mean) * s + beta`` with
 ``s = gamma / sqrt(var + eps)``. After a convolution ``y = W * x + b`` it folds into that convolution:
-``W' = W * s`` (per output channel) and ``b' = (b - mean) * s + beta``; the BatchNorm becomes ``nn.Identity``.
+``W' = W * s`` (per output channel) and ``b' = (b - mean) * s + beta``; the BatchNorm becomes ``nn.Identity``. The
+arithmetic is :func:`torch.nn.utils.fusion.fuse_conv_bn_weights`; what is ours is finding the pairs.
 
-Which (convolution, BatchNorm) pairs are folded, by structure only (no tracing):
+Which (convolution, BatchNorm) pairs are folded, by structure only (no tracing, which would miss the 2D path):
 
 - the stem and blocks of MONAI's ``ResNet`` family (``ResNet``, ``ResNetBlock``, ``ResNetBottleneck``), whose
   forward applies ``bnK`` directly to the output of ``convK`` (``K`` in 1, 2, 3);
@@ -12,12 +13,9 @@ Which (convolution, BatchNorm) pairs are folded, by structure only (no tracing):
 
 Only BatchNorms that track running statistics are folded. The fused model is meant for inference: it has no
 BatchNorm left to train, and its state dict differs from the original's (no ``bn*`` keys, a ``bias`` on every
-folded convolution), so save and ship the *unfused* weights and fuse after loading.
-
-The encoder's 2D path (:class:`medzoo.encoders.ResNetEncoder`) runs a meta-device twin network with centre slices
-of the 3D kernels; :func:`fuse_bn` applies the same structural change to that twin, so the fused encoder still
-takes images ``[B, C, H, W]`` and volumes ``[B, C, D, H, W]`` alike (the centre slice of a folded kernel is the
-folded centre slice, since the scale is per output channel).
+folded convolution), so save and ship the *unfused* weights and fuse after loading. medzoo encoders run images
+through the same modules as volumes (:mod:`medzoo.encoders.dual`), so a fused encoder takes images and volumes
+alike: the centre depth slice of a folded kernel is the folded centre slice, since the scale is per output channel.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ import logging
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 __all__ = ["fuse_bn", "fold_conv_bn", "find_conv_bn_pairs"]
 
@@ -77,41 +76,28 @@ def fold_conv_bn(conv: nn.Module, bn: nn.Module) -> None:
     Args:
         conv: an ``nn.Conv1d/2d/3d`` with weight ``[C_out, C_in / groups, *k]``.
         bn: a BatchNorm over ``C_out`` channels with running statistics.
+
+    Example:
+        >>> conv, bn = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2).eval()
+        >>> fold_conv_bn(conv, bn)
+        >>> conv.bias.shape
+        torch.Size([2])
     """
     if not _foldable(conv, bn):
         raise ValueError(f"cannot fold {type(bn).__name__} into {type(conv).__name__}: need a convolution followed "
                          "by a BatchNorm with running statistics over its output channels")
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
-    shift = bn.bias if bn.affine else torch.zeros_like(scale)
-    w = conv.weight
-    bias = conv.bias if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-    new_bias = (bias - bn.running_mean) * scale + shift
-    conv.weight.copy_(w * scale.reshape(-1, *([1] * (w.dim() - 1))).to(w.dtype))
-    if conv.bias is None:
-        conv.bias = nn.Parameter(new_bias.to(w.dtype), requires_grad=w.requires_grad)
-    else:
-        conv.bias.copy_(new_bias)
-
-
-def _fuse_twin(owner_name: str, twin: nn.Module, pairs: list[tuple[str, str, str]]) -> None:
-    """Mirror the folds made under ``owner_name`` on a stateless (meta-device) twin network."""
-    prefix = owner_name + "." if owner_name else ""
-    for parent, conv_key, bn_key in pairs:
-        if not (parent == owner_name or parent.startswith(prefix)):
-            continue
-        rel = parent[len(prefix):] if parent != owner_name else ""
-        host = twin.get_submodule(rel)
-        conv = host._modules[conv_key]
-        if conv.bias is None:
-            conv.bias = nn.Parameter(torch.empty(conv.out_channels, device=conv.weight.device), requires_grad=False)
-        host._modules[bn_key] = nn.Identity()
+    trainable = conv.weight.requires_grad
+    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                        bn.weight if bn.affine else None, bn.bias if bn.affine else None)
+    conv.weight = weight.requires_grad_(trainable)
+    conv.bias = bias.requires_grad_(trainable)
 
 
 def fuse_bn(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Fold every foldable eval-mode BatchNorm of ``model`` into its convolution; return the model in eval mode.
 
     Outputs are unchanged up to float rounding (about 1e-6 relative in fp32) for volumes and, for medzoo
-    encoders, images through the 2D path. Use it for inference, TorchScript or ONNX export, after loading weights.
+    encoders, images. Use it for inference, TorchScript or ONNX export, after loading weights.
 
     Args:
         model: any module, typically a :class:`~medzoo.models.MultiTaskModel` or an encoder.
@@ -138,13 +124,6 @@ def fuse_bn(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         host = model.get_submodule(parent)
         fold_conv_bn(host._modules[conv_key], host._modules[bn_key])
         host._modules[bn_key] = nn.Identity()
-    for name, module in model.named_modules():
-        twin = module.__dict__.get("_twin2d")
-        if isinstance(twin, nn.Module):
-            if not inplace:
-                twin = copy.deepcopy(twin)
-                object.__setattr__(module, "_twin2d", twin)
-            _fuse_twin(name, twin, pairs)
     left = sum(isinstance(m, _NORMS) for m in model.modules())
     logger.info("fuse_bn: folded %d BatchNorm layers into convolutions (%d left unfused)", len(pairs), left)
     return model

@@ -71,7 +71,8 @@ class TestAggregatorContract:
         pad = lengths_mask([6, 2, 4], 6)
         z = agg(x, pad)
         assert isinstance(z, torch.Tensor)
-        assert z.shape == (3, agg.out_features) and z.dtype == dtype
+        assert z.shape == (3, agg.out_features)
+        assert z.dtype == dtype
         assert torch.isfinite(z).all()
         assert agg(x).shape == (3, agg.out_features)  # pad_mask=None: every slice valid
 
@@ -80,14 +81,16 @@ class TestAggregatorContract:
         agg = build(name, kwargs).eval()
         x, pad = torch.randn(3, 6, F), lengths_mask([6, 1, 3], 6)
         out = agg(x, pad, return_weights=True)
-        assert isinstance(out, tuple) and len(out) == 2
+        assert isinstance(out, tuple)
+        assert len(out) == 2
         z, weights = out
         torch.testing.assert_close(z, agg(x, pad), rtol=0, atol=0)
         assert agg.has_weights == (name in WEIGHTED)
         if name not in WEIGHTED:
             assert weights is None
             return
-        assert weights.shape == (3, 6) and weights.dtype == x.dtype
+        assert weights.shape == (3, 6)
+        assert weights.dtype == x.dtype
         assert (weights[pad] == 0).all(), "padded slices must get exactly zero weight"
         assert (weights[~pad] > 0).all()
         torch.testing.assert_close(weights.sum(dim=1), torch.ones(3), rtol=0, atol=1e-6)
@@ -160,7 +163,8 @@ class TestAggregatorContract:
         if name == "max":  # only each feature's winning slice gets gradient
             winners = torch.where(pad[..., None], float("-inf"), x.detach()).argmax(dim=1)  # [B, F]
             hit = torch.zeros_like(x.grad, dtype=torch.bool).scatter_(1, winners.unsqueeze(1), True)
-            assert (x.grad[hit] != 0).all() and (x.grad[~hit] == 0).all()
+            assert (x.grad[hit] != 0).all()
+            assert (x.grad[~hit] == 0).all()
         else:
             per_slice = x.grad.abs().sum(dim=-1)  # [B, N]
             assert (per_slice[~pad] > 0).all(), "every valid slice should receive gradient"
@@ -172,7 +176,8 @@ class TestAggregatorContract:
         agg = build(name, kwargs).eval()
         x = torch.randn(2, 1, F)
         z, w = agg(x, torch.zeros(2, 1, dtype=torch.bool), return_weights=True)
-        assert z.shape == (2, agg.out_features) and torch.isfinite(z).all()
+        assert z.shape == (2, agg.out_features)
+        assert torch.isfinite(z).all()
         if name in {"mean", "max"} or name in WEIGHTED:
             torch.testing.assert_close(z, x[:, 0])  # one slice: pooling returns it
         if w is not None:

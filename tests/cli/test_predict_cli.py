@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from medzoo.cli import explain_cmd, predict_cmd
-from medzoo.config import to_dict
 from medzoo.data.imageio import write_nifti, write_png
-from medzoo.zoo.export import write_export_dir
-from tests.infer.conftest import build
-
-CXR_TASKS = {"findings": {"type": "multilabel", "level": "image", "labels": ["a", "b"]}}
-PRE = {"modality": ["CXR"], "normalisation": "none", "input_size": [32, 32]}
+from tests.helpers import write_tiny_export
 
 
 def _cli(*argv: str) -> int:
@@ -27,32 +22,6 @@ def _cli(*argv: str) -> int:
     explain_cmd.add_parser(sub)
     args = parser.parse_args(["-q", *argv])
     return args.func(args)
-
-
-def _spec_tasks(model):
-    out = {}
-    for t, head in model.heads.items():
-        kind = "segmentation" if head.kind == "dense" else "multilabel"
-        out[t] = {"type": kind, "labels": list(head.label_names), "level": model.task_levels[t]}
-        if kind == "multilabel":
-            out[t]["thresholds"] = dict(zip(head.label_names, head.thresholds.tolist()))
-    return out
-
-
-def _export(tmp_path, name, tasks, seed=0, pre=PRE):
-    """A valid export directory (the metadata passes WeightsSpec, as zoo loading requires)."""
-    model = build(tasks, seed=seed)
-    meta = {"name": name, "version": "1", "parts": ["encoder", "heads"], "preprocessing": pre,
-            "architecture": {"encoder": "resnet10", "widths": [8, 16, 32, 64]}, "tasks": _spec_tasks(model),
-            "license": "MIT", "source": "https://example.org/tests", "citation": "none"}
-    return str(write_export_dir(tmp_path / name, state_dict=model.state_dict(), config=to_dict(model.config),
-                                metadata=meta))
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("exports")
-    return _export(tmp, "m1", CXR_TASKS, 1), _export(tmp, "m2", CXR_TASKS, 2)
 
 
 @pytest.fixture
@@ -69,11 +38,11 @@ def _probs(out_dir):
     return {r["id"]: list(r["tasks"]["findings"]["probabilities"].values()) for r in recs}
 
 
-def test_predict_ensemble_and_bad_input(exports, images, tmp_path, capsys):
+def test_predict_ensemble_and_bad_input(cxr_exports, images, tmp_path, capsys):
     good, bad = images
-    assert _cli("predict", "--model", exports[0], *good, "--out", str(tmp_path / "o1")) == 0
-    assert _cli("predict", "--model", exports[1], *good, "--out", str(tmp_path / "o2")) == 0
-    rc = _cli("predict", "--model", exports[0], "--model", exports[1], good[0], bad, good[1],
+    assert _cli("predict", "--model", cxr_exports[0], *good, "--out", str(tmp_path / "o1")) == 0
+    assert _cli("predict", "--model", cxr_exports[1], *good, "--out", str(tmp_path / "o2")) == 0
+    rc = _cli("predict", "--model", cxr_exports[0], "--model", cxr_exports[1], good[0], bad, good[1],
               "--out", str(tmp_path / "ens"))
     assert rc == 1  # one input failed, the others ran
     p1, p2, ens = _probs(tmp_path / "o1"), _probs(tmp_path / "o2"), _probs(tmp_path / "ens")
@@ -84,18 +53,19 @@ def test_predict_ensemble_and_bad_input(exports, images, tmp_path, capsys):
     assert "FAILED" in err and "bad.png" in err
 
 
-def test_predict_weights_must_match_models(exports, images, tmp_path):
+def test_predict_weights_must_match_models(cxr_exports, images, tmp_path):
     with pytest.raises(ValueError, match="--weights has 1 values for 2 --model"):
-        _cli("predict", "--model", exports[0], "--model", exports[1], images[0][0], "--out", str(tmp_path),
+        _cli("predict", "--model", cxr_exports[0], "--model", cxr_exports[1], images[0][0], "--out", str(tmp_path),
              "--weights", "1")
 
 
-def test_explain_image_and_volume(exports, images, tmp_path):
-    assert _cli("explain", "--model", exports[0], images[0][0], "--task", "findings", "--label", "b",
+def test_explain_image_and_volume(cxr_exports, images, tmp_path):
+    assert _cli("explain", "--model", cxr_exports[0], images[0][0], "--task", "findings", "--label", "b",
                 "--method", "cam", "--out", str(tmp_path / "e")) == 0
     assert (tmp_path / "e" / "img0_findings_b_cam.png").is_file()
-    seg = _export(tmp_path, "seg", {"seg": {"type": "segmentation", "level": "volume", "num_classes": 2}},
-                  pre={"modality": ["CT"], "normalisation": "window", "intensity_window": [-100, 100]})
+    seg_task = {"seg": {"type": "segmentation", "level": "volume", "num_classes": 2}}
+    ct_pre = {"modality": ["CT"], "normalisation": "window", "intensity_window": [-100, 100]}
+    seg = write_tiny_export(tmp_path, "seg", seg_task, preprocessing=ct_pre)
     aff = np.diag([1.5, 1.0, 2.0, 1.0])
     vol = write_nifti(tmp_path / "ct.nii.gz", np.random.default_rng(1).uniform(-100, 100, (20, 16, 12)), aff)
     assert _cli("explain", "--model", seg, str(vol), "--task", "seg", "--label", "1", "--out",

@@ -1,4 +1,5 @@
-"""The encoder contract, checked for every registered ResNet encoder; DenseNet: test_densenet.py."""
+"""The encoder contract, checked for every registered ResNet encoder (the default run keeps one per block type, the
+other depths are slow); DenseNet: test_densenet.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from medzoo.encoders import create_encoder, list_encoders
 from medzoo.encoders.base import Encoder
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS, randomize_bn, representatives
 
 ENCODERS = list_encoders("resnet*")  # ResNet-specific checks; the DenseNet baseline: test_densenet.py
 STRIDES = (32, 16, 8)
@@ -21,21 +22,9 @@ def tiny(name: str, output_stride: int = 32, in_channels: int = 1):
     key = (name, output_stride, in_channels)
     if key not in _cache:
         torch.manual_seed(0)
-        _cache[key] = _randomize_norms(create_encoder(name, output_stride=output_stride, widths=TINY_WIDTHS,
-                                                      in_channels=in_channels)).eval()
+        _cache[key] = randomize_bn(create_encoder(name, output_stride=output_stride, widths=TINY_WIDTHS,
+                                                  in_channels=in_channels)).eval()
     return _cache[key]
-
-
-def _randomize_norms(enc):
-    """Non-trivial BN statistics and affine parameters, so eval-mode comparisons exercise them."""
-    g = torch.Generator().manual_seed(1)
-    for m in enc.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.25)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return enc
 
 
 def test_registry_names():
@@ -56,7 +45,7 @@ def test_protocol_and_architecture(name):
 
 
 @pytest.mark.parametrize("output_stride", STRIDES)
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", representatives(ENCODERS))
 def test_contract_3d_and_2d(name, output_stride):
     enc = tiny(name, output_stride)
     expected_red = (2, 4, 8, min(16, output_stride), output_stride)
@@ -72,7 +61,7 @@ def test_contract_3d_and_2d(name, output_stride):
 
 
 @pytest.mark.parametrize("output_stride", STRIDES)
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", representatives(ENCODERS))
 def test_2d_path_equals_3d_on_depth_one(name, output_stride):
     enc = tiny(name, output_stride)
     x = torch.randn(2, 1, 40, 32)
@@ -91,10 +80,10 @@ def assert_close_scaled(a, b, tol, msg=""):
     assert err <= tol * scale, f"{msg} max abs diff {err:.3g} exceeds {tol:g} x scale {scale:.3g}"
 
 
-@pytest.mark.parametrize("name", ["resnet10", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", representatives(["resnet10", "resnet18", "resnet50"]))
 def test_2d_path_equals_3d_in_training_mode(name):
     """Batch statistics (train mode) agree too, and so do the running statistics they update."""
-    enc2, enc3 = (_randomize_norms(create_encoder(name, widths=TINY_WIDTHS, output_stride=8)) for _ in range(2))
+    enc2, enc3 = (randomize_bn(create_encoder(name, widths=TINY_WIDTHS, output_stride=8)) for _ in range(2))
     enc3.load_state_dict(enc2.state_dict())
     x = torch.randn(4, 1, 48, 48)
     f2, f3 = enc2.train()(x), enc3.train()(x.unsqueeze(2))
@@ -105,7 +94,7 @@ def test_2d_path_equals_3d_in_training_mode(name):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", representatives(ENCODERS))
 def test_gradients_2d_equal_3d(name):
     enc = tiny(name, 8)
     x = torch.randn(2, 1, 32, 32)
@@ -126,7 +115,7 @@ def test_gradients_2d_equal_3d(name):
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
-@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("name", representatives(ENCODERS))
 def test_in_channels(name, in_channels):
     enc = tiny(name, 32, in_channels)
     assert enc.conv1.weight.shape[1] == in_channels
@@ -173,7 +162,7 @@ def test_reuse_2d_weights_equals_separate_calls():
     results = []
     for reuse in (False, True):
         torch.manual_seed(0)
-        enc = _randomize_norms(create_encoder("resnet18", widths=TINY_WIDTHS)).train()
+        enc = randomize_bn(create_encoder("resnet18", widths=TINY_WIDTHS)).train()
         with enc.reuse_2d_weights() if reuse else torch.enable_grad():
             outs = [enc(x)[-1] for x in xs]
         sum(o.square().mean() for o in outs).backward()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medzoo.encoders import FeatureInfo, create_encoder, list_encoders
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS
 
 DENSE_TINY = {"init_features": 8, "growth_rate": 4, "block_config": (2, 1, 2, 1)}
 NAMES = ["resnet10", "resnet50", "densenet121"]

@@ -11,20 +11,9 @@ from torch import nn
 from medzoo import create_model
 from medzoo.encoders import create_encoder
 from medzoo.infer.cam import grad_cam
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS, randomize_bn
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Effusion"]
-
-
-def _randomize_norms(module: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return module
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
@@ -46,7 +35,7 @@ def test_every_module_fires_on_images_as_on_volumes(name):
 def test_backward_hooks_on_images_equal_volume_depth_one():
     """A full backward hook on layer3 receives the same gradient through the 2D path as through the 3D network on
     the depth-1 volume."""
-    enc = _randomize_norms(create_encoder("resnet18", widths=TINY_WIDTHS)).eval()
+    enc = randomize_bn(create_encoder("resnet18", widths=TINY_WIDTHS)).eval()
     x = torch.randn(2, 1, 48, 40)
     grads = []
     handle = enc.layer3.register_full_backward_hook(lambda _m, _gi, go: grads.append(go[0].detach()))
@@ -75,7 +64,7 @@ def test_monai_gradcam_on_cxr_equals_medzoo_gradcam(label):
     torch.manual_seed(0)
     model = create_model({"encoder": {"name": "resnet18", "widths": list(TINY_WIDTHS)},
                           "tasks": {"findings": {"type": "multilabel", "level": "image", "labels": LABELS}}})
-    _randomize_norms(model)
+    randomize_bn(model)
     with torch.no_grad():  # mostly positive head weights: a Grad-CAM map that the ReLU does not zero out
         w = model.heads["findings"].fc.weight
         w[label] = w[label].abs() - 0.5 * w[label].abs().mean()
@@ -91,7 +80,7 @@ def test_monai_gradcam_on_cxr_equals_medzoo_gradcam(label):
 
 @pytest.mark.parametrize("norm", ["batch", ("group", {"num_groups": 8}), "instance"])
 def test_to_2d_is_plain_2d_and_equal(norm):
-    enc = _randomize_norms(create_encoder("resnet18", widths=TINY_WIDTHS, output_stride=8, norm=norm)).eval()
+    enc = randomize_bn(create_encoder("resnet18", widths=TINY_WIDTHS, output_stride=8, norm=norm)).eval()
     flat = enc.to_2d()
     kinds = {type(m) for m in flat.modules()}
     assert not kinds & {nn.Conv3d, nn.BatchNorm3d, nn.InstanceNorm3d, nn.MaxPool3d}

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medzoo.encoders import RESNET_SPECS, create_encoder
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS, randomize_bn
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPTHS = ("resnet10", "resnet18", "resnet50")  # basic + shortcut B, basic + shortcut A, bottleneck + shortcut B
@@ -97,13 +97,7 @@ def test_act_reaches_every_block(name):
 def test_batch_norm_is_monais_network_exactly(name):
     """Default batch norm: MONAI's own ResNet with MedicalNet's layout, read out by MONAI's ``ResNetFeatures``
     forward, gives identical maps on the same state dict (so MedicalNet checkpoints still compute exactly)."""
-    enc = build(name).eval()
-    with torch.no_grad():
-        for m in enc.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
+    enc = randomize_bn(build(name))
     block, layers, shortcut, _ = RESNET_SPECS[enc.depth]
     ref = ResNet(block, list(layers), list(TINY_WIDTHS), n_input_channels=1, conv1_t_stride=2, shortcut_type=shortcut,
                  bias_downsample=False, feed_forward=False)

@@ -15,7 +15,7 @@ from medzoo.evaluation.chexnet import format_chexnet_table
 from medzoo.evaluation.heatmaps import boxes_by_label, localization_summary, model_heatmap_fn, score_heatmaps
 from medzoo.evaluation.tables import auroc_ci_table, covidx_ct_tables, write_table
 from tests.data.dataset_fixtures import DatasetWriter
-from tests.infer.conftest import build
+from tests.helpers import build_model
 
 
 def _pair_auc(s, t):
@@ -117,7 +117,7 @@ def test_vindr_boxes_merge_radiologists(tmp_path):
 
 
 def test_model_heatmap_fn_returns_image_sized_maps(tmp_path):
-    cxr = build({"findings": {"type": "multilabel", "level": "image", "labels": ["a", "b", "c"]}})
+    cxr = build_model({"findings": {"type": "multilabel", "level": "image", "labels": ["a", "b", "c"]}})
     p = write_png(tmp_path / "x.png", (np.random.default_rng(0).random((40, 56)) * 255).astype(np.uint8))
     from medzoo.data.manifest import Record
 

@@ -4,7 +4,6 @@ evaluation, joint segmentation + severity gradients, and the CheXNet table besid
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -36,16 +35,6 @@ EXPECTED = {
     "cxr_seg_severity": ["test/lung/mean_dice", "test/severity/mae/geographic_mean",
                          "test/severity/mae/opacity_mean"],
 }
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """The tiny synthetic corpus (NIH, TB sets, severity CSV with masks; no DICOM)."""
-    from medzoo.data.synth import write_synthetic_corpus
-
-    out = tmp_path_factory.mktemp("recipe_corpus")
-    write_synthetic_corpus(out, seed=0, size="tiny", dicom=False)
-    return out
 
 
 def tiny_recipe(name, corpus, tmp_path, *extra):

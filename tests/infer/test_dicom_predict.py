@@ -15,7 +15,6 @@ from PIL import Image
 
 from medzoo.cli.main import main
 from medzoo.data.imageio import write_png
-from tests.cli.test_predict_cli import CXR_TASKS, PRE, _export
 from tests.data.dicom_fixtures import (
     AXIAL,
     BITS,
@@ -27,6 +26,7 @@ from tests.data.dicom_fixtures import (
     write_ct_slice,
     write_radiograph,
 )
+from tests.helpers import write_tiny_export
 
 SPACING = (0.8, 0.7)
 ROWS, COLS = 14, 12
@@ -37,12 +37,12 @@ SEG_PRE = {"modality": ["CT"], "normalisation": "window", "intensity_window": [-
 @pytest.fixture(scope="module")
 def seg_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     tasks = {"seg": {"type": "segmentation", "level": "volume", "num_classes": 2}}
-    return _export(tmp_path_factory.mktemp("seg"), "seg", tasks, 3, SEG_PRE)
+    return write_tiny_export(tmp_path_factory.mktemp("seg"), "seg", tasks, 3, SEG_PRE)
 
 
 @pytest.fixture(scope="module")
-def cxr_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return _export(tmp_path_factory.mktemp("cxr"), "cxr", CXR_TASKS, 1, PRE)
+def cxr_model(cxr_exports: tuple[str, str]) -> str:
+    return cxr_exports[0]
 
 
 def _stored(n: int, seed: int = 0) -> np.ndarray:

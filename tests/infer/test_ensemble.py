@@ -7,7 +7,7 @@ import pytest
 
 from medzoo.infer.ensemble import Ensemble, EnsembleError, combine_outputs
 from medzoo.infer.predict import Predictor, TaskOutput
-from tests.infer.conftest import build
+from tests.helpers import build_model
 
 TASKS = {"findings": {"type": "multilabel", "level": "image", "labels": ["a", "b", "c"]},
          "covid": {"type": "classification", "level": "image", "labels": ["neg", "pos"]}}
@@ -15,7 +15,7 @@ TASKS = {"findings": {"type": "multilabel", "level": "image", "labels": ["a", "b
 
 @pytest.fixture(scope="module")
 def pair():
-    return build(TASKS, seed=1), build(TASKS, seed=2)
+    return build_model(TASKS, seed=1), build_model(TASKS, seed=2)
 
 
 def test_two_models_equal_mean_of_separate_predictions(pair):

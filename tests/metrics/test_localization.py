@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from medzoo.metrics import dice_per_class, iou_per_class
 from medzoo.metrics.localization import (
     IOBB_THRESHOLDS,
     binarize_top_k,
@@ -37,7 +38,8 @@ def test_worked_example_soft_dice_by_hand():
     sum_a2 = (0.01**2 + 0.03**2 + 0.02**2 + 0.02**2 + 0.05**2 + 0.12**2 + 0.09**2 + 0.07**2
               + 0.89**2 + 0.85**2 + 0.88**2 + 0.91**2 + 0.99**2 + 0.97**2 + 0.95**2 + 0.97**2)  # 6.9132
     sum_b2 = 8.0
-    assert sum_ab == pytest.approx(7.41) and sum_a2 == pytest.approx(6.9132)
+    assert sum_ab == pytest.approx(7.41)
+    assert sum_a2 == pytest.approx(6.9132)
     assert soft_dice(A, B) == pytest.approx(2 * sum_ab / (sum_a2 + sum_b2), rel=1e-12)  # 0.99376
     assert soft_dice(A, B, squared=False) == pytest.approx(2 * 7.41 / (7.82 + 8), rel=1e-12)  # 0.93679
     assert soft_dice(torch.tensor(A), torch.tensor(B)) == pytest.approx(soft_dice(A, B), rel=1e-12)
@@ -68,13 +70,16 @@ def test_worked_example_localization_scores(target):
         assert s[f"iou@{k}"] == pytest.approx(inter / (n_pred + 8 - inter)), k
         assert s[f"dice@{k}"] == pytest.approx(2 * inter / (n_pred + 8)), k
         assert s[f"kept@{k}"] == n_pred / 16, k
-    assert s["iou@50"] == 1.0 and s["dice@50"] == 1.0
-    assert s["iou@10"] == pytest.approx(3 / 8) and s["dice@10"] == pytest.approx(6 / 11)
+    assert s["iou@50"] == 1.0
+    assert s["dice@50"] == 1.0
+    assert s["iou@10"] == pytest.approx(3 / 8)
+    assert s["dice@10"] == pytest.approx(6 / 11)
     # IoBB: predicted boxes lie inside B for k <= 50; at k = 75 the one region spans rows 1-3 (12 cells, 8 in B).
     assert [s[f"iobb@{k}"] for k in (5, 10, 20, 50)] == [1.0, 1.0, 1.0, 1.0]
     assert s["iobb@75"] == pytest.approx(8 / 12)
     assert s["pointing"] == 1.0
-    assert s["soft_dice"] == pytest.approx(soft_dice(A, B)) and s["soft_dice_plain"] == pytest.approx(14.82 / 15.82)
+    assert s["soft_dice"] == pytest.approx(soft_dice(A, B))
+    assert s["soft_dice_plain"] == pytest.approx(14.82 / 15.82)
 
 
 def test_worked_example_first_tie_rule_in_scores():
@@ -88,8 +93,10 @@ def test_worked_example_first_tie_rule_in_scores():
 def test_binary_overlap_and_errors():
     p = np.array([[1, 1, 0], [0, 1, 0]])
     t = np.array([[0, 1, 1], [0, 1, 0]])
-    assert iou(p, t) == pytest.approx(2 / 4) and dice(p, t) == pytest.approx(4 / 6)
-    assert iou(np.zeros(3), np.zeros(3)) == 1.0 and dice(np.zeros(3), np.zeros(3)) == 1.0
+    assert iou(p, t) == pytest.approx(2 / 4)
+    assert dice(p, t) == pytest.approx(4 / 6)
+    assert iou(np.zeros(3), np.zeros(3)) == 1.0
+    assert dice(np.zeros(3), np.zeros(3)) == 1.0
     with pytest.raises(ValueError, match="binary"):
         iou(A, B)
     with pytest.raises(ValueError, match="same shape"):
@@ -102,11 +109,25 @@ def test_binary_overlap_and_errors():
         binarize_top_k(np.array([np.nan, 1.0]), 50)
 
 
+@pytest.mark.parametrize("shape", [(7,), (5, 6), (3, 4, 5)])
+def test_binary_dice_and_iou_equal_set_counts_and_the_segmentation_metric(shape):
+    rng = np.random.default_rng(len(shape))
+    for density in (0.0, 0.3, 0.7):
+        p, t = rng.random(shape) < density, rng.random(shape) < 0.4
+        inter, total = np.sum(p & t), np.sum(p) + np.sum(t)
+        assert dice(p, t) == 2 * inter / total
+        assert iou(p, t) == inter / np.sum(p | t)
+        assert dice(p, t) == dice_per_class(p[None, None], t[None, None], ignore_empty=False).item()
+        assert iou(p, t) == iou_per_class(p[None, None], t[None, None], ignore_empty=False).item()
+    assert dice(np.ones(shape), np.zeros(shape)) == 0.0
+
+
 def test_minmax_and_normalized_scores():
     np.testing.assert_allclose(minmax_normalize(A * 5 + 2), (A - 0.01) / 0.98)
     np.testing.assert_array_equal(minmax_normalize(np.ones((2, 2))), np.zeros((2, 2)))
     s = localization_scores(A * 5 + 2, B, ks=(50,), normalize=True)
-    assert s["soft_dice"] == pytest.approx(soft_dice((A - 0.01) / 0.98, B)) and s["iou@50"] == 1.0
+    assert s["soft_dice"] == pytest.approx(soft_dice((A - 0.01) / 0.98, B))
+    assert s["iou@50"] == 1.0
 
 
 def test_box_to_mask_centre_rule_scale_and_errors():
@@ -151,19 +172,23 @@ def test_hit_rates_at_chestxray_thresholds():
 
 
 def test_pointing_game_ties_tolerance_and_3d():
-    assert pointing_game(A, B) and not pointing_game(A, 1 - B)
+    assert pointing_game(A, B)
+    assert not pointing_game(A, 1 - B)
     flat = np.ones((4, 4))
-    assert not pointing_game(flat, B) and pointing_game(flat, np.ones((4, 4)))
+    assert not pointing_game(flat, B)
+    assert pointing_game(flat, np.ones((4, 4)))
     h = np.zeros((6, 6))
     h[0, 0] = 1.0
     target = (2, 2, 2, 2)  # nearest target cell (2, 2) is sqrt(8) ~ 2.83 px away
-    assert not pointing_game(h, target, tolerance=2.0) and pointing_game(h, target, tolerance=3.0)
+    assert not pointing_game(h, target, tolerance=2.0)
+    assert pointing_game(h, target, tolerance=3.0)
     vol = np.zeros((3, 4, 4))
     vol[1, 2, 2] = 1.0
     mask = np.zeros((3, 4, 4))
     mask[1, 1:3, 1:3] = 1
     scores = localization_scores(vol, mask, ks=(10,))
-    assert scores["pointing"] == 1.0 and "iobb@10" not in scores
+    assert scores["pointing"] == 1.0
+    assert "iobb@10" not in scores
     # k = 10 of 48 cells: n = ceil(4.8) = 5. "include" (default): every cell ties with the 5th value (0) -> all 48.
     # "first": the peak plus the first 4 zeros in raster order, (0,0,0..3), none in the 4-cell mask -> IoU 1 / 8.
     assert scores["iou@10"] == pytest.approx(4 / 48)

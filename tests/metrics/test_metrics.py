@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.metrics import DiceMetric, MeanIoU
+from scipy.stats import rankdata
 
 from medzoo.metrics import (
     aggregate_by_patient,
@@ -84,6 +85,40 @@ def test_dice_iou_hand_example_and_errors():
         dice_per_class(pred[:, 0], target[:, 0])
 
 
+def _np_overlap(pred: np.ndarray, target: np.ndarray, k: int, ignore_empty: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Dice and IoU per sample and class from voxel counts in plain numpy (the rules written out)."""
+    dice, iou = np.zeros((len(pred), k)), np.zeros((len(pred), k))
+    for b, c in itertools.product(range(len(pred)), range(k)):
+        p, t = pred[b] == c, target[b] == c
+        inter, n_p, n_t = np.sum(p & t), np.sum(p), np.sum(t)
+        if n_t == 0:
+            dice[b, c] = iou[b, c] = np.nan if ignore_empty else float(n_p == 0)
+        else:
+            dice[b, c], iou[b, c] = 2 * inter / (n_p + n_t), inter / (n_p + n_t - inter)
+    return dice, iou
+
+
+@pytest.mark.parametrize("ignore_empty", [True, False])
+def test_dice_and_iou_equal_numpy_voxel_counts_exactly(ignore_empty):
+    pred, target = _volumes(1)
+    target[0][target[0] == 3] = 0
+    pred[0][pred[0] == 3] = 0  # class 3 empty in both maps of sample 0 -> 1 (or NaN)
+    ref_dice, ref_iou = _np_overlap(pred.numpy(), target.numpy(), 4, ignore_empty)
+    ours_dice = dice_per_class(pred, target, 4, ignore_empty=ignore_empty)
+    ours_iou = iou_per_class(pred, target, 4, ignore_empty=ignore_empty)
+    assert ours_dice.dtype == torch.float64
+    np.testing.assert_allclose(ours_dice.numpy(), ref_dice, rtol=1e-15, atol=0, equal_nan=True)
+    np.testing.assert_allclose(ours_iou.numpy(), ref_iou, rtol=1e-15, atol=0, equal_nan=True)
+
+
+def test_single_channel_one_hot_dice_is_float64_exact():
+    """One channel is where MONAI switches to label-map counting in float32; the result must stay exact."""
+    pred = torch.tensor([[[1, 1, 0, 1, 0, 0]]])
+    target = torch.tensor([[[1, 0, 0, 1, 1, 0]]])
+    assert dice_per_class(pred, target).item() == 2 * 2 / 6
+    assert iou_per_class(pred, target).item() == 2 / 4
+
+
 # ---------------------------------------------------------------------------------------------------- AUROC
 def test_auroc_matches_brute_force_pairs_with_ties_and_nan():
     rng = np.random.default_rng(0)
@@ -93,7 +128,8 @@ def test_auroc_matches_brute_force_pairs_with_ties_and_nan():
     targets[:, 3] = np.where(np.isnan(targets[:, 3]), np.nan, 1.0)  # label 3: positives only -> undefined
     ours = auroc(scores, targets)
     ref = np.array([_brute_auroc(scores[:, j], targets[:, j]) for j in range(5)])
-    assert np.isnan(ours[3]) and np.isnan(ref[3])
+    assert np.isnan(ours[3])
+    assert np.isnan(ref[3])
     np.testing.assert_allclose(ours, ref, rtol=1e-12, equal_nan=True)
     assert mean_auroc(scores, targets) == pytest.approx(np.mean(ref[[0, 1, 2, 4]]), rel=1e-12)
     assert auroc(scores[:, 0], targets[:, 0]) == pytest.approx(ref[0], rel=1e-12)
@@ -106,6 +142,20 @@ def test_auroc_property_matches_brute_force(rows):
     targets = np.array([r[1] for r in rows])
     ours, ref = auroc(scores, targets), _brute_auroc(scores, targets)
     assert (np.isnan(ours) and np.isnan(ref)) or ours == pytest.approx(ref, rel=1e-12)
+
+
+def test_auroc_equals_the_mann_whitney_statistic_on_a_large_tied_sample():
+    """The previous implementation's formula, U / (n_pos n_neg) from average ranks (scipy's), at N = 3000."""
+    rng = np.random.default_rng(5)
+    scores = np.round(rng.normal(size=(3000, 3)), 2)
+    targets = (rng.random((3000, 3)) < 0.2).astype(float)
+    targets[rng.random((3000, 3)) < 0.1] = np.nan
+    for j in range(3):
+        keep = ~np.isnan(targets[:, j])
+        s, t = scores[keep, j], targets[keep, j]
+        n_pos, n_neg = int(t.sum()), int((1 - t).sum())
+        u = rankdata(s)[t == 1].sum() - n_pos * (n_pos + 1) / 2
+        assert auroc(scores, targets)[j] == pytest.approx(u / (n_pos * n_neg), rel=1e-12)
 
 
 def test_auroc_is_rank_based_and_checks_input():
@@ -128,7 +178,8 @@ def test_one_hot_targets_give_one_vs_rest_auroc():
     y = np.array([0, 2, 1, np.nan, 2, 0, 1])
     probs = np.random.default_rng(2).dirichlet(np.ones(3), size=7)
     t = one_hot_targets(y, 3)
-    assert np.isnan(t[3]).all() and t[~np.isnan(y)].sum(axis=1).tolist() == [1.0] * 6
+    assert np.isnan(t[3]).all()
+    assert t[~np.isnan(y)].sum(axis=1).tolist() == [1.0] * 6
     for k in range(3):
         is_k = np.where(np.isnan(y), np.nan, (y == k).astype(float))
         assert auroc(probs, t)[k] == pytest.approx(_brute_auroc(probs[:, k], is_k), rel=1e-12)
@@ -197,11 +248,15 @@ def test_binary_metrics_and_undefined_rates():
     m = binary_metrics(y, s)
     # predictions at 0.5: [0, 1, 1, 0, 1]; TP=2 FN=1 FP=1 TN=1
     assert m["accuracy"] == pytest.approx(3 / 5)
-    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(1 / 2)
-    assert m["precision"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
+    assert m["sensitivity"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(1 / 2)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
     assert m["auroc"] == pytest.approx(_brute_auroc(s, y))
     no_pos = binary_metrics(np.array([0.0, 0.0]), np.array([0.1, 0.2]))
-    assert np.isnan(no_pos["sensitivity"]) and no_pos["specificity"] == 1.0 and np.isnan(no_pos["auroc"])
+    assert np.isnan(no_pos["sensitivity"])
+    assert no_pos["specificity"] == 1.0
+    assert np.isnan(no_pos["auroc"])
     with pytest.raises(ValueError, match="class labels"):
         confusion_matrix([0, 3], [0, 1], 2)
 
@@ -219,8 +274,8 @@ def test_mae_and_r2_match_numpy():
         r2 = 1 - np.sum(e**2) / np.sum((t[v, j] - np.mean(t[v, j])) ** 2)
         assert r2_score(p, t)[j] == pytest.approx(r2)
     m = regression_metrics(p, t, ["geographic", "opacity"])
-    assert m["r2/opacity"] == pytest.approx(r2_score(p, t)[1]) and set(m) == {
-        "mae/geographic", "mae/opacity", "r2/geographic", "r2/opacity"}
+    assert m["r2/opacity"] == pytest.approx(r2_score(p, t)[1])
+    assert set(m) == {"mae/geographic", "mae/opacity", "r2/geographic", "r2/opacity"}
     assert np.isnan(r2_score(np.array([1.0, 2.0]), np.array([3.0, 3.0])))
     assert np.isnan(mae(np.array([[1.0]]), np.array([[np.nan]]))[0])
 
@@ -232,10 +287,12 @@ def test_aggregate_by_patient_mean_and_majority():
                       [0.5, 0.1, 0.4], [0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
     targets = np.array([1, 2, 1, np.nan, 2, 0, 0])
     mean = aggregate_by_patient(ids, probs, targets)
-    assert mean.patient_ids == ["p1", "p2", "p3"] and mean.n_slices.tolist() == [3, 2, 2]
+    assert mean.patient_ids == ["p1", "p2", "p3"]
+    assert mean.n_slices.tolist() == [3, 2, 2]
     np.testing.assert_allclose(mean.probs[0], probs[[0, 2, 3]].mean(0))
     np.testing.assert_allclose(mean.probs[2], probs[[5, 6]].mean(0))
-    assert mean.pred.tolist() == [1, 2, 0] and mean.targets.tolist() == [1, 2, 0]
+    assert mean.pred.tolist() == [1, 2, 0]
+    assert mean.targets.tolist() == [1, 2, 0]
     maj = aggregate_by_patient(ids, probs, targets, method="majority")
     # p1 votes [0, 1, 1] -> 1; p2 votes [2, 0] tie -> higher mean prob: class 2 (0.55) over 0 (0.3);
     # p3 votes [0, 2] tie -> class 0 (0.4) over 2 (0.35)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medzoo.aggregation import base as aggregation_base
 from medzoo.aggregation import create_aggregator, list_aggregators
 from medzoo.encoders import create_encoder
 from medzoo.heads import ClassificationHead, MedicalNetSegHead, MultilabelHead, RegressionHead, SegmentationHead
 from medzoo.models import MultiTaskModel
+from medzoo.models import series as series_module
 
 TINY = (8, 16, 32, 64)
 
@@ -49,10 +51,16 @@ def test_submodules_and_routing(model):
         x, pad = _series([3, 2])
         ser = model(x, pad)
         only = model(x, tasks=["covid"])  # a series-level task makes a 5-D input a series (no mask = all valid)
-    assert list(vol) == ["seg"] and vol["seg"].shape == (2, 2, 4, 8, 8)
-    assert list(img) == ["cxr", "sev"] and img["cxr"].shape == (2, 2) and img["sev"].shape == (2, 1)
-    assert list(ser) == ["covid", "slices"] and ser["covid"].shape == (2, 3) and ser["slices"].shape == (2, 3, 3)
-    assert (ser["slices"][pad] == 0).all() and list(only) == ["covid"]
+    assert list(vol) == ["seg"]
+    assert vol["seg"].shape == (2, 2, 4, 8, 8)
+    assert list(img) == ["cxr", "sev"]
+    assert img["cxr"].shape == (2, 2)
+    assert img["sev"].shape == (2, 1)
+    assert list(ser) == ["covid", "slices"]
+    assert ser["covid"].shape == (2, 3)
+    assert ser["slices"].shape == (2, 3, 3)
+    assert (ser["slices"][pad] == 0).all()
+    assert list(only) == ["covid"]
     assert all(v.dtype == torch.float32 for d in (vol, img, ser) for v in d.values())
 
 
@@ -85,14 +93,76 @@ def test_n_equals_one_and_slabs():
     with torch.no_grad():
         one = m(torch.randn(2, 1, 1, 32, 32), torch.zeros(2, 1, dtype=torch.bool))
         slabs = m(torch.randn(2, 3, 1, 4, 16, 16), torch.tensor([[False, False, True], [False] * 3]))
-    assert one["covid"].shape == (2, 3) and one["slices"].shape == (2, 1, 3)
-    assert slabs["covid"].shape == (2, 3) and slabs["slices"].shape == (2, 3, 3)
+    assert one["covid"].shape == (2, 3)
+    assert one["slices"].shape == (2, 1, 3)
+    assert slabs["covid"].shape == (2, 3)
+    assert slabs["slices"].shape == (2, 3, 3)
 
 
 def test_series_without_valid_item_raises(model):
     x, _ = _series([2, 2])
-    with pytest.raises(ValueError, match=r"series \[1\].*no valid item"):
+    with pytest.raises(ValueError, match=r"batch index 1 has no valid slice"):
         model(x, torch.tensor([[False, True], [True, True]]))
+
+
+def _count_mask_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every padding-mask validation, wherever it is called from."""
+    calls: list[int] = []
+    original = aggregation_base.check_pad_mask
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(aggregation_base, "check_pad_mask", counting)
+    monkeypatch.setattr(series_module, "check_pad_mask", counting)
+    return calls
+
+
+def test_the_mask_is_validated_once_per_forward(model, monkeypatch):
+    model.eval()
+    x, pad = _series([2, 3])
+    calls = _count_mask_checks(monkeypatch)
+    with torch.no_grad():
+        model(x, pad)
+    assert len(calls) == 1
+    with torch.no_grad():
+        model.aggregator(torch.randn(2, 3, 64), pad)  # a direct call still validates
+    assert len(calls) == 2
+
+
+def test_forward_series_encodes_once_and_equals_forward_and_slice_weights(model):
+    model.eval()
+    x, pad = _series([3, 2])
+    calls = []
+    handle = model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            logits, weights = model.forward_series(x, pad)
+        assert len(calls) == 1
+        with torch.no_grad():
+            ref, ref_weights = model(x, pad), model.slice_weights(x, pad)
+    finally:
+        handle.remove()
+    assert list(logits) == ["covid", "slices"]
+    for t in logits:
+        torch.testing.assert_close(logits[t], ref[t], rtol=0, atol=0)
+    torch.testing.assert_close(weights, ref_weights, rtol=0, atol=0)
+
+
+def test_forward_series_without_series_level_task_has_no_weights(model):
+    model.eval()
+    x, pad = _series([2, 2])
+    with torch.no_grad():
+        logits, weights = model.forward_series(x, pad, tasks=["slices"])
+    assert list(logits) == ["slices"]
+    assert weights is None
+
+
+def test_an_aggregator_must_be_a_medzoo_aggregator():
+    enc = create_encoder("resnet10", widths=TINY)
+    with pytest.raises(TypeError, match="medzoo.aggregation.Aggregator"):
+        MultiTaskModel(enc, {"c": ClassificationHead(64, num_classes=2)}, torch.nn.Identity(), levels={"c": "series"})
 
 
 def test_slice_weights_and_slice_logits(model):
@@ -102,7 +172,8 @@ def test_slice_weights_and_slice_logits(model):
         w = model.slice_weights(x, pad)
         sl = model.slice_logits(x, pad)["covid"]
         items = model.encode_series(x, pad)
-    assert w.shape == (2, 4) and (w[pad] == 0).all()
+    assert w.shape == (2, 4)
+    assert (w[pad] == 0).all()
     torch.testing.assert_close(w.sum(1), torch.ones(2))
     torch.testing.assert_close(sl[~pad], model.heads["covid"](items[~pad]))
     assert (sl[pad] == 0).all()
@@ -114,7 +185,8 @@ def test_predict_applies_activations_and_restores_mode(model):
     pred = model.predict(x)
     assert model.training
     seg = pred["seg"]
-    assert seg["probs"].shape == (2, 2, 16, 32, 32) and seg["pred"].shape == (2, 16, 32, 32)
+    assert seg["probs"].shape == (2, 2, 16, 32, 32)
+    assert seg["pred"].shape == (2, 16, 32, 32)
     torch.testing.assert_close(seg["probs"].sum(1), torch.ones(2, 16, 32, 32))
     model.eval()
     img = torch.randn(2, 1, 32, 32)
@@ -134,7 +206,9 @@ def test_freeze_semantics():
     m = _model("mean")
     m.freeze_encoder()
     m.train()
-    assert m.encoder_frozen and not m.encoder.training and m.heads.training
+    assert m.encoder_frozen
+    assert not m.encoder.training
+    assert m.heads.training
     assert all(not p.requires_grad for p in m.encoder.parameters())
     before = {k: v.clone() for k, v in m.encoder.state_dict().items()}
     x = torch.randn(2, 1, 16, 32, 32) * 3 + 1
@@ -145,7 +219,8 @@ def test_freeze_semantics():
     assert all(p.grad is None for p in m.encoder.parameters())
     assert m.heads["seg"][0].weight.grad is not None
     m.unfreeze_encoder()
-    assert m.encoder.training and all(p.requires_grad for p in m.encoder.parameters())
+    assert m.encoder.training
+    assert all(p.requires_grad for p in m.encoder.parameters())
     m(x)
     assert any(not torch.equal(v, before[k]) for k, v in m.encoder.state_dict().items())
 
@@ -153,9 +228,11 @@ def test_freeze_semantics():
 def test_param_groups(model):
     groups = model.param_groups(1e-3, head_lr_mult=100)
     assert [g["name"] for g in groups] == ["encoder", "heads"]
-    assert groups[0]["lr"] == 1e-3 and groups[1]["lr"] == pytest.approx(0.1)
+    assert groups[0]["lr"] == 1e-3
+    assert groups[1]["lr"] == pytest.approx(0.1)
     ids = [id(p) for g in groups for p in g["params"]]
-    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in model.parameters()}
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.encoder.parameters()}
     torch.optim.SGD(groups, lr=1e-3)
 

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.data.dataset_fixtures import DatasetWriter
-from tests.zoo.conftest import LocalServer
 
 settings.register_profile(
     "medzoo-robustness", deadline=None, derandomize=True, max_examples=40, database=None,
@@ -38,17 +37,3 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (task / "manifest_volumes.csv").write_text("\n".join(rows) + "\n")
     paths["nifti-folder"] = task / "manifest_volumes.csv"
     return paths
-
-
-@pytest.fixture
-def http_server(tmp_path: Path):
-    """A local HTTP server on 127.0.0.1 with failure switches (the zoo tests' server)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    server = LocalServer(root)
-    server.thread.start()
-    try:
-        yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()

@@ -83,7 +83,8 @@ def test_sigkill_during_download_then_resume(http_server, tmp_path: Path) -> Non
         http_server.switches.chunk_delay = 0.0
         assert download(spec, progress=False).read_bytes() == DATA
         resumed = http_server.requests[-1]
-        assert resumed.status == 206 and resumed.headers.get("Range") == f"bytes={kept}-"
+        assert resumed.status == 206
+        assert resumed.headers.get("Range") == f"bytes={kept}-"
         assert not part.exists()
 
 
@@ -109,6 +110,7 @@ def _samples(out: Path) -> list[tuple]:
     return [(s["meta"]["id"], s["image"].numpy().tobytes(), s["label.findings"].numpy().tobytes()) for s in ds]
 
 
+@pytest.mark.slow
 def test_sigkill_during_prepare_keeps_the_last_good_cache(corpus: dict[str, Path], tmp_path: Path) -> None:
     root, out, home = corpus["nih-cxr14"], tmp_path / "cache", Path(os.environ["MEDZOO_HOME"])
     manifest = open_dataset("nih-cxr14", root)
@@ -123,6 +125,40 @@ def test_sigkill_during_prepare_keeps_the_last_good_cache(corpus: dict[str, Path
         proc = _prepare_cli(root, out, 24, home, overwrite=True)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-2000:]
+        fresh = prepare(manifest, tmp_path / "fresh", transform=cxr_preset(False, size=(24, 24)))
+        assert _samples(out) == _samples(fresh)
+        assert not staging.exists()
+
+
+class _Stopped(Exception):
+    """Ends ``prepare`` abruptly from inside its writer: nothing after it runs, as after a kill."""
+
+
+def test_prepare_stopped_after_two_arrays_keeps_the_last_good_cache(corpus: dict[str, Path], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Smoke twin of the SIGKILL test above (slow): the run stops in process after writing two arrays."""
+    root, out = corpus["nih-cxr14"], tmp_path / "cache"
+    manifest = open_dataset("nih-cxr14", root)
+    prepare(manifest, out, transform=cxr_preset(False, size=(16, 16)))  # the last good state
+    good = _snapshot(out)
+    staging = out.with_name(".cache.partial")
+    real_save, saved = np.save, []
+
+    def stop_after_two(*args, **kwargs):
+        if len(saved) == 2:
+            raise _Stopped
+        saved.append(args[0])
+        return real_save(*args, **kwargs)
+
+    with case(CATEGORY, "`prepare` stopped after two arrays (in process), then re-run"):
+        with monkeypatch.context() as patch:
+            patch.setattr(np, "save", stop_after_two)
+            with pytest.raises(_Stopped):
+                prepare(manifest, out, transform=cxr_preset(False, size=(24, 24)), overwrite=True)
+        assert _snapshot(out) == good, "the finished cache changed under a stopped run"
+        assert len(list(staging.glob("parts/*/*.npy"))) == 2
+        assert not (staging / "index.json").exists()
+        prepare(manifest, out, transform=cxr_preset(False, size=(24, 24)), overwrite=True)
         fresh = prepare(manifest, tmp_path / "fresh", transform=cxr_preset(False, size=(24, 24)))
         assert _samples(out) == _samples(fresh)
         assert not staging.exists()
@@ -364,7 +400,8 @@ def test_sigkill_during_checkpoint_save(tmp_path: Path) -> None:
                               capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         again = load_checkpoint(path)
-        assert again["step"] == 3 and not tmp.exists()
+        assert again["step"] == 3
+        assert not tmp.exists()
         torch.testing.assert_close(again["model"]["w"], _ckpt_state(3)["model"]["w"], rtol=0, atol=0)
 
 
@@ -391,4 +428,5 @@ def test_full_disk_checkpoint_error_is_clear(tmp_path: Path, monkeypatch: pytest
     with full_disk(monkeypatch, 30):
         with pytest.raises(OSError) as info:
             save_checkpoint(tmp_path / "last.pt", _ckpt_state(2))
-    assert info.value.errno == errno.ENOSPC and "last.pt" in str(info.value)
+    assert info.value.errno == errno.ENOSPC
+    assert "last.pt" in str(info.value)

@@ -27,7 +27,7 @@ from medzoo.zoo.export import WEIGHTS_FILE, read_export_dir, write_export_dir
 from medzoo.zoo.medicalnet import from_medicalnet, load_medicalnet
 from medzoo.zoo.spec import FileSpec
 from medzoo.zoo.state import UnsafeWeightsError, load_state_with_report, read_weights
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS
 from tests.robustness.tally import case
 
 CATEGORY = "weights"

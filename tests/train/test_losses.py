@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
+from monai.losses import DiceCELoss as MonaiDiceCELoss
 from monai.losses import DiceLoss as MonaiDiceLoss
 
 from medzoo.train.losses import (
@@ -64,7 +65,8 @@ def test_masked_bce_matches_numpy_on_valid_entries(gen):
     assert masked_bce(logits, targets, pw, reduction="sum").item() == pytest.approx(
         _np_bce(x, np.nan_to_num(t), pw.numpy())[valid].sum(), rel=1e-10)
     none = masked_bce(logits, targets, pw, reduction="none")
-    assert none.shape == (6, 4) and torch.all(none[~torch.from_numpy(valid)] == 0)
+    assert none.shape == (6, 4)
+    assert torch.all(none[~torch.from_numpy(valid)] == 0)
 
 
 def test_masked_bce_ignores_nan_entries_and_their_gradients(gen):
@@ -73,7 +75,9 @@ def test_masked_bce_ignores_nan_entries_and_their_gradients(gen):
     loss = masked_bce(logits, targets)
     loss.backward()
     nan = torch.isnan(targets)
-    assert nan.any() and torch.all(logits.grad[nan] == 0) and torch.all(logits.grad[~nan] != 0)
+    assert nan.any()
+    assert torch.all(logits.grad[nan] == 0)
+    assert torch.all(logits.grad[~nan] != 0)
     changed = logits.detach().clone()
     changed[nan] = 100.0  # values at unknown entries must not matter
     assert masked_bce(changed, targets).item() == pytest.approx(loss.item(), rel=1e-6)
@@ -84,7 +88,8 @@ def test_all_nan_batch_gives_zero_loss_with_grad(gen):
     for fn, tgt in [(masked_bce, torch.full((3, 2), NAN)), (masked_ce, torch.full((3,), NAN)),
                     (masked_mse, torch.full((3, 2), NAN)), (focal_bce, torch.full((3, 2), NAN))]:
         loss = fn(logits, tgt)
-        assert loss.item() == 0.0 and loss.grad_fn is not None
+        assert loss.item() == 0.0
+        assert loss.grad_fn is not None
         other = (logits**2).mean()
         (loss + other).backward()
         assert torch.isfinite(logits.grad).all()
@@ -291,4 +296,44 @@ def test_dice_ce_is_weighted_sum_and_registry(gen):
     with pytest.raises(KeyError, match="dice"):
         LOSSES.get("dices")
     m = MaskedBCELoss(pos_weight=[1.0, 2.0]).double()
-    assert m.pos_weight.dtype == torch.float64 and "pos_weight" not in m.state_dict()
+    assert m.pos_weight.dtype == torch.float64
+    assert "pos_weight" not in m.state_dict()
+
+
+def _hand_dice_loss(logits: torch.Tensor, onehot: torch.Tensor, valid: torch.Tensor, squared: bool) -> torch.Tensor:
+    """The hand-written soft Dice this module used before it wrapped MONAI: masked probabilities, sums, the ratio."""
+    probs = torch.softmax(logits, dim=1) * valid
+    onehot = onehot * valid
+    dims = list(range(2, probs.ndim))
+    inter = (probs * onehot).sum(dims)
+    den = (probs**2).sum(dims) + (onehot**2).sum(dims) if squared else probs.sum(dims) + onehot.sum(dims)
+    return (1 - (2 * inter + 1e-5) / (den + 1e-5)).mean()
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_dice_loss_value_and_gradient_equal_the_previous_hand_written_loss(gen, squared):
+    logits = torch.randn(2, 3, 5, 6, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(-1, 3, (2, 5, 6, 4), generator=gen)
+    valid = (labels != -1)[:, None].double()
+    onehot = torch.nn.functional.one_hot(labels.clamp(min=0), 3).movedim(-1, 1).double()
+    ref = _hand_dice_loss(logits, onehot, valid, squared)
+    (ref_grad,) = torch.autograd.grad(ref, logits)
+    ours = dice_loss(logits, labels, squared=squared, ignore_index=-1)
+    (our_grad,) = torch.autograd.grad(ours, logits)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+    torch.testing.assert_close(our_grad, ref_grad, rtol=1e-10, atol=1e-14)
+    assert torch.all(our_grad.movedim(1, -1)[labels == -1] == 0)
+
+
+def test_dice_ce_equals_monai_dice_ce_without_ignored_voxels_or_class_weights(gen):
+    logits = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 1, 6, 5), generator=gen)
+    ours = DiceCELoss(dice_weight=0.4, ce_weight=0.6)(logits, labels)
+    ref = MonaiDiceCELoss(softmax=True, to_onehot_y=True, squared_pred=True, lambda_dice=0.4, lambda_ce=0.6)
+    assert ours.item() == pytest.approx(ref(logits, labels).item(), rel=1e-6)  # MONAI's one-hot is float32
+
+
+def test_dice_loss_refuses_a_softmax_over_one_channel(gen):
+    logits = torch.randn(2, 1, 4, 4, generator=gen)
+    with pytest.raises(ValueError, match="sigmoid=True"):
+        dice_loss(logits, torch.zeros(2, 4, 4, dtype=torch.long))

@@ -1,6 +1,7 @@
 """Exact resume: a training subprocess killed with SIGKILL after checkpoint k and resumed ends with the same weights
 (within 1e-6 on CPU) as an uninterrupted run with the same seed (augmentation, dropout, two datasets, an epoch
-boundary with evaluation in between)."""
+boundary with evaluation in between). That test is slow (three processes, nine steps); its smoke twin stops a
+two-step run in process after checkpoint 1 and resumes it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from medzoo.train.trainer import Trainer
 from medzoo.zoo.checkpoint import load_checkpoint
 from tests.train.train_fixtures import run_config, write_config
 
@@ -41,14 +44,15 @@ def _start(script: Path, cfg: Path, mode: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
-def _config(corpus: Path, out: Path, path: Path) -> Path:
-    cfg = run_config(corpus, out, ["nih", "shenzhen"], max_steps=9, epochs=3, sampling="proportional", lr=3e-3,
-                     scheduler={"name": "cosine", "warmup_steps": 2})
+def _config(corpus: Path, out: Path, path: Path, max_steps: int = 9, epochs: int = 3) -> Path:
+    cfg = run_config(corpus, out, ["nih", "shenzhen"], max_steps=max_steps, epochs=epochs, sampling="proportional",
+                     lr=3e-3, scheduler={"name": "cosine", "warmup_steps": 2})
     cfg["model"]["tasks"]["findings"]["dropout"] = 0.3
     cfg["output"]["checkpoint_every"] = 1
     return write_config(cfg, path)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_matches_uninterrupted_run(corpus, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
@@ -67,7 +71,8 @@ def test_sigkill_and_resume_matches_uninterrupted_run(corpus, tmp_path):
     crash.wait(30)
     assert crash.returncode == -signal.SIGKILL
     killed = load_checkpoint(tmp_path / "crash" / "last.pt")
-    assert killed["step"] == KILL_AT - 1 and not (tmp_path / "crash" / "last.pt.tmp").exists()
+    assert killed["step"] == KILL_AT - 1
+    assert not (tmp_path / "crash" / "last.pt.tmp").exists()
 
     resumed = _start(script, crash_cfg, "resume")
     out, err = resumed.communicate(timeout=240)
@@ -77,7 +82,33 @@ def test_sigkill_and_resume_matches_uninterrupted_run(corpus, tmp_path):
 
     a = load_checkpoint(tmp_path / "ref" / "last.pt")
     b = load_checkpoint(tmp_path / "crash" / "last.pt")
-    assert a["step"] == b["step"] == 9 and a["epoch"] == b["epoch"]
+    assert a["step"] == b["step"] == 9
+    assert a["epoch"] == b["epoch"]
     for key, value in a["model"].items():
         assert torch.allclose(value.double(), b["model"][key].double(), rtol=0, atol=1e-6), key
     assert not all(torch.equal(v, killed["model"][k]) for k, v in b["model"].items())  # it did train on
+
+
+class _Stop(Exception):
+    """Ends a run abruptly from a callback: nothing after it is saved, as after a kill."""
+
+
+def test_two_step_run_stopped_after_checkpoint_one_resumes_to_the_uninterrupted_weights(corpus, tmp_path):
+    def stop(trainer: Trainer) -> None:
+        if trainer.step == 2:  # step 2's callback runs before its checkpoint: last.pt holds step 1
+            raise _Stop
+
+    Trainer(_config(corpus, tmp_path / "ref", tmp_path / "ref.yaml", 2, 1), quiet=True).fit()
+    crash_cfg = _config(corpus, tmp_path / "crash", tmp_path / "crash.yaml", 2, 1)
+    with pytest.raises(_Stop):
+        Trainer(crash_cfg, quiet=True, callbacks={"on_step_end": [stop]}).fit()
+    stopped = load_checkpoint(tmp_path / "crash" / "last.pt")
+    assert stopped["step"] == 1
+    Trainer(crash_cfg, resume=True, quiet=True).fit()
+    a = load_checkpoint(tmp_path / "ref" / "last.pt")
+    b = load_checkpoint(tmp_path / "crash" / "last.pt")
+    assert a["step"] == 2
+    assert b["step"] == 2
+    for key, value in a["model"].items():
+        assert torch.allclose(value.double(), b["model"][key].double(), rtol=0, atol=1e-6), key
+    assert not all(torch.equal(v, stopped["model"][k]) for k, v in b["model"].items())  # it did train on

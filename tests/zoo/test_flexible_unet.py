@@ -12,7 +12,7 @@ from torch import nn
 
 from medzoo.encoders import RESNET_SPECS, create_encoder
 from medzoo.zoo.flexible_unet import FlexUNetResNet, register_flexible_unet_backbone, register_flexible_unet_backbones
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS
 
 DECODER = (16, 16, 8, 8, 4)
 

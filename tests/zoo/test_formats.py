@@ -18,6 +18,7 @@ from medzoo.cli import export_cmd
 from medzoo.config import to_dict
 from medzoo.models import create_model
 from medzoo.zoo.formats import ExportModule, example_input, export_torchscript, run_onnx
+from tests.helpers import randomize_bn
 
 W = [8, 16, 32, 64]
 SERIES = {"encoder": {"name": "resnet10", "widths": W}, "aggregator": {"name": "attention"},
@@ -27,12 +28,7 @@ SERIES = {"encoder": {"name": "resnet10", "widths": W}, "aggregator": {"name": "
 
 def _model(cfg: dict, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = create_model(cfg)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("running_mean", "running_var")):
-                buf.copy_(torch.rand_like(buf) + 0.5)
-    return model.eval()
+    return randomize_bn(create_model(cfg), seed)
 
 
 def _series(b: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ from medzoo.zoo.publish import export_model
 from medzoo.zoo.resolver import load, resolve
 from medzoo.zoo.spec import WeightsSpec
 from medzoo.zoo.state import UnsafeWeightsError
+from tests.helpers import randomize_bn
 
 W = [8, 16, 32, 64]
 SERIES_CFG = {
@@ -35,12 +36,7 @@ SERIES_CFG = {
 def _trained(cfg: dict, seed: int = 1) -> torch.nn.Module:
     """A model whose BN statistics are not the defaults (so a forgotten buffer shows)."""
     torch.manual_seed(seed)
-    model = create_model(cfg)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("running_mean", "running_var")):
-                buf.copy_(torch.rand_like(buf) + 0.5)
-    return model.eval()
+    return randomize_bn(create_model(cfg), seed)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,12 @@ from monai.networks.nets import ResNet
 from medzoo.encoders import create_encoder
 from medzoo.zoo import UnsafeWeightsError, from_medicalnet, load_medicalnet, read_weights
 from medzoo.zoo.medicalnet import detect_architecture
-from tests.conftest import TINY_WIDTHS
+from tests.helpers import TINY_WIDTHS
 from tests.zoo.medicalnet_reference import MedicalNetResNet, randomize, save_released, save_train_checkpoint
 
 CASES = [(10, "B"), (18, "A"), (50, "B")]
+# one per block type by default (basic with shortcut A, bottleneck with B); resnet10 (basic, B) is slow
+PARAMS = [pytest.param(10, "B", marks=pytest.mark.slow), (18, "A"), (50, "B")]
 X = torch.randn(2, 1, 16, 24, 32, generator=torch.Generator().manual_seed(5))
 
 
@@ -34,7 +36,7 @@ def released(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("depth,shortcut", CASES)
+@pytest.mark.parametrize("depth,shortcut", PARAMS)
 def test_released_backbone_gives_medicalnet_features(released, depth, shortcut):
     ref, path = released[depth]
     enc = create_encoder(f"resnet{depth}", output_stride=8, widths=TINY_WIDTHS).eval()
@@ -48,7 +50,7 @@ def test_released_backbone_gives_medicalnet_features(released, depth, shortcut):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("depth,shortcut", CASES)
+@pytest.mark.parametrize("depth,shortcut", PARAMS)
 def test_train_checkpoint_with_seg_head_gives_medicalnet_logits(tmp_path, depth, shortcut):
     ref = reference(depth, shortcut, seg=3, seed=1)
     path = tmp_path / "epoch_3.pth.tar"
@@ -96,7 +98,7 @@ def _monai_features(net, x):
 
 
 @pytest.mark.parametrize("output_stride", [32, 8])
-@pytest.mark.parametrize("depth,shortcut", CASES)
+@pytest.mark.parametrize("depth,shortcut", PARAMS)
 def test_features_equal_monai_loaded_the_monai_way(released, depth, shortcut, output_stride):
     _, path = released[depth]
     net = _monai_the_monai_way(path, depth, shortcut)
