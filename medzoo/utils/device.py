@@ -49,9 +49,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except (RuntimeError, TypeError) as err:
-        raise DeviceError(f"device {name!r} is not a device name (cpu, cuda, cuda:N, mps or auto): "
-                          f"{str(err).splitlines()[0]}") from None
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"device {name!r} is not a device name; expected cpu, cuda, cuda:N, mps or auto") from None
     if dev.type == "cuda":
         _check_cuda(dev, name)
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
