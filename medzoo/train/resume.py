@@ -33,11 +33,12 @@ __all__ = ["EXECUTION_KEYS", "check_resume", "config_differences", "finite_or_no
 
 log = logging.getLogger(__name__)
 
-#: Keys that may differ on resume: they change how the run executes, not what it computes.
+#: Keys that may differ on resume: they change how the run executes or how often it looks, not the weights it
+#: computes (``eval_every``: evaluation touches neither weights nor RNG; the experiment runner sets it per run).
 EXECUTION_KEYS = frozenset({
     "train.device", "train.num_workers", "train.pin_memory", "train.persistent_workers", "train.prefetch_factor",
-    "train.compile", "train.channels_last", "train.deterministic", "train.max_minutes", "output.tensorboard",
-    "output.log_images", "output.checkpoint_every",
+    "train.compile", "train.channels_last", "train.deterministic", "train.max_minutes", "train.eval_every",
+    "output.tensorboard", "output.log_images", "output.checkpoint_every",
 })
 
 
