@@ -7,8 +7,9 @@ written by the Trainer from a generic ``csv`` dataset), then forward, loss, back
 at 224^2 (the ``cxr`` preset) and CT volumes cropped to 96^3 (the ``ct`` preset); resnet10 at full width (a small
 encoder makes the data side weigh more than resnet18/50 would).
 
-Each repeat times a block of end-to-end steps and a block of model-only steps, alternating which goes first; the
-ratio is the median of the per-repeat ratios. Every end-to-end block starts with as many untimed steps as the
+Each repeat times a block of end-to-end steps, a block of model-only steps and a second model-only block (an A/A
+control: its ratio to the first shows the machine's noise), rotating their order; a ratio is the median of the
+per-repeat ratios. Every end-to-end block starts with as many untimed steps as the
 loader holds prefetched batches (workers x prefetch), so a timed block does not consume batches prepared while the
 model-only block ran. A row also gives the loader's throughput alone (batches/s with no training) times the
 model-only step time: above 1, the workers produce batches faster than the step consumes them, and any excess of
@@ -87,6 +88,8 @@ def _timed(fn: Any, n: int) -> float:
 
 
 def _measure(trainer: Trainer, repeats: int, block: int) -> dict[str, float]:
+    """Median seconds per step of the three blocks (end to end, model-only, model-only again as an A/A control of
+    the machine's noise), run in an order rotated per repeat; the ratios are medians of per-repeat ratios."""
     stream = _batches(trainer)
     fixed = next(stream)
     warm = WORKERS * PREFETCH
@@ -100,15 +103,15 @@ def _measure(trainer: Trainer, repeats: int, block: int) -> dict[str, float]:
         return _timed(lambda: trainer.train_step([fixed]), block)
 
     e2e(), model()  # warm-up: workers started, caches in the page cache, allocator settled
-    te, tm, ratios = [], [], []
+    blocks = [e2e, model, model]
+    times: list[list[float]] = [[], [], []]
     for r in range(repeats):
-        a, b = (e2e(), model()) if r % 2 == 0 else tuple(reversed((model(), e2e())))
-        te.append(a)
-        tm.append(b)
-        ratios.append(a / b)
+        for k in [(r + j) % 3 for j in range(3)]:
+            times[k].append(blocks[k]())
     loader = _timed(lambda: next(stream), 4 * block)
-    return {"ratio": statistics.median(ratios), "e2e": statistics.median(te), "model": statistics.median(tm),
-            "loader": loader}
+    return {"ratio": statistics.median(a / b for a, b in zip(times[0], times[1])),
+            "control": statistics.median(c / b for c, b in zip(times[2], times[1])),
+            "e2e": statistics.median(times[0]), "model": statistics.median(times[1]), "loader": loader}
 
 
 def _row(kind: str, batch: int, m: dict[str, float], repeats: int) -> dict[str, Any]:
@@ -118,11 +121,13 @@ def _row(kind: str, batch: int, m: dict[str, float], repeats: int) -> dict[str, 
                                      f"{WORKERS} workers) vs model-only step",
            "ratio": round(m["ratio"], 3), "target": TARGET, "model": f"resnet10, batch {batch}, AdamW, fp32, CPU",
            "e2e s/step": round(m["e2e"], 3), "model-only s/step": round(m["model"], 3),
+           "A/A control (model-only / model-only)": round(m["control"], 3),
            "loader alone batches/s": round(1.0 / m["loader"], 1), "loader capacity / step rate": round(capacity, 1),
            "repeats": repeats}
     if m["ratio"] > 1.1:
         side = "faster" if capacity > 1 else "slower"
-        row["reason"] = f"the loader alone is {side} than the step; the excess is CPU contention on a shared machine"
+        row["reason"] = (f"the loader alone is {side} than the step; compare the A/A control "
+                         f"{m['control']:.2f} of two identical model-only blocks (the noise of a shared machine)")
     log.info("%s", row)
     return row
 

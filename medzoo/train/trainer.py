@@ -235,7 +235,7 @@ class Trainer(CheckpointState):
                              self.stopped_early, time.perf_counter() - self._start, reason)
         if distributed.is_main():
             (self.run_dir / "result.json").write_text(json.dumps(finite_or_none(result.to_dict()), indent=2,
-                                                                 allow_nan=False))
+                                                                 allow_nan=False, default=float))
         return result
 
     def last_metrics_of(self, split: str) -> dict[str, float]:

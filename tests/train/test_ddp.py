@@ -182,6 +182,7 @@ def _ready_pids(proc: subprocess.Popen, n: int, deadline: float) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkill_and_resume_under_ddp_matches_unbroken_run(corpus, tmp_path):
     """Both ranks SIGKILLed mid-run (after step 4; last.pt holds step 3), resumed with ``medzoo train
     --nproc-per-node 2 --resume``; the unbroken run is launched the same way."""
