@@ -148,6 +148,21 @@ is resized to the image and min-max normalised. *Primary*: binarised at 0.5, IoB
 (Wang et al. 2017), a hit when IoBB >= 0.5. Also: IoBB hit rate, IoU and Dice after keeping the top 10 / 20 % of
 pixels, the pointing game, and the image-level mean AUROC. Mean ± sample SD over seeds.
 
+**Top-k ties.** Top-k keeps `n = ceil(k / 100 x cells)` cells; what happens to cells tied with the n-th largest
+value is the `ties` rule of `medzoo.metrics.localization.binarize_top_k` (`medzoo evaluate --top-k-ties`):
+
+- `include` (default): every cell `>=` the n-th largest value, i.e. the percentile threshold
+  `h >= percentile(h, 100 - k)`. It does not look at positions, so a mirrored heatmap and its mirrored box score
+  the same (`tests/metrics/test_localization_ties.py`). When many cells tie, it keeps more than k percent: a
+  ReLU'd Grad-CAM is mostly exact zeros, and once the zeros reach the threshold the whole map is kept. Every score
+  row reports the share actually kept as `kept@k`.
+- `random`: exactly n cells, the tied ones drawn uniformly with `numpy.random.default_rng(seed)`; position-invariant
+  on average, reproducible per seed.
+- `first`: exactly n cells, ties broken in raster order (the earlier default). It fills up with the top rows, so a
+  box in the upper zones scores more than the same box mirrored to the lower zones. On a ReLU'd 7 x 7 map upsampled
+  bilinearly to 224 px (59 % zeros; the example in the tests), a 60 x 50 px box scores `iou@80` 0.075 at the top
+  left and 0.017 mirrored to the bottom right; `include` gives 0.060 for both.
+
 ## Results
 
 {table(results)}

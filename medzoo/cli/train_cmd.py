@@ -77,11 +77,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for --table")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="AUROC 95%% CIs from N bootstrap draws")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--bootstrap-unit", default="patient", choices=["patient", "image"],
+                   help="what a bootstrap draw resamples: whole patients (default) or single images")
     p.add_argument("--localization", default=None, choices=["nih-cxr14", "vindr-cxr"],
                    help="score heatmaps against this dataset's boxes")
     p.add_argument("--localization-root", default=None, metavar="DIR", help="the boxed dataset's folder")
     p.add_argument("--localization-task", default="findings", help="the multilabel task to explain")
     p.add_argument("--method", default="gradcam", choices=["cam", "gradcam"], help="heatmap method")
+    p.add_argument("--top-k-ties", default="include", choices=["include", "random", "first"],
+                   help="top-k cells tied with the k-th value: keep all (default), draw at random, or raster order")
     p.set_defaults(func=run_evaluate)
 
 
@@ -169,12 +173,13 @@ def _tables(args: argparse.Namespace, preds: dict[str, Any]) -> dict[str, list[d
 
     tables: dict[str, list[dict[str, Any]]] = {}
     if args.bootstrap:
-        tables.update(bootstrap_tables(preds, n_boot=args.bootstrap, seed=args.seed))
+        tables.update(bootstrap_tables(preds, n_boot=args.bootstrap, seed=args.seed, unit=args.bootstrap_unit))
         if not tables:
             print("note: --bootstrap: no classification or multilabel task to tabulate")
     if args.localization:
         tables.update(localization_tables(args.config, args.models, args.localization, args.localization_root,
-                                          args.localization_task, args.method, overrides=args.overrides))
+                                          args.localization_task, args.method, overrides=args.overrides,
+                                          ties=args.top_k_ties))
     return tables
 
 
@@ -206,7 +211,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_table(metrics))
     if args.table == "chexnet":
         run = load_run_config(args.config, args.overrides)
-        rows, text = chexnet_report(run, args.models[0], split=args.split, n_boot=args.n_boot)
+        rows, text = chexnet_report(run, args.models[0], split=args.split, n_boot=args.n_boot,
+                                    unit=args.bootstrap_unit)
         print(f"\n{text}")
         if args.out:
             write_table(rows, Path(args.out) / "chexnet_table.csv")

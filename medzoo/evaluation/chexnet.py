@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from medzoo.config import ConfigError
 from medzoo.data.collate import collate
-from medzoo.evaluation.tables import auroc_ci_table
+from medzoo.evaluation.tables import BOOTSTRAP_UNITS, auroc_ci_table
 from medzoo.train.config import RunConfig
 from medzoo.train.data import build_datasets
 from medzoo.train.evaluate import move_batch
@@ -79,6 +79,39 @@ def _multilabel_task(run: RunConfig, task: str | None) -> str:
     return task
 
 
+def _patients(batch: dict[str, Any], kind: str, n: int, start: int) -> list[tuple[str, str]]:
+    """``(dataset kind, patient_id)`` per image of a batch; the image id, else its position, when meta lacks it."""
+    metas = batch.get("meta") or [{}] * n
+    return [(kind, str(m.get("patient_id") or m.get("id") or f"#{start + i}")) for i, m in enumerate(metas)]
+
+
+def _collect(run: RunConfig, checkpoint: str | Path, task: str | None, split: str,
+             device: str | None) -> tuple[np.ndarray, np.ndarray, list, list[tuple[str, str]]]:
+    """:func:`collect_scores` plus each image's patient as ``(dataset kind, patient_id)`` from the sample meta."""
+    task = _multilabel_task(run, task)
+    model = resolve(checkpoint).model
+    dev = resolve_device(device or run.train.device)
+    model.to(dev).eval()
+    scores, targets, patients = [], [], []
+    for bundle in build_datasets(run, model):
+        ds = bundle.splits.get(split)
+        if ds is None or task not in bundle.mapping.sources.values():
+            continue
+        loader = DataLoader(ds, batch_size=bundle.config.eval_batch_size or bundle.config.batch_size,
+                            shuffle=False, collate_fn=collate)
+        with torch.no_grad():
+            for batch in loader:
+                batch = move_batch(batch, dev)
+                y = bundle.mapping.targets(batch, bundle.name).get(task)
+                if y is not None:
+                    scores.append(model(batch["image"], tasks=[task])[task].float().sigmoid().cpu().numpy())
+                    targets.append(y.float().cpu().numpy())
+                    patients += _patients(batch, str(bundle.config.kind), len(y), len(patients))
+    if not scores:
+        raise ValueError(f"no dataset of the config has {split!r} images labelled for task {task!r}")
+    return np.concatenate(scores), np.concatenate(targets), list(model.heads[task].label_names), patients
+
+
 def collect_scores(run: RunConfig, checkpoint: str | Path, task: str | None = None, split: str = "test",
                    device: str | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     """Per-image probabilities and targets of a multilabel task on ``split`` of every dataset that labels it.
@@ -96,31 +129,12 @@ def collect_scores(run: RunConfig, checkpoint: str | Path, task: str | None = No
     Raises:
         ValueError: no dataset of the config has images of ``split`` labelled for the task.
     """
-    task = _multilabel_task(run, task)
-    model = resolve(checkpoint).model
-    dev = resolve_device(device or run.train.device)
-    model.to(dev).eval()
-    scores, targets = [], []
-    for bundle in build_datasets(run, model):
-        ds = bundle.splits.get(split)
-        if ds is None or task not in bundle.mapping.sources.values():
-            continue
-        loader = DataLoader(ds, batch_size=bundle.config.eval_batch_size or bundle.config.batch_size,
-                            shuffle=False, collate_fn=collate)
-        with torch.no_grad():
-            for batch in loader:
-                batch = move_batch(batch, dev)
-                y = bundle.mapping.targets(batch, bundle.name).get(task)
-                if y is not None:
-                    scores.append(model(batch["image"], tasks=[task])[task].float().sigmoid().cpu().numpy())
-                    targets.append(y.float().cpu().numpy())
-    if not scores:
-        raise ValueError(f"no dataset of the config has {split!r} images labelled for task {task!r}")
-    return np.concatenate(scores), np.concatenate(targets), list(model.heads[task].label_names)
+    return _collect(run, checkpoint, task, split, device)[:3]
 
 
 def chexnet_table(run: RunConfig, checkpoint: str | Path, task: str | None = None, split: str = "test",
-                  n_boot: int = 1000, seed: int = 0, device: str | None = None) -> list[dict[str, Any]]:
+                  n_boot: int = 1000, seed: int = 0, device: str | None = None,
+                  unit: str = "patient") -> list[dict[str, Any]]:
     """Per-class AUROC with 95% bootstrap CIs beside the published CheXNet and Wang et al. 2017 values.
 
     Args:
@@ -128,14 +142,20 @@ def chexnet_table(run: RunConfig, checkpoint: str | Path, task: str | None = Non
         checkpoint: a model reference: a Trainer checkpoint, an export folder...
         task: the multilabel task (default: the config's only one).
         split: ``train``, ``val`` or ``test``.
-        n_boot, seed: bootstrap resamples (of images) and their seed.
+        n_boot, seed: bootstrap resamples and their seed.
+        unit: ``"patient"`` (default) resamples patients with all their images (NIH has 3.64 images per
+            patient, which are not independent); ``"image"`` resamples images.
 
     Returns:
-        Rows ``{"label", "auroc", "ci_lower", "ci_upper", "n_pos", "n_neg", "chexnet", "wang2017"}``, one per head
-        label in the head's order, then ``Mean``; a published value is NaN for a label the papers do not report.
+        Rows ``{"label", "auroc", "ci_lower", "ci_upper", "n_pos", "n_neg", "bootstrap_unit", "n_units",
+        "chexnet", "wang2017"}``, one per head label in the head's order, then ``Mean``; a published value is NaN
+        for a label the papers do not report.
     """
-    scores, targets, labels = collect_scores(run, checkpoint, task, split, device)
-    rows = auroc_ci_table(scores, targets, labels, n_boot=n_boot, seed=seed)
+    if unit not in BOOTSTRAP_UNITS:
+        raise ValueError(f"bootstrap unit must be one of {BOOTSTRAP_UNITS}, got {unit!r}")
+    scores, targets, labels, patients = _collect(run, checkpoint, task, split, device)
+    rows = auroc_ci_table(scores, targets, labels, n_boot=n_boot, seed=seed,
+                          groups=patients if unit == "patient" else None)
     chexnet = {_key(k): v for k, v in PUBLISHED_CHEXNET.items()}
     wang = {_key(k): v for k, v in PUBLISHED_WANG2017.items()}
     for r in rows:
@@ -151,7 +171,8 @@ def format_chexnet_table(rows: Sequence[Mapping[str, Any]], synthetic: bool = Fa
     Wang et al. 2017 columns, with a note under the table. With ``synthetic`` those columns read "published,
     different data": the figures beside them come from the synthetic corpus and are not comparable. Otherwise they
     read "published; their split", since neither paper used the official ``test_list.txt``. Rows of
-    :func:`~medzoo.evaluation.tables.auroc_ci_table` alone give the two-column table.
+    :func:`~medzoo.evaluation.tables.auroc_ci_table` alone give the two-column table. Rows that carry
+    ``bootstrap_unit`` get a line under the table naming what the CIs resampled (patients or images) and how many.
     """
     published = bool(rows) and all("chexnet" in r for r in rows)
     tag = "published, different data" if synthetic else "published; their split"
@@ -168,7 +189,7 @@ def format_chexnet_table(rows: Sequence[Mapping[str, Any]], synthetic: bool = Fa
             cells += [f"{r['n_pos']} / {r['n_neg']}", format_cell(r["chexnet"], 4 if name != "Mean" else 3),
                       format_cell(r["wang2017"], 3)]
         body.append(cells)
-    table = render(header, body, style="markdown") + "\n"
+    table = render(header, body, style="markdown") + "\n" + _unit_note(rows)
     if not published:
         return table
     note = ("Measured on the medzoo synthetic corpus: the published columns (CheXNet, arXiv 1711.05225; Wang et al., "
@@ -178,12 +199,23 @@ def format_chexnet_table(rows: Sequence[Mapping[str, Any]], synthetic: bool = Fa
     return table + "\n" + note + "\n"
 
 
+def _unit_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A line naming what the CIs resampled, when the rows say (:func:`~medzoo.evaluation.tables.auroc_ci_table`)."""
+    if not rows or "bootstrap_unit" not in rows[0]:
+        return ""
+    unit, n = rows[0]["bootstrap_unit"], rows[0]["n_units"]
+    how = ("each drawn patient brings all of its images" if unit == "patient"
+           else "images of one patient resampled as if independent")
+    return f"\n95% CIs: percentile bootstrap over {n} {unit}s ({how}).\n"
+
+
 def chexnet_report(run: RunConfig, checkpoint: str | Path, split: str = "test", n_boot: int = 1000,
-                   task: str | None = None, device: str | None = None) -> tuple[list[dict], str]:
+                   task: str | None = None, device: str | None = None,
+                   unit: str = "patient") -> tuple[list[dict], str]:
     """``(rows, markdown)`` of :func:`chexnet_table` for ``medzoo evaluate --table chexnet``.
 
     The published columns are labelled "published, different data" when the config's ``data_root`` is the synthetic
     corpus (see :func:`is_synthetic_corpus`).
     """
-    rows = chexnet_table(run, checkpoint, task=task, split=split, n_boot=n_boot, device=device)
+    rows = chexnet_table(run, checkpoint, task=task, split=split, n_boot=n_boot, device=device, unit=unit)
     return rows, format_chexnet_table(rows, synthetic=is_synthetic_corpus(run.data_root))

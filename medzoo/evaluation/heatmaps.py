@@ -4,7 +4,8 @@ y_max)`` per radiologist, merged).
 
 - :func:`score_heatmaps`: one row per (image, label) with the scores of
   :func:`medzoo.metrics.localization.localization_scores` (soft Dice, IoU and Dice at top-k percent, IoBB,
-  pointing game);
+  pointing game). Top-k keeps every cell tied with the k-th percentile by default, so a box scores the same
+  wherever it lies (``ties="first"``, raster order, favoured top-left boxes); ``kept@k`` reports the share kept;
 - :func:`localization_summary`: per label, the mean of each score and the IoBB hit rates of Wang et al. 2017;
 - :func:`localization_tables`: both tables for model references (one, or an ensemble of min-max normalised maps).
 
@@ -71,7 +72,7 @@ def _union_mask(boxes: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.
 
 def score_heatmaps(heatmap_fn: Callable[[Any, str], np.ndarray], records: Sequence[Any], labels: Sequence[str], *,
                    label_map: Mapping[str, str] | None = None, ks: Sequence[float] = (5, 10, 20, 50),
-                   ties: str = "first") -> list[dict[str, Any]]:
+                   ties: str = "include", seed: int = 0) -> list[dict[str, Any]]:
     """Score heatmaps against the boxes of every record that has them.
 
     Args:
@@ -80,10 +81,13 @@ def score_heatmaps(heatmap_fn: Callable[[Any, str], np.ndarray], records: Sequen
         labels: the model's label names; boxes of other labels are left out.
         label_map: dataset label -> model label (e.g. ``{"Nodule/Mass": "Nodule"}``).
         ks: top-k percentages.
-        ties: tie rule of :func:`medzoo.metrics.localization.binarize_top_k`.
+        ties: tie rule of :func:`medzoo.metrics.localization.binarize_top_k`: ``"include"`` (default; every cell
+            tied with the k-th percentile is kept, so the score does not depend on where the box is), ``"random"``
+            (seeded draw among tied cells) or ``"first"`` (raster order, the earlier rule).
+        seed: the draw of ``ties="random"``.
 
     Returns:
-        One row per (record, label): ``id``, ``label``, ``n_boxes`` and every score of
+        One row per (record, label): ``id``, ``label``, ``n_boxes``, ``ties`` and every score of
         :func:`~medzoo.metrics.localization.localization_scores` (heatmap min-max normalised; boxes of one label
         merged into one target).
     """
@@ -98,8 +102,8 @@ def score_heatmaps(heatmap_fn: Callable[[Any, str], np.ndarray], records: Sequen
             if heat.ndim != 2:
                 raise ValueError(f"record {rec.id}: localisation needs a 2D heatmap, got shape {heat.shape}")
             target = _union_mask(boxes, heat.shape)
-            scores = localization_scores(heat, target, ks=ks, ties=ties, normalize=True)
-            rows.append({"id": rec.id, "label": label, "n_boxes": len(boxes), **scores})
+            scores = localization_scores(heat, target, ks=ks, ties=ties, normalize=True, seed=seed)
+            rows.append({"id": rec.id, "label": label, "n_boxes": len(boxes), "ties": ties, **scores})
     return rows
 
 
@@ -123,18 +127,18 @@ def localization_summary(rows: Sequence[Mapping[str, Any]], iobb_k: float = 10,
     """Per label (and ``all``): the mean of every score, and the IoBB hit rates ``acc@T`` at ``iobb@{iobb_k}``.
 
     Returns:
-        Rows ``{"label", "n", <score>: mean, "acc@T": fraction with IoBB > T}``.
+        Rows ``{"label", "n", "ties", <score>: mean, "acc@T": fraction with IoBB > T}``.
     """
     if not rows:
         return []
-    keys = [k for k in rows[0] if k not in ("id", "label", "n_boxes")]
+    keys = [k for k in rows[0] if k not in ("id", "label", "n_boxes", "ties")]
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["label"], []).append(r)
     groups["all"] = list(rows)
     out = []
     for label, rs in groups.items():
-        row: dict[str, Any] = {"label": label, "n": len(rs)}
+        row: dict[str, Any] = {"label": label, "n": len(rs), "ties": rs[0].get("ties")}
         row.update({k: float(np.mean([r[k] for r in rs])) for k in keys})
         key = f"iobb@{iobb_k:g}"
         if key in rs[0]:
@@ -183,7 +187,7 @@ def _nih_boxes_in_pixels(records: Sequence[Any]) -> list[Any]:
 
 def localization_tables(cfg: RunConfig | str | Path | dict, refs: Sequence[str | Path], kind: str, root: str | Path,
                         task: str = "findings", method: str = "gradcam", ks: Sequence[float] = (5, 10, 20, 50),
-                        overrides: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
+                        overrides: Sequence[str] = (), ties: str = "include") -> dict[str, list[dict[str, Any]]]:
     """Heatmaps of ``task`` scored against the boxes of a NIH ChestX-ray14 or VinDr-CXR dataset.
 
     Every record with boxes is explained once per boxed label the model has (box labels are matched to the model's
@@ -199,6 +203,7 @@ def localization_tables(cfg: RunConfig | str | Path | dict, refs: Sequence[str |
         task: the multilabel task to explain.
         method: ``cam`` or ``gradcam``.
         ks: top-k percentages for IoU and Dice.
+        ties: the top-k tie rule (see :func:`score_heatmaps`).
 
     Returns:
         ``{"localization": one row per (image, label), "localization_summary": per label and "all", with IoBB hit
@@ -237,6 +242,6 @@ def localization_tables(cfg: RunConfig | str | Path | dict, refs: Sequence[str |
             return maps[0]
         return np.mean([(h - h.min()) / (h.max() - h.min()) if h.max() > h.min() else h * 0 for h in maps], axis=0)
 
-    rows = score_heatmaps(heatmap, records, labels, label_map=label_map, ks=ks)
+    rows = score_heatmaps(heatmap, records, labels, label_map=label_map, ks=ks, ties=ties)
     log.info("localisation: %d (image, label) pairs from %d boxed images", len(rows), len(records))
     return {"localization": rows, "localization_summary": localization_summary(rows)}

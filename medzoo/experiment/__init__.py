@@ -1,5 +1,5 @@
-"""Experiments: the resumable transfer-learning matrix with its tables and plots, the task recipes, weak
-localisation, and ``medzoo demo``.
+"""Experiments: the resumable transfer-learning matrix of training runs and baselines with its tables, paired
+statistics and plots, the task recipes, weak localisation, and ``medzoo demo``.
 
 Public names are resolved lazily (importing this package loads nothing heavy).
 
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from medzoo.utils.lazy import lazy_attach
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "InitVariant", "TaskVariant", "fit_recipe", "load_experiment_config",
-           "load_recipe", "run_demo", "run_experiment"]
+__all__ = ["BaselineVariant", "ExperimentConfig", "ExperimentResult", "InitVariant", "TaskVariant", "fit_recipe",
+           "load_experiment_config", "load_recipe", "run_demo", "run_experiment"]
 
 __getattr__, __dir__ = lazy_attach(__name__, {
-    "ExperimentConfig": "medzoo.experiment.config", "InitVariant": "medzoo.experiment.config",
+    "BaselineVariant": "medzoo.experiment.config", "ExperimentConfig": "medzoo.experiment.config",
+    "InitVariant": "medzoo.experiment.config",
     "TaskVariant": "medzoo.experiment.config", "load_experiment_config": "medzoo.experiment.config",
     "ExperimentResult": "medzoo.experiment.runner", "run_experiment": "medzoo.experiment.runner",
     "run_demo": "medzoo.experiment.demo",

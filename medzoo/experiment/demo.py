@@ -1,17 +1,22 @@
-"""``medzoo demo``: pretrain one encoder on several tasks, publish it to a local zoo, and show what it buys.
+"""``medzoo demo``: pretrain one encoder on several tasks, publish it to a local zoo, and measure what it buys.
 
 The pipeline, in ``out`` (every step reuses what a previous run of the same profile finished):
 
 1. ``corpus/``: the synthetic corpus (:func:`medzoo.data.synth.write_synthetic_corpus`).
 2. ``pretrain/``: one shared encoder trained on CT lung/lesion segmentation (3-D volumes), COVIDx-CT patient
-   classification (series of CT slices) and ChestX-ray14 findings (2-D CXRs).
+   classification (series of CT slices) and ChestX-ray14 findings (2-D CXRs with ribs, clavicles, devices).
 3. ``zoo/``: the encoder exported (:func:`medzoo.zoo.publish.export_model`), published into ``zoo/catalogs/`` with
    its sha256 (a ``file://`` URL), and loaded back by name through the catalog (download cache and hash check);
    ``$MEDZOO_HOME`` points at ``zoo/`` while the demo runs and is restored afterwards.
-4. ``experiment/``: the held-out task (lung segmentation on the Montgomery-style CXRs; lungs are seen in the
-   pretraining CXRs and CTs) fine-tuned from scratch, from the zoo weights and with the zoo encoder frozen, at
-   several training-data fractions and seeds (:func:`medzoo.experiment.run_experiment`).
-5. ``report.md`` with the table and the plots.
+4. ``experiment/``: the held-out task, lung segmentation on the Montgomery-style CXRs (lungs are what pretraining
+   saw in the CTs and behind the findings), at several training-data fractions and seeds: fine-tuned from scratch
+   and from the zoo weights, against rows that train no network: a threshold + connected-components pipeline and
+   closed-form linear probes on the frozen zoo encoder and on a random one (:func:`medzoo.experiment.run_experiment`).
+   Each seed draws its own training subset; differences are paired by seed, with 95% t intervals.
+5. ``report.md`` with the tables, the generated sentences, the plots and the timing.
+
+Every job runs on one torch thread with deterministic algorithms, and jobs run side by side in worker processes, so
+the tables are the same bytes whatever ``OMP_NUM_THREADS``, the core count or the worker count.
 
 Example:
     >>> result = run_demo("medzoo-demo", profile="quick")  # doctest: +SKIP
@@ -24,13 +29,15 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoProfile", "DemoResult", "PROFILES", "ZOO_NAME", "run_demo", "pretrain_config", "finetune_config"]
+__all__ = ["DemoProfile", "DemoResult", "PROFILES", "ZOO_NAME", "run_demo", "pretrain_config", "finetune_config",
+           "experiment_config"]
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +55,23 @@ class DemoProfile:
     cxr_px: int = 64
     ct_patch: int = 24
     slice_px: int = 48
-    pretrain_steps: int = 1000
-    finetune_steps: int = 30
+    pretrain_steps: int = 600
+    finetune_steps: int = 60
     fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
-    seeds: int = 3
+    seeds: int = 5
     eval_points: int = 4
     pretrain_lr: float = 0.003
     finetune_lr: float = 0.001
+    random_probe: bool = True
 
 
 PROFILES = {
     "full": DemoProfile(),
-    "quick": DemoProfile(pretrain_steps=300, finetune_steps=30, fractions=(0.1, 1.0), seeds=1, eval_points=3),
-    # Tests only: the whole pipeline in seconds (numbers meaningless).
-    "tiny": DemoProfile(corpus="tiny", cxr_px=32, ct_patch=16, slice_px=32, pretrain_steps=2, finetune_steps=2,
-                        fractions=(0.5, 1.0), seeds=1, eval_points=1),
+    "quick": DemoProfile(pretrain_steps=150, finetune_steps=40, fractions=(0.1, 1.0), seeds=3, eval_points=3,
+                         random_probe=False),
+    # Tests only: the whole pipeline in seconds; 10 steps at a high rate so that the Dice values are not all zero.
+    "tiny": DemoProfile(corpus="tiny", cxr_px=32, ct_patch=16, slice_px=32, pretrain_steps=2, finetune_steps=10,
+                        finetune_lr=0.01, fractions=(0.5, 1.0), seeds=2, eval_points=1),
 }
 
 
@@ -72,12 +81,14 @@ class DemoResult:
 
     out: str
     table: str
+    paired_table: str
+    claims: list[str]
     report: str
     plots: list[str]
     summary: list[dict[str, Any]]
+    paired: list[dict[str, Any]]
     pretrain_metrics: dict[str, float]
     zoo: dict[str, Any]
-    claim: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -114,8 +125,10 @@ def pretrain_config(p: DemoProfile, corpus: Path, out: Path) -> dict[str, Any]:
 
 def finetune_config(p: DemoProfile, corpus: Path) -> dict[str, Any]:
     """The held-out task's base run: 2-D lung segmentation on the Montgomery-style CXRs, a fixed step budget."""
+    # No augmentation: a run costs half as much (the random affine is most of a step's data time), and both
+    # inits see exactly the same pixels, so the comparison isolates the starting weights.
     data = [{"name": "montgomery", "kind": "montgomery", "root": "montgomery/MontgomerySet",
-             "tasks": {"mask": "lung"}, "transform": {"preset": "cxr", "size": [p.cxr_px]},
+             "tasks": {"mask": "lung"}, "transform": {"preset": "cxr", "size": [p.cxr_px], "augment": False},
              "split": {"fractions": {"train": 0.6, "val": 0.1, "test": 0.3}}, "batch_size": 4}]
     return {"data_root": str(corpus),
             "model": {"encoder": _encoder(p),
@@ -124,19 +137,22 @@ def finetune_config(p: DemoProfile, corpus: Path) -> dict[str, Any]:
             "data": data,
             "train": {"epochs": 100000, "max_steps": p.finetune_steps, "lr": p.finetune_lr, "seed": 0, "device": "cpu",
                       "eval_every": 100000},
-            "output": {"dir": "unused", "tensorboard": False, "log_images": False}}
+            # At low fractions an epoch is one batch: a last.pt per epoch would write a checkpoint every step.
+            "output": {"dir": "unused", "tensorboard": False, "log_images": False, "last_every_epoch": False}}
 
 
 def experiment_config(p: DemoProfile, corpus: Path, out: Path, seeds: int) -> dict[str, Any]:
-    """The demo's matrix: scratch / zoo weights / frozen zoo encoder x fractions x seeds on the held-out task."""
+    """The demo's matrix: baselines and scratch / zoo fine-tuning x fractions x seeds on the held-out task."""
     zoo = f"zoo:{ZOO_NAME}"
     return {"name": "demo: lung segmentation on held-out CXRs", "output": str(out),
             "run": finetune_config(p, corpus),
             "tasks": {"lung_seg": {"metric": "test/lung/dice/lung"}},
-            "inits": {"scratch": {"source": "scratch"}, "zoo": {"source": zoo, "parts": ["encoder"]},
-                      "zoo_frozen": {"source": zoo, "parts": ["encoder"], "freeze_encoder": True}},
-            "fractions": list(p.fractions), "seeds": list(range(seeds)), "split_seed": 0,
-            "eval_points": p.eval_points}
+            "baselines": {"threshold": {"kind": "threshold"},
+                          **({"random_probe": {"kind": "probe", "source": "scratch"}} if p.random_probe else {}),
+                          "zoo_probe": {"kind": "probe", "source": zoo}},
+            "inits": {"scratch": {"source": "scratch"}, "zoo": {"source": zoo, "parts": ["encoder"]}},
+            "fractions": list(p.fractions), "seeds": list(range(seeds)), "split_seed": 0, "subsets": "per_seed",
+            "reference": "scratch", "eval_points": p.eval_points}
 
 
 @contextlib.contextmanager
@@ -153,22 +169,52 @@ def _medzoo_home(path: Path) -> Iterator[None]:
             os.environ["MEDZOO_HOME"] = old
 
 
-def _corpus(p: DemoProfile, out: Path) -> tuple[Path, bool]:
-    from medzoo.data.synth import write_synthetic_corpus
+_FAMILIES = ("msd", "covidx-ct", "nih", "montgomery")  # what the demo reads, in the public datasets' layouts
+
+
+def _family_job(family: str, corpus: Path, size: str) -> str:
+    """Write one family of the synthetic corpus (each has its own seeded generator, so they can run in parallel)."""
+    from medzoo.data.synth import SIZES
+    from medzoo.data.synth.ct import write_covidx_ct, write_msd
+    from medzoo.data.synth.cxr import write_nih
+    from medzoo.data.synth.tb import write_montgomery
+
+    cfg = SIZES[size]
+    writers = {"msd": lambda: write_msd(corpus / "ct", 0, cfg, dicom=False),
+               "covidx-ct": lambda: write_covidx_ct(corpus / "covidx-ct", 0, cfg),
+               "nih": lambda: write_nih(corpus / "nih", 0, cfg),
+               "montgomery": lambda: write_montgomery(corpus / "montgomery", 0, cfg)}
+    writers[family]()
+    return family
+
+
+def _corpus(p: DemoProfile, out: Path, pool: Any) -> tuple[Path, bool]:
+    """The families of the synthetic corpus the demo uses (seed 0), written side by side; reused when present."""
+    from medzoo.data.synth import CORPUS_VERSION
 
     corpus = out / "corpus"
-    manifest = corpus / "corpus.json"
-    if manifest.is_file():
-        info = json.loads(manifest.read_text(encoding="utf-8"))
-        if info.get("seed") == 0 and info.get("size") == p.corpus:
-            log.info("corpus: reusing %s", corpus)
-            return corpus, True
-    write_synthetic_corpus(corpus, seed=0, size=p.corpus, dicom=False)
+    manifest = corpus / "demo-corpus.json"
+    want = {"format": "medzoo-demo-corpus", "version": CORPUS_VERSION, "seed": 0, "size": p.corpus,
+            "families": list(_FAMILIES)}
+    if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")) == want:
+        log.info("corpus: reusing %s", corpus)
+        return corpus, True
+    for fut in [pool.submit(_family_job, f, corpus, p.corpus) for f in _FAMILIES]:
+        fut.result()
+    manifest.write_text(json.dumps(want, indent=2) + "\n", encoding="utf-8")
     return corpus, False
 
 
-def _pretrain(p: DemoProfile, corpus: Path, out: Path, progress: bool) -> tuple[dict[str, float], bool]:
+def _pretrain_job(cfg: Any) -> tuple[dict[str, float], float]:
+    """Pretrain; returns the final metrics and the job's CPU seconds."""
     from medzoo.train import fit
+
+    cpu = time.process_time()
+    return fit(cfg, resume=True, quiet=True).metrics, time.process_time() - cpu
+
+
+def _pretrain_state(p: DemoProfile, corpus: Path, out: Path) -> tuple[Any, dict[str, float] | None]:
+    """The pretraining run config, and its metrics when a finished run of the same config is in ``out``."""
     from medzoo.train.config import load_run_config, run_config_yaml
 
     run_dir = out / "pretrain"
@@ -176,13 +222,11 @@ def _pretrain(p: DemoProfile, corpus: Path, out: Path, progress: bool) -> tuple[
     same = (run_dir / "config.yaml").is_file() and (run_dir / "config.yaml").read_text() == run_config_yaml(cfg)
     if same and (run_dir / "result.json").is_file():
         log.info("pretraining: reusing %s", run_dir)
-        return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["metrics"], True
+        return cfg, json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["metrics"]
     if not same and run_dir.exists():
-        import shutil
-
         log.warning("pretraining: %s holds a run of another config; training again", run_dir)
         shutil.rmtree(run_dir)
-    return fit(cfg, resume=True, quiet=not progress).metrics, False
+    return cfg, None
 
 
 def _publish(out: Path) -> dict[str, Any]:
@@ -218,63 +262,23 @@ def _publish(out: Path) -> dict[str, Any]:
     return {**done, "reused": reused}
 
 
-def _claim(summary: list[dict[str, Any]]) -> dict[str, Any]:
-    """Whether the zoo init beats scratch (mean over seeds) at the lowest data fraction."""
-    low = min(s["fraction"] for s in summary)
-    at = {s["init"]: s for s in summary if s["fraction"] == low}
-    scratch, zoo = at["scratch"]["mean"], at["zoo"]["mean"]
-    return {"fraction": low, "scratch": scratch, "zoo": zoo, "seeds": at["zoo"]["n"], "holds": bool(zoo > scratch),
-            "metric": at["zoo"]["metric"]}
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
-def _report(out: Path, p: DemoProfile, name: str, exp: Any, pre: dict[str, float], zoo: dict[str, Any],
-            claim: dict[str, Any], seconds: dict[str, float], reused: dict[str, bool]) -> Path:
-    from medzoo.experiment.report import markdown_table
-
-    keys = ("test/ct_seg/mean_dice", "test/covid_ct/accuracy", "test/covid_ct/auroc", "test/findings/mean_auroc")
-    verdict = "beats" if claim["holds"] else "does NOT beat"
-    lines = [
-        "# medzoo demo report", "",
-        f"Profile `{name}`: {p.corpus} synthetic corpus, resnet10 widths {list(p.widths)}, CXRs at {p.cxr_px} px; "
-        f"{p.pretrain_steps} pretraining steps; {p.finetune_steps} fine-tuning steps per run; "
-        f"{len(exp.summary[0]['values'])} seed(s) per cell.", "",
-        "## 1. Pretraining (one encoder, three tasks)", "",
-        "| test metric | value |", "|---|---:|", *[f"| `{k}` | {pre[k]:.3f} |" for k in keys if k in pre], "",
-        "## 2. Zoo", "",
-        f"Encoder exported and published as `{zoo['name']}` in `{zoo['catalog']}` (sha256 `{zoo['sha256']}`), "
-        "then loaded back by name through the catalog.", "",
-        "## 3. Held-out task: CXR lung segmentation (Montgomery-style set)", "",
-        f"Test Dice of the lung class, mean ± std over seeds (`{claim['metric']}`). Every run trains for the "
-        "same number of steps; `zoo_frozen` trains the decoder only.", "",
-        markdown_table(exp.summary, "lung_seg"), "",
-        f"At the lowest fraction ({claim['fraction']:g}), the zoo initialisation {verdict} scratch: "
-        f"{claim['zoo']:.3f} vs {claim['scratch']:.3f} (mean over {claim['seeds']} seed(s)).", "",
-        "![metric vs data fraction](experiment/fraction_lung_seg.png)", "",
-        "![learning curves](experiment/curves_lung_seg.png)", "",
-        "## Timing of this run", "", "| step | seconds |", "|---|---:|",
-        *[f"| {k}{' (reused)' if reused.get(k) else ''} | {v:.1f} |" for k, v in seconds.items()], ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children (the workers, once joined)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return float("nan")
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def run_demo(out: str | os.PathLike = "medzoo-demo", profile: str | DemoProfile = "full", *,
-             seeds: int | None = None, progress: bool | None = None) -> DemoResult:
-    """Run (or resume) the whole demo in ``out``.
-
-    Args:
-        out: the demo folder (created).
-        profile: ``"full"``, ``"quick"``, ``"tiny"`` (tests) or a :class:`DemoProfile`.
-        seeds: seeds per cell (default: the profile's).
-        progress: progress bars (default: when stderr is a terminal).
-
-    Returns:
-        The :class:`DemoResult` (the plain table, report and plot paths, the claim check, seconds per step).
-    """
-    import sys
-
-    from medzoo.experiment.runner import run_experiment
-
+def _resolve(profile: str | DemoProfile, seeds: int | None) -> tuple[str, DemoProfile]:
     name = profile if isinstance(profile, str) else "custom"
     if isinstance(profile, str):
         if profile not in PROFILES:
@@ -284,27 +288,81 @@ def run_demo(out: str | os.PathLike = "medzoo-demo", profile: str | DemoProfile 
         if seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {seeds}")
         profile = replace(profile, seeds=seeds)
-    show = sys.stderr.isatty() if progress is None else progress
+    return name, profile
+
+
+def _matrix(p: DemoProfile, corpus: Path, out: Path, pool: Any, bar: Any, exp_cfg: Any,
+            pre_cfg: Any, pre: dict[str, float] | None, clock: dict[str, float]) -> tuple[dict, dict, list, list]:
+    """Pretraining and every cell: cells that need no zoo weights run beside the pretraining; the rest after it."""
+    from medzoo.experiment.runner import cell_source, list_cells, submit_cells, wait_cells
+
+    t = time.perf_counter()
+    pre_future = None if pre is not None else pool.submit(_pretrain_job, pre_cfg)
+    if pre_future is not None:
+        pre_future.add_done_callback(lambda f: bar.finished("pretraining", "" if f.exception() else "done"))
+    cells = list_cells(exp_cfg)
+    later = [c for c in cells if cell_source(exp_cfg, c).startswith("zoo:")]
+    futures = submit_cells(exp_cfg, [c for c in cells if c not in later], out / "experiment", pool, bar)
+    if pre_future is not None:
+        pre, clock["pretraining, CPU"] = pre_future.result()
+        clock["pretraining done, wall"] = time.perf_counter() - t
+    zoo = _publish(out)
+    futures.update(submit_cells(exp_cfg, later, out / "experiment", pool, bar))
+    ran, skipped = wait_cells(futures)
+    return pre, zoo, ran, skipped
+
+
+def run_demo(out: str | os.PathLike = "medzoo-demo", profile: str | DemoProfile = "full", *,
+             seeds: int | None = None, progress: bool | None = None, workers: int | None = None) -> DemoResult:
+    """Run (or resume) the whole demo in ``out``.
+
+    Args:
+        out: the demo folder (created).
+        profile: ``"full"``, ``"quick"``, ``"tiny"`` (tests) or a :class:`DemoProfile`.
+        seeds: seeds per cell (default: the profile's).
+        progress: a progress bar (default: when stderr is a terminal); a log line per finished job always.
+        workers: single-thread worker processes (default: the usable cores); the numbers do not depend on it.
+
+    Returns:
+        The :class:`DemoResult` (tables, paired differences, generated claims, report and plot paths, seconds).
+    """
+    from medzoo.experiment import demo_report
+    from medzoo.experiment.config import load_experiment_config
+    from medzoo.experiment.parallel import JobPool, busy_warning, default_workers
+    from medzoo.experiment.runner import Progress, collect, list_cells
+
+    name, profile = _resolve(profile, seeds)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    busy = busy_warning()
+    if busy is not None:
+        log.warning("%s", busy)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    reused: dict[str, bool] = {}
-    with _medzoo_home(out / "zoo"):
-        t = time.perf_counter()
-        corpus, reused["corpus"] = _corpus(profile, out)
-        seconds["corpus"] = time.perf_counter() - t
-        pre, reused["pretrain"] = _pretrain(profile, corpus, out, show)
-        seconds["pretrain"] = time.perf_counter() - t - seconds["corpus"]
-        zoo = _publish(out)
-        reused["export + publish + load"] = zoo["reused"]
-        seconds["export + publish + load"] = time.perf_counter() - t - sum(seconds.values())
-        exp = run_experiment(experiment_config(profile, corpus, out / "experiment", profile.seeds), progress=show)
-        seconds["fine-tuning matrix"] = time.perf_counter() - t - sum(seconds.values())
-        reused["fine-tuning matrix"] = not exp.ran
-    claim = _claim(exp.summary)
-    seconds["total"] = time.perf_counter() - t
-    report = _report(out, profile, name, exp, pre, zoo, claim, seconds, reused)
-    (out / "demo.json").write_text(json.dumps({"profile": asdict(profile), "claim": claim, "zoo": zoo,
-                                               "seconds": seconds, "reused": reused}, indent=2), encoding="utf-8")
-    plots = [v for k, v in exp.files.items() if k.startswith(("fraction:", "curves:"))]
-    return DemoResult(str(out), exp.table, str(report), plots, exp.summary, pre, zoo, claim, seconds)
+    exp_cfg = load_experiment_config(experiment_config(profile, out / "corpus", out / "experiment", profile.seeds))
+    workers = workers or default_workers(len(list_cells(exp_cfg)))
+    with _medzoo_home(out / "zoo"), JobPool(workers) as pool:
+        corpus, corpus_reused = _corpus(profile, out, pool)
+        seconds["corpus, wall"] = time.perf_counter() - t0
+        pre_cfg, pre = _pretrain_state(profile, corpus, out)
+        jobs = len(list_cells(exp_cfg)) + (pre is None)
+        log.info("demo (%s profile): %d jobs on %d single-thread worker(s)", name, jobs, workers)
+        bar = Progress(jobs, progress, desc="demo")
+        try:
+            pre, zoo, ran, skipped = _matrix(profile, corpus, out, pool, bar, exp_cfg, pre_cfg, pre, seconds)
+        finally:
+            bar.close()
+        exp = collect(exp_cfg, out / "experiment", ran=ran, skipped=skipped)
+    seconds["total, wall"] = time.perf_counter() - t0
+    seconds["cells, CPU"] = sum(r.get("cpu_seconds", 0.0) for r in exp.rows if r["cell"] in set(exp.ran))
+    seconds["all processes, CPU"] = _cpu_seconds()
+    run = {"profile": name, "settings": asdict(profile), "workers": workers, "load_average": load,
+           "torch_threads_outside_jobs": _torch_threads(),
+           "busy": busy, "reused": {"corpus": corpus_reused, "cells": len(exp.skipped)}, "seconds": seconds}
+    report = demo_report.write_report(out, exp, pre, zoo, run)
+    (out / "demo.json").write_text(json.dumps({**run, "zoo": zoo, "claims": exp.claims}, indent=2),
+                                   encoding="utf-8")
+    plots = [v for k, v in exp.files.items() if k.split(":")[0] in ("fraction", "paired", "curves")]
+    return DemoResult(str(out), exp.table, demo_report.paired_text(exp), exp.claims, str(report), plots,
+                      exp.summary, exp.paired, pre, zoo, seconds)

@@ -1,16 +1,20 @@
-"""Tables, plots and report files of an experiment matrix.
+"""Tables, generated claims and report files of an experiment matrix.
 
 Rows are the cells' ``result.json`` dicts (keys ``task``, ``init``, ``fraction``, ``seed``, ``metric``, ``value``,
-``history``...). :func:`summarise` groups them by (task, init, fraction) into mean, sample standard deviation
-(``ddof=1``; 0 for one seed) and count. Plots use matplotlib with the Agg backend, chosen inside the plotting
-functions (never at import).
+``kind`` (``init`` or ``baseline``), ``history``...); the numbers come from :mod:`medzoo.experiment.stats` (mean ±
+std per init and fraction; paired differences against the reference init with 95% t intervals and win counts).
+:func:`claims` turns those numbers into sentences that say what the intervals support and nothing more. Every
+file here is a function of the results alone (no timings), so reruns with any thread or worker count write the same
+bytes.
 
 Example:
-    >>> rows = [{"task": "t", "init": "scratch", "fraction": 0.1, "seed": s, "metric": "test/t/auroc",
-    ...          "value": v} for s, v in enumerate([0.6, 0.8])]
-    >>> s = summarise(rows)[0]
-    >>> round(s["mean"], 3), round(s["std"], 4), s["n"]
-    (0.7, 0.1414, 2)
+    >>> rows = [{"task": "t", "init": i, "kind": "init", "fraction": 0.1, "seed": s, "metric": "test/t/dice/x",
+    ...          "value": v} for i, vals in (("scratch", [0.80, 0.85]), ("zoo", [0.84, 0.86]))
+    ...          for s, v in enumerate(vals)]
+    >>> print(paired_table(paired_differences(rows, "scratch"), "t"))
+    paired difference  fraction 0.1
+    -----------------  ------------------------------
+    zoo − scratch      +0.0250 [-0.1656, +0.2156] 2/2
 """
 
 from __future__ import annotations
@@ -22,37 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from medzoo.experiment.stats import ordered, paired_differences, summarise, t_interval
+from medzoo.utils.tables import render
 
-__all__ = ["CSV_FIELDS", "format_table", "markdown_table", "plot_fraction_curves", "plot_learning_curves",
-           "summarise", "write_results"]
+__all__ = ["CSV_FIELDS", "claims", "format_table", "markdown_table", "paired_differences", "paired_table",
+           "summarise", "t_interval", "write_results"]
 
-CSV_FIELDS = ("cell", "task", "init", "fraction", "seed", "metric", "value", "steps", "seconds")
-
-
-def _ordered(values: Sequence[Any]) -> list[Any]:
-    """Unique values in first-seen order."""
-    return list(dict.fromkeys(values))
-
-
-def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± sample std over seeds per (task, init, fraction), in the rows' order.
-
-    Returns:
-        Dicts with ``task, init, fraction, metric, mean, std, n, values`` (values in seed order).
-    """
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["task"], r["init"], float(r["fraction"])), []).append(r)
-    out = []
-    for (task, init, fraction), members in groups.items():
-        members = sorted(members, key=lambda r: r["seed"])
-        vals = np.array([float(r["value"]) for r in members])
-        std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-        out.append({"task": task, "init": init, "fraction": fraction, "metric": members[0]["metric"],
-                    "mean": float(vals.mean()), "std": std, "n": len(vals), "values": vals.tolist(),
-                    "seeds": [r["seed"] for r in members]})
-    return out
+CSV_FIELDS = ("cell", "task", "init", "kind", "fraction", "seed", "metric", "value", "steps")
 
 
 def _cell(s: dict[str, Any] | None) -> str:
@@ -65,157 +45,162 @@ def _cell(s: dict[str, Any] | None) -> str:
 
 def _grid(summary: Sequence[dict[str, Any]], task: str) -> tuple[list[str], list[float], dict[tuple, dict]]:
     mine = [s for s in summary if s["task"] == task]
-    inits = _ordered([s["init"] for s in mine])
-    fractions = sorted(_ordered([s["fraction"] for s in mine]))
+    inits = ordered([s["init"] for s in mine])
+    fractions = sorted(ordered([s["fraction"] for s in mine]))
     return inits, fractions, {(s["init"], s["fraction"]): s for s in mine}
 
 
-def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
-    return "  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(cells, widths)))
+def _label(s: dict[str, Any]) -> str:
+    return f"{s['init']} (baseline)" if s.get("kind") == "baseline" else s["init"]
+
+
+def _task_table(summary: Sequence[dict[str, Any]], task: str, style: str) -> str:
+    inits, fractions, at = _grid(summary, task)
+    rows = [[_label(at[(i, fractions[0])])] + [_cell(at.get((i, f))) for f in fractions] for i in inits]
+    return render(["model"] + [f"fraction {f:g}" for f in fractions], rows, style=style)
 
 
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
-    """A plain text table per task: one row per init, one column per data fraction (mean ± std over seeds)."""
+    """A plain text table per task: one row per init or baseline, one column per fraction (mean ± std)."""
     blocks = []
-    for task in _ordered([s["task"] for s in summary]):
-        inits, fractions, at = _grid(summary, task)
+    for task in ordered([s["task"] for s in summary]):
         first = next(s for s in summary if s["task"] == task)
-        head = ["init"] + [f"fraction {f:g}" for f in fractions]
-        body = [[i] + [_cell(at.get((i, f))) for f in fractions] for i in inits]
-        widths = [max(len(r[c]) for r in [head, *body]) for c in range(len(head))]
-        lines = [f"{task}: {first['metric']} (mean ± std over {first['n']} seed(s))", _row(head, widths),
-                 "  ".join("-" * w for w in widths)]
-        blocks.append("\n".join(lines + [_row(r, widths) for r in body]))
+        blocks.append(f"{task}: {first['metric']} (mean ± std over {first['n']} seed(s))\n"
+                      + _task_table(summary, task, "text"))
     return "\n\n".join(blocks)
 
 
 def markdown_table(summary: Sequence[dict[str, Any]], task: str) -> str:
-    """The markdown table of one task (rows: inits; columns: fractions; cells: mean ± std (n))."""
-    inits, fractions, at = _grid(summary, task)
-    lines = ["| init | " + " | ".join(f"fraction {f:g}" for f in fractions) + " |",
-             "|---|" + "---:|" * len(fractions)]
-    for i in inits:
-        cells = [at.get((i, f)) for f in fractions]
-        lines.append(f"| {i} | " + " | ".join(f"{_cell(s)} (n={s['n']})" if s else "-" for s in cells) + " |")
-    return "\n".join(lines)
+    """The markdown table of one task (rows: inits and baselines; columns: fractions; cells: mean ± std)."""
+    return _task_table(summary, task, "markdown")
+
+
+def _signed(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:+.4f}"
+
+
+def paired_table(paired: Sequence[dict[str, Any]], task: str, style: str = "text") -> str:
+    """Rows: ``init − reference``; columns: fractions; cells: mean difference [95% CI] and seeds better/total."""
+    mine = [p for p in paired if p["task"] == task]
+    fractions = sorted(ordered([p["fraction"] for p in mine]))
+    at = {(p["init"], p["fraction"]): p for p in mine}
+    rows = []
+    for init in ordered([p["init"] for p in mine]):
+        cells = []
+        for f in fractions:
+            p = at.get((init, f))
+            cells.append("-" if p is None else
+                         f"{_signed(p['mean'])} [{_signed(p['lo'])}, {_signed(p['hi'])}] {p['better']}/{p['n']}")
+        rows.append([f"{init} − {mine[0]['reference']}"] + cells)
+    return render(["paired difference"] + [f"fraction {f:g}" for f in fractions], rows, style=style)
+
+
+def _verdict(p: dict[str, Any]) -> str:
+    if p["n"] < 2:
+        return "one seed gives no interval, so no conclusion"
+    higher = "higher" if p["mode"] == "max" else "lower (better)"
+    if p["lo"] > 0:
+        return f"the interval lies above 0: {p['init']} scores higher than {p['reference']} at this fraction"
+    if p["hi"] < 0:
+        return f"the interval lies below 0: {p['init']} scores lower than {p['reference']} at this fraction"
+    return f"the interval includes 0: these seeds do not show {p['init']} {higher} than {p['reference']}, nor lower"
+
+
+def _baseline_sentence(rows: Sequence[dict[str, Any]], task: str) -> str | None:
+    summary = [s for s in summarise(rows) if s["task"] == task]
+    top = max(s["fraction"] for s in summary)
+    at = [s for s in summary if s["fraction"] == top]
+    inits = [s for s in at if s["kind"] != "baseline"]
+    if not inits:
+        return None
+    low, high = min(inits, key=lambda s: s["mean"]), max(inits, key=lambda s: s["mean"])
+    out = []
+    for b in (s for s in at if s["kind"] == "baseline"):
+        if b["mean"] < low["mean"]:
+            where = f"below every trained init (the lowest: {low['init']} {low['mean']:.3f})"
+        elif b["mean"] > high["mean"]:
+            where = f"above every trained init (the highest: {high['init']} {high['mean']:.3f})"
+        else:
+            where = f"between the trained inits ({low['init']} {low['mean']:.3f}, {high['init']} {high['mean']:.3f})"
+        out.append(f"{b['init']} {b['mean']:.3f} ± {b['std']:.3f}, {where}")
+    return f"At fraction {top:g}, the baselines score: " + "; ".join(out) + "." if out else None
+
+
+def claims(rows: Sequence[dict[str, Any]], paired: Sequence[dict[str, Any]]) -> list[str]:
+    """Sentences generated from the numbers: each trained init against the reference at each fraction, the
+    baselines against the trained inits at the largest fraction, and what the intervals cover."""
+    out = []
+    for p in (p for p in paired if p["kind"] != "baseline"):
+        out.append(f"Fraction {p['fraction']:g}: {p['init']} − {p['reference']} = {_signed(p['mean'])} "
+                   f"(95% CI {_signed(p['lo'])} to {_signed(p['hi'])}, t over {p['n']} paired seed(s); "
+                   f"{p['init']} better on {p['better']} of {p['n']}); {_verdict(p)}.")
+    for task in ordered([r["task"] for r in rows]):
+        sentence = _baseline_sentence(rows, task)
+        if sentence:
+            out.append(sentence)
+    n_test = next((r["n_test"] for r in rows if "n_test" in r), None)
+    tests = f"the same {n_test} test images" if n_test else "one fixed test set"
+    out.append(f"Each interval covers what the seeds vary (the training subset, the initialisation of new layers, "
+               f"the batch order and any augmentation) with every cell scored on {tests}; it does not cover other test "
+               "sets, other data or other training budgets.")
+    return out
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (repr(float(r[k])) if k == "value" else r.get(k)) for k in CSV_FIELDS})
+            writer.writerow({k: (repr(float(r[k])) if k == "value" else r.get(k, "init" if k == "kind" else None))
+                             for k in CSV_FIELDS})
     os.replace(tmp, path)
     return path
 
 
-def _results_md(rows: Sequence[dict[str, Any]], title: str, plots: dict[str, str]) -> str:
+def _results_md(rows: Sequence[dict[str, Any]], title: str, reference: str | None, plots: dict[str, str]) -> str:
     summary = summarise(rows)
+    paired = paired_differences(rows, reference) if reference else []
     parts = [f"# {title}: results", "",
-             "Mean ± sample standard deviation over seeds (n = number of seeds); per-cell values in results.csv.", ""]
-    for task in _ordered([s["task"] for s in summary]):
+             "Mean ± sample standard deviation over seeds; per-cell values in results.csv.", ""]
+    for task in ordered([s["task"] for s in summary]):
         metric = next(s["metric"] for s in summary if s["task"] == task)
         parts += [f"## {task}: `{metric}`", "", markdown_table(summary, task), ""]
-        for kind in ("fraction", "curves"):
+        if any(p["task"] == task for p in paired):
+            parts += [f"Paired differences against `{reference}` (same seed, subset and test set): mean [95% t "
+                      "interval] and the seeds on which the row is better.", "",
+                      paired_table(paired, task, "markdown"), ""]
+        for kind in ("fraction", "paired", "curves"):
             key = f"{kind}:{task}"
             if key in plots:
                 parts += [f"![{task} {kind}]({Path(plots[key]).name})", ""]
+    if paired:
+        parts += ["## What the numbers support", "", *[f"- {c}" for c in claims(rows, paired)], ""]
     return "\n".join(parts)
 
 
 def write_results(out: str | os.PathLike, rows: Sequence[dict[str, Any]], *, title: str = "experiment",
-                  plots: bool = True) -> dict[str, str]:
-    """Write ``results.csv``, the plots (``fraction_<task>.png``, ``curves_<task>.png``) and ``results.md``.
+                  reference: str | None = None, plots: bool = True) -> dict[str, str]:
+    """Write ``results.csv``, the plots (``fraction_<task>.png``, ``paired_<task>.png``, ``curves_<task>.png``) and
+    ``results.md``.
 
     Returns:
-        ``{"csv": path, "md": path, "fraction:<task>": png, "curves:<task>": png}``.
+        ``{"csv": path, "md": path, "fraction:<task>": png, "paired:<task>": png, "curves:<task>": png}``.
     """
+    from medzoo.experiment import plots as P
+
     out = Path(out)
     files = {"csv": str(_write_csv(out / "results.csv", rows))}
     pngs: dict[str, str] = {}
     if plots:
-        for task in _ordered([r["task"] for r in rows]):
+        for task in ordered([r["task"] for r in rows]):
             mine = [r for r in rows if r["task"] == task]
-            pngs[f"fraction:{task}"] = str(plot_fraction_curves(mine, out / f"fraction_{task}.png"))
-            curves = plot_learning_curves(mine, out / f"curves_{task}.png")
+            pngs[f"fraction:{task}"] = str(P.plot_fraction_curves(mine, out / f"fraction_{task}.png"))
+            if reference and (paired := paired_differences(mine, reference)):
+                pngs[f"paired:{task}"] = str(P.plot_paired(paired, out / f"paired_{task}.png"))
+            curves = P.plot_learning_curves(mine, out / f"curves_{task}.png")
             if curves is not None:
                 pngs[f"curves:{task}"] = str(curves)
     md = out / "results.md"
-    md.write_text(_results_md(rows, title, pngs) + "\n", encoding="utf-8")
+    md.write_text(_results_md(rows, title, reference, pngs) + "\n", encoding="utf-8")
     return {**files, "md": str(md), **pngs}
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless; set here, never at import
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_fraction_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Metric against training-data fraction, one line per init (mean over seeds, bars: ± std)."""
-    plt = _pyplot()
-    summary = summarise(rows)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for init in _ordered([s["init"] for s in summary]):
-        pts = sorted((s["fraction"], s["mean"], s["std"]) for s in summary if s["init"] == init)
-        x, y, e = zip(*pts)
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=init)
-    ax.set_xscale("log")
-    ax.set_xticks(sorted({s["fraction"] for s in summary}))
-    ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel("fraction of the training data")
-    ax.set_ylabel(summary[0]["metric"])
-    ax.set_title(f"{summary[0]['task']}: mean ± std over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-
-def _curve_key(rows: Sequence[dict[str, Any]]) -> str | None:
-    metric = rows[0]["metric"]
-    val = "val/" + metric.split("/", 1)[1] if metric.startswith("test/") else metric
-    for key in (val, "val/loss"):
-        if any(key in h for r in rows for h in r.get("history") or []):
-            return key
-    return None
-
-
-def plot_learning_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path | None:
-    """Validation metric against training step: one panel per fraction, one line per init (mean over seeds).
-
-    Returns:
-        The PNG path, or None when no run recorded a validation history.
-    """
-    key = _curve_key(rows)
-    if key is None:
-        return None
-    plt = _pyplot()
-    fractions = sorted(_ordered([float(r["fraction"]) for r in rows]))
-    fig, axes = plt.subplots(1, len(fractions), figsize=(4 * len(fractions), 3.4), squeeze=False, sharey=True)
-    for ax, f in zip(axes[0], fractions):
-        for init in _ordered([r["init"] for r in rows]):
-            runs = [r.get("history") or [] for r in rows if r["init"] == init and float(r["fraction"]) == f]
-            steps = sorted({h["step"] for h in runs[0] if key in h}) if runs else []
-            if not steps:
-                continue
-            means = [float(np.mean([h[key] for hist in runs for h in hist if h["step"] == s and key in h]))
-                     for s in steps]
-            ax.plot(steps, means, marker=".", label=init)
-        ax.set_title(f"fraction {f:g}")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(key)
-    axes[0][-1].legend()
-    fig.suptitle(f"{rows[0]['task']}: learning curves (mean over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)

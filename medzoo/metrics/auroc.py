@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from torch import Tensor
+
+from medzoo.metrics.bootstrap import ResamplingUnits
 
 __all__ = ["AurocCI", "auroc", "auroc_bootstrap_ci", "mean_auroc"]
 
@@ -110,6 +113,8 @@ class AurocCI:
         lower: ``[L]`` lower bounds; ``upper``: ``[L]`` upper bounds (NaN when undefined in every replicate).
         mean: mean AUROC; ``mean_lower`` / ``mean_upper`` its interval.
         n_boot: number of replicates; ``level``: the coverage (0.95).
+        clustered: whether clusters (patients) were resampled rather than rows.
+        n_units: the number of rows, or of clusters, each replicate draws.
     """
 
     auroc: np.ndarray
@@ -120,15 +125,21 @@ class AurocCI:
     mean_upper: float
     n_boot: int
     level: float
+    clustered: bool = False
+    n_units: int = 0
 
 
 def auroc_bootstrap_ci(scores: Any, targets: Any, n_boot: int = 1000, level: float = 0.95,
-                       seed: int = 0) -> AurocCI:
-    """Percentile bootstrap confidence intervals for per-label and mean AUROC.
+                       seed: int = 0, groups: Sequence[Hashable] | None = None) -> AurocCI:
+    """Percentile bootstrap confidence intervals for per-label and mean AUROC, over rows or over clusters.
 
-    Replicate ``b`` resamples whole rows with ``rng.integers(0, N, size=N)``, drawn in order from
-    ``np.random.default_rng(seed)``. A replicate where a label has one class only is dropped for that label. The
-    bounds are ``np.nanpercentile`` (linear) at ``(1 - level) / 2`` and ``(1 + level) / 2``.
+    Without ``groups``, replicate ``b`` resamples whole rows with ``rng.integers(0, N, size=N)``, drawn in order
+    from ``np.random.default_rng(seed)``. With ``groups`` (a cluster key per row, usually the patient), it draws
+    the G clusters instead, ``rng.integers(0, G, size=G)``, and keeps every row of each drawn cluster (a cluster
+    bootstrap; see :class:`~medzoo.metrics.bootstrap.ResamplingUnits`): the images of one patient are not
+    independent, and treating them so makes the interval too narrow. A replicate where a label has one class only
+    is dropped for that label. The bounds are ``np.nanpercentile`` (linear) at ``(1 - level) / 2`` and
+    ``(1 + level) / 2``.
 
     Args:
         scores: ``[N]`` or ``[N, L]``.
@@ -136,20 +147,25 @@ def auroc_bootstrap_ci(scores: Any, targets: Any, n_boot: int = 1000, level: flo
         n_boot: number of bootstrap replicates.
         level: interval coverage.
         seed: RNG seed; the same seed gives the same intervals.
+        groups: ``[N]`` cluster keys (patient ids), or None to resample rows.
 
     Example:
         >>> ci = auroc_bootstrap_ci(np.arange(8.0), np.array([0, 0, 1, 0, 1, 0, 1, 1]), n_boot=50)
         >>> bool(ci.lower[0] <= ci.auroc[0] <= ci.upper[0])
         True
+        >>> auroc_bootstrap_ci(np.arange(8.0), np.array([0, 0, 1, 0, 1, 0, 1, 1]), n_boot=50,
+        ...                    groups=[0, 0, 1, 1, 2, 2, 3, 3]).n_units
+        4
     """
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got n_boot={n_boot}, level={level}")
     s, t = _scores_targets(scores, targets)
     s, t = s.reshape(len(s), -1), t.reshape(len(t), -1)
+    units = ResamplingUnits.of(groups, len(s))
     rng = np.random.default_rng(seed)
     reps = np.empty((n_boot, s.shape[1]))
     for b in range(n_boot):
-        idx = rng.integers(0, len(s), size=len(s))
+        idx = units.draw(rng)
         reps[b] = [_auroc_1d(s[idx, j], t[idx, j]) for j in range(s.shape[1])]
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     with warnings.catch_warnings():  # all-NaN columns (a label never defined) give NaN bounds, not warnings
@@ -158,4 +174,5 @@ def auroc_bootstrap_ci(scores: Any, targets: Any, n_boot: int = 1000, level: flo
         rep_means = np.nanmean(reps, axis=1)
         mean_lo, mean_hi = np.nanpercentile(rep_means, q)
     point = np.array([_auroc_1d(s[:, j], t[:, j]) for j in range(s.shape[1])])
-    return AurocCI(point, lo, hi, mean_auroc(s, t), float(mean_lo), float(mean_hi), n_boot, level)
+    return AurocCI(point, lo, hi, mean_auroc(s, t), float(mean_lo), float(mean_hi), n_boot, level,
+                   units.clustered, units.n_units)

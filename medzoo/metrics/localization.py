@@ -2,7 +2,8 @@
 
 - Soft Dice between a heatmap ``A`` in [0, 1] and a mask ``B``: ``2 sum(AB) / (sum(A^2) + sum(B^2))`` (the
   squared form of the V-Net Dice, Milletari et al. 2016), or with plain sums.
-- IoU and Dice ``2|A∩B| / (|A| + |B|)`` after binarising the heatmap at its top k percent of cells.
+- IoU and Dice ``2|A∩B| / (|A| + |B|)`` after binarising the heatmap at its top k percent of cells (cells tied
+  with the k-th percentile are all kept by default, so a score never depends on where the target lies).
 - IoBB (Wang et al. 2017, ChestX-ray8): ``area(pred box ∩ GT) / area(pred box)``, with hit rates at
   ``T(IoBB) in {0.1, 0.25, 0.5, 0.75, 0.9}``.
 - The pointing game (Zhang et al. 2016): is the heatmap's maximum inside the target?
@@ -29,6 +30,7 @@ from scipy import ndimage
 
 __all__ = [
     "IOBB_THRESHOLDS",
+    "TIE_RULES",
     "binarize_top_k",
     "box_to_mask",
     "dice",
@@ -121,39 +123,60 @@ def soft_dice(heatmap: Any, mask: Any, squared: bool = True) -> float:
     return float(2 * (a * b).sum() / den) if den > 0 else 1.0
 
 
-def binarize_top_k(heatmap: Any, k_percent: float, ties: str = "first") -> np.ndarray:
+TIE_RULES: tuple[str, ...] = ("include", "random", "first")
+"""Tie rules of :func:`binarize_top_k`; ``"include"`` is the default."""
+
+
+def binarize_top_k(heatmap: Any, k_percent: float, ties: str = "include", seed: int = 0) -> np.ndarray:
     """Keep the top ``k_percent`` of cells of a heatmap.
 
-    ``n = ceil(k / 100 * size)`` cells are kept (at least one). Ties at the n-th largest value: ``"first"`` (the
-    default) keeps exactly n cells, breaking ties by raster (C) order, so the kept area is always k percent;
-    ``"include"`` keeps every cell with a value >= the n-th largest (a percentile threshold: position-neutral, but
-    a map with many tied cells, such as the zeros of a ReLU'd Grad-CAM, can then keep far more than k percent).
+    ``n = ceil(k / 100 * size)`` cells are asked for (at least one). Cells tied with the n-th largest value (the
+    exact zeros of a ReLU'd Grad-CAM, a flat plateau) are handled by ``ties``:
+
+    - ``"include"`` (default): keep every cell ``>=`` the n-th largest value, the percentile threshold
+      ``h >= percentile(h, 100 - k)``. It does not depend on where a cell is, so a mirrored heatmap gives the
+      mirrored mask; with many tied cells it keeps more than k percent (``localization_scores`` reports the kept
+      share as ``kept@k``).
+    - ``"random"``: keep exactly n cells, the tied ones drawn uniformly without replacement with
+      ``np.random.default_rng(seed)``; position-invariant in distribution, reproducible per seed.
+    - ``"first"``: keep exactly n cells, ties broken in raster (C) order. This favours cells near the top-left
+      (the upper lung zones of a chest X-ray), so scores depend on where the target is; kept for comparison with
+      earlier results.
 
     Args:
         heatmap: any shape.
         k_percent: in (0, 100].
-        ties: ``"first"`` or ``"include"``.
+        ties: one of :data:`TIE_RULES`.
+        seed: the draw of ``"random"``.
 
     Returns:
         A bool map of the heatmap's shape.
 
     Example:
         >>> binarize_top_k(np.array([0.1, 0.7, 0.7, 0.2]), 25).tolist()
-        [False, True, False, False]
-        >>> binarize_top_k(np.array([0.1, 0.7, 0.7, 0.2]), 25, ties="include").tolist()
         [False, True, True, False]
+        >>> binarize_top_k(np.array([0.1, 0.7, 0.7, 0.2]), 25, ties="first").tolist()
+        [False, True, False, False]
+        >>> int(binarize_top_k(np.array([0.1, 0.7, 0.7, 0.2]), 25, ties="random").sum())
+        1
     """
     h = _array(heatmap, "heatmap")
     if not 0 < k_percent <= 100:
         raise ValueError(f"k_percent must lie in (0, 100], got {k_percent}")
-    if ties not in ("include", "first"):
-        raise ValueError(f"ties must be 'include' or 'first', got {ties!r}")
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     flat = h.ravel()
     n = max(1, math.ceil(k_percent * flat.size / 100 - 1e-9))
+    if ties == "first":
+        keep = np.zeros(flat.size, dtype=bool)
+        keep[np.argsort(-flat, kind="stable")[:n]] = True
+        return keep.reshape(h.shape)
+    value = np.partition(flat, flat.size - n)[flat.size - n]
     if ties == "include":
-        return h >= np.partition(flat, flat.size - n)[flat.size - n]
-    keep = np.zeros(flat.size, dtype=bool)
-    keep[np.argsort(-flat, kind="stable")[:n]] = True
+        return h >= value
+    keep = flat > value
+    tied = np.flatnonzero(flat == value)
+    keep[np.random.default_rng(seed).choice(tied, size=n - int(keep.sum()), replace=False)] = True
     return keep.reshape(h.shape)
 
 
@@ -304,21 +327,23 @@ def pointing_game(heatmap: Any, target: Any, tolerance: float = 0.0, scale: floa
     return bool(gt[h == h.max()].all())
 
 
-def localization_scores(heatmap: Any, target: Any, ks: Sequence[float] = (5, 10, 20, 50), ties: str = "first",
-                        scale: float | Sequence[float] = 1.0, normalize: bool = False) -> dict[str, float]:
+def localization_scores(heatmap: Any, target: Any, ks: Sequence[float] = (5, 10, 20, 50), ties: str = "include",
+                        scale: float | Sequence[float] = 1.0, normalize: bool = False,
+                        seed: int = 0) -> dict[str, float]:
     """All localisation scores of one heatmap against one target.
 
     Args:
         heatmap: values in [0, 1] for the soft Dice (or pass ``normalize=True`` for min-max scaling first).
         target: a binary mask of the same shape or an ``(x, y, w, h)`` box (2D).
         ks: top-k percentages for binarisation.
-        ties: tie rule of :func:`binarize_top_k`.
+        ties: tie rule of :func:`binarize_top_k` (default ``"include"``: position-invariant).
         scale: box scale, as :func:`box_to_mask`.
         normalize: min-max normalise the heatmap first.
+        seed: the draw of ``ties="random"``.
 
     Returns:
-        ``soft_dice``, ``soft_dice_plain``, ``pointing`` (1.0 or 0.0), and per k: ``iou@k``, ``dice@k`` and, for
-        2D maps, ``iobb@k``.
+        ``soft_dice``, ``soft_dice_plain``, ``pointing`` (1.0 or 0.0), and per k: ``iou@k``, ``dice@k``,
+        ``kept@k`` (the share of cells kept, above k percent when ties are included) and, for 2D maps, ``iobb@k``.
 
     Example:
         >>> s = localization_scores(np.array([[0.1, 0.9], [0.2, 0.8]]), (1, 0, 1, 2), ks=(25,))
@@ -332,9 +357,10 @@ def localization_scores(heatmap: Any, target: Any, ks: Sequence[float] = (5, 10,
     out = {"soft_dice": soft_dice(h, gt), "soft_dice_plain": soft_dice(h, gt, squared=False),
            "pointing": float(pointing_game(h, gt))}
     for k in ks:
-        pred = binarize_top_k(h, k, ties)
+        pred = binarize_top_k(h, k, ties, seed)
         tag = f"{k:g}"
         out[f"iou@{tag}"], out[f"dice@{tag}"] = iou(pred, gt), dice(pred, gt)
+        out[f"kept@{tag}"] = float(pred.mean())
         if h.ndim == 2:
             out[f"iobb@{tag}"] = iobb(pred, gt)
     return out

@@ -81,7 +81,11 @@ class TransformConfig:
 
 @dataclass
 class DataConfig:
-    """One dataset: where it is, which tasks it labels (dataset task -> model task), how it is batched."""
+    """One dataset: where it is, which tasks it labels (dataset task -> model task), how it is batched.
+
+    ``fraction`` keeps that share of the training patients, drawn with ``fraction_seed`` (default: the split seed),
+    so an experiment can draw a new subset per seed while every seed keeps the same test set.
+    """
 
     kind: str
     root: str
@@ -94,6 +98,7 @@ class DataConfig:
     batch_size: int = 2
     eval_batch_size: int | None = None
     fraction: float = 1.0
+    fraction_seed: int | None = None
     cache: str | None = None
     slice_size: list[int] | None = None
     train: bool = True
@@ -179,12 +184,17 @@ class TrainConfig:
 
 @dataclass
 class OutputConfig:
-    """The run folder (``config.yaml``, ``last.pt``, ``best.pt``, ``metrics.json``, ``tb/``)."""
+    """The run folder (``config.yaml``, ``last.pt``, ``best.pt``, ``metrics.json``, ``tb/``).
+
+    ``last_every_epoch``: save ``last.pt`` at every epoch end (a killed run resumes there); False saves it when
+    training ends only, for many short runs whose epochs are a batch or two long.
+    """
 
     dir: str = "runs/run"
     tensorboard: bool = True
     checkpoint_every: int = 0
     log_images: bool = True
+    last_every_epoch: bool = True
 
 
 @dataclass

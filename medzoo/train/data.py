@@ -243,7 +243,7 @@ def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
                                   official=d.split.official)
         except ValueError as err:
             raise ConfigError(f"data[{i}].split: {err}") from err
-        parts["train"] = _subsample(parts["train"], d.fraction, seed)
+        parts["train"] = _subsample(parts["train"], d.fraction, seed if d.fraction_seed is None else d.fraction_seed)
         if d.train and len(parts.get("train", [])):
             _require_labels(i, d.name or d.kind, parts["train"], mapping.sources)
         if MASK_KEY not in mapping.sources:  # no segmentation task reads the masks: do not load them

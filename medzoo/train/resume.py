@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 EXECUTION_KEYS = frozenset({
     "train.device", "train.num_workers", "train.pin_memory", "train.persistent_workers", "train.prefetch_factor",
     "train.compile", "train.channels_last", "train.deterministic", "train.max_minutes", "train.eval_every",
-    "output.tensorboard", "output.log_images", "output.checkpoint_every",
+    "output.tensorboard", "output.log_images", "output.checkpoint_every", "output.last_every_epoch",
 })
 
 

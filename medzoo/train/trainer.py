@@ -338,7 +338,8 @@ class Trainer(CheckpointState):
             if metrics:
                 self.history.append({"step": self.step, "epoch": self.epoch, **metrics})
                 self._track_best(metrics)
-        self.save("last.pt")
+        if self.cfg.output.last_every_epoch or last:
+            self.save("last.pt")
 
     def _evaluate(self, split: str) -> tuple[dict[str, float], dict]:
         distributed.broadcast_buffers(self.model)

@@ -80,7 +80,7 @@ def _forward_test_split(cfg, ckpt):
 
     run = load_run_config(cfg)
     model = model_from_checkpoint(ckpt)[0].eval()
-    out = {"findings": ([], []), "covid_ct": ([], []), "slices": ([], []), "ids": []}
+    out = {"findings": ([], []), "covid_ct": ([], []), "slices": ([], []), "ids": [], "patients": {}}
     with torch.no_grad():
         for bundle in build_datasets(run, model):
             ds = bundle.splits["test"]
@@ -88,6 +88,7 @@ def _forward_test_split(cfg, ckpt):
                 sample = ds[i]
                 batch = collate([sample])
                 x = batch["image"]
+                out["patients"].setdefault(bundle.name, []).append((bundle.config.kind, sample["meta"]["patient_id"]))
                 if bundle.name == "nih":
                     out["findings"][0].append(model(x, tasks=["findings"])["findings"].sigmoid()[0].numpy())
                     out["findings"][1].append(batch["label.findings"][0].numpy())
@@ -100,6 +101,7 @@ def _forward_test_split(cfg, ckpt):
                     sl = model.slice_logits(x, pad, tasks=["covid_ct"])["covid_ct"][0].softmax(-1).numpy()
                     out["slices"][0].append(sl)
                     out["slices"][1].extend(bundle.slice_labels[sid])
+                    out["patients"].setdefault("slices", []).extend([out["patients"][bundle.name][-1]] * len(sl))
     return out
 
 
@@ -110,26 +112,42 @@ def test_bootstrap_tables_equal_the_library_on_independent_scores(trained, singl
 
     s, t = np.stack(ref["findings"][0]), np.stack(ref["findings"][1])
     table = _load(single / "findings_auroc_ci.json")
-    _assert_rows(table, auroc_ci_table(s, t, CXR14, n_boot=N_BOOT, seed=0))
+    _assert_rows(table, auroc_ci_table(s, t, CXR14, n_boot=N_BOOT, seed=0, groups=ref["patients"]["nih"]))
     assert [r["label"] for r in table] == [*CXR14, "Mean"]
+    assert table[0]["n_units"] == len(set(ref["patients"]["nih"])) < len(s)  # NIH: several images per patient
     md = (single / "findings_auroc_ci.md").read_text().splitlines()
-    assert md[0] == "| Pathology | AUROC (95% CI) |" and len(md) == 2 + 15
+    assert md[0] == "| Pathology | AUROC (95% CI) |" and len(md) == 2 + 15 + 2
+    assert md[-1].startswith(f"95% CIs: percentile bootstrap over {table[0]['n_units']} patients")
 
     from medzoo.data.synth.ct import COVIDX_CT_CLASSES
 
     classes = ["normal", "pneumonia", "covid19"]  # the head's classes: the dataset's (raw slice labels) in order
     assert [c.lower().replace("-", "") for c in COVIDX_CT_CLASSES] == classes
     pp, pt = np.stack(ref["covid_ct"][0]), np.array(ref["covid_ct"][1])
-    _assert_rows(_load(single / "covid_ct_patient.json"),
-                 covidx_ct_tables(ref["ids"], pp, pt, classes, n_boot=N_BOOT, seed=0)["patient"])
+    by_series = covidx_ct_tables(ref["patients"]["covidx_ct"], pp, pt, classes, n_boot=N_BOOT, seed=0)
+    _assert_rows(_load(single / "covid_ct_patient.json"), by_series["patient"])
+    _assert_rows(_load(single / "covid_ct_series.json"), by_series["slice"])  # one row per scan
     sp, st = np.concatenate(ref["slices"][0]), np.array(ref["slices"][1], dtype=float)
-    keys = [f"s{i}" for i in range(len(sp))]
     slice_rows = _load(single / "covid_ct_slice.json")
-    _assert_rows(slice_rows, covidx_ct_tables(keys, sp, st, classes, n_boot=N_BOOT, seed=0)["slice"])
+    _assert_rows(slice_rows, covidx_ct_tables(ref["patients"]["slices"], sp, st, classes, n_boot=N_BOOT,
+                                              seed=0)["slice"])
     assert slice_rows[-1]["n"] == len(sp) > len(pp)
     metrics = _load(single / "metrics.json")
     assert _same(metrics["test/findings/mean_auroc"], table[-1]["auroc"])
     assert _same(metrics["test/covid_ct/slice/accuracy"], slice_rows[-1]["accuracy"])
+
+
+def test_bootstrap_unit_image_resamples_images(trained, tmp_path, capsys):
+    cfg, ckpt = trained
+    assert main(["evaluate", "-c", str(cfg), "--checkpoint", str(ckpt), "--bootstrap", str(N_BOOT),
+                 "--bootstrap-unit", "image", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    ref = _forward_test_split(cfg, ckpt)
+    from tests.train.train_fixtures import CXR14
+
+    s, t = np.stack(ref["findings"][0]), np.stack(ref["findings"][1])
+    _assert_rows(_load(tmp_path / "findings_auroc_ci.json"), auroc_ci_table(s, t, CXR14, n_boot=N_BOOT, seed=0))
+    assert {r["bootstrap_unit"] for r in _load(tmp_path / "covid_ct_slice.json")} == {"image"}
 
 
 def test_localization_rows_for_every_boxed_image(trained, single):
@@ -164,7 +182,7 @@ def test_ensemble_of_one_checkpoint_twice_equals_the_single_model(trained, singl
     assert set(two) == set(one) - {"test/loss"}
     for key, value in two.items():
         assert _same(value, one[key]), key
-    for name in ("findings_auroc_ci", "covid_ct_patient", "covid_ct_slice"):
+    for name in ("findings_auroc_ci", "covid_ct_patient", "covid_ct_series", "covid_ct_slice"):
         _assert_rows(_load(tmp_path / f"{name}.json"), _load(single / f"{name}.json"))
 
 

@@ -88,12 +88,18 @@ def test_localization_on_nih_boxes(tmp_path):
     # box: rows 16..23, cols 8..23 (128 cells); the heat block is its left half (64 cells)
     assert r["iou@1.5625"] == pytest.approx(0.5) and r["dice@1.5625"] == pytest.approx(2 * 64 / 192)
     assert r["iobb@1.5625"] == pytest.approx(1.0) and r["pointing"] == 1.0
-    # top 128 cells: the block plus the first 64 zeros in raster order (row 0), outside the box
-    assert r["iou@3.125"] == pytest.approx(64 / 192) and r["dice@3.125"] == pytest.approx(0.5)
+    # top 128 cells: the 64-cell block, then 64 of the 4032 tied zeros. The default keeps every tied cell (the whole
+    # map: IoU = 128 box cells / 4096); ties="first" takes the first 64 zeros in raster order (row 0, outside the box)
+    assert r["ties"] == "include"
+    assert r["iou@3.125"] == pytest.approx(128 / 4096)
+    assert r["kept@3.125"] == 1.0
+    first = score_heatmaps(lambda rec, label: _heat_with_block(), manifest, ["Mass"], ks=(3.125,), ties="first")[0]
+    assert first["iou@3.125"] == pytest.approx(64 / 192) and first["dice@3.125"] == pytest.approx(0.5)
     assert r["soft_dice"] == pytest.approx(2 * 64 / (64 + 128))
     summary = localization_summary(rows, iobb_k=1.5625, thresholds=(0.5, 0.99))
     assert summary[0]["label"] == "Mass" and summary[-1]["label"] == "all"
     assert summary[0]["acc@0.5"] == 1.0 and summary[0]["acc@0.99"] == 1.0 and summary[0]["n"] == 1
+    assert summary[0]["ties"] == "include"
 
 
 def test_vindr_boxes_merge_radiologists(tmp_path):

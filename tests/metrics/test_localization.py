@@ -50,21 +50,26 @@ def test_worked_example_top_k_binarisation():
     # k = 5: n = ceil(0.8) = 1 -> {0.99}. k = 20: n = ceil(3.2) = 4 -> {0.99, 0.97, 0.97, 0.95}.
     np.testing.assert_array_equal(np.argwhere(binarize_top_k(A, 5)), [[3, 0]])
     np.testing.assert_array_equal(np.argwhere(binarize_top_k(A, 20)), [[3, 0], [3, 1], [3, 2], [3, 3]])
-    # k = 10: n = ceil(1.6) = 2, but 0.97 is tied at the 2nd place: "first" (default) keeps 2, "include" keeps 3.
-    np.testing.assert_array_equal(np.argwhere(binarize_top_k(A, 10)), [[3, 0], [3, 1]])
-    np.testing.assert_array_equal(np.argwhere(binarize_top_k(A, 10, ties="include")), [[3, 0], [3, 1], [3, 3]])
+    # k = 10: n = ceil(1.6) = 2, but 0.97 is tied at the 2nd place: "include" (default) keeps both 0.97 (3 cells),
+    # "first" keeps the first in raster order, "random" one of the two.
+    np.testing.assert_array_equal(np.argwhere(binarize_top_k(A, 10)), [[3, 0], [3, 1], [3, 3]])
+    np.testing.assert_array_equal(np.argwhere(binarize_top_k(A, 10, ties="first")), [[3, 0], [3, 1]])
+    drawn = np.argwhere(binarize_top_k(A, 10, ties="random", seed=3)).tolist()
+    assert drawn in ([[3, 0], [3, 1]], [[3, 0], [3, 3]])
 
 
 @pytest.mark.parametrize("target", [B, B_BOX], ids=["mask", "box"])
 def test_worked_example_localization_scores(target):
     s = localization_scores(A, target, ks=(5, 10, 20, 50, 75))
-    # |B| = 8; the kept cells all lie in B until k = 75 (n = 12: B plus the whole of row 1).
-    expected = {5: (1, 1), 10: (2, 2), 20: (4, 4), 50: (8, 8), 75: (8, 12)}  # k: (|P ∩ B|, |P|)
+    # |B| = 8; the kept cells all lie in B until k = 75 (n = 12: B plus the whole of row 1). k = 10 keeps the
+    # tied 0.97 pair: 3 cells.
+    expected = {5: (1, 1), 10: (3, 3), 20: (4, 4), 50: (8, 8), 75: (8, 12)}  # k: (|P ∩ B|, |P|)
     for k, (inter, n_pred) in expected.items():
         assert s[f"iou@{k}"] == pytest.approx(inter / (n_pred + 8 - inter)), k
         assert s[f"dice@{k}"] == pytest.approx(2 * inter / (n_pred + 8)), k
+        assert s[f"kept@{k}"] == n_pred / 16, k
     assert s["iou@50"] == 1.0 and s["dice@50"] == 1.0
-    assert s["iou@10"] == pytest.approx(2 / 8) and s["dice@10"] == pytest.approx(4 / 10)
+    assert s["iou@10"] == pytest.approx(3 / 8) and s["dice@10"] == pytest.approx(6 / 11)
     # IoBB: predicted boxes lie inside B for k <= 50; at k = 75 the one region spans rows 1-3 (12 cells, 8 in B).
     assert [s[f"iobb@{k}"] for k in (5, 10, 20, 50)] == [1.0, 1.0, 1.0, 1.0]
     assert s["iobb@75"] == pytest.approx(8 / 12)
@@ -72,9 +77,11 @@ def test_worked_example_localization_scores(target):
     assert s["soft_dice"] == pytest.approx(soft_dice(A, B)) and s["soft_dice_plain"] == pytest.approx(14.82 / 15.82)
 
 
-def test_worked_example_include_tie_rule_in_scores():
-    s = localization_scores(A, B, ks=(10,), ties="include")
-    assert s["iou@10"] == pytest.approx(3 / 8) and s["dice@10"] == pytest.approx(6 / 11)
+def test_worked_example_first_tie_rule_in_scores():
+    s = localization_scores(A, B, ks=(10,), ties="first")
+    assert s["iou@10"] == pytest.approx(2 / 8)
+    assert s["dice@10"] == pytest.approx(4 / 10)
+    assert s["kept@10"] == 2 / 16
 
 
 # -------------------------------------------------------------------------------------------- other pieces
@@ -157,10 +164,11 @@ def test_pointing_game_ties_tolerance_and_3d():
     mask[1, 1:3, 1:3] = 1
     scores = localization_scores(vol, mask, ks=(10,))
     assert scores["pointing"] == 1.0 and "iobb@10" not in scores
-    # k = 10 of 48 cells: n = ceil(4.8) = 5. "first": the peak plus the first 4 zeros in raster order, (0,0,0..3),
-    # none in the 4-cell mask -> IoU 1 / (5 + 4 - 1). "include": every cell ties with the 5th value (0) -> all 48.
-    assert scores["iou@10"] == pytest.approx(1 / 8)
-    assert localization_scores(vol, mask, ks=(10,), ties="include")["iou@10"] == pytest.approx(4 / 48)
+    # k = 10 of 48 cells: n = ceil(4.8) = 5. "include" (default): every cell ties with the 5th value (0) -> all 48.
+    # "first": the peak plus the first 4 zeros in raster order, (0,0,0..3), none in the 4-cell mask -> IoU 1 / 8.
+    assert scores["iou@10"] == pytest.approx(4 / 48)
+    assert scores["kept@10"] == 1.0
+    assert localization_scores(vol, mask, ks=(10,), ties="first")["iou@10"] == pytest.approx(1 / 8)
 
 
 def test_localization_scores_rejects_empty_target():

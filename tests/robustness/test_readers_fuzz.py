@@ -42,7 +42,12 @@ OPS = ["drop_field", "add_field", "replace_field", "label", "escape", "absolute"
 
 @dataclass
 class Target:
-    """One listing file of one reader, and how its lines are laid out."""
+    """One listing file of one reader, and how its lines are laid out.
+
+    ``options`` are the reader's keyword arguments. CheXpert, MIMIC-CXR and PadChest read ``views="*"``: by default
+    they keep frontal views only, so a mutated (blank, junk) view cell would leave the image out by design, which
+    the fuzzer could not tell from a silent drop. ``view_field`` is the view column of those listings.
+    """
 
     kind: str
     root_key: str
@@ -51,17 +56,22 @@ class Target:
     path_field: int
     label_field: int
     options: dict = field(default_factory=dict)
+    view_field: int | None = None
+
+ALL_VIEWS = {"views": "*"}
 
 
 TARGETS = {
     "nih-cxr14/Data_Entry": Target("nih-cxr14", "nih-cxr14", "Data_Entry_2017_v2020.csv", ",", 0, 1),
     "nih-cxr14/BBox_List": Target("nih-cxr14", "nih-cxr14", "BBox_List_2017.csv", ",", 0, 1),
     "nih-cxr14/train_val_list": Target("nih-cxr14", "nih-cxr14", "train_val_list.txt", " ", 0, 0),
-    "chexpert/train.csv": Target("chexpert", "chexpert", "train.csv", ",", 0, 6),
-    "mimic-cxr-jpg/metadata": Target("mimic-cxr-jpg", "mimic-cxr-jpg", "mimic-cxr-2.0.0-metadata.csv", ",", 0, 4),
+    "chexpert/train.csv": Target("chexpert", "chexpert", "train.csv", ",", 0, 6, ALL_VIEWS, view_field=4),
+    "mimic-cxr-jpg/metadata": Target("mimic-cxr-jpg", "mimic-cxr-jpg", "mimic-cxr-2.0.0-metadata.csv", ",", 0, 4,
+                                     ALL_VIEWS, view_field=4),
     "mimic-cxr-jpg/chexpert.csv.gz": Target("mimic-cxr-jpg", "mimic-cxr-jpg", "mimic-cxr-2.0.0-chexpert.csv.gz", ",",
-                                            1, 3),
-    "padchest": Target("padchest", "padchest", "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv", ",", 0, 8),
+                                            1, 3, ALL_VIEWS),
+    "padchest": Target("padchest", "padchest", "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv", ",", 0, 8,
+                       ALL_VIEWS, view_field=6),
     "vindr-cxr/train.csv": Target("vindr-cxr", "vindr-cxr", "train.csv", ",", 0, 1),
     "covidx-cxr": Target("covidx-cxr", "covidx-cxr", "train_COVIDx9A.txt", " ", 1, 2),
     "covidx-ct/slice": Target("covidx-ct", "covidx-ct", "train_COVIDx_CT-3A.txt", " ", 0, 1),
@@ -219,6 +229,34 @@ def test_reader_mutations(name: str, op: str, line_pick: int, text: str, pos: in
         try:
             _write_text_bytes(listing, mutated)
             _check_modes(name, target, corpus, baselines[name] if op != "header_only" else None)
+        finally:
+            listing.write_bytes(original)
+
+
+@pytest.mark.parametrize("name, value", [("chexpert/train.csv", ""), ("chexpert/train.csv", "LL"),
+                                         ("mimic-cxr-jpg/metadata", ""), ("mimic-cxr-jpg/metadata", "LATERAL"),
+                                         ("padchest", ""), ("padchest", "L")])
+def test_mutated_view_cell_is_read_not_dropped(name: str, value: str, corpus: dict[str, Path],
+                                               baselines: dict[str, set[str]]) -> None:
+    """Regression: the frontal-only default left out an image whose view cell was blanked, and the fuzzer counted
+    it as a silent drop. With ``views="*"`` every record stays; the default does filter the mutated row, which is
+    why the target needs the option."""
+    target = TARGETS[name]
+    listing = _listing(target, corpus)
+    original = listing.read_bytes()
+    lines = original.split(b"\n")
+    row = next(i for i, ln in enumerate(lines) if i > 0 and ln.strip()
+               and ln.split(b",")[target.view_field] in (b"PA", b"AP"))
+    fields = lines[row].split(b",")
+    fields[target.view_field] = value.encode()
+    lines[row] = b",".join(fields)
+    frontal = len(open_dataset(target.kind, _root(target, corpus), on_error="skip"))
+    with case(CATEGORY, f"{name}: one mutated line / empty file"):
+        try:
+            listing.write_bytes(b"\n".join(lines))
+            _check_modes(name, target, corpus, baselines[name])
+            assert _ids(open_dataset(target.kind, _root(target, corpus), **target.options)) == baselines[name]
+            assert len(open_dataset(target.kind, _root(target, corpus), on_error="skip")) == frontal - 1
         finally:
             listing.write_bytes(original)
 

@@ -47,7 +47,7 @@ from medzoo.data.synth.vindr import write_vindr
 __all__ = ["write_synthetic_corpus", "SIZES", "CorpusSize", "CORPUS_VERSION"]
 
 log = logging.getLogger(__name__)
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: radiograph-like CXR anatomy (ribs, clavicles, devices, exposure)
 
 
 def write_synthetic_corpus(out_dir: str | os.PathLike, seed: int = 0, size: str = "small",

@@ -1,4 +1,4 @@
-"""Drawing synthetic chest X-rays: a jittered chest anatomy plus findings drawn at known places.
+"""Drawing synthetic chest X-rays: a jittered chest anatomy (``_cxr_anatomy``) plus findings drawn at known places.
 
 Coordinates are normalised: ``y`` runs 0 (top) to 1 (bottom), ``x`` 0 (image left = the patient's right, PA view)
 to 1. Every finding function edits the image in place and returns the box it drew in, as normalised
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+
+from medzoo.data.synth._cxr_anatomy import anatomy_density, expose, r2
 
 __all__ = ["Chest", "sample_chest", "render_chest", "FINDINGS", "draw_findings", "to_uint", "Box", "ground_glass",
            "tb_lesion"]
@@ -68,26 +70,15 @@ def sample_chest(rng: np.random.Generator, h: int, w: int, cardiomegaly: bool = 
 
 
 def render_chest(chest: Chest, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw body, lungs with rib texture, mediastinum and heart.
+    """Draw a radiograph of the chest: overlapping anatomy and devices (see ``_cxr_anatomy``), then the exposure.
 
     Returns:
-        ``(image [h, w] float32, right_lung_mask, left_lung_mask)``; lung masks exclude the heart.
+        ``(image [h, w] float32, right_lung_mask, left_lung_mask)``; lung masks are the lung ellipses less the heart.
     """
     yy, xx = chest.grid()
-    img = np.full((chest.h, chest.w), 0.04, np.float32)
-    img[ellipse(yy, xx, (0.58, 0.5, 0.55, 0.47))] = 0.42
-    ribs = 0.04 * (np.sin(yy * 2 * np.pi * 9 + 3 * (xx - 0.5) ** 2 * 10) > 0.6)
-    masks = []
-    for e in (chest.right, chest.left):
-        m = ellipse(yy, xx, e)
-        img[m] = chest.lung_level + ribs[m]
-        masks.append(m)
-    img[(np.abs(xx - 0.5) < 0.045) & (yy > 0.12)] = 0.62
-    heart = ellipse(yy, xx, chest.heart)
-    img[heart] = 0.6
-    img[yy > 0.92] = np.minimum(img[yy > 0.92], 0.42)
-    img += gaussian_filter(rng.normal(0, 0.03, img.shape), 2.0).astype(np.float32)
-    right, left = (m & ~heart for m in masks)
+    density, heart = anatomy_density(yy, xx, chest.right, chest.left, chest.heart, 0.46 - chest.lung_level, rng)
+    img = expose(density, rng)
+    right, left = ((r2(yy, xx, e) <= 1) & ~heart for e in (chest.right, chest.left))
     return img, right, left
 
 
@@ -220,7 +211,7 @@ def pleural_thickening(img, chest, rng, side) -> Box:
     e = chest.lung(side)
     rim = ellipse(yy, xx, e) & ~ellipse(yy, xx, (e[0], e[1], e[2] - 0.02, e[3] - 0.025))
     rim &= (yy < e[0] + 0.5 * e[2])
-    img[rim] = 0.55
+    img[rim] = np.maximum(img[rim] + 0.25, 0.6)  # dense soft tissue along the pleura, over whatever lies beneath
     return _box_of(rim, chest)
 
 
