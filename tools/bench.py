@@ -42,6 +42,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "data": ("tools.bench_data", "bench_data"),
     "predict": ("tools.bench_predict", "bench_predict"),
     "roofline": ("tools.bench_roofline", "bench_roofline"),
+    "train": ("tools.bench_train", "bench_train"),
 }
 COLUMNS = ["name", "ratio", "target"]
 DEFAULT_OUTPUT = ROOT / "docs" / "BENCHMARKS.md"

@@ -3,6 +3,7 @@
 Example:
     medzoo train -c configs/experiments/pretrain_multitask.yaml --set data_root=data/synth --set train.epochs=2
     medzoo train -c configs/experiments/pretrain_multitask.yaml --resume
+    medzoo train -c configs/experiments/pretrain_multitask.yaml --nproc-per-node 2   # DDP on this machine
     medzoo finetune -c configs/experiments/finetune_tb.yaml --init ckpt:runs/pretrain_multitask/best.pt --parts encoder
     medzoo evaluate -c configs/experiments/finetune_tb.yaml --checkpoint runs/finetune_tb/best.pt --out eval/
     medzoo evaluate -c configs/experiments/pretrain_multitask.yaml --model runs/a/best.pt --model runs/b/best.pt \
@@ -20,12 +21,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 # Library modules are imported inside the commands: ``medzoo --help`` must not pay for torch and MONAI.
 
-__all__ = ["add_parser", "run_train", "run_finetune", "run_evaluate", "format_table"]
+__all__ = ["add_parser", "run_train", "run_finetune", "run_evaluate", "format_table", "torchrun_command"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -34,22 +38,32 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="dotted override, e.g. train.max_steps=2 (repeatable)")
 
 
+def _training(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``finetune``."""
+    p.add_argument("--resume", action="store_true", help="continue from <output.dir>/last.pt")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue even though the config differs from the checkpoint's")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (same as --set train.device=...)")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="train with N DDP processes on this machine (wraps torchrun --standalone; nccl on CUDA, "
+                        "gloo on CPU). Several machines: run torchrun yourself (README, 'Scaling out')")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def add_parser(subparsers: Any) -> None:
     """Add the ``train``, ``finetune`` and ``evaluate`` subcommands."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser("train", help="train a model as a run config says", description=__doc__,
                               formatter_class=fmt)
     _common(p)
-    p.add_argument("--resume", action="store_true", help="continue from <output.dir>/last.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _training(p)
     p.set_defaults(func=run_train)
     p = subparsers.add_parser("finetune", help="train from pretrained weights", description=__doc__,
                               formatter_class=fmt)
     _common(p)
     p.add_argument("--init", required=True, help="zoo:NAME | medicalnet:PATH | ckpt:PATH | scratch")
     p.add_argument("--parts", nargs="+", default=None, help="parts to initialise (encoder, heads, aggregator)")
-    p.add_argument("--resume", action="store_true", help="continue from <output.dir>/last.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _training(p)
     p.set_defaults(func=run_finetune)
     p = subparsers.add_parser("evaluate", help="metrics of a checkpoint on a config's datasets",
                               description=__doc__, formatter_class=fmt)
@@ -83,11 +97,37 @@ def format_table(metrics: dict[str, float]) -> str:
     return render(["split", "task", "metric", "value"], metrics_rows(metrics), digits=4)
 
 
+def torchrun_command(args: argparse.Namespace) -> list[str]:
+    """The ``torchrun --standalone`` command line that runs this ``train``/``finetune`` in ``--nproc-per-node``
+    processes (the same options, less ``--nproc-per-node``)."""
+    child = ["-v"] * int(getattr(args, "verbose", 0) or 0) + [args.command, "-c", str(args.config)]
+    for item in args.overrides:
+        child += ["--set", item]
+    if args.command == "finetune":
+        child += ["--init", args.init] + (["--parts", *args.parts] if args.parts else [])
+    for flag in ("resume", "force", "quiet"):
+        child += [f"--{flag}"] if getattr(args, flag) else []
+    child += ["--device", args.device] if args.device else []
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc_per_node}",
+            "-m", "medzoo.cli.main", *child]
+
+
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.nproc_per_node < 1:
+        raise ValueError(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
+    if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:  # not yet inside torchrun
+        return subprocess.run(torchrun_command(args), check=False).returncode
+    from medzoo.train import distributed
     from medzoo.train.trainer import fit
 
-    quiet = bool(args.quiet or getattr(args, "global_quiet", False))
-    result = fit(args.config, [*args.overrides, *extra], resume=args.resume, quiet=quiet)
+    device = [f"train.device={args.device}"] if args.device else []
+    try:
+        result = fit(args.config, [*args.overrides, *extra, *device], resume=args.resume, force=args.force,
+                     quiet=bool(args.quiet))
+    finally:
+        distributed.shutdown()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # every rank holds the same result; rank 0 reports it
     print(f"finished: step {result.step}, epoch {result.epoch}, {result.seconds:.1f} s; run folder {result.run_dir}")
     if result.best:
         print(f"best {result.best['metric']} = {result.best['value']:.4f} at step {result.best['step']}")

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from medzoo.utils.lazy import lazy_attach
 
-__all__ = ["RunConfig", "TrainResult", "Trainer", "fit", "load_run_config", "resolve_pos_weight", "save_checkpoint"]
+__all__ = ["NonFiniteLoss", "RunConfig", "TrainResult", "Trainer", "fit", "load_run_config", "resolve_pos_weight",
+           "save_checkpoint"]
 
 __getattr__, __dir__ = lazy_attach(__name__, {
     "RunConfig": "medzoo.train.config", "load_run_config": "medzoo.train.config",
     "Trainer": "medzoo.train.trainer", "TrainResult": "medzoo.train.trainer", "fit": "medzoo.train.trainer",
+    "NonFiniteLoss": "medzoo.train.trainer",
     "save_checkpoint": "medzoo.train.checkpoint", "resolve_pos_weight": "medzoo.train.class_weights",
 })

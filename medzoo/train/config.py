@@ -21,7 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ _SCHEDULES = ("cosine", "exponential", "none")
 _SAMPLING = ("round_robin", "proportional", "temperature")
 _PRESETS = ("none", "ct", "cxr", "series")
 _INIT_KINDS = ("scratch", "zoo", "medicalnet", "ckpt")
+_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -133,14 +135,23 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and schedule of a run.
+    """Optimisation, schedule and execution of a run.
 
-    ``norm_eval`` keeps batch-norm layers in eval mode while training (small-batch fine-tuning; DDP on CPU, where
-    SyncBatchNorm does not run). ``amp`` applies on CUDA only. ``best_metric`` defaults to ``val/loss`` (mode ``min``).
+    ``norm_eval`` keeps batch-norm layers in eval mode while training (small-batch fine-tuning). ``best_metric``
+    defaults to ``val/loss`` (mode ``min``). ``max_minutes`` ends training after that much wall time (a resume
+    continues it).
+
+    Execution (none of it changes the maths in fp32): ``precision`` ``fp32``, ``bf16`` or ``fp16`` (autocast, plus
+    a gradient scaler for fp16; CUDA only); ``channels_last`` memory format; ``compile`` with ``torch.compile``;
+    ``sync_bn`` (SyncBatchNorm across DDP ranks, CUDA only); ``deterministic`` (on CUDA: deterministic cuDNN kernels
+    instead of ``cudnn.benchmark`` autotuning); DataLoader ``num_workers`` (None: on CUDA up to 4 per process,
+    leaving a core for the training loop; on CPU 0, as the step's threads use every core), ``pin_memory`` (None: on
+    CUDA), ``persistent_workers`` and ``prefetch_factor`` (None: torch's 2).
     """
 
     epochs: int = 1
     max_steps: int | None = None
+    max_minutes: float | None = None
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -150,7 +161,6 @@ class TrainConfig:
     freeze_encoder_epochs: int = 0
     grad_accum: int = 1
     clip_grad: float | None = None
-    amp: bool = False
     norm_eval: bool = False
     sampling: str = "proportional"
     temperature: float = 2.0
@@ -160,9 +170,16 @@ class TrainConfig:
     best_mode: str = "max"
     eval_every: int = 1
     seed: int = 0
-    num_workers: int = 0
     device: str = "auto"
-    deterministic: bool = True
+    deterministic: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    num_workers: int | None = None
+    pin_memory: bool | None = None
+    persistent_workers: bool = True
+    prefetch_factor: int | None = None
 
 
 @dataclass
@@ -232,6 +249,44 @@ def _check_data(cfg: RunConfig) -> None:
         raise ConfigError(f"data: dataset names {dup} repeat; give each entry a distinct 'name'")
 
 
+def _ranges(t: TrainConfig) -> list[tuple[str, Any, str, Callable[[float], bool]]]:
+    """``(key, value, expected, test)`` of every bounded number of ``train``; None means "off" where allowed."""
+    s, es = t.scheduler, t.early_stopping
+    return [
+        ("train.epochs", t.epochs, ">= 1", lambda v: v >= 1),
+        ("train.max_steps", t.max_steps, ">= 1 or null", lambda v: v >= 1),
+        ("train.max_minutes", t.max_minutes, "> 0 or null", lambda v: v > 0),
+        ("train.lr", t.lr, "> 0", lambda v: v > 0),
+        ("train.weight_decay", t.weight_decay, ">= 0", lambda v: v >= 0),
+        ("train.momentum", t.momentum, "in [0, 1)", lambda v: 0 <= v < 1),
+        ("train.head_lr_mult", t.head_lr_mult, ">= 0", lambda v: v >= 0),
+        # a negative max_norm flips the gradient's sign (gradient ascent)
+        ("train.clip_grad", t.clip_grad, "> 0 or null", lambda v: v > 0),
+        ("train.grad_accum", t.grad_accum, ">= 1", lambda v: v >= 1),
+        ("train.eval_every", t.eval_every, ">= 1", lambda v: v >= 1),
+        ("train.freeze_encoder_epochs", t.freeze_encoder_epochs, ">= 0", lambda v: v >= 0),
+        ("train.temperature", t.temperature, "> 0", lambda v: v > 0),
+        ("train.scheduler.warmup_steps", s.warmup_steps, ">= 0", lambda v: v >= 0),
+        # below 0 the late learning rates turn negative; above 1 the "decay" grows the rate
+        ("train.scheduler.min_lr_ratio", s.min_lr_ratio, "in [0, 1]", lambda v: 0 <= v <= 1),
+        ("train.scheduler.gamma", s.gamma, "in (0, 1]", lambda v: 0 < v <= 1),
+        # patience counts evaluations without improvement; 0 would stop at the first evaluation
+        ("train.early_stopping.patience", es.patience, ">= 1", lambda v: v >= 1),
+        ("train.early_stopping.min_delta", es.min_delta, ">= 0", lambda v: v >= 0),
+        ("train.num_workers", t.num_workers, ">= 0 or null", lambda v: v >= 0),
+        ("train.prefetch_factor", t.prefetch_factor, ">= 1 or null", lambda v: v >= 1),
+        *((f"train.loss.{task}.weight", lc.weight, ">= 0", lambda v: v >= 0) for task, lc in t.loss.items()),
+    ]
+
+
+def _check_ranges(t: TrainConfig) -> None:
+    for key, value, expected, ok in _ranges(t):
+        if value is None and "null" in expected:
+            continue
+        if value is None or not math.isfinite(value) or not ok(value):
+            raise ConfigError(f"{key}: must be {expected}, got {value}")
+
+
 def _check_train(cfg: RunConfig) -> None:
     t = cfg.train
     _one_of("train.optimizer", t.optimizer, _OPTIMIZERS)
@@ -239,15 +294,11 @@ def _check_train(cfg: RunConfig) -> None:
     _one_of("train.sampling", t.sampling, _SAMPLING)
     _one_of("train.early_stopping.mode", t.early_stopping.mode, ("min", "max"))
     _one_of("train.best_mode", t.best_mode, ("min", "max"))
-    for key, value, low in (("train.epochs", t.epochs, 1), ("train.grad_accum", t.grad_accum, 1),
-                            ("train.eval_every", t.eval_every, 1), ("train.freeze_encoder_epochs",
-                                                                    t.freeze_encoder_epochs, 0)):
-        if value < low:
-            raise ConfigError(f"{key}: must be >= {low}, got {value}")
-    if t.max_steps is not None and t.max_steps < 1:
-        raise ConfigError(f"train.max_steps: must be >= 1 (or null), got {t.max_steps}")
-    if t.lr <= 0 or t.temperature <= 0:
-        raise ConfigError("train.lr and train.temperature must be > 0")
+    _one_of("train.precision", t.precision, _PRECISIONS)
+    _check_ranges(t)
+    if cfg.output.checkpoint_every < 0:
+        raise ConfigError(f"output.checkpoint_every: must be >= 0 (0: at epoch ends only), got "
+                          f"{cfg.output.checkpoint_every}")
     for task in t.loss:
         if task not in cfg.model.tasks:
             raise ConfigError(f"train.loss.{task}: not a model task; model tasks: {sorted(cfg.model.tasks)}")

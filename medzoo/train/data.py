@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from medzoo.config import ConfigError
 from medzoo.data import open_dataset, patient_split, transforms
-from medzoo.data.dataset import ManifestDataset
+from medzoo.data.dataset import ManifestDataset, label_tensor
 from medzoo.data.labels import canonical_label
 from medzoo.data.prepared import PreparedDataset, prepare
 from medzoo.train.config import DataConfig, RunConfig
@@ -210,12 +210,25 @@ def _dataset(d: DataConfig, part: Any, split: str, tasks: list[str], seed: int) 
                            seed=seed, mask_task=MASK_KEY)
 
 
+def _require_labels(i: int, name: str, part: Any, sources: Mapping[str, str]) -> None:
+    """A task with no labelled training sample trains its head on nothing (every target masked, loss 0)."""
+    for src, task in sources.items():
+        if src == MASK_KEY:
+            labelled = any(r.meta.get(MASK_KEY) for r in part)
+        else:
+            labelled = any(bool(torch.isfinite(label_tensor(r.labels.get(src))).any()) for r in part)
+        if not labelled:
+            raise ConfigError(f"data[{i}] ({name}): task {src!r} (model task {task!r}) has no labelled sample among "
+                              f"the {len(part)} training records (every {src!r} label is blank); check the label "
+                              f"column, or remove {src!r} from data[{i}].tasks")
+
+
 def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
     """Read, split, subsample and wrap every configured dataset.
 
     Raises:
-        ConfigError: an unreadable dataset, a mapping to a task the dataset lacks, or labels that do not match the
-            head's labels by name; the message names ``data[i]...``.
+        ConfigError: an unreadable dataset, a mapping to a task the dataset lacks, labels that do not match the
+            head's labels by name, or a task without any labelled training sample; the message names ``data[i]...``.
     """
     bundles = []
     for i, d in enumerate(cfg.data):
@@ -231,6 +244,8 @@ def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
         except ValueError as err:
             raise ConfigError(f"data[{i}].split: {err}") from err
         parts["train"] = _subsample(parts["train"], d.fraction, seed if d.fraction_seed is None else d.fraction_seed)
+        if d.train and len(parts.get("train", [])):
+            _require_labels(i, d.name or d.kind, parts["train"], mapping.sources)
         if MASK_KEY not in mapping.sources:  # no segmentation task reads the masks: do not load them
             parts = {s: _without_masks(m) for s, m in parts.items()}
         tasks = [s for s in mapping.sources if s != MASK_KEY]

@@ -2,24 +2,31 @@
 
 Under ``torchrun`` the environment holds ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; :func:`init_distributed`
 starts the process group from it. A group that is already initialised (``torch.multiprocessing`` tests) is used
-as it is.
+as it is. Every helper is a no-op (or the identity) without a process group, so single-process code calls them
+unconditionally; with one, every rank must call them at the same point.
 
 Example:
     >>> world_size(), rank(), is_main()
     (1, 0, True)
+    >>> any_rank([True, False]), from_main(3), all_gather([1])
+    ([True, False], 3, [[1]])
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from medzoo.utils.device import local_rank
 
-__all__ = ["init_distributed", "is_distributed", "is_main", "local_rank", "rank", "world_size", "barrier"]
+__all__ = ["all_gather", "any_rank", "barrier", "broadcast_buffers", "from_main", "init_distributed",
+           "is_distributed", "is_main", "local_rank", "rank", "shutdown", "world_size"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +52,13 @@ def is_main() -> bool:
 
 
 def init_distributed(device: str = "auto") -> None:
-    """Start the process group when launched by torchrun with ``WORLD_SIZE > 1`` (no-op otherwise)."""
+    """Start the process group when launched by torchrun with ``WORLD_SIZE > 1`` (no-op otherwise).
+
+    The backend is nccl when this rank trains on CUDA, gloo otherwise (CPU).
+    """
     if not dist.is_available() or dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
-    use_cuda = torch.cuda.is_available() and device != "cpu"
+    use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(local_rank())
@@ -56,7 +66,59 @@ def init_distributed(device: str = "auto") -> None:
     log.info("DDP: rank %d of %d (%s)", rank(), world_size(), backend)
 
 
+def shutdown() -> None:
+    """Leave the process group (at the end of a torchrun process; no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _flag_device() -> torch.device:
+    """Where a collective's tensor must live: the current CUDA device under nccl, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def barrier() -> None:
     """Wait for every rank (no-op without DDP)."""
     if is_distributed():
         dist.barrier()
+
+
+def any_rank(flags: Sequence[bool]) -> list[bool]:
+    """For each flag, True on every rank when it is true on at least one (one all-reduce MAX for them all)."""
+    if not is_distributed():
+        return [bool(f) for f in flags]
+    t = torch.tensor([int(bool(f)) for f in flags], device=_flag_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a decision made once, then broadcast)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=_flag_device())
+    return box[0]
+
+
+def all_gather(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order (picklable objects)."""
+    if not is_distributed():
+        return [value]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics).
+
+    Each rank updates its own running statistics from its own batches, and DDP copies rank 0's only at the next
+    training forward; evaluating or saving before that would use diverged statistics.
+    """
+    if not is_distributed():
+        return
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=0)

@@ -20,15 +20,14 @@ non-dense task (probabilities, targets, sample and patient ids, and the slice le
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from medzoo.metrics import (
     auroc,
@@ -39,6 +38,7 @@ from medzoo.metrics import (
     one_hot_targets,
     regression_metrics,
 )
+from medzoo.train import distributed
 from medzoo.train.data import DatasetBundle
 from medzoo.train.objective import Objective
 
@@ -115,27 +115,29 @@ def prediction_metrics(pred: TaskPredictions) -> dict[str, float]:
     return out
 
 
+Key = tuple[int, int]  # (dataset index, batch index): the order of a single-process evaluation
+
+
 class _Collector:
-    """Accumulates predictions and targets of one task."""
+    """Accumulates predictions and targets of one task, per batch, so chunks from several ranks merge in order."""
 
     def __init__(self, head: nn.Module, kind: str, task: str = "", level: str = "image") -> None:
         self.task, self.head, self.kind, self.level = task, head, kind, level
-        self.scores: list[np.ndarray] = []
-        self.targets: list[np.ndarray] = []
-        self.meta: list[tuple[str, str, str]] = []  # (id, patient, dataset kind) per sample
-        self.slice_scores: list[np.ndarray] = []
-        self.slice_targets: list[np.ndarray] = []
-        self.slice_series: list[str] = []
-        self.overlap: dict[str, list[Tensor]] = defaultdict(list)
+        self.chunks: dict[Key, dict[str, Any]] = {}
 
-    def add(self, logits: Tensor, target: Tensor, meta: list[tuple[str, str, str]] | None = None) -> None:
+    def add(self, logits: Tensor, target: Tensor, meta: list[tuple[str, str, str]] | None = None,
+            key: Key | None = None) -> None:
+        """One batch: ``logits`` ``[B, L]`` (dense: ``[B, K, *spatial]``) and ``target``; ``key`` its place in the
+        evaluation order (default: after the chunks so far)."""
         logits, target = logits.float().cpu(), target.float().cpu()
+        key = (0, len(self.chunks)) if key is None else key
+        chunk = self.chunks.setdefault(key, {})
         if self.kind == "dense":
             pred = self.head.activate(logits, tuple(target.shape[-(logits.dim() - 2):]))["pred"]
             labels = target[:, 0] if target.dim() == logits.dim() else target
             k = max(2, logits.shape[1])
-            self.overlap["dice"].append(dice_per_class(pred, labels.long(), num_classes=k))
-            self.overlap["iou"].append(iou_per_class(pred, labels.long(), num_classes=k))
+            chunk["dice"] = dice_per_class(pred, labels.long(), num_classes=k)
+            chunk["iou"] = iou_per_class(pred, labels.long(), num_classes=k)
             return
         if self.kind == "regression":
             logits, target = self.head.unscale(logits), self.head.unscale(target)
@@ -143,26 +145,35 @@ class _Collector:
             logits = logits.softmax(-1)
         else:
             logits = logits.sigmoid()
-        self.scores.append(logits.numpy())
-        self.targets.append(target.numpy())
-        n0 = len(self.meta)
-        self.meta.extend(meta or [(str(n0 + i), str(n0 + i), "") for i in range(len(target))])
+        chunk["scores"], chunk["targets"] = logits.numpy(), target.numpy()
+        chunk["meta"] = meta or [(f"{key[0]}:{key[1]}:{i}",) * 2 + ("",) for i in range(len(target))]
 
-    def add_slices(self, logits: Tensor, pad_mask: Tensor, labels: Tensor, series: list[str]) -> None:
+    def add_slices(self, logits: Tensor, pad_mask: Tensor, labels: Tensor, series: list[str],
+                   key: Key | None = None) -> None:
+        """Slice-level scores ``[B, N, L]`` of the batch at ``key`` (default: the last one added)."""
         valid = ~pad_mask.cpu()
-        self.slice_scores.append(logits.float().cpu().softmax(-1)[valid].numpy())
-        self.slice_targets.append(labels[valid].numpy())
-        for sid, n in zip(series, valid.sum(1).tolist()):
-            self.slice_series.extend([sid] * int(n))
+        chunk = self.chunks.setdefault(max(self.chunks) if key is None else key, {})
+        chunk["slice_scores"] = logits.float().cpu().softmax(-1)[valid].numpy()
+        chunk["slice_targets"] = labels[valid].numpy()
+        chunk["slice_series"] = [sid for sid, n in zip(series, valid.sum(1).tolist()) for _ in range(int(n))]
+
+    def merge(self, chunks: dict[Key, dict[str, Any]]) -> None:
+        """Add another rank's chunks (their keys never collide: each batch is evaluated by one rank)."""
+        self.chunks.update(chunks)
+
+    def _ordered(self, name: str) -> list[Any]:
+        return [c[name] for _, c in sorted(self.chunks.items()) if name in c]
 
     def predictions(self) -> TaskPredictions:
-        ids, patients, kinds = (list(c) for c in zip(*self.meta))
-        sl = bool(self.slice_scores)
-        return TaskPredictions(self.task, self.kind, tuple(self.head.label_names), np.concatenate(self.scores),
-                               np.concatenate(self.targets), ids, patients, kinds,
-                               np.concatenate(self.slice_scores) if sl else None,
-                               np.concatenate(self.slice_targets) if sl else None,
-                               list(self.slice_series) if sl else None, self.level)
+        ids, patients, kinds = (list(c) for c in zip(*[m for meta in self._ordered("meta") for m in meta]))
+        sl = bool(self._ordered("slice_scores"))
+        return TaskPredictions(self.task, self.kind, tuple(self.head.label_names),
+                               np.concatenate(self._ordered("scores")), np.concatenate(self._ordered("targets")),
+                               ids, patients, kinds,
+                               np.concatenate(self._ordered("slice_scores")) if sl else None,
+                               np.concatenate(self._ordered("slice_targets")) if sl else None,
+                               [s for part in self._ordered("slice_series") for s in part] if sl else None,
+                               self.level)
 
     def result(self) -> dict[str, float]:
         if self.kind != "dense":
@@ -170,8 +181,8 @@ class _Collector:
         names = list(self.head.label_names)
         classes = names if len(names) > 1 else ["background", names[0]]
         out = {}
-        for metric, rows in self.overlap.items():
-            per_class = _nanmean(torch.cat(rows).numpy())
+        for metric in ("dice", "iou"):
+            per_class = _nanmean(torch.cat(self._ordered(metric)).numpy())
             out.update({f"{metric}/{n}": float(v) for n, v in zip(classes, per_class)})
             fg = per_class[1:][np.isfinite(per_class[1:])]
             out[f"mean_{metric}"] = float(fg.mean()) if len(fg) else math.nan
@@ -197,34 +208,101 @@ def _slice_labels(batch: dict[str, Any], bundle: DatasetBundle, task: str, n: in
     return bundle.mapping._convert(task, out)
 
 
+class _Batches(Sampler[list[int]]):
+    """Batches ``rank, rank + world, ...`` of the sequential batches of a single-process evaluation.
+
+    Sharding whole batches (rather than samples, as ``DistributedSampler`` does) keeps every batch as a single
+    process forms it, so the per-batch losses, series padding and numerics are identical; no batch is padded or
+    repeated, so nothing counts twice, and ranks differ by at most one batch (evaluation has no collective until
+    the final gather).
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1) -> None:
+        every = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        self.index = list(range(rank, len(every), world))
+        self.batches = [every[i] for i in self.index]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _loader(bundle: DatasetBundle, split: str, collate_fn: Any, shard: tuple[int, int],
+            loader_kwargs: dict[str, Any], cache: dict | None) -> DataLoader | None:
+    ds = bundle.splits.get(split)
+    if ds is None:
+        return None
+    key = (bundle.name, split)
+    if cache is not None and key in cache:
+        return cache[key]
+    batches = _Batches(len(ds), bundle.config.eval_batch_size or bundle.config.batch_size, *shard)
+    loader = DataLoader(ds, batch_sampler=batches, collate_fn=collate_fn, generator=torch.Generator(),
+                        **loader_kwargs)  # own generator: the global RNG stays untouched
+    if cache is not None:
+        cache[key] = loader
+    return loader
+
+
+def _gather(collectors: dict[str, _Collector], losses: dict[Key, float], model: nn.Module) -> None:
+    """Merge every rank's chunks and losses into each rank's ``collectors`` and ``losses`` (in place)."""
+    mine = {"losses": losses, "tasks": {t: (c.kind, c.level, c.chunks) for t, c in collectors.items()}}
+    for r, theirs in enumerate(distributed.all_gather(mine)):
+        if r == distributed.rank():
+            continue
+        losses.update(theirs["losses"])
+        for task, (kind, level, chunks) in theirs["tasks"].items():
+            collectors.setdefault(task, _Collector(model.heads[task], kind, task, level)).merge(chunks)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, bundles: Sequence[DatasetBundle], split: str, objective: Objective,
              device: torch.device, collate_fn: Any, max_batches: int | None = None,
-             keep_images: bool = False, return_predictions: bool = False) -> tuple[Any, ...]:
+             keep_images: bool = False, return_predictions: bool = False, *,
+             loader_kwargs: dict[str, Any] | None = None, loaders: dict | None = None) -> tuple[Any, ...]:
     """Metrics of ``model`` on ``split`` of every dataset that has it.
+
+    Under DDP (an initialised process group) every rank must call this: each evaluates every ``world``-th batch,
+    the per-batch predictions and losses are all-gathered in the single-process order, and every rank returns the
+    metrics of one single-process evaluation of its model. Give every rank the same weights and batch-norm
+    buffers (:func:`medzoo.train.distributed.broadcast_buffers`).
+
+    Args:
+        model: a ``MultiTaskModel`` (not the DDP wrapper: evaluation runs no collective per batch).
+        objective: the loss, normalised per process (``world_size=1``).
+        max_batches: evaluate only the first ``max_batches`` batches of each dataset.
+        loader_kwargs: further DataLoader arguments (``num_workers``, ``pin_memory``...).
+        loaders: a dict the caller keeps between calls, in which the DataLoaders are kept (persistent workers).
 
     Returns:
         ``(metrics, images)``; ``images`` holds, per dense task when ``keep_images``, the first batch's
-        ``(image, predicted labels, true labels)`` for overlays. With ``return_predictions``, ``(metrics, images,
-        predictions)`` where ``predictions`` is ``{task: TaskPredictions}`` for every non-dense task.
+        ``(image, predicted labels, true labels)`` for overlays (on rank 0). With ``return_predictions``,
+        ``(metrics, images, predictions)`` where ``predictions`` is ``{task: TaskPredictions}`` for every non-dense
+        task.
+
+    Raises:
+        ValueError: an objective normalised across ranks (its per-batch all-reduce would not match up).
     """
+    if objective.world_size != 1:
+        raise ValueError("evaluate needs an objective normalised per process (world_size=1)")
+    shard = (distributed.rank(), distributed.world_size())
     was_training = model.training
     model.eval()
     collectors: dict[str, _Collector] = {}
     images: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
-    losses: list[float] = []
-    for bundle in bundles:
-        ds = bundle.splits.get(split)
-        if ds is None:
-            continue
-        loader = DataLoader(ds, batch_size=bundle.config.eval_batch_size or bundle.config.batch_size,
-                            shuffle=False, collate_fn=collate_fn, generator=torch.Generator())  # global RNG untouched
-        for b, batch in enumerate(loader):
+    losses: dict[Key, float] = {}
+    for d, bundle in enumerate(bundles):
+        loader = _loader(bundle, split, collate_fn, shard, loader_kwargs or {}, loaders)
+        for b, batch in zip(loader.batch_sampler.index if loader else [], loader or []):
             if max_batches is not None and b >= max_batches:
                 break
-            _eval_batch(model, bundle, move_batch(batch, device), objective, collectors, images, losses, keep_images)
+            _eval_batch(model, bundle, move_batch(batch, device), objective, collectors, images, losses,
+                        keep_images, (d, b))
     model.train(was_training)
-    out = {f"{split}/loss": float(np.mean(losses))} if losses else {}
+    if shard[1] > 1:
+        _gather(collectors, losses, model)
+    out = {f"{split}/loss": float(np.mean([v for _, v in sorted(losses.items())]))} if losses else {}
     for task, col in collectors.items():
         out.update({f"{split}/{task}/{k}": v for k, v in col.result().items()})
     if return_predictions:
@@ -243,23 +321,24 @@ def _sample_meta(batch: dict[str, Any], bundle: DatasetBundle, n: int) -> list[t
 
 
 def _eval_batch(model: nn.Module, bundle: DatasetBundle, batch: dict[str, Any], objective: Objective,
-                collectors: dict[str, _Collector], images: dict, losses: list[float], keep_images: bool) -> None:
+                collectors: dict[str, _Collector], images: dict, losses: dict[Key, float], keep_images: bool,
+                key: Key) -> None:
     targets = bundle.mapping.targets(batch, bundle.name)
     pad_mask = batch.get("pad_mask")
     outputs = model(batch["image"], pad_mask=pad_mask, tasks=list(targets))
     total, _ = objective(outputs, targets)
-    losses.append(float(total))
+    losses[key] = float(total)
     meta = _sample_meta(batch, bundle, batch["image"].shape[0])
     for task, target in targets.items():
         col = collectors.setdefault(task, _Collector(model.heads[task], bundle.mapping.kinds[task], task,
                                                         model.task_levels[task]))
-        col.add(outputs[task], target, meta)
+        col.add(outputs[task], target, meta, key)
         if col.kind == "class" and model.task_levels[task] == "series":
             labels = _slice_labels(batch, bundle, task, batch["image"].shape[1])
             if labels is not None:
                 slices = model.slice_logits(batch["image"], pad_mask, tasks=[task])[task]
                 col.add_slices(slices, pad_mask if pad_mask is not None else torch.zeros_like(labels, dtype=bool),
-                               labels, [m[0] for m in meta])
+                               labels, [m[0] for m in meta], key)
         if keep_images and col.kind == "dense" and task not in images:
             size = tuple(target.shape[2:]) if target.dim() == outputs[task].dim() else tuple(target.shape[1:])
             pred = model.heads[task].activate(outputs[task].float(), size)["pred"]

@@ -20,7 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,8 +97,42 @@ class ShardSampler(Sampler[int]):
         return max(0, len(self.inner) - self.start)
 
 
+class _Tagged(Dataset):
+    """Reads ``(epoch tag, index)`` items: the augmentation epoch travels with each index, so that persistent
+    workers, which keep the copy of the dataset they started with, still see each pass's epoch."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        tag, index = item
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(tag)  # the augmentation seed is (seed, tag, index)
+        return self.dataset[index]
+
+
+class _TaggedSampler(Sampler[tuple[int, int]]):
+    """A :class:`ShardSampler` whose indices carry the current pass's epoch tag, cut at ``limit`` indices (the
+    batches the pass uses: no worker prefetches a batch that would be thrown away)."""
+
+    def __init__(self, inner: ShardSampler) -> None:
+        self.inner, self.tag, self.limit = inner, 0, None
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.tag, i) for i in itertools.islice(self.inner, self.limit))
+
+    def __len__(self) -> int:
+        return len(self.inner) if self.limit is None else min(self.limit, len(self.inner))
+
+
 class MultiLoader:
     """Per-dataset DataLoaders driven by a :class:`BatchPlan`; yields ``(dataset index, batch)``.
+
+    Each dataset has one DataLoader for the life of the MultiLoader, so ``persistent_workers`` keeps its workers
+    across passes and epochs; a pass only moves its sampler (epoch, offset) and its epoch tag.
 
     Args:
         datasets: the training datasets.
@@ -104,14 +140,16 @@ class MultiLoader:
         plan: the batch plan (its ``sizes`` must be the batches per pass computed by :meth:`batches_per_pass`).
         seed: base seed of the per-dataset shuffles.
         rank, world_size: the DDP shard.
-        loader_kwargs: DataLoader arguments (``collate_fn``, ``num_workers``...).
+        loader_kwargs: DataLoader arguments (``collate_fn``, ``num_workers``, ``pin_memory``...).
     """
 
     def __init__(self, datasets: Sequence[Dataset], batch_sizes: Sequence[int], plan: BatchPlan, seed: int,
-                 rank: int = 0, world_size: int = 1, **loader_kwargs: object) -> None:
+                 rank: int = 0, world_size: int = 1, **loader_kwargs: Any) -> None:
         self.datasets, self.batch_sizes, self.plan, self.seed = list(datasets), list(batch_sizes), plan, seed
         self.samplers = [ShardSampler(ds, True, seed + 1009 * i, rank, world_size) for i, ds in enumerate(datasets)]
+        self.tagged = [_TaggedSampler(s) for s in self.samplers]
         self.loader_kwargs = loader_kwargs
+        self.loaders: dict[int, DataLoader] = {}
 
     @staticmethod
     def batches_per_pass(n: int, batch_size: int, world_size: int = 1) -> int:
@@ -119,22 +157,25 @@ class MultiLoader:
         per_rank = -(-n // world_size)
         return max(1, per_rank // batch_size)
 
+    def _dataloader(self, i: int) -> DataLoader:
+        if i not in self.loaders:
+            gen = torch.Generator().manual_seed(self.seed + 31 * i)  # keeps the global RNG untouched
+            self.loaders[i] = DataLoader(_Tagged(self.datasets[i]), batch_size=self.batch_sizes[i],
+                                         sampler=self.tagged[i], generator=gen,
+                                         drop_last=len(self.samplers[i].inner) >= self.batch_sizes[i],
+                                         **self.loader_kwargs)
+        return self.loaders[i]
+
     def _loader(self, i: int, epoch: int, consumed: int) -> Iterator:
         """Dataset ``i``'s batches from its ``consumed``-th batch of ``epoch`` on (new passes as needed)."""
         per_pass = self.plan.sizes[i]
         pass_id, offset = divmod(consumed, per_pass)
+        loader = self._dataloader(i)
         while True:
-            ds, sampler = self.datasets[i], self.samplers[i]
-            sampler.set_position(epoch * 10007 + pass_id, offset * self.batch_sizes[i])
-            if hasattr(ds, "set_epoch"):
-                ds.set_epoch(epoch * 10007 + pass_id)  # the augmentation seed is (seed, this, index)
-            gen = torch.Generator().manual_seed(self.seed + 31 * i + 7 * pass_id)  # keeps the global RNG untouched
-            loader = DataLoader(ds, batch_size=self.batch_sizes[i], sampler=sampler, generator=gen,
-                                drop_last=len(sampler) >= self.batch_sizes[i], **self.loader_kwargs)
-            for k, batch in enumerate(loader):
-                if offset + k >= per_pass:
-                    break
-                yield batch
+            tag = epoch * 10007 + pass_id
+            self.samplers[i].set_position(tag, offset * self.batch_sizes[i])
+            self.tagged[i].tag, self.tagged[i].limit = tag, (per_pass - offset) * self.batch_sizes[i]
+            yield from loader
             pass_id, offset = pass_id + 1, 0
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[int, dict]]:

@@ -7,9 +7,16 @@ Each batch comes from one dataset (:mod:`medzoo.train.sampling`); its labels are
 
 The run folder (``output.dir``) holds ``config.yaml`` (the resolved config), ``last.pt`` (every
 ``checkpoint_every`` steps and at each epoch end), ``best.pt`` (by ``train.best_metric``), ``metrics.jsonl`` (one
-line per evaluation), ``result.json`` and ``tb/``. ``resume=True`` continues from ``last.pt`` exactly: model,
-optimizer, scheduler, scaler, RNG states, and the batch position within the epoch (the data order is a function of
-(seed, epoch), the augmentation of (seed, epoch, index)).
+line of strict JSON per evaluation), ``result.json`` and ``tb/``. ``resume=True`` continues from ``last.pt``
+exactly: model, optimizer, scheduler, scaler, every rank's RNG states, and the batch position within the epoch (the
+data order is a function of (seed, epoch), the augmentation of (seed, epoch, index)); it refuses a changed config
+unless ``force=True`` (:mod:`medzoo.train.resume`).
+
+Under DDP (``torchrun``) there is one answer: validation and test batches are sharded over the ranks and
+all-gathered, so every rank computes the metrics of a single-process evaluation; rank 0's batch-norm statistics are
+broadcast before each evaluation; every stop decision (early stopping, ``max_minutes``, a non-finite loss) is taken
+once and shared, so all ranks leave the loop at the same step; only rank 0 writes, and every rank waits for the
+write (a barrier) before going on.
 
 Example:
     >>> result = fit("configs/experiments/pretrain_multitask.yaml", ["train.max_steps=2"])  # doctest: +SKIP
@@ -26,20 +33,19 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from medzoo.data.collate import collate
 from medzoo.models import create_model
-from medzoo.train import distributed
+from medzoo.train import distributed, runtime
 from medzoo.train.callbacks import ProgressCallback
-from medzoo.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from medzoo.train.class_weights import resolve_pos_weight
 from medzoo.train.config import RunConfig, load_run_config, run_config_yaml
 from medzoo.train.data import build_datasets
@@ -47,13 +53,14 @@ from medzoo.train.evaluate import evaluate, move_batch
 from medzoo.train.init import apply_init
 from medzoo.train.objective import Objective
 from medzoo.train.optim import build_optimizer, build_scheduler
+from medzoo.train.resume import check_resume, finite_or_none, prepare_run_dir, strict_json_line
 from medzoo.train.sampling import BatchPlan, MultiLoader
+from medzoo.train.state import CheckpointState
 from medzoo.train.tb import TensorBoardCallback
 from medzoo.utils.device import resolve_device
 from medzoo.zoo.checkpoint import load_checkpoint
-from medzoo.zoo.export import runtime_versions
 
-__all__ = ["Trainer", "TrainResult", "fit"]
+__all__ = ["NonFiniteLoss", "Trainer", "TrainResult", "fit"]
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +77,15 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict."""
         return asdict(self)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss is NaN or infinite; training stops before the optimizer applies the step."""
 
 
 def _seed_all(seed: int) -> None:
@@ -82,58 +94,88 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer:
+class Trainer(CheckpointState):
     """Trains a :class:`~medzoo.models.MultiTaskModel` as a :class:`~medzoo.train.config.RunConfig` says.
 
     Args:
         cfg: the run config (or a YAML path / mapping, loaded with ``overrides``).
         overrides: dotted ``--set`` overrides.
         resume: continue from ``<output.dir>/last.pt`` when it exists.
+        force: resume even when the config differs from the checkpoint's (the differences are logged).
         quiet: no progress bar.
         callbacks: ``{event: [fn(trainer)]}`` added to the built-in ones.
+
+    Raises:
+        ConfigError: an invalid config, a task without any labelled training sample, an option the device cannot
+            run, or (resume) a config that differs from the checkpoint's.
+        DeviceError: a device this machine lacks.
     """
 
     def __init__(self, cfg: RunConfig | str | Path | dict, overrides: Sequence[str] = (), *, resume: bool = False,
-                 quiet: bool = False, callbacks: dict[str, list[Callable]] | None = None) -> None:
+                 force: bool = False, quiet: bool = False,
+                 callbacks: dict[str, list[Callable]] | None = None) -> None:
         self.cfg = cfg if isinstance(cfg, RunConfig) and not overrides else load_run_config(cfg, overrides)
         self.cfg = resolve_pos_weight(self.cfg)  # `pos_weight: auto` -> negatives/positives of the training split
         t = self.cfg.train
+        self.device = resolve_device(t.device)
+        runtime.check_execution(t, self.device)
         distributed.init_distributed(t.device)
         self.rank, self.world = distributed.rank(), distributed.world_size()
-        self.device = resolve_device(t.device)
+        runtime.configure_backends(t, self.device)
         self.run_dir = Path(self.cfg.output.dir)
-        _seed_all(t.seed)
-        self.model = create_model(self.cfg.model).to(self.device)
-        if not resume or not (self.run_dir / "last.pt").is_file():
-            apply_init(self.model, self.cfg.init)
-        self.bundles = build_datasets(self.cfg, self.model)
+        ckpt = self._read_last(resume, force)
+        _seed_all(t.seed)  # the same initial weights on every rank
+        model = create_model(self.cfg.model).to(self.device)
+        if ckpt is None:
+            apply_init(model, self.cfg.init)
+        self.bundles = build_datasets(self.cfg, model)
+        self.loader_kwargs = runtime.loader_kwargs(t, self.device, self.world)
         self._build_loader(collate)
         self.objective = Objective(self.cfg.model, t.loss, self.world).to(self.device)
+        self.eval_objective = Objective(self.cfg.model, t.loss).to(self.device)
+        # Heads of tasks a batch does not label (and a frozen encoder) get no gradient: DDP must look for them.
+        unused = len(model.tasks) > 1 or t.freeze_encoder_epochs > 0
+        self.model, self.net = runtime.wrap_model(model, t, self.device, self.world, unused)
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_scheduler(self.optimizer, t, self.total_steps)
-        self.amp = bool(t.amp and self.device.type == "cuda")
-        if t.amp and not self.amp:
-            log.warning("train.amp applies on CUDA only; training in float32 on %s", self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.net = self._wrap_ddp()
+        self.scaler = runtime.grad_scaler(t.precision, self.device)
+        if self.rank:
+            _seed_all(t.seed + self.rank)  # each rank its own dropout masks
         self._reset_state()
         self.callbacks: dict[str, list[Callable]] = defaultdict(list)
         self._default_callbacks(quiet)
         for event, fns in (callbacks or {}).items():
             self.callbacks[event].extend(fns)
-        if resume and (self.run_dir / "last.pt").is_file():
-            self.load_state(load_checkpoint(self.run_dir / "last.pt"))
+        if ckpt is not None:
+            self.load_state(ckpt)
 
     # ----------------------------------------------------------------------------------------------- set-up
+    def _read_last(self, resume: bool, force: bool) -> dict[str, Any] | None:
+        """``last.pt`` when resuming: read by rank 0 and broadcast (no shared file system needed); the config
+        check runs before anything is built."""
+        path = self.run_dir / "last.pt"
+        ckpt = load_checkpoint(path) if resume and distributed.is_main() and path.is_file() else None
+        ckpt = distributed.from_main(ckpt)
+        if resume and ckpt is None:
+            log.info("no %s yet: starting a new run", path)
+        if ckpt is not None:
+            current = yaml.safe_load(run_config_yaml(self.cfg))
+            self.config_changes = check_resume(ckpt.get("config") or "", current, path, force)
+        return ckpt
+
     def _reset_state(self) -> None:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: dict[str, Any] | None = None
-        self.bad_evals, self.stopped_early, self.history = 0, False, []
+        self.bad_evals, self.stopped_early, self.timed_out, self.history = 0, False, False, []
         self.last_loss, self.last_task_losses, self.last_metrics, self.last_images = 0.0, {}, {}, {}
         self.last_lrs: dict[str, float] = {}
         self.last_split, self.final_metrics = "val", {}
+        self.resumed_step: int | None = None
         self._acc_loss: list[float] = []
         self._acc_tasks: dict[str, list[float]] = defaultdict(list)
+        self._nonfinite: str | None = None
+        self._eval_loaders: dict = {}
+        self._start = time.perf_counter()
 
     def _build_loader(self, collate: Callable) -> None:
         t = self.cfg.train
@@ -144,19 +186,11 @@ class Trainer:
         self.train_bundles = train
         self.plan = BatchPlan(sizes, t.sampling, t.temperature, t.seed)
         self.loader = MultiLoader([b.splits["train"] for b in train], [b.config.batch_size for b in train], self.plan,
-                                  t.seed, self.rank, self.world, collate_fn=collate, num_workers=t.num_workers)
+                                  t.seed, self.rank, self.world, collate_fn=collate, **self.loader_kwargs)
         self.collate = collate
         self.steps_per_epoch = max(1, len(self.plan) // t.grad_accum)
         total = t.epochs * self.steps_per_epoch
         self.total_steps = min(total, t.max_steps) if t.max_steps else total
-
-    def _wrap_ddp(self) -> nn.Module:
-        if self.world <= 1:
-            return self.model
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        # Heads of tasks a batch does not label (and a frozen encoder) get no gradient: DDP must look for them.
-        unused = len(self.model.tasks) > 1 or self.cfg.train.freeze_encoder_epochs > 0
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
 
     def _default_callbacks(self, quiet: bool) -> None:
         if not distributed.is_main():
@@ -180,22 +214,28 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
-        """Train until ``max_steps`` / ``epochs`` or early stopping; then evaluate the test splits."""
-        start = time.perf_counter()
+        """Train until ``max_steps`` / ``epochs``, early stopping or ``max_minutes``; then evaluate the test splits.
+
+        Raises:
+            NonFiniteLoss: a NaN or infinite training loss (on any rank); the message names the step and dataset.
+        """
+        self._start = time.perf_counter()
         if distributed.is_main():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(run_config_yaml(self.cfg), encoding="utf-8")
+            prepare_run_dir(self.run_dir, run_config_yaml(self.cfg), self.resumed_step)
+        distributed.barrier()
         self.trigger("on_train_start")
-        while self.step < self.total_steps and not self.stopped_early:
+        while self.step < self.total_steps and not self.stopped_early and not self.timed_out:
             self._train_epoch()
             self._end_epoch(finished=self.batch_in_epoch == 0)
         test, _ = self._evaluate("test")
         self.final_metrics = {**self.last_metrics_of("val"), **test}
         self.trigger("on_train_end")
+        reason = "early_stopping" if self.stopped_early else ("max_minutes" if self.timed_out else None)
         result = TrainResult(str(self.run_dir), self.step, self.epoch, self.final_metrics, self.best, self.history,
-                             self.stopped_early, time.perf_counter() - start)
+                             self.stopped_early, time.perf_counter() - self._start, reason)
         if distributed.is_main():
-            (self.run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=float))
+            (self.run_dir / "result.json").write_text(json.dumps(finite_or_none(result.to_dict()), indent=2,
+                                                                 allow_nan=False, default=float))
         return result
 
     def last_metrics_of(self, split: str) -> dict[str, float]:
@@ -229,25 +269,51 @@ class Trainer:
             every = self.cfg.output.checkpoint_every
             if every and self.step % every == 0 and self.batch_in_epoch:
                 self.save("last.pt")
-            if self.step >= self.total_steps:
+            if self.step >= self.total_steps or self.timed_out:
                 return
         self.batch_in_epoch = 0
 
+    def train_step(self, batches: Sequence[tuple[int, dict[str, Any]]]) -> float:
+        """One optimizer step over ``batches`` (``(training dataset index, batch)``, gradients accumulated over
+        them); returns the step's mean loss. :meth:`fit` runs the same steps from the epoch's batch plan."""
+        for i, batch in batches:
+            self._micro_step(self.train_bundles[i], batch, len(batches))
+        self._optimizer_step()
+        return self.last_loss
+
     def _micro_step(self, bundle: Any, batch: dict[str, Any], accum: int) -> None:
         batch = move_batch(batch, self.device)
+        image = runtime.to_memory_format(batch["image"], self.cfg.train.channels_last)
         targets = bundle.mapping.targets(batch, bundle.name)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with autocast:
-            outputs = self.net(batch["image"], pad_mask=batch.get("pad_mask"), tasks=list(targets))
+        with runtime.autocast(self.cfg.train.precision, self.device):
+            outputs = self.net(image, pad_mask=batch.get("pad_mask"), tasks=list(targets))
         loss, parts = self.objective(outputs, targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {self.step}: non-finite loss {parts} on dataset {bundle.name!r}")
+        value = float(loss.detach())
+        if not math.isfinite(value) and self._nonfinite is None:
+            losses = ", ".join(f"{k} {v:.4g}" for k, v in parts.items())
+            self._nonfinite = f"dataset {bundle.name!r} (task losses: {losses})"
+        # Backward runs even then: under DDP every rank must reach the same gradient all-reduce.
         self.scaler.scale(loss / accum).backward()
-        self._acc_loss.append(float(loss.detach()))
-        for task, value in parts.items():
-            self._acc_tasks[task].append(value)
+        self._acc_loss.append(value)
+        for task, v in parts.items():
+            self._acc_tasks[task].append(v)
+
+    def _stop_flags(self) -> tuple[bool, bool]:
+        """(a non-finite loss on any rank, rank 0's clock past ``max_minutes``), agreed by every rank."""
+        limit = self.cfg.train.max_minutes
+        late = self.rank == 0 and limit is not None and time.perf_counter() - self._start > 60.0 * limit
+        bad, late = distributed.any_rank([self._nonfinite is not None, late])
+        return bad, late
 
     def _optimizer_step(self) -> None:
+        bad, self.timed_out = self._stop_flags()
+        if bad:
+            where = self._nonfinite or "another rank (see its log)"
+            raise NonFiniteLoss(f"optimizer step {self.step + 1}: the training loss is not finite on {where}; "
+                                "stopped before applying it. Lower train.lr, set train.clip_grad, or check that "
+                                "batch's inputs")
+        if self.timed_out:
+            log.info("train.max_minutes reached after step %d: evaluating and saving", self.step + 1)
         clip = self.cfg.train.clip_grad
         if clip:
             self.scaler.unscale_(self.optimizer)
@@ -266,7 +332,7 @@ class Trainer:
     def _end_epoch(self, finished: bool) -> None:
         """Evaluate and save; an epoch cut short by ``max_steps`` keeps its position, so a resume continues it."""
         self.epoch += int(finished)
-        last = self.step >= self.total_steps or self.epoch >= self.cfg.train.epochs
+        last = self.step >= self.total_steps or self.epoch >= self.cfg.train.epochs or self.timed_out
         if self.epoch % self.cfg.train.eval_every == 0 or last:
             metrics, _ = self._evaluate("val")
             if metrics:
@@ -276,15 +342,20 @@ class Trainer:
             self.save("last.pt")
 
     def _evaluate(self, split: str) -> tuple[dict[str, float], dict]:
+        distributed.broadcast_buffers(self.model)
         keep = self.cfg.output.log_images and distributed.is_main()
-        metrics, images = evaluate(self.model, self.bundles, split, self.objective, self.device, self.collate,
-                                   keep_images=keep)
+        with runtime.autocast(self.cfg.train.precision, self.device):
+            metrics, images = evaluate(self.model, self.bundles, split, self.eval_objective, self.device,
+                                       self.collate, keep_images=keep, loader_kwargs=self.loader_kwargs,
+                                       loaders=self._eval_loaders)
+        metrics = distributed.from_main(metrics)  # identical by construction; shared so every decision agrees
         self._set_modes()
         if metrics:
             self.last_metrics, self.last_images, self.last_split = metrics, images, split
             if distributed.is_main():
+                record = {"split": split, "step": self.step, "epoch": self.epoch, **metrics}
                 with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"split": split, "step": self.step, "epoch": self.epoch, **metrics}) + "\n")
+                    f.write(strict_json_line(record) + "\n")
             self.trigger("on_eval_end")
         return metrics, images
 
@@ -311,51 +382,18 @@ class Trainer:
             self._es_best, self.bad_evals = value, 0
         else:
             self.bad_evals += 1
-        if self.bad_evals >= es.patience:
+        self.stopped_early = bool(distributed.from_main(self.bad_evals >= es.patience))  # decided once, by rank 0
+        if self.stopped_early:
             log.info("early stopping at step %d: %s did not improve for %d evaluations", self.step, es.metric,
                      self.bad_evals)
-            self.stopped_early = True
-
-    # ----------------------------------------------------------------------------------------------- state
-    def state(self) -> dict[str, Any]:
-        """The checkpoint dict (see :mod:`medzoo.train.checkpoint`)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": capture_rng(),
-                "step": self.step, "epoch": self.epoch, "batch": self.batch_in_epoch, "best": self.best,
-                "early_stopping": {"bad_evals": self.bad_evals, "best": getattr(self, "_es_best", None),
-                                   "stopped": self.stopped_early},
-                "history": json.dumps(self.history), "config": run_config_yaml(self.cfg),
-                "versions": runtime_versions()}
-
-    def save(self, name: str) -> Path | None:
-        """Write a checkpoint into the run folder (rank 0 only)."""
-        if not distributed.is_main():
-            return None
-        return save_checkpoint(self.run_dir / name, self.state())
-
-    def load_state(self, ckpt: dict[str, Any]) -> None:
-        """Restore a checkpoint written by :meth:`state` (resume)."""
-        self.model.load_state_dict(ckpt["model"], strict=True)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.epoch, self.batch_in_epoch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch"])
-        self.best = ckpt.get("best")
-        es = ckpt.get("early_stopping") or {}
-        self.bad_evals, self.stopped_early = int(es.get("bad_evals", 0)), bool(es.get("stopped", False))
-        if es.get("best") is not None:
-            self._es_best = es["best"]
-        self.history = json.loads(ckpt.get("history") or "[]")
-        restore_rng(ckpt["rng"])
-        log.info("resumed at step %d (epoch %d, batch %d)", self.step, self.epoch, self.batch_in_epoch)
 
 
 def fit(cfg: RunConfig | str | Path | dict, overrides: Sequence[str] = (), *, resume: bool = False,
-        quiet: bool = True, callbacks: dict[str, list[Callable]] | None = None) -> TrainResult:
+        force: bool = False, quiet: bool = True, callbacks: dict[str, list[Callable]] | None = None) -> TrainResult:
     """Build a :class:`Trainer` and run it; returns the :class:`TrainResult` (metrics, best, history).
 
     Example:
         >>> res = fit("configs/experiments/finetune_tb.yaml", ["train.max_steps=2"])  # doctest: +SKIP
         >>> sorted(res.metrics)[:2]  # doctest: +SKIP
     """
-    return Trainer(cfg, overrides, resume=resume, quiet=quiet, callbacks=callbacks).fit()
+    return Trainer(cfg, overrides, resume=resume, force=force, quiet=quiet, callbacks=callbacks).fit()

@@ -17,8 +17,9 @@ def test_train_resume_finetune_evaluate(corpus, tmp_path, capsys):
     assert main(["train", "-c", str(cfg), "--set", "train.max_steps=1", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "finished: step 1" in out and "mean_auroc" in out
-    # --resume with a larger budget continues from last.pt (step 1), it does not start over
-    assert main(["train", "-c", str(cfg), "--resume", "--quiet"]) == 0
+    # --resume with a larger budget continues from last.pt (step 1), it does not start over; a changed
+    # config needs --force (tests/train/test_reliability.py)
+    assert main(["train", "-c", str(cfg), "--resume", "--force", "--quiet"]) == 0
     assert "finished: step 2" in capsys.readouterr().out
     pre = load_checkpoint(tmp_path / "pre" / "last.pt")
 

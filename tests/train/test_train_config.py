@@ -36,12 +36,43 @@ def test_loads_with_overrides_and_round_trips(cfg, tmp_path):
     ("init.source=zoo", r"init\.source: 'zoo' needs a target"),
     ("init.source=hub:x", r"init\.source: 'hub' is not one of"),
     ("train.loss.nope.type=ce", r"train\.loss\.nope: not a model task"),
+    # ranges (a negative clip norm is gradient ascent, min_lr_ratio outside [0, 1] a negative or growing rate...)
+    ("train.clip_grad=-1.0", r"train\.clip_grad: must be > 0 or null, got -1\.0"),
+    ("train.clip_grad=0.0", r"train\.clip_grad: must be > 0 or null, got 0\.0"),
+    ("train.scheduler.min_lr_ratio=-1.0", r"train\.scheduler\.min_lr_ratio: must be in \[0, 1\], got -1\.0"),
+    ("train.scheduler.min_lr_ratio=5.0", r"train\.scheduler\.min_lr_ratio: must be in \[0, 1\], got 5\.0"),
+    ("train.scheduler.gamma=1.5", r"train\.scheduler\.gamma: must be in \(0, 1\], got 1\.5"),
+    ("train.scheduler.gamma=0.0", r"train\.scheduler\.gamma: must be in \(0, 1\]"),
+    ("train.scheduler.warmup_steps=-10", r"train\.scheduler\.warmup_steps: must be >= 0, got -10"),
+    ("train.early_stopping.patience=-1", r"train\.early_stopping\.patience: must be >= 1, got -1"),
+    ("train.early_stopping.patience=0", r"train\.early_stopping\.patience: must be >= 1, got 0"),
+    ("train.early_stopping.min_delta=-0.1", r"train\.early_stopping\.min_delta: must be >= 0"),
+    ("train.lr=.inf", r"train\.lr: must be > 0, got inf"),
+    ("train.lr=.nan", r"train\.lr: must be > 0, got nan"),
+    ("train.lr=0.0", r"train\.lr: must be > 0, got 0\.0"),
+    ("train.momentum=1.5", r"train\.momentum: must be in \[0, 1\)"),
+    ("train.weight_decay=-0.01", r"train\.weight_decay: must be >= 0"),
+    ("train.temperature=0.0", r"train\.temperature: must be > 0"),
+    ("train.max_minutes=0.0", r"train\.max_minutes: must be > 0 or null"),
+    ("train.num_workers=-1", r"train\.num_workers: must be >= 0 or null"),
+    ("train.prefetch_factor=0", r"train\.prefetch_factor: must be >= 1 or null"),
+    ("train.precision=fp8", r"train\.precision: 'fp8' is not one of \['fp32', 'bf16', 'fp16'\]"),
+    ("train.loss.findings.weight=-1.0", r"train\.loss\.findings\.weight: must be >= 0"),
+    ("output.checkpoint_every=-1", r"output\.checkpoint_every: must be >= 0"),
 ])
 def test_errors_name_the_key(cfg, tmp_path, override, message):
     path = write_config(cfg, tmp_path / "run.yaml")
     with pytest.raises(ConfigError, match=message) as err:
         load_run_config(path, [override])
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["train.clip_grad=null", "train.clip_grad=0.5", "train.scheduler.min_lr_ratio=0.0",
+                                      "train.scheduler.min_lr_ratio=1.0", "train.scheduler.gamma=1.0",
+                                      "train.early_stopping.patience=1", "train.scheduler.warmup_steps=0",
+                                      "train.momentum=0.0", "train.max_minutes=null", "train.num_workers=0"])
+def test_range_bounds_are_accepted(cfg, tmp_path, override):
+    load_run_config(write_config(cfg, tmp_path / "run.yaml"), [override])
 
 
 def test_data_errors_name_the_entry(cfg):

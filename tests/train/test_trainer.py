@@ -193,18 +193,20 @@ def test_example_configs_build_on_the_corpus(corpus, tmp_path, name):
     assert torch.isfinite(loss)
 
 
-def test_amp_is_cuda_only(corpus, tmp_path, caplog):
-    cfg = run_config(corpus, tmp_path / "run", ["nih"], amp=True, max_steps=1)
-    tr = Trainer(cfg)
-    assert not tr.amp and not tr.scaler.is_enabled()  # fp32 on the CPU, with a warning
-    assert "CUDA only" in caplog.text
+def test_mixed_precision_is_refused_on_cpu(corpus, tmp_path):
+    for precision in ("bf16", "fp16"):
+        cfg = run_config(corpus, tmp_path / "run", ["nih"], precision=precision, max_steps=1)
+        with pytest.raises(ConfigError, match=rf"train\.precision: {precision} runs on CUDA only"):
+            Trainer(cfg)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_amp_on_cuda(corpus, tmp_path):
-    cfg = run_config(corpus, tmp_path / "run", ["nih", "covidx_ct"], amp=True, max_steps=3, device="cuda")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda(corpus, tmp_path, precision):
+    cfg = run_config(corpus, tmp_path / "run", ["nih", "covidx_ct"], precision=precision, max_steps=3,
+                     device="cuda")
     tr = Trainer(cfg)
-    assert tr.amp and tr.scaler.is_enabled()
+    assert tr.scaler.is_enabled() == (precision == "fp16")  # bf16 keeps fp32's exponent range: no scaler
     res = tr.fit()
     assert res.step == 3 and math.isfinite(res.metrics["val/loss"])
