@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from medzoo.config import BoundedLoader, ConfigError, read_text_file, safe_load_yaml
 from medzoo.utils.resources import catalog_file
 from medzoo.zoo._transfer import atomic_write_bytes
 from medzoo.zoo.cache import cache_root, file_lock
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CATALOG_ENV = "MEDZOO_CATALOG"
 SCHEMA_VERSION = 1
+MAX_CATALOG_BYTES = 4 << 20  # the shipped catalog is ~40 KB; a catalog is read whole on every lookup
 
 
 class CatalogError(SpecError):
@@ -66,7 +68,7 @@ def default_catalog_path() -> Path:
 def catalog_paths(path: str | os.PathLike | None = None) -> list[Path]:
     """The catalog files that are read, in order (see the module docstring)."""
     base = Path(path) if path is not None else Path(os.environ.get(CATALOG_ENV) or default_catalog_path())
-    if not base.is_file():
+    if not base.exists():
         how = "the path given" if path is not None else (f"${CATALOG_ENV}" if os.environ.get(CATALOG_ENV)
                                                          else "the packaged default")
         raise FileNotFoundError(f"weights catalog {base} (from {how}) does not exist; set ${CATALOG_ENV} to a "
@@ -83,8 +85,16 @@ def read_catalog_file(path: str | os.PathLike) -> dict[str, WeightsSpec]:
         CatalogError: bad YAML, wrong layout, an invalid entry (file, line and key named) or a duplicate name.
     """
     path = Path(path)
-    specs = _parse(path.read_text(encoding="utf-8"), str(path))
+    specs = _parse(_read(path), str(path))
     return {name: _anchor_paths(spec, path.parent) for name, spec in specs.items()}
+
+
+def _read(path: Path) -> str:
+    """A catalog's text: regular files only (a FIFO would block, ``/dev/zero`` never ends), capped in size."""
+    try:
+        return read_text_file(path, max_bytes=MAX_CATALOG_BYTES, what="weights catalog")
+    except ConfigError as exc:
+        raise CatalogError(str(exc)) from None
 
 
 def _anchor_paths(spec: WeightsSpec, base: Path) -> WeightsSpec:
@@ -99,7 +109,7 @@ def _anchor_paths(spec: WeightsSpec, base: Path) -> WeightsSpec:
 
 def _parse(text: str, path: str) -> dict[str, WeightsSpec]:
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_yaml(text)  # capped nesting and alias expansion: a few KB of aliases can expand into GBs
         lines = _entry_lines(text)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from None
@@ -128,7 +138,7 @@ def _parse(text: str, path: str) -> dict[str, WeightsSpec]:
 
 def _entries_node(text: str) -> yaml.SequenceNode | None:
     """The YAML node of the top-level ``entries`` list (None when there is none)."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = yaml.compose(text, Loader=BoundedLoader)
     if not isinstance(node, yaml.MappingNode):
         return None
     for key, value in node.value:
@@ -187,14 +197,14 @@ def add_entry(catalog_path: str | os.PathLike, spec: WeightsSpec, *, replace: bo
     path = Path(catalog_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(path.name + ".lock")):
-        old = _parse(path.read_text(encoding="utf-8"), str(path)) if path.exists() else {}
+        old = _parse(_read(path), str(path)) if path.exists() else {}
         if spec.name in old and not replace:
             raise ValueError(f"{path}: an entry named {spec.name!r} exists; pass replace=True to overwrite it")
         if spec.name in old:
             entries = [spec if s.name == spec.name else s for s in old.values()]
             text = _dump_catalog(entries)
         else:
-            text = path.read_text(encoding="utf-8") if path.exists() else ""
+            text = _read(path) if path.exists() else ""
             text = _append_entry(text, spec)
         new = _check_text(text, path, [*old] + ([] if spec.name in old else [spec.name]))
         if new[spec.name] != spec:
@@ -220,9 +230,9 @@ def _entry_yaml(spec: WeightsSpec, indent: int = 2) -> str:
 
 def _append_entry(text: str, spec: WeightsSpec) -> str:
     """``text`` with ``spec`` appended as text when the file ends with a block-style entries list, else re-dumped."""
-    if not text.strip() or yaml.safe_load(text) is None:
+    if not text.strip() or safe_load_yaml(text) is None:
         return text.rstrip("\n") + ("\n" if text.strip() else "") + _dump_catalog([spec])
-    data = yaml.safe_load(text)
+    data = safe_load_yaml(text)
     node = _entries_node(text)
     if list(data)[-1] != "entries" or node is None or not node.value or node.flow_style:
         log.info("catalog layout does not allow a plain append; rewriting it (comments are not kept)")
