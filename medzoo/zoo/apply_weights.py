@@ -79,8 +79,8 @@ def _load_encoder(model: Any, enc_state: dict, spec: WeightsSpec | None, report:
     else:
         encoder, stem = find_encoder(model), "conv1.weight"
         _check_architecture(model, spec, enc_state, source)
-    sub = load_state_with_report(encoder, enc_state, source=source, stem_key=stem, strict=True)
     prefix = "" if encoder is model else "encoder."
+    sub = load_state_with_report(encoder, enc_state, source=source, stem_key=stem, strict=True, key_prefix=prefix)
     report.loaded += [prefix + k for k in sub.loaded]
     report.adapted.update({prefix + k: v for k, v in sub.adapted.items()})
     report.missing += [prefix + k for k in sub.missing]

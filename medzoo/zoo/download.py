@@ -248,7 +248,7 @@ def _byte_cap(spec: WeightsSpec | None, size: int | None) -> tuple[int, str]:
     m = _NOTED_SIZE.search(" ".join((spec.notes or "").split())) if spec is not None else None
     if m:
         noted = float(m.group(1)) * {"K": 1e3, "M": 1e6, "G": 1e9}[m.group(2).upper()]
-        return int(noted * 1.5) + (1 << 20), f"1.5 x the {m.group(0)!r} of the entry's notes"
+        return int(noted * 1.5), f"1.5 x the {m.group(0)!r} of the entry's notes"
     return UNPINNED_MAX_BYTES, f"the default cap for unpinned files, UNPINNED_MAX_BYTES = {UNPINNED_MAX_BYTES:,}"
 
 

@@ -188,17 +188,17 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def load_state_with_report(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
-                           stem_key: str = "conv1.weight", strict: bool = True) -> LoadReport:
+                           stem_key: str = "conv1.weight", strict: bool = True, key_prefix: str = "") -> LoadReport:
     """Copy ``state`` into ``module`` by name and report every key.
 
     Tensors load when names and shapes match. The stem (``stem_key``) is adapted when only its input channels
     differ. Missing ``num_batches_tracked`` buffers are tolerated (reported as missing). Any other shape mismatch,
     or (with ``strict``) a missing parameter, is an error naming the key and both shapes; a NaN or infinite tensor
-    that would be loaded is an error naming it.
+    that would be loaded is an error naming it (with ``key_prefix``, the module's name in the model, prepended).
     """
     report = LoadReport(source=source)
     own = module.state_dict()
-    check_finite({k: v for k, v in state.items() if k in own}, source)
+    check_finite({key_prefix + k: v for k, v in state.items() if k in own}, source)
     new: dict[str, torch.Tensor] = {}
     for key, target in own.items():
         if key not in state:
