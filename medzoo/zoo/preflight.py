@@ -119,7 +119,7 @@ def weight_shapes(files: Sequence[tuple[Path, str, str]]) -> dict[str, tuple[int
 
 
 def preflight_model(config: Any, shapes: Mapping[str, Sequence[int]], source: str, *,
-                    max_parameters: int = MAX_MODEL_PARAMETERS) -> None:
+                    max_parameters: int | None = None) -> None:
     """Build ``config`` on the meta device and refuse it before any memory is spent on it.
 
     Args:
@@ -127,7 +127,7 @@ def preflight_model(config: Any, shapes: Mapping[str, Sequence[int]], source: st
         shapes: model-level key -> shape the weights hold (keys the model lacks are ignored, and so are stem
             channels, which loading adapts).
         source: named in the messages.
-        max_parameters: the parameter budget.
+        max_parameters: the parameter budget (default: :data:`MAX_MODEL_PARAMETERS`, read at each call).
 
     Raises:
         ValueError: more parameters than the budget, or a tensor whose shape differs from the weights'.
@@ -144,6 +144,7 @@ def preflight_model(config: Any, shapes: Mapping[str, Sequence[int]], source: st
                          f"{f' and {len(mismatched) - 3} more' if len(mismatched) > 3 else ''}; refused before "
                          "building it")
     count = sum(p.numel() for p in meta.parameters())
+    max_parameters = MAX_MODEL_PARAMETERS if max_parameters is None else max_parameters
     if count > max_parameters:
         raise ValueError(f"{source}: the config builds a model of {count:,} parameters, over the budget of "
                          f"{max_parameters:,} (preflight.MAX_MODEL_PARAMETERS); refused before building it")

@@ -96,18 +96,27 @@ def alias_bomb_catalog(path: Path, k: int) -> Path:
 
 _WRAPPER = """
 import resource, subprocess, sys
-p = subprocess.run([sys.executable, "-c", sys.argv[1]], capture_output=True, text=True, timeout=float(sys.argv[2]))
+cap = int(sys.argv[3])
+limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+p = subprocess.run([sys.executable, "-c", sys.argv[1]], capture_output=True, text=True, timeout=float(sys.argv[2]),
+                   preexec_fn=limit)
 sys.stdout.write(p.stdout)
 sys.stderr.write(p.stderr)
 print(f"\\nPEAK_KB={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} RC={p.returncode}")
 """
 
 
-def peak_of(code: str, *, timeout: float = 120.0, env: dict | None = None) -> tuple[int, str, str, float]:
+def peak_of(code: str, *, timeout: float = 120.0, env: dict | None = None,
+            address_space_gb: float = 4.0) -> tuple[int, str, str, float]:
     """Run ``code`` in a fresh interpreter (a grandchild, so that this test process's other children do not count);
-    returns ``(exit code, stdout, stderr, peak resident memory in MB)``."""
+    returns ``(exit code, stdout, stderr, peak resident memory in MB)``.
+
+    The grandchild's address space is limited to ``address_space_gb``, so that a regression fails the test with a
+    MemoryError instead of exhausting a shared machine.
+    """
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
-    p = subprocess.run([sys.executable, "-c", _WRAPPER, code, str(timeout)], capture_output=True, text=True,
+    cap = str(int(address_space_gb * (1 << 30)))
+    p = subprocess.run([sys.executable, "-c", _WRAPPER, code, str(timeout), cap], capture_output=True, text=True,
                        env=full_env, cwd=REPO, timeout=timeout + 30)
     tail = p.stdout.rsplit("PEAK_KB=", 1)
     assert len(tail) == 2, p.stderr[-2000:]

@@ -22,6 +22,7 @@ import yaml
 from medzoo.cli.main import main
 from medzoo.data.imageio import write_png
 from medzoo.models import create_model
+from medzoo.zoo import preflight
 from medzoo.zoo.download import sha256_file
 from medzoo.zoo.publish import export_model
 from medzoo.zoo.resolver import resolve
@@ -90,7 +91,7 @@ def test_edited_config_label_order_is_refused_by_the_config_hash(tmp_path, image
         assert not (tmp_path / "o" / "predictions.json").exists()
     for edit in (lambda c: c["tasks"].update(pneumothorax={"type": "classification", "level": "image",
                                                               "labels": ["no", "yes"]}),
-                 lambda c: c["encoder"].update(widths=[2048] * 4)):
+                 lambda c: c["encoder"].update(widths=[128] * 4)):
         with case("weights", "export config.yaml edits: swapped labels, extra task, widths (hashed config)"):
             exp = export(tmp_path / f"exp{id(edit)}")
             edit_yaml(exp / "config.yaml", edit)
@@ -104,7 +105,7 @@ def test_edited_config_label_order_is_refused_by_the_config_hash(tmp_path, image
     (lambda c: c["tasks"].update(ptx={"type": "classification", "level": "image", "labels": ["no", "yes"]}),
      "tasks ['ptx'] are not in the spec"),
     (lambda c: c["tasks"].pop("lung"), "the spec's tasks ['lung'] are missing"),
-    (lambda c: c["encoder"].update(widths=[2048] * 4), "encoder.widths: [2048, 2048, 2048, 2048] here"),
+    (lambda c: c["encoder"].update(widths=[128] * 4), "encoder.widths: [128, 128, 128, 128] here"),
 ])
 def test_old_export_config_is_cross_checked_against_metadata_before_building(tmp_path, image, capsys, edit, named):
     note("weights", "export without a config hash (older medzoo): config.yaml edits",
@@ -122,11 +123,11 @@ def test_old_export_config_is_cross_checked_against_metadata_before_building(tmp
 
 @pytest.fixture
 def headless_export(tmp_path) -> Path:
-    """metadata.json and config.yaml agree on a task ``ptx`` whose head the weights do not hold."""
+    """metadata.json and config.yaml agree on a task ``tb`` (Shenzhen's labels) whose head the weights lack."""
     exp = export(tmp_path / "exp")
-    ptx = {"type": "classification", "level": "image", "labels": ["no", "yes"]}
-    edit_yaml(exp / "config.yaml", lambda c: c["tasks"].update(ptx=ptx))
-    edit_meta(exp, lambda m: m["tasks"].update(ptx={**ptx, "head": "classification"}), rehash_config=True)
+    tb = {"type": "classification", "level": "image", "labels": ["normal", "tb"]}
+    edit_yaml(exp / "config.yaml", lambda c: c["tasks"].update(tb=tb))
+    edit_meta(exp, lambda m: m["tasks"].update(tb={**tb, "head": "classification"}), rehash_config=True)
     return exp
 
 
@@ -136,26 +137,27 @@ def test_head_missing_from_the_weights_is_refused_by_predict_and_explain(headles
     with case("weights", "a head the weights lack (config and metadata agree): predict, explain, evaluate"):
         code, err = predict(headless_export, image, tmp_path / "o", capsys)
         assert code == 2
-        assert "heads.ptx: not in the weights" in err
+        assert "heads.tb: not in the weights" in err
     with case("weights", "a head the weights lack (config and metadata agree): predict, explain, evaluate"):
-        code = main(["-q", "explain", "--model", str(headless_export), image, "--task", "findings", "--out",
+        code = main(["-q", "explain", "--model", str(headless_export), image, "--task", "tb", "--out",
                      str(tmp_path / "x")])
         assert code == 2
         assert "heads would run untrained" in capsys.readouterr().err
 
 
 def test_head_missing_from_the_weights_is_refused_by_evaluate(headless_export, corpus, tmp_path, capsys):
+    """Shenzhen's test split through the export's ``tb`` head: before the fix, metrics of a random head, exit 0."""
     with case("weights", "a head the weights lack (config and metadata agree): predict, explain, evaluate"):
-        cfg = write_config(run_config(corpus["shenzhen"].parent, tmp_path / "run", ["shenzhen"]), tmp_path / "r.yaml")
+        cfg = write_config(run_config(corpus["shenzhen"].parents[1], tmp_path / "run", ["shenzhen"]), tmp_path / "r.yaml")
         code = main(["evaluate", "-c", str(cfg), "--checkpoint", str(headless_export)])
         assert code == 2
-        assert "heads.ptx: not in the weights" in capsys.readouterr().err
+        assert "heads.tb: not in the weights" in capsys.readouterr().err
 
 
 def test_new_heads_are_still_allowed_when_asked_for(headless_export):
     """Fine-tuning asks for new heads on purpose (``tasks=``): that load stays allowed, and reports the head."""
-    r = resolve(headless_export, tasks=["findings", "lung", "ptx"])
-    assert "heads.ptx.fc.weight" in r.report.missing
+    r = resolve(headless_export, tasks=["findings", "lung", "tb"])
+    assert "heads.tb.fc.weight" in r.report.missing
 
 
 # ---------------------------------------------------------------------------------------------------- D13
@@ -225,52 +227,63 @@ def test_nan_ensemble_weight_is_refused(tmp_path, image, capsys):
 
 
 # ----------------------------------------------------------------------------------------------------- D5
-BOMB_NUMEL = 300 << 20  # 1.2 GiB of float32 zeros, ~1.2 MB on disk
+# The fast tests use bombs a regression would survive (hundreds of MB); the peak-memory tests (slow) use the full
+# sizes, in a child whose address space is limited.
+BOMB_NUMEL, SMALL_BOMB_NUMEL = 300 << 20, 64 << 20  # 1.2 GiB / 256 MiB of float32 zeros, ~1.2 MB / 0.3 MB on disk
+HUGE_DECODER, SMALL_DECODER = [16384, 8192, 4096, 2048, 1024], [256, 128, 64, 32, 16]  # 4.8 G / ~1 M parameters
+
+
+def _bomb(tmp_path_factory, numel: int) -> Path:
+    path = deflate_bomb_pt(tmp_path_factory.mktemp("bomb") / "bomb.pt", numel)
+    with zipfile.ZipFile(path) as zf:  # the bomb is real: its record declares 4 bytes per element in ~1/1000
+        assert sum(i.file_size for i in zf.infolist()) > 4 * numel
+    assert path.stat().st_size < 4 * numel / 900
+    return path
 
 
 @pytest.fixture(scope="module")
 def pt_bomb(tmp_path_factory) -> Path:
-    path = deflate_bomb_pt(tmp_path_factory.mktemp("bomb") / "bomb.pt", BOMB_NUMEL)
-    with zipfile.ZipFile(path) as zf:  # the bomb is real: its record declares 1.2 GiB in ~1 MB
-        assert sum(i.file_size for i in zf.infolist()) > 1_200_000_000
-    assert path.stat().st_size < 2_000_000
-    return path
+    return _bomb(tmp_path_factory, BOMB_NUMEL)
 
 
-def widths_bomb(tmp_path: Path) -> Path:
-    """A hostile export whose config.yaml, metadata.json and config hash all agree on widths 2048: only the shapes
-    the safetensors header declares still contradict them."""
+@pytest.fixture(scope="module")
+def small_pt_bomb(tmp_path_factory) -> Path:
+    return _bomb(tmp_path_factory, SMALL_BOMB_NUMEL)
+
+
+def widths_bomb(tmp_path: Path, width: int = 2048) -> Path:
+    """A hostile export whose config.yaml, metadata.json and config hash all agree on widths ``width``: only the
+    shapes the safetensors header declares still contradict them."""
     exp = export(tmp_path / "widths")
-    edit_yaml(exp / "config.yaml", lambda c: c["encoder"].update(widths=[2048] * 4))
-    edit_meta(exp, lambda m: m["architecture"].update(widths=[2048] * 4), rehash_config=True)
+    edit_yaml(exp / "config.yaml", lambda c: c["encoder"].update(widths=[width] * 4))
+    edit_meta(exp, lambda m: m["architecture"].update(widths=[width] * 4), rehash_config=True)
     return exp
 
 
-def huge_head(tmp_path: Path) -> Path:
-    """A consistent export that adds a segmentation head of 4.8 G parameters, which the weights do not hold."""
+def huge_head(tmp_path: Path, decoder: list[int] = HUGE_DECODER) -> Path:
+    """A consistent export that adds a segmentation head the weights do not hold."""
     exp = export(tmp_path / "head")
-    seg = {"type": "segmentation", "level": "image", "labels": ["no", "yes"],
-           "decoder_channels": [16384, 8192, 4096, 2048, 1024]}
+    seg = {"type": "segmentation", "level": "image", "labels": ["no", "yes"], "decoder_channels": decoder}
     edit_yaml(exp / "config.yaml", lambda c: c["tasks"].update(big=seg))
     edit_meta(exp, lambda m: m["tasks"].update(big={"type": "segmentation", "level": "image", "labels": ["no", "yes"],
                                                        "head": "segmentation"}), rehash_config=True)
     return exp
 
 
-PT_BOMB = "deflate-compressed .pt bomb (1.2 GiB from 1.2 MB): read_weights, predict ckpt:"
-WIDTHS = "config widths [2048]*4 over 8/16/32/64 weights (config and metadata consistent)"
-HEAD = "an added head of 4.8 G parameters (decoder_channels)"
-ALIASES = "user catalog of nested YAML aliases (K = 400, 14 KB)"
+PT_BOMB = "deflated .pt bomb, ~1000:1 (256 MiB in-process, 1.2 GiB in a child): read_weights, predict ckpt:"
+WIDTHS = "config widths over 8/16/32/64 weights, config and metadata consistent (128 in-process, 2048 in a child)"
+HEAD = "an added head the weights lack, over the parameter budget (4.8 G parameters in a child)"
+ALIASES = "user catalog of nested YAML aliases (K = 120 in-process, K = 400 / 14 KB in a child)"
 
 
-def test_deflated_pt_bomb_refused_before_allocating(pt_bomb, image, tmp_path, capsys):
+def test_deflated_pt_bomb_refused_before_allocating(small_pt_bomb, image, tmp_path, capsys):
     note("weights", PT_BOMB, "fixed: torch inflated the record (2.6 GB peak); now the declared member sizes are "
                              "checked first")
     with case("weights", PT_BOMB):
-        with pytest.raises(ValueError, match="declare 1,258,29"):
-            read_weights(pt_bomb)
+        with pytest.raises(ValueError, match=f"declare {4 * SMALL_BOMB_NUMEL:,} bytes uncompressed"):
+            read_weights(small_pt_bomb)
     with case("weights", PT_BOMB):
-        code, err = predict(f"ckpt:{pt_bomb}", image, tmp_path / "o", capsys)
+        code, err = predict(f"ckpt:{small_pt_bomb}", image, tmp_path / "o", capsys)
         assert code == 2
         assert "refused before loading" in err
 
@@ -280,21 +293,23 @@ def test_widths_edit_is_refused_before_building(tmp_path):
                             "meta-device build is compared with the weights' shapes, under a parameter budget")
     with case("weights", WIDTHS):
         with pytest.raises(ValueError) as err:
-            resolve(widths_bomb(tmp_path))
-        assert "encoder.conv1.weight (2048, 1, 7, 7, 7) (weights (8, 1, 7, 7, 7))" in str(err.value)
+            resolve(widths_bomb(tmp_path, 128))
+        assert "encoder.conv1.weight (128, 1, 7, 7, 7) (weights (8, 1, 7, 7, 7))" in str(err.value)
 
 
-def test_huge_new_head_is_refused_by_the_parameter_budget(tmp_path):
+def test_huge_new_head_is_refused_by_the_parameter_budget(tmp_path, monkeypatch):
+    """The budget, scaled down with the head: the real one (600 M) is tested in a child below."""
     with case("weights", HEAD):
-        with pytest.raises(ValueError, match="over the budget of 600,000,000"):
-            resolve(huge_head(tmp_path))
+        monkeypatch.setattr(preflight, "MAX_MODEL_PARAMETERS", 2_000_000)
+        with pytest.raises(ValueError, match="over the budget of 2,000,000"):
+            resolve(huge_head(tmp_path, SMALL_DECODER))
 
 
 def test_checkpoint_with_edited_widths_is_refused_before_building(tmp_path, image, capsys):
-    with case("weights", "training checkpoint whose stored config says widths [2048]*4"):
+    with case("weights", "training checkpoint whose stored config says widths [128]*4 over 8/16/32/64 weights"):
         ckpt = tmp_path / "w.pt"
         torch.save({"model": cxr_model().state_dict(), "config": yaml.safe_dump({"model": {
-            "encoder": {"name": "resnet10", "widths": [2048] * 4}, "tasks": TASKS}})}, ckpt)
+            "encoder": {"name": "resnet10", "widths": [128] * 4}, "tasks": TASKS}})}, ckpt)
         code, err = predict(f"ckpt:{ckpt}", image, tmp_path / "o", capsys)
         assert code == 2
         assert "shapes differ from the weights'" in err
@@ -304,8 +319,7 @@ def test_yaml_alias_catalog_is_refused(tmp_path, capsys):
     note("config", ALIASES, "fixed: `medzoo list` reached 2.4 GB at K = 400 (~K**3 growth); now the alias-expanded "
                             "node count is capped while composing")
     with case("config", ALIASES):
-        bomb = alias_bomb_catalog(Path(os.environ["MEDZOO_HOME"]) / "catalogs" / "bomb.yaml", 400)
-        assert bomb.stat().st_size < 20_000
+        bomb = alias_bomb_catalog(Path(os.environ["MEDZOO_HOME"]) / "catalogs" / "bomb.yaml", 120)
         assert main(["list"]) == 2
         assert f"{bomb}: not valid YAML: expands to more than 1,000,000 nodes" in capsys.readouterr().err
 
@@ -325,7 +339,7 @@ def test_bomb_peak_memory_of_a_child_stays_under_1_gb(attack, pt_bomb, tmp_path)
         code, expected = f"from medzoo.zoo.resolver import resolve\nresolve({str(huge_head(tmp_path))!r})", \
             "over the budget"
     else:
-        alias_bomb_catalog(tmp_path / "home" / "catalogs" / "bomb.yaml", 400)
+        assert alias_bomb_catalog(tmp_path / "home" / "catalogs" / "bomb.yaml", 400).stat().st_size < 20_000
         code, expected, env = cli.format(["list"]), "expands to more than", {"MEDZOO_HOME": str(tmp_path / "home")}
     with case("weights" if attack != ALIASES else "config", f"{attack}: peak memory of a child process < 1 GB"):
         rc, out, err, peak = peak_of(code, env=env)
