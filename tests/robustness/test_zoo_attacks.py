@@ -100,6 +100,16 @@ def test_edited_config_label_order_is_refused_by_the_config_hash(tmp_path, image
             assert "sha256 differs" in err
 
 
+def test_create_model_from_an_export_checks_the_recorded_hashes(tmp_path):
+    """The model card's own recipe, ``medzoo.create_model(folder)``, meets the same config hash."""
+    with case("weights", "export config.yaml edits: swapped labels, extra task, widths (hashed config)"):
+        exp = export(tmp_path / "exp")
+        assert create_model(exp).heads["findings"].label_names == ("a", "b")
+        edit_yaml(exp / "config.yaml", lambda c: c["tasks"]["findings"].update(labels=["b", "a"]))
+        with pytest.raises(ValueError, match="config.yaml: sha256 differs from"):
+            create_model(exp)
+
+
 @pytest.mark.parametrize("edit, named", [
     (lambda c: c["tasks"]["findings"].update(labels=["b", "a"]), "tasks.findings labels: ['b', 'a'] here"),
     (lambda c: c["tasks"].update(ptx={"type": "classification", "level": "image", "labels": ["no", "yes"]}),
