@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -115,6 +116,11 @@ class ServerSwitches:
         declared_length: send this Content-Length instead of the true one (a size lie); body unchanged.
         omit_length: send no Content-Length (the body ends when the connection closes).
         chunk_delay: seconds to sleep after each 4 KiB chunk (to make transfers overlap).
+        validators: send an ETag (a hostile or minimal server sends none).
+        etag: the ETag to send instead of one derived from the content.
+        trickle: send the body one byte at a time, sleeping this long between bytes (a slowloris server).
+        redirect: answer every request with ``302 Location: <redirect>``.
+        replace_after: ``(n, data)``: from the request after the n-th on, the file holds ``data`` (it changed).
     """
 
     drop_after: int | None = None
@@ -123,6 +129,11 @@ class ServerSwitches:
     declared_length: int | None = None
     omit_length: bool = False
     chunk_delay: float = 0.0
+    validators: bool = True
+    etag: str | None = None
+    trickle: float = 0.0
+    redirect: str | None = None
+    replace_after: tuple[int, bytes] | None = None
 
 
 @dataclasses.dataclass
@@ -177,7 +188,17 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             rec = Request(self.path, {k: v for k, v in self.headers.items()})
             server.requests.append(rec)
+            sw = server.switches
+            if sw.redirect is not None:
+                rec.status = 302
+                self.send_response(302)
+                self.send_header("Location", sw.redirect)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             path = server.root / self.path.lstrip("/")
+            if sw.replace_after is not None and server.count(self.path.lstrip("/")) > sw.replace_after[0]:
+                path.write_bytes(sw.replace_after[1])
             if not path.is_file():
                 rec.status = 404
                 self.send_error(404)
@@ -187,13 +208,13 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             if start is None:
                 return
             body = data[start:]
-            sw = server.switches
             self.send_response(rec.status)
             if rec.status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             if not sw.omit_length:
                 self.send_header("Content-Length", str(sw.declared_length or len(body)))
-            self.send_header("ETag", f'"{len(data)}"')
+            if sw.validators:
+                self.send_header("ETag", sw.etag or f'"{hashlib.sha256(data).hexdigest()[:16]}"')
             self.end_headers()
             if server.take_drop():
                 body = body[: sw.drop_after]
@@ -213,15 +234,16 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             return start
 
         def _send_body(self, body: bytes, rec: Request) -> None:
-            for i in range(0, len(body), 4096):
+            step = 1 if server.switches.trickle else 4096
+            for i in range(0, len(body), step):
                 try:
-                    self.wfile.write(body[i : i + 4096])
+                    self.wfile.write(body[i : i + step])
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     return
-                rec.body_bytes += len(body[i : i + 4096])
-                if server.switches.chunk_delay:
-                    time.sleep(server.switches.chunk_delay)
+                rec.body_bytes += len(body[i : i + step])
+                if server.switches.chunk_delay or server.switches.trickle:
+                    time.sleep(server.switches.chunk_delay or server.switches.trickle)
             self.close_connection = True
 
     return Handler

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -185,9 +184,10 @@ def _tables(args: argparse.Namespace, preds: dict[str, Any]) -> dict[str, list[d
 
 def _write_metrics(out: Path, metrics: dict[str, float]) -> None:
     from medzoo.evaluation.checkpoint import metrics_rows
+    from medzoo.utils.jsonio import dumps_strict
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
+    (out / "metrics.json").write_text(dumps_strict(metrics, indent=2, sort_keys=True), encoding="utf-8")
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["split", "task", "metric", "value"])

@@ -25,6 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unpinned", action="store_true",
                    help="download even when the catalog pins no sha256; the computed hash is recorded and reused")
     p.add_argument("--cache-dir", default=None, help="cache root (default: $MEDZOO_HOME or ~/.cache/medzoo)")
+    p.add_argument("--verify", action="store_true",
+                   help="re-hash cached copies even when their size and times are unchanged (bit rot)")
     _catalog_arg(p)
     p.set_defaults(func=run_download)
 
@@ -95,7 +97,7 @@ def run_download(args: argparse.Namespace) -> int:
 
     spec = get_entry(args.name, catalog=args.catalog)
     paths = download_all(spec, cache_dir=args.cache_dir, allow_unpinned=args.allow_unpinned,
-                         progress=not getattr(args, "quiet", False))
+                         progress=not getattr(args, "quiet", False), verify=getattr(args, "verify", False))
     for p in paths:
         print(p)
     return 0

@@ -40,8 +40,8 @@ def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
     w = np.asarray([float(v) for v in weights], dtype=np.float64)
     if len(w) != n:
         raise EnsembleError(f"{len(w)} weights for {n} ensemble members; give one weight per --model")
-    if (w < 0).any() or w.sum() <= 0:
-        raise EnsembleError(f"ensemble weights must be >= 0 with a positive sum, got {w.tolist()}")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise EnsembleError(f"ensemble weights must be finite and >= 0 with a positive sum, got {w.tolist()}")
     return w / w.sum()
 
 

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from medzoo.infer.inputs import DicomOptions, LoadedInput, classify_path, load_i
 from medzoo.infer.preprocess import prepare_image, prepare_series, prepare_volume
 from medzoo.infer.writers import montage_png, overlay_png, write_heatmap_nifti
 from medzoo.metrics.localization import minmax_normalize
+from medzoo.utils.jsonio import dumps_strict
 
 __all__ = ["ExplainResult", "explain_input", "write_explanation"]
 
@@ -120,5 +120,5 @@ def write_explanation(result: ExplainResult, out_dir: str | Path, alpha: float =
                "files": [str(f) for f in files],
                "slice_weights": None if result.slice_weights is None else result.slice_weights.tolist()}
     summary_path = out / f"{stem}.json"
-    summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    summary_path.write_text(dumps_strict(summary, indent=2), encoding="utf-8")
     return [*files, summary_path]

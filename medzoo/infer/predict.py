@@ -40,7 +40,13 @@ from tqdm.auto import tqdm
 from medzoo.heads import ClassificationHead, MultilabelHead, RegressionHead
 from medzoo.infer.inputs import DicomOptions, InputItem, LoadedInput, discover_inputs, load_input
 from medzoo.infer.preprocess import Prepared, contract_dict, prepare_image, prepare_series, prepare_volume
-from medzoo.infer.writers import output_record, prediction_rows, write_masks, write_predictions
+from medzoo.infer.writers import (
+    check_finite_outputs,
+    output_record,
+    prediction_rows,
+    write_masks,
+    write_predictions,
+)
 from medzoo.models import LEVEL_INPUT
 from medzoo.utils.perf import inference_defaults
 from medzoo.zoo.resolver import resolve
@@ -311,6 +317,7 @@ def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | 
 def _predict_one(predictor: Any, item: InputItem, out: Path) -> dict[str, Any]:
     loaded = load_input(item)
     outputs = predictor.predict_loaded(loaded)
+    check_finite_outputs(outputs, item.source)
     files = write_masks(out / "masks", item, outputs, loaded.meta)
     return output_record(item, outputs, files)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,16 +28,44 @@ import numpy as np
 from PIL import Image
 
 from medzoo.data.imageio import write_nifti, write_png
+from medzoo.utils.jsonio import dumps_strict
 
 __all__ = [
-    "CSV_COLUMNS", "heat_colors", "montage_png", "output_record", "overlay_png", "overlay_rgb", "prediction_rows",
+    "CSV_COLUMNS", "NonFiniteOutputError", "check_finite_outputs", "heat_colors", "montage_png", "output_record",
+    "overlay_png", "overlay_rgb", "prediction_rows",
     "write_heatmap_nifti", "write_masks", "write_predictions",
 ]
 
 CSV_COLUMNS = ["input", "path", "task", "type", "label", "probability", "threshold", "decision", "value", "voxels"]
 
 
+class NonFiniteOutputError(ValueError):
+    """A model output is NaN or infinite: thresholding it would give confident-looking negatives."""
+
+
 # --------------------------------------------------------------------------------------------- prediction tables
+def check_finite_outputs(outputs: dict[str, Any], name: str) -> None:
+    """Refuse NaN or infinite probabilities or values (``TaskOutput`` fields), naming the input, task and labels.
+
+    ``NaN >= threshold`` is False and ``argmax`` of NaNs is 0, so non-finite outputs would otherwise be written as
+    negative decisions and background masks.
+
+    Raises:
+        NonFiniteOutputError: some output is not finite.
+    """
+    bad = []
+    for task, o in outputs.items():
+        for field, axis in (("probs", 0), ("values", 0), ("slice_probs", -1)):  # the axis of the labels
+            arr = getattr(o, field, None)
+            if arr is None or np.isfinite(arr).all():
+                continue
+            per_label = np.moveaxis(np.asarray(arr), axis, 0).reshape(len(o.labels), -1)
+            bad.append(f"{task} {field} {[lab for lab, ok in zip(o.labels, np.isfinite(per_label).all(1)) if not ok]}")
+    if bad:
+        raise NonFiniteOutputError(f"{name}: the model produced NaN or infinite outputs ({'; '.join(bad)}); no "
+                                   "decision is written for them. Check the weights and the input's intensities")
+
+
 def write_masks(folder: Path, item: Any, outputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
     """Write each segmentation output's label map; returns ``{task: path}``."""
     files = {}
@@ -116,7 +143,7 @@ def write_predictions(out: Path, rows: list[dict[str, Any]], records: list[dict[
     csv_path, json_path = out / "predictions.csv", out / "predictions.json"
     _atomic_text(csv_path, buf.getvalue())
     payload = {"predictions": records, "errors": [{"input": w, "error": m} for w, m in errors]}
-    _atomic_text(json_path, json.dumps(payload, indent=2))
+    _atomic_text(json_path, dumps_strict(payload, indent=2))  # strict JSON: a bare NaN makes parsers reject it
     return csv_path, json_path
 
 

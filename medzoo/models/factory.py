@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,8 +32,28 @@ def _resolve(cfg: Any, overrides: Sequence[str]) -> tuple[ModelConfig, Path | No
         export_dir = Path(cfg)
         if not (export_dir / "config.yaml").is_file():
             raise ConfigError(f"{export_dir}: an export directory must contain config.yaml")
+        _check_recorded_hashes(export_dir)
         return load_config(export_dir / "config.yaml", overrides), export_dir
     return load_config(cfg, overrides), None
+
+
+def _check_recorded_hashes(export_dir: Path) -> None:
+    """The export's files must have the sha256 its ``metadata.json`` records: an edited ``config.yaml`` would rename
+    the labels of trained heads, or build heads the weights do not fit."""
+    try:
+        files = json.loads((export_dir / "metadata.json").read_text(encoding="utf-8")).get("files") or []
+    except (OSError, ValueError, AttributeError):
+        return  # no (readable) metadata: an export written by hand; the strict weight load below still applies
+    for entry in files:
+        name, want = (entry.get("url"), entry.get("sha256")) if isinstance(entry, dict) else (None, None)
+        if name in ("config.yaml", "model.safetensors") and want and (export_dir / name).is_file():
+            h = hashlib.sha256()
+            with open(export_dir / name, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() != want:
+                raise ConfigError(f"{export_dir / name}: sha256 differs from {export_dir / 'metadata.json'} ({want}); "
+                                  "the export was changed or corrupted")
 
 
 def _build_encoder(cfg: ModelConfig) -> nn.Module:

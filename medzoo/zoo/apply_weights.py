@@ -31,7 +31,7 @@ from medzoo.encoders import DenseNetEncoder
 from medzoo.zoo.medicalnet import detect_architecture, find_encoder, load_medicalnet
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.spec import WeightsSpec
-from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
+from medzoo.zoo.state import check_finite, load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
 
 __all__ = ["load_parts"]
 
@@ -79,8 +79,8 @@ def _load_encoder(model: Any, enc_state: dict, spec: WeightsSpec | None, report:
     else:
         encoder, stem = find_encoder(model), "conv1.weight"
         _check_architecture(model, spec, enc_state, source)
-    sub = load_state_with_report(encoder, enc_state, source=source, stem_key=stem, strict=True)
     prefix = "" if encoder is model else "encoder."
+    sub = load_state_with_report(encoder, enc_state, source=source, stem_key=stem, strict=True, key_prefix=prefix)
     report.loaded += [prefix + k for k in sub.loaded]
     report.adapted.update({prefix + k: v for k, v in sub.adapted.items()})
     report.missing += [prefix + k for k in sub.missing]
@@ -105,6 +105,7 @@ def _load_module(module: Any, state: dict, prefix: str, report: LoadReport, why_
     if why_drop is not None:
         report.ignored.update({prefix + k: why_drop for k in state})
         return  # the model's own keys are reported as missing by _report_fresh_heads
+    check_finite({prefix + k: v for k, v in state.items()}, report.source)
     report.loaded += [prefix + k for k in state]
     module.load_state_dict(state, strict=True)
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from medzoo.config import BoundedLoader, ConfigError, read_text_file
 from medzoo.utils.resources import catalog_file
 from medzoo.zoo._transfer import atomic_write_bytes
 from medzoo.zoo.cache import cache_root, file_lock
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CATALOG_ENV = "MEDZOO_CATALOG"
 SCHEMA_VERSION = 1
+MAX_CATALOG_BYTES = 4 << 20  # the shipped catalog is ~40 KB; a catalog is read whole on every lookup
 
 
 class CatalogError(SpecError):
@@ -66,7 +68,7 @@ def default_catalog_path() -> Path:
 def catalog_paths(path: str | os.PathLike | None = None) -> list[Path]:
     """The catalog files that are read, in order (see the module docstring)."""
     base = Path(path) if path is not None else Path(os.environ.get(CATALOG_ENV) or default_catalog_path())
-    if not base.is_file():
+    if not base.exists():
         how = "the path given" if path is not None else (f"${CATALOG_ENV}" if os.environ.get(CATALOG_ENV)
                                                          else "the packaged default")
         raise FileNotFoundError(f"weights catalog {base} (from {how}) does not exist; set ${CATALOG_ENV} to a "
@@ -83,8 +85,33 @@ def read_catalog_file(path: str | os.PathLike) -> dict[str, WeightsSpec]:
         CatalogError: bad YAML, wrong layout, an invalid entry (file, line and key named) or a duplicate name.
     """
     path = Path(path)
-    specs = _parse(path.read_text(encoding="utf-8"), str(path))
-    return {name: _anchor_paths(spec, path.parent) for name, spec in specs.items()}
+    try:
+        st = os.stat(path)
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    except OSError:
+        key = None  # _read names the problem
+    if key is None or key not in _PARSED:
+        specs = _parse(_read(path), str(path))
+        value = {name: _anchor_paths(spec, path.parent) for name, spec in specs.items()}
+        if key is None:
+            return value
+        if len(_PARSED) >= 32:
+            _PARSED.clear()
+        _PARSED[key] = value
+    return dict(_PARSED[key])
+
+
+#: Parsed catalogs keyed on (path, size, mtime, ctime, inode): every lookup reads the catalogs, and parsing YAML
+#: in pure Python costs ~0.1 s per catalog; any change to a file changes its key.
+_PARSED: dict[tuple, dict[str, WeightsSpec]] = {}
+
+
+def _read(path: Path) -> str:
+    """A catalog's text: regular files only (a FIFO would block, ``/dev/zero`` never ends), capped in size."""
+    try:
+        return read_text_file(path, max_bytes=MAX_CATALOG_BYTES, what="weights catalog")
+    except ConfigError as exc:
+        raise CatalogError(str(exc)) from None
 
 
 def _anchor_paths(spec: WeightsSpec, base: Path) -> WeightsSpec:
@@ -97,10 +124,21 @@ def _anchor_paths(spec: WeightsSpec, base: Path) -> WeightsSpec:
     return dataclasses.replace(spec, files=files)
 
 
+def _compose(text: str) -> tuple[Any, yaml.Node | None]:
+    """The data and the root node of one YAML text, composed once, with capped nesting and alias expansion (a few
+    KB of aliases can otherwise expand into GBs)."""
+    loader = BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (None if node is None else loader.construct_document(node)), node
+    finally:
+        loader.dispose()
+
+
 def _parse(text: str, path: str) -> dict[str, WeightsSpec]:
     try:
-        data = yaml.safe_load(text)
-        lines = _entry_lines(text)
+        data, root = _compose(text)
+        lines = _entry_lines(root)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -126,9 +164,8 @@ def _parse(text: str, path: str) -> dict[str, WeightsSpec]:
     return out
 
 
-def _entries_node(text: str) -> yaml.SequenceNode | None:
+def _entries_node(node: yaml.Node | None) -> yaml.SequenceNode | None:
     """The YAML node of the top-level ``entries`` list (None when there is none)."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
     if not isinstance(node, yaml.MappingNode):
         return None
     for key, value in node.value:
@@ -137,9 +174,9 @@ def _entries_node(text: str) -> yaml.SequenceNode | None:
     return None
 
 
-def _entry_lines(text: str) -> list[int]:
+def _entry_lines(root: yaml.Node | None) -> list[int]:
     """1-based line numbers of the items of the top-level ``entries`` list."""
-    node = _entries_node(text)
+    node = _entries_node(root)
     return [] if node is None else [item.start_mark.line + 1 for item in node.value]
 
 
@@ -187,14 +224,14 @@ def add_entry(catalog_path: str | os.PathLike, spec: WeightsSpec, *, replace: bo
     path = Path(catalog_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_name(path.name + ".lock")):
-        old = _parse(path.read_text(encoding="utf-8"), str(path)) if path.exists() else {}
+        old = _parse(_read(path), str(path)) if path.exists() else {}
         if spec.name in old and not replace:
             raise ValueError(f"{path}: an entry named {spec.name!r} exists; pass replace=True to overwrite it")
         if spec.name in old:
             entries = [spec if s.name == spec.name else s for s in old.values()]
             text = _dump_catalog(entries)
         else:
-            text = path.read_text(encoding="utf-8") if path.exists() else ""
+            text = _read(path) if path.exists() else ""
             text = _append_entry(text, spec)
         new = _check_text(text, path, [*old] + ([] if spec.name in old else [spec.name]))
         if new[spec.name] != spec:
@@ -220,10 +257,10 @@ def _entry_yaml(spec: WeightsSpec, indent: int = 2) -> str:
 
 def _append_entry(text: str, spec: WeightsSpec) -> str:
     """``text`` with ``spec`` appended as text when the file ends with a block-style entries list, else re-dumped."""
-    if not text.strip() or yaml.safe_load(text) is None:
+    data, root = _compose(text) if text.strip() else (None, None)
+    if data is None:
         return text.rstrip("\n") + ("\n" if text.strip() else "") + _dump_catalog([spec])
-    data = yaml.safe_load(text)
-    node = _entries_node(text)
+    node = _entries_node(root)
     if list(data)[-1] != "entries" or node is None or not node.value or node.flow_style:
         log.info("catalog layout does not allow a plain append; rewriting it (comments are not kept)")
         return _dump_catalog([*_parse(text, "catalog").values(), spec])

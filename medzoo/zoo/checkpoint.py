@@ -29,9 +29,18 @@ from typing import Any
 import torch
 import yaml
 
+from medzoo.config import safe_load_yaml
 from medzoo.models import MultiTaskModel, create_model
+from medzoo.zoo.preflight import preflight_model
 from medzoo.zoo.report import LoadReport
-from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
+from medzoo.zoo.state import (
+    check_archive,
+    check_finite,
+    load_state_with_report,
+    read_weights,
+    strip_prefixes,
+    unwrap_state_dict,
+)
 
 __all__ = ["CheckpointError", "checkpoint_config", "load_checkpoint", "load_checkpoint_weights",
            "model_from_checkpoint"]
@@ -53,6 +62,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        check_archive(path)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -82,7 +95,7 @@ def checkpoint_config(ckpt: Mapping[str, Any], source: str = "<checkpoint>") -> 
     if not isinstance(text, str):
         raise CheckpointError(f"{source}: the checkpoint holds no 'config' YAML string; it cannot rebuild a model")
     try:
-        cfg = yaml.safe_load(text)
+        cfg = safe_load_yaml(text)
     except yaml.YAMLError as err:
         raise CheckpointError(f"{source}: the stored config is not valid YAML ({err})") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
@@ -107,9 +120,16 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[MultiTaskModel, dict
     """
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, str(path))
+    state = ckpt["model"]
+    try:
+        preflight_model(cfg["model"], {k: v.shape for k, v in state.items() if isinstance(v, torch.Tensor)},
+                        f"{path} (its stored config)")
+        check_finite(state, str(path))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     model = create_model(cfg["model"])
     try:
-        model.load_state_dict(ckpt["model"], strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: the weights do not fit the stored model config: {_first_line(err)}") from None
     model.eval()

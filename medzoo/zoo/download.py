@@ -2,12 +2,21 @@
 
 * Sources: ``http(s)://``, ``file://`` and plain local paths; a file's ``url`` first, then its mirrors in order.
 * Cache: ``$MEDZOO_HOME`` (default ``~/.cache/medzoo``): ``weights/<entry>/<version>/<file>``. A cache hit is
-  re-verified (size, and the full sha256 whenever the file changed since it was last verified) and never re-fetched.
+  re-verified: its size always, its full sha256 whenever its size, mtime, ctime or inode differ from when it was
+  last verified (a copy that restores the mtime still changes the ctime), when that was over
+  :data:`REVERIFY_AFTER_S` ago, or with ``verify=True``. A hit is keyed on content: the pinned sha256, or for an
+  unpinned file the url it came from, so an entry whose url changed is fetched again.
 * ``MEDZOO_OFFLINE=1``: no network; the cache (and local ``file://``/path sources) only, or a clear error.
 * Integrity: the full sha256 and the size are checked before the file is moved into place with ``os.replace``.
   A file that fails is removed. A server that declares or sends a size other than the catalog's is an error.
 * Resume: the transfer goes to ``<file>.part``; after a dropped connection the next attempt (or the next call)
-  asks for the rest with an HTTP ``Range`` request and restarts when the server ignores it.
+  asks for the rest with an HTTP ``Range`` request and restarts when the server ignores it. A file without a full
+  sha256 resumes only when the server's strong ETag or Last-Modified proves the bytes kept belong to the same
+  version; otherwise it restarts from byte 0.
+* Limits: a total deadline (``deadline_s``) and a minimum throughput (``min_bytes_per_s``, averaged over
+  :data:`RATE_WINDOW_S`); a byte cap: the catalog's size, else for unpinned files the size the entry's notes give
+  (times 1.5), else :data:`UNPINNED_MAX_BYTES`. Redirects stay within http/https and never go https -> http. A full
+  disk deletes the ``.part`` and the error names it.
 * Concurrency: an exclusive ``fcntl.flock`` on ``<file>.lock``; a second process waits, then finds the cache hit.
 * Unpinned files (``sha256: null``) download only with ``allow_unpinned=True``; the computed sha256 and size are
   recorded in ``$MEDZOO_HOME/pins.json`` and verify every later fetch.
@@ -27,12 +36,13 @@ import http.client
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 from medzoo.zoo._transfer import (
+    DISK_FULL,
     DownloadError,
     IntegrityError,
     _copy_local,
@@ -47,7 +57,8 @@ from medzoo.zoo.catalog import get_entry
 from medzoo.zoo.spec import FileSpec, WeightsSpec
 
 __all__ = [
-    "HOME_ENV", "OFFLINE_ENV", "DownloadError", "IntegrityError", "OfflineError", "UnpinnedError",
+    "DEADLINE_S", "HOME_ENV", "MIN_BYTES_PER_S", "OFFLINE_ENV", "UNPINNED_MAX_BYTES", "DownloadError",
+    "IntegrityError", "OfflineError", "UnpinnedError",
     "atomic_write_bytes", "cache_path", "cache_root", "download", "download_all", "file_lock", "is_offline",
     "read_pins", "sha256_file",
 ]
@@ -55,6 +66,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OFFLINE_ENV = "MEDZOO_OFFLINE"
+#: Total time one download() may take, all sources and retries together.
+DEADLINE_S = 3 * 3600.0
+#: Slowest average throughput accepted over each window of RATE_WINDOW_S seconds.
+MIN_BYTES_PER_S = 16 * 1024
+RATE_WINDOW_S = 60.0
+#: Byte cap for a file whose size neither the catalog nor its notes give (the largest shipped file is ~510 MB).
+UNPINNED_MAX_BYTES = 1 << 30
+#: A verified cache file is re-hashed when its last verification is older than this (bit rot changes no metadata).
+REVERIFY_AFTER_S = 30 * 86400.0
+_NOTED_SIZE = re.compile(r"\bsize\b[^.]{0,40}?(\d+(?:\.\d+)?)\s*([KMG])i?B\b", re.IGNORECASE)
 
 
 class OfflineError(DownloadError):
@@ -107,7 +128,7 @@ def _record_pin(root: Path, file: FileSpec, sha: str, size: int, source: str) ->
         pins = read_pins(root)
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         pins[file.url] = {"sha256": sha, "size": size, "recorded": now, "source": source}
-        atomic_write_bytes(path, (json.dumps(pins, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        atomic_write_bytes(path, (json.dumps(pins, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8"))
     log.warning("recorded sha256 %s (%d bytes) for unpinned %s in %s; pin it in the catalog to make this "
                 "check permanent", sha, size, file.url, path)
 
@@ -121,6 +142,9 @@ def download(
     offline: bool | None = None,
     progress: bool = True,
     retries: int = 3,
+    verify: bool = False,
+    deadline_s: float = DEADLINE_S,
+    min_bytes_per_s: float = MIN_BYTES_PER_S,
 ) -> Path:
     """Fetch (or find in the cache) one verified file and return its cached path.
 
@@ -132,13 +156,17 @@ def download(
         offline: no network (default: ``$MEDZOO_OFFLINE``); local sources still work.
         progress: show a tqdm bar (only when stderr is a terminal).
         retries: attempts per http source; each one resumes where the previous one stopped.
+        verify: re-hash a cached copy even when its stamp says it is unchanged.
+        deadline_s: total seconds for the download, all sources and retries together.
+        min_bytes_per_s: abort a source whose average rate over a window falls below this.
 
     Raises:
         UnpinnedError, OfflineError, IntegrityError, DownloadError: see the class docstrings.
     """
     spec, file = _resolve(spec_or_file, part)
     return _download_one(spec, file, cache_dir=cache_dir, allow_unpinned=allow_unpinned, offline=offline,
-                         progress=progress, retries=retries)
+                         progress=progress, retries=retries, verify=verify, deadline_s=deadline_s,
+                         min_bytes_per_s=min_bytes_per_s)
 
 
 def download_all(spec_or_name: WeightsSpec | str, **kwargs: Any) -> list[Path]:
@@ -149,18 +177,23 @@ def download_all(spec_or_name: WeightsSpec | str, **kwargs: Any) -> list[Path]:
 
 def _download_one(spec: WeightsSpec | None, file: FileSpec, *, cache_dir: str | os.PathLike | None = None,
                   allow_unpinned: bool = False, offline: bool | None = None, progress: bool = True,
-                  retries: int = 3) -> Path:
+                  retries: int = 3, verify: bool = False, deadline_s: float = DEADLINE_S,
+                  min_bytes_per_s: float = MIN_BYTES_PER_S) -> Path:
     dest = cache_path(spec, file, cache_dir)
     label = f"{spec.name} ({file.name})" if spec is not None else file.name
-    opts = {"progress": progress, "retries": max(1, retries), "offline": is_offline(offline), "label": label}
+    opts = {"progress": progress, "retries": max(1, retries), "offline": is_offline(offline), "label": label,
+            "deadline_s": deadline_s, "min_rate": min_bytes_per_s, "rate_window": RATE_WINDOW_S}
     if not (file.pinned or file.sha256_prefix or allow_unpinned):
         raise UnpinnedError(
             f"{label}: the catalog pins no sha256 for {file.url}, so its content cannot be verified. Pass "
             f"allow_unpinned=True (CLI: --allow-unpinned) to download it anyway and record its hash on first fetch.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(dest.with_name(dest.name + ".lock")):
+        opts["deadline"] = time.monotonic() + deadline_s  # from when this process holds the lock
         sha, size, record = _expected(file, cache_root(cache_dir), label)
-        got = _cached(dest, sha, size)
+        opts.update(size=size, hash_pinned=sha is not None and len(sha) == 64)
+        opts["max_bytes"], opts["cap_reason"] = _byte_cap(spec, size)
+        got = _cached(dest, sha, size, file.url, verify)
         if got is None:
             got = _fetch(file, dest, sha, size, opts)
         else:
@@ -208,20 +241,40 @@ def _expected(file: FileSpec, root: Path, label: str) -> tuple[str | None, int |
     return None, file.size, True
 
 
-def _cached(dest: Path, sha: str | None, size: int | None) -> str | None:
-    """The sha256 of a good cached copy, or None (a bad copy is removed)."""
+def _byte_cap(spec: WeightsSpec | None, size: int | None) -> tuple[int, str]:
+    """The most bytes a file may have, and where that figure comes from."""
+    if size is not None:
+        return size, "the catalog's size"
+    m = _NOTED_SIZE.search(" ".join((spec.notes or "").split())) if spec is not None else None
+    if m:
+        noted = float(m.group(1)) * {"K": 1e3, "M": 1e6, "G": 1e9}[m.group(2).upper()]
+        return int(noted * 1.5), f"1.5 x the {m.group(0)!r} of the entry's notes"
+    return UNPINNED_MAX_BYTES, f"the default cap for unpinned files, UNPINNED_MAX_BYTES = {UNPINNED_MAX_BYTES:,}"
+
+
+def _fingerprint(dest: Path) -> dict[str, int]:
+    """What changes whenever the file's bytes may have: a copy that restores the mtime still gets a new ctime/inode."""
+    st = dest.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+
+
+def _cached(dest: Path, sha: str | None, size: int | None, url: str, verify: bool = False) -> str | None:
+    """The sha256 of a good cached copy, or None (a bad copy, or one fetched for another url unpinned, is removed)."""
     if not dest.is_file():
         return None
-    st = dest.stat()
     stamp = dest.with_name(dest.name + ".verified")
-    fresh = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    fresh = _fingerprint(dest)
     try:
         old = json.loads(stamp.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         old = {}
-    got = old.get("sha256") if all(old.get(k) == v for k, v in fresh.items()) else None
-    if size is not None and st.st_size != size:
-        reason = f"its size is {st.st_size} bytes, expected {size}"
+    recent = time.time() - float(old.get("verified_at", 0)) < REVERIFY_AFTER_S
+    same = all(old.get(k) == v for k, v in fresh.items()) and recent and not verify
+    got = old.get("sha256") if same else None
+    if size is not None and fresh["size"] != size:
+        reason = f"its size is {fresh['size']} bytes, expected {size}"
+    elif sha is None and old.get("url") not in (None, url):
+        reason = f"it was fetched from {old.get('url')!r}, and the unpinned entry now names {url!r}"
     else:
         got = got or sha256_file(dest)
         reason = "" if _matches(got, sha) else f"its sha256 is {got}, expected {sha}"
@@ -230,16 +283,15 @@ def _cached(dest: Path, sha: str | None, size: int | None) -> str | None:
         dest.unlink()
         stamp.unlink(missing_ok=True)
         return None
-    if old.get("sha256") != got or not all(old.get(k) == v for k, v in fresh.items()):
-        _write_stamp(dest, got)
+    if not same:
+        _write_stamp(dest, got, old.get("url") or url)
     return got
 
 
-def _write_stamp(dest: Path, sha: str) -> None:
-    """Remember that ``dest`` (at its current size and mtime) was verified to have ``sha``."""
-    st = dest.stat()
-    stamp = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    atomic_write_bytes(dest.with_name(dest.name + ".verified"), json.dumps(stamp).encode("utf-8"))
+def _write_stamp(dest: Path, sha: str, url: str) -> None:
+    """Remember that ``dest`` (as it is now: size, times, inode) was verified to have ``sha``, fetched for ``url``."""
+    stamp = {"sha256": sha, **_fingerprint(dest), "url": url, "verified_at": time.time()}
+    atomic_write_bytes(dest.with_name(dest.name + ".verified"), json.dumps(stamp, allow_nan=False).encode("utf-8"))
 
 
 def _fetch(file: FileSpec, dest: Path, sha: str | None, size: int | None, opts: dict[str, Any]) -> str:
@@ -253,17 +305,21 @@ def _fetch(file: FileSpec, dest: Path, sha: str | None, size: int | None, opts: 
             continue
         try:
             got = _try_source(src, part, sha, size, opts)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise  # every other source would fill the same disk; the error names the deleted .part
+            errors.append(f"{src}: {exc}")
         except IntegrityError as exc:
             integrity = True
             errors.append(str(exc))
             part.unlink(missing_ok=True)  # never keep bytes that failed a check
             _meta_path(part).unlink(missing_ok=True)
-        except (_Transient, DownloadError, OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+        except (_Transient, DownloadError, http.client.HTTPException) as exc:
             errors.append(f"{src}: {exc}")
         else:
             os.replace(part, dest)
             _meta_path(part).unlink(missing_ok=True)
-            _write_stamp(dest, got)
+            _write_stamp(dest, got, file.url)
             log.info("%s: verified sha256 %s, saved to %s", opts["label"], got, dest)
             return got
         log.warning("%s: %s", opts["label"], errors[-1])
@@ -285,7 +341,7 @@ def _failure(opts: dict[str, Any], dest: Path, sha: str | None, errors: list[str
 def _try_source(src: str, part: Path, sha: str | None, size: int | None, opts: dict[str, Any]) -> str:
     """Transfer from one source into ``part`` and verify; a resumed copy that fails is fetched again in full."""
     if _is_local(src):
-        _copy_local(src, part, size)
+        _copy_local(src, part, size, opts.get("max_bytes"))
         return _verify(part, sha, size, src)
     resumed = part.is_file() and part.stat().st_size > 0
     _http_download(src, part, size, opts)

@@ -28,8 +28,9 @@ from typing import Any
 import monai
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from medzoo.utils.jsonio import dumps_strict
 from medzoo.version import __version__
 from medzoo.zoo.download import sha256_file  # one hashing routine for the zoo
 from medzoo.zoo.spec import WeightsSpec
@@ -63,13 +64,17 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
         state_dict: the weights (encoder-only exports keep bare encoder key names, as MONAI's and MedicalNet's
             files do).
         config: the model config that rebuilds the model (``create_model(out_dir)``).
-        metadata: the weights spec; ``files`` (sha256, size) and ``versions`` are filled in here.
+        metadata: the weights spec; ``files`` (sha256 and size of the weights and of ``config.yaml``, so that an
+            edited config is refused like edited weights) and ``versions`` are filled in here.
         model_card: README text; a card is generated from the metadata when None.
         overwrite: replace an existing folder.
         validate: check the metadata against :class:`medzoo.zoo.spec.WeightsSpec` before writing.
 
     Returns:
         The export folder.
+
+    Raises:
+        OSError: a write failed (a full disk included); the message names the export folder.
     """
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -78,23 +83,33 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        # Serialised in memory, then written: safetensors' own writer reports a full disk as a SafetensorError.
+        (tmp / WEIGHTS_FILE).write_bytes(save(tensors, metadata={"format": "pt"}))
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         meta = dict(metadata)
         part = "encoder" if list(meta.get("parts", [])) == ["encoder"] else "all"
-        meta["files"] = [{"url": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
-                          "size": (tmp / WEIGHTS_FILE).stat().st_size, "format": "safetensors", "part": part}]
+        meta["files"] = [_file_entry(tmp / WEIGHTS_FILE, "safetensors", part),
+                         _file_entry(tmp / CONFIG_FILE, "yaml", "config")]
         meta.setdefault("versions", runtime_versions())
         if validate:
             WeightsSpec.from_dict(meta, where=str(out / METADATA_FILE))  # exports and the catalog share one schema
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+        (tmp / METADATA_FILE).write_text(dumps_strict(meta, flag=None, indent=2, sort_keys=False) + "\n")
         (tmp / CARD_FILE).write_text(model_card if model_card is not None else model_card_text(meta))
         _replace_dir(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing the export)", str(out)) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("wrote export %s (%d tensors)", out, len(state_dict))
     return out
+
+
+def _file_entry(path: Path, fmt: str, part: str) -> dict[str, Any]:
+    return {"url": path.name, "sha256": sha256_file(path), "size": path.stat().st_size, "format": fmt, "part": part}
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -115,11 +130,11 @@ def read_export_dir(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
     meta = _parse(p / METADATA_FILE, json.loads) if (p / METADATA_FILE).is_file() else {}
     if verify:
         files = meta.get("files") if isinstance(meta.get("files"), list) else []
-        expected = next((f.get("sha256") for f in files if isinstance(f, dict) and f.get("url") == WEIGHTS_FILE),
-                        None)
-        actual = sha256_file(p / WEIGHTS_FILE)
-        if expected and expected != actual:
-            raise ValueError(f"{p / WEIGHTS_FILE}: sha256 {actual} does not match metadata.json ({expected})")
+        for name in (WEIGHTS_FILE, CONFIG_FILE):  # exports made before config.yaml was hashed list the weights only
+            expected = next((f.get("sha256") for f in files if isinstance(f, dict) and f.get("url") == name), None)
+            actual = sha256_file(p / name)
+            if expected and expected != actual:
+                raise ValueError(f"{p / name}: sha256 {actual} does not match metadata.json ({expected})")
     config = _parse(p / CONFIG_FILE, yaml.safe_load, empty_ok=True)
     try:
         state = load_file(str(p / WEIGHTS_FILE), device="cpu")

@@ -36,15 +36,17 @@ from typing import Any
 
 import yaml
 
+from medzoo.config import ConfigError, read_text_file, safe_load_yaml
 from medzoo.models import MultiTaskModel, create_model
 from medzoo.zoo.apply_weights import load_parts
 from medzoo.zoo.catalog import get_entry
 from medzoo.zoo.checkpoint import load_checkpoint_weights
 from medzoo.zoo.download import download
 from medzoo.zoo.export import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, runtime_versions, sha256_file
+from medzoo.zoo.preflight import check_config_against_spec, preflight_model, weight_shapes
 from medzoo.zoo.references import ModelRef, parse_ref
 from medzoo.zoo.report import LoadReport
-from medzoo.zoo.spec import TaskSpec, WeightsSpec
+from medzoo.zoo.spec import FileSpec, TaskSpec, WeightsSpec
 
 __all__ = ["ALL_PARTS", "WEIGHT_FORMATS", "build_from_weights", "check_versions", "load_pretrained",
            "spec_model_config"]
@@ -89,15 +91,38 @@ def _from_export_dir(path: Path) -> _Source:
     meta_path = path / METADATA_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path}: export directory without {METADATA_FILE} (the weights spec)")
-    spec = WeightsSpec.from_dict(json.loads(meta_path.read_text(encoding="utf-8")), where=str(meta_path))
+    try:
+        meta = json.loads(read_text_file(meta_path, what="export metadata"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from None
+    spec = WeightsSpec.from_dict(meta, where=str(meta_path))
     weights = next((f for f in spec.files if f.name == WEIGHTS_FILE), None)
     if weights is None:
         raise ValueError(f"{meta_path}: key 'files': no entry for {WEIGHTS_FILE}")
-    if weights.sha256 is not None and sha256_file(path / WEIGHTS_FILE) != weights.sha256:
-        raise ValueError(f"{path / WEIGHTS_FILE}: sha256 differs from {meta_path} ({weights.sha256}); the export "
-                         "was changed or corrupted")
-    config = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    _check_sha(path / WEIGHTS_FILE, weights, meta_path)
+    recorded = next((f for f in spec.files if f.name == CONFIG_FILE), None)
+    if recorded is not None:  # exports made before config.yaml was hashed carry no entry: the cross-check remains
+        _check_sha(path / CONFIG_FILE, recorded, meta_path)
+    config = _read_config(path / CONFIG_FILE)
+    check_config_against_spec(config, spec, str(path / CONFIG_FILE))  # before anything is built from it
     return _Source(str(path), spec, config, [(path / WEIGHTS_FILE, "safetensors", weights.part)])
+
+
+def _check_sha(path: Path, recorded: FileSpec, meta_path: Path) -> None:
+    if recorded.sha256 is not None and sha256_file(path) != recorded.sha256:
+        raise ValueError(f"{path}: sha256 differs from {meta_path} ({recorded.sha256}); the export was changed or "
+                         "corrupted")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A model config file: a regular file, capped in size, nesting and alias expansion; errors name it."""
+    try:
+        config = safe_load_yaml(read_text_file(path, what="model config")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+    return config
 
 
 def _from_catalog(name: str, allow_unpinned: bool, opts: Mapping[str, Any]) -> _Source:
@@ -109,7 +134,8 @@ def _from_catalog(name: str, allow_unpinned: bool, opts: Mapping[str, Any]) -> _
             files.append((download(spec, part=f.part, allow_unpinned=allow_unpinned, **dl), f.format, f.part))
         elif f.part == "config":
             path = download(spec, part="config", allow_unpinned=allow_unpinned, **dl)
-            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            config = _read_config(path)
+            check_config_against_spec(config, spec, f"{name} ({path})")
     if not files:
         raise ValueError(f"weights {name!r}: no file of format {list(WEIGHT_FORMATS)} in the catalog entry")
     return _Source(name, spec, config, files)
@@ -300,7 +326,10 @@ def build_from_weights(
     opts = {k: kw.pop(k) for k in _DOWNLOAD_KW if k in kw}
     src = _source(ref, allow_unpinned=allow_unpinned, opts=opts)
     wanted = _normalise_parts(parts, src.spec, src.spec.parts if src.spec else ALL_PARTS)
-    model = create_model(_build_config(src, wanted, tasks, kw))
+    config = _build_config(src, wanted, tasks, kw)
+    loaded = tuple(f"{p.split('.')[0]}." for p in wanted)  # shapes of parts left out may differ on purpose
+    preflight_model(config, {k: v for k, v in weight_shapes(src.files).items() if k.startswith(loaded)}, src.name)
+    model = create_model(config)
     if src.spec is not None:
         check_versions(src.spec.versions, src.name)
     report = load_parts(model, src.files, src.spec, wanted, src.name)

@@ -28,11 +28,14 @@ from medzoo.models import MultiTaskModel
 from medzoo.zoo.checkpoint import model_from_checkpoint
 from medzoo.zoo.loading import build_from_weights
 from medzoo.zoo.medicalnet import from_medicalnet
+from medzoo.zoo.preflight import require_complete
 from medzoo.zoo.references import parse_ref
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.spec import Preprocessing, WeightsSpec
 
 __all__ = ["ResolvedModel", "load", "resolve"]
+
+_PARTIAL = {"parts", "tasks", "num_classes"}  # options that ask for new or fewer heads on purpose
 
 
 @dataclass
@@ -88,6 +91,8 @@ def resolve(ref: str | os.PathLike, **opts: Any) -> ResolvedModel:
         FileNotFoundError: a path that names nothing usable.
         CheckpointError: an unreadable checkpoint, or a file that is not one.
         ValueError: a weight file that cannot say how to build its model, or options that contradict the weights.
+        IncompleteModelError: without ``parts``/``tasks``/``num_classes``, a head (or the aggregator) that the
+            weights did not fill: missing from them, or dropped because its labels or shapes differ.
 
     Example:
         >>> r = resolve("resnet18.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
@@ -97,6 +102,8 @@ def resolve(ref: str | os.PathLike, **opts: Any) -> ResolvedModel:
     spec, config = None, None
     if parsed.kind in ("zoo", "export"):
         model, spec, report = build_from_weights(parsed, **opts)
+        if not _PARTIAL & set(opts):  # a model as published must be whole: a random head would predict silently
+            require_complete(report, parsed.text)
     elif parsed.kind == "medicalnet":
         model = from_medicalnet(parsed.target, **opts).eval()
         report = model.load_report

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from medzoo.zoo.state import UnsafeWeightsError
+from medzoo.zoo.state import UnsafeWeightsError, check_archive
 
 __all__ = ["MODULE_CLASSES", "ModuleRecord", "UnsafePickleError", "load_restricted"]
 
@@ -252,6 +252,7 @@ def load_restricted(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weight file")
+    check_archive(path)
     try:
         return _materialise(_load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path))
     except UnsafePickleError:

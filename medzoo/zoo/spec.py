@@ -280,15 +280,21 @@ class FileSpec:
                   filename=_str(d.get("filename"), ctx.sub("filename"), optional=True), sha256_prefix=prefix)
         if not out.name or "/" in out.name or out.name in (".", ".."):
             raise ctx.sub("filename").fail(f"cannot derive a file name from {out.url!r}; set 'filename'")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in out.name):
+            raise ctx.sub("filename").fail(f"{out.name!r}: a cache file name must be printable (no control characters)")
         return out
 
 
 def _source(v: Any, ctx: _Ctx) -> str:
     """A url with an allowed scheme, or a plain local path."""
     v = _str(v, ctx)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+        raise ctx.fail(f"control character in {v!r}; urls and paths must be printable")
     scheme = urlparse(v).scheme
-    if "://" in v and scheme not in URL_SCHEMES:
-        raise ctx.fail(f"unsupported url scheme {scheme!r} in {v!r}; use one of {list(URL_SCHEMES)} or a path")
+    # Any scheme counts, with or without '//' (data:, javascript:, ftp:host/x); one letter is a Windows drive.
+    if len(scheme) > 1 and scheme not in URL_SCHEMES:
+        raise ctx.fail(f"unsupported url scheme {scheme!r} in {v!r}; use one of {list(URL_SCHEMES)} or a path "
+                       "(write a local name containing ':' as ./NAME)")
     if scheme in ("http", "https") and not urlparse(v).netloc:
         raise ctx.fail(f"url {v!r} has no host")
     return v

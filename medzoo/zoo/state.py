@@ -1,11 +1,14 @@
 """Safe reading of weight files, prefix stripping, stem adaptation and loading with a report.
 
 Weights are read only from safetensors or with ``torch.load(weights_only=True)``: a pickle that carries code is
-refused before anything in it runs.
+refused before anything in it runs. A torch zip archive whose members declare far more bytes than the file holds
+(deflated records: torch reads them, and a 1 MB file then inflates to GBs) is refused before anything is allocated,
+and a tensor holding NaN or infinity is refused when it would be loaded into a model, naming the tensors.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -17,14 +20,62 @@ from safetensors.torch import load_file
 
 from medzoo.zoo.report import LoadReport
 
-__all__ = ["UnsafeWeightsError", "read_weights", "unwrap_state_dict", "strip_prefixes", "adapt_input_conv",
-           "load_state_with_report"]
+__all__ = ["NonFiniteWeightsError", "UnsafeWeightsError", "adapt_input_conv", "check_archive", "check_finite",
+           "load_state_with_report", "read_weights", "strip_prefixes", "unwrap_state_dict"]
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: A torch archive may declare at most this many uncompressed bytes beyond twice its size on disk: torch itself
+#: stores records uncompressed, so only a re-zipped (or hostile) file comes near it.
+ARCHIVE_SLACK_BYTES = 16 << 20
 
 
 class UnsafeWeightsError(ValueError):
     """A weight file holds pickled objects other than tensors and plain containers, so it was not loaded."""
+
+
+class NonFiniteWeightsError(ValueError):
+    """Tensors hold NaN or infinity; a model built from them would give NaN (or saturated) outputs."""
+
+
+def check_archive(path: str | Path) -> None:
+    """Refuse a zip-format torch file whose members declare more bytes than its size can honestly hold.
+
+    The sum of the members' declared uncompressed sizes must stay within ``2 x file size + ARCHIVE_SLACK_BYTES``:
+    ``torch.save`` stores records uncompressed, while a deflated record of zeros expands about 1000-fold.
+
+    Raises:
+        ValueError: the declared size exceeds the budget (nothing was decompressed or allocated).
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format: torch checks each storage's size against the bytes that follow it
+    actual = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path}: not a readable torch weight file (corrupt zip archive: {exc})") from None
+    if declared > 2 * actual + ARCHIVE_SLACK_BYTES:
+        raise ValueError(f"{path}: its zip members declare {declared:,} bytes uncompressed in a {actual:,}-byte file "
+                         "(compressed records expand that much when loaded); refused before loading. torch.save "
+                         "writes records uncompressed: re-save the weights with torch.save or use safetensors")
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse floating-point tensors holding NaN or infinity, naming them (the first five and how many in all).
+
+    Raises:
+        NonFiniteWeightsError: some tensor is not finite.
+
+    Example:
+        >>> check_finite({"w": torch.ones(2)}, "w.pt")  # finite: nothing happens
+    """
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise NonFiniteWeightsError(f"{source}: {len(bad)} tensor(s) hold NaN or infinity: {bad[:5]}{more}; refusing "
+                                    "to load weights that make every output NaN (or saturated)")
 
 
 def read_weights(path: str | Path) -> dict:
@@ -42,7 +93,8 @@ def read_weights(path: str | Path) -> dict:
     Raises:
         FileNotFoundError: no such file.
         UnsafeWeightsError: the pickle holds something other than tensors and plain containers.
-        ValueError: the file is truncated, corrupt, or not a weight file.
+        ValueError: the file is truncated, corrupt, not a weight file, or a zip archive declaring far more bytes
+            than it holds (see :func:`check_archive`).
 
     Example:
         >>> import tempfile, os
@@ -58,6 +110,7 @@ def read_weights(path: str | Path) -> dict:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own SafetensorError for bad headers
             raise ValueError(f"{path}: not a valid safetensors file ({exc})") from exc
+    check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -135,15 +188,17 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def load_state_with_report(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
-                           stem_key: str = "conv1.weight", strict: bool = True) -> LoadReport:
+                           stem_key: str = "conv1.weight", strict: bool = True, key_prefix: str = "") -> LoadReport:
     """Copy ``state`` into ``module`` by name and report every key.
 
     Tensors load when names and shapes match. The stem (``stem_key``) is adapted when only its input channels
     differ. Missing ``num_batches_tracked`` buffers are tolerated (reported as missing). Any other shape mismatch,
-    or (with ``strict``) a missing parameter, is an error naming the key and both shapes.
+    or (with ``strict``) a missing parameter, is an error naming the key and both shapes; a NaN or infinite tensor
+    that would be loaded is an error naming it (with ``key_prefix``, the module's name in the model, prepended).
     """
     report = LoadReport(source=source)
     own = module.state_dict()
+    check_finite({key_prefix + k: v for k, v in state.items() if k in own}, source)
     new: dict[str, torch.Tensor] = {}
     for key, target in own.items():
         if key not in state:
