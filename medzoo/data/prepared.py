@@ -14,8 +14,10 @@ fingerprint of manifest, transform and options is unchanged) and a finished cach
 
 The cache is keyed on content, not names: besides the records and options, ``index.json`` holds
 :func:`~medzoo.data.fingerprint.records_fingerprint` (every image and mask's size and mtime, each listing's sha256).
-A cache whose inputs changed since it was built (an image overwritten in place) is rebuilt, with a warning. A write
-that fails (a full disk) names the file, and removes the unfinished part.
+A cache of the same dataset (kind, root, split) and options whose records or files changed since it was built (an
+image overwritten in place, a relabelled listing) is rebuilt, with a warning; a cache of another dataset or other
+options is replaced only with ``overwrite``. A write that fails (a full disk) names the file, and removes the
+unfinished part.
 
 :class:`PreparedDataset` gives the same sample dicts as :class:`~medzoo.data.dataset.ManifestDataset` with the
 same (deterministic) transform; with ``dtype="float32"`` the tensors are equal, with ``"uint8"`` (images in
@@ -93,6 +95,16 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, (os.PathLike, Path)):
         return str(x)
     return x if isinstance(x, (int, str, bool, type(None))) else repr(x)
+
+
+def _setup(manifest: Manifest | Sequence, options: dict[str, Any]) -> str:
+    """Which cache this is, whatever the files hold: the options and the dataset (kind, root, split), or for a plain
+    list of records their ids."""
+    if isinstance(manifest, Manifest):
+        which: Any = [manifest.kind, str(manifest.root), manifest.split]
+    else:
+        which = sorted(str(r.id) for r in manifest)
+    return hashlib.sha256(json.dumps([_jsonable(options), which], sort_keys=True).encode()).hexdigest()
 
 
 def _fingerprint(manifest: Manifest | Sequence, options: dict[str, Any]) -> str:
@@ -207,9 +219,9 @@ def _read_index(path: Path) -> dict[str, Any]:
     return index
 
 
-def _cache_state(out: Path, fingerprint: str, inputs: str) -> str:
-    """``"fresh"``: a finished cache of these records, options and file contents; ``"stale"``: of these records and
-    options, but the files changed since; ``"other"``: anything else (or nothing) in ``out``."""
+def _cache_state(out: Path, keys: dict[str, str]) -> str:
+    """``"fresh"``: a finished cache of these records, options and file contents; ``"stale"``: a cache of this
+    dataset and options (``keys["setup"]``) whose records or files changed since; ``"other"``: anything else."""
     index = out / "index.json"
     if not index.exists():
         return "other"
@@ -217,9 +229,9 @@ def _cache_state(out: Path, fingerprint: str, inputs: str) -> str:
         found = _read_index(index)
     except ValueError:
         return "other"  # a corrupt index is no finished cache: rebuilt with overwrite, else FileExistsError
-    if found.get("fingerprint") != fingerprint:
-        return "other"
-    return "fresh" if found.get("inputs") == inputs else "stale"
+    if all(found.get(k) == v for k, v in keys.items()):
+        return "fresh"
+    return "stale" if found.get("setup") == keys["setup"] else "other"
 
 
 def prepare(manifest: Manifest | Sequence, out_dir: str | os.PathLike, *, transform: Callable | None = None,
@@ -254,22 +266,23 @@ def prepare(manifest: Manifest | Sequence, out_dir: str | os.PathLike, *, transf
     ds = ManifestDataset(manifest, transform=transform, tasks=tasks, slice_size=slice_size, mask_task=mask_task)
     options = {"version": FORMAT_VERSION, "transform": describe_transform(transform), "slice_size": slice_size,
                "tasks": ds.tasks, "dtype": dtype, "part_size": part_size, "mask_task": mask_task}
-    fp, inputs = _fingerprint(manifest, options), records_fingerprint(manifest)
-    state = _cache_state(out, fp, inputs)
+    keys = {"setup": _setup(manifest, options), "fingerprint": _fingerprint(manifest, options),
+            "inputs": records_fingerprint(manifest)}
+    state = _cache_state(out, keys)
     if state == "fresh":
         log.info("prepared cache %s is up to date (%d samples)", out, len(ds))
         return out
     if state == "stale":
-        log.warning("prepared cache %s: its input files changed since it was built (sizes, times or listing "
-                    "contents differ); rebuilding it", out)
+        log.warning("prepared cache %s: its records or input files changed since it was built (labels, sizes, "
+                    "times or listing contents differ); rebuilding it", out)
     elif out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and holds another cache or other files; pass overwrite=True "
                               f"(--overwrite) to replace it")
-    staging = _staging(out, f"{fp} {inputs}")
+    staging = _staging(out, " ".join(keys.values()))
     entries = _write_parts(ds, staging, dtype, part_size, workers, progress)
     names = dict(getattr(manifest, "label_names", {}) or {})
-    index = {"format": "medzoo-prepared", "version": FORMAT_VERSION, "fingerprint": fp, "inputs": inputs,
-             "dtype": dtype, "kind": getattr(manifest, "kind", None),
+    index = {"format": "medzoo-prepared", "version": FORMAT_VERSION, **keys, "dtype": dtype,
+             "kind": getattr(manifest, "kind", None),
              "label_names": {t: names.get(t) for t in ds.tasks},
              "tasks": ds.tasks, "mask_task": mask_task, "options": _jsonable(options), "samples": entries}
     _write_json(staging / "index.json", index)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medzoo.data import open_dataset
-from medzoo.data.fingerprint import content_signature, records_fingerprint, stat_signature
+from medzoo.data.fingerprint import content_signature, records_fingerprint
 from medzoo.zoo.catalog import get_entry
 from medzoo.zoo.references import parse_ref
 
@@ -45,10 +45,19 @@ def weights_fingerprint(source: str | None) -> Any:
         return {"unresolved": source, "error": str(err)}
 
 
+def _stat_key(path: Path) -> list[Any]:
+    # ctime too: any write (or a utime() restoring the old mtime) sets it to now, so the memo never hides an edit
+    try:
+        st = path.stat()
+    except OSError:
+        return [os.fspath(path)]
+    return [os.fspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 def _hashed(path: str) -> Any:
-    """:func:`content_signature` of ``path``, computed again only when the file's (or folder's) stat changed."""
+    """:func:`content_signature` of ``path``, hashed again only when a file's stat (ctime included) changed."""
     p = Path(path)
-    stat = [stat_signature(f) for f in sorted(p.rglob("*"))] if p.is_dir() else stat_signature(p)
+    stat = [_stat_key(f) for f in sorted(p.rglob("*"))] if p.is_dir() else _stat_key(p)
     known = _HASHES.get(os.fspath(p))
     if known is None or known[0] != stat:
         known = _HASHES[os.fspath(p)] = (stat, content_signature(p))

@@ -23,16 +23,13 @@ import pytest
 from PIL import Image
 
 from medzoo.cli.main import main
-from medzoo.config import to_dict
 from medzoo.data import open_dataset
 from medzoo.data.budget import MAX_PIXELS, MAX_TEXT_LINES, MAX_VOLUME_BYTES, BudgetExceeded
 from medzoo.data.imageio import read_image, write_nifti
 from medzoo.data.manifest import DatasetFormatError
 from medzoo.data.prepared import prepare
 from medzoo.data.transforms import cxr_preset
-from medzoo.zoo.export import write_export_dir
 from tests.data.dataset_fixtures import MIMIC_LABEL_HEADER
-from tests.infer.conftest import build
 from tests.robustness.bombs import (
     GB,
     Measured,
@@ -44,28 +41,12 @@ from tests.robustness.bombs import (
     spawn,
     wait_measured,
 )
+from tests.robustness.exports import tiny_export
 from tests.robustness.tally import case, note
 
 CATEGORY = "bombs"
 CONTROL = "nii.gz, budget raised to 2 GiB"
 HEAVY = ("prepare, DataLoader worker", "prepared-cache array")  # they start torch: slow tests
-W = [8, 16, 32, 64]
-CT_PRE = {"modality": ["CT"], "normalisation": "window", "intensity_window": [-100, 100], "spacing": [1.0, 1.0, 1.0],
-          "input_size": [16, 16, 16]}
-CXR_PRE = {"modality": ["CXR"], "normalisation": "none", "input_size": [32, 32]}
-
-
-def _export(folder: Path, name: str, tasks: dict, pre: dict) -> Path:
-    model = build(tasks)
-    spec_tasks = {t: {"type": c["type"], "level": c["level"], "labels": list(model.heads[t].label_names)}
-                  for t, c in tasks.items()}
-    for t, c in tasks.items():
-        if c["type"] == "multilabel":
-            spec_tasks[t]["thresholds"] = dict(zip(c["labels"], model.heads[t].thresholds.tolist()))
-    meta = {"name": name, "version": "1", "parts": ["encoder", "heads"], "preprocessing": pre,
-            "architecture": {"encoder": "resnet10", "widths": W}, "tasks": spec_tasks, "license": "MIT",
-            "source": "https://example.org/tests", "citation": "none"}
-    return write_export_dir(folder / name, state_dict=model.state_dict(), config=to_dict(model.config), metadata=meta)
 
 
 def _call(module: str, code: str) -> list[str]:
@@ -185,13 +166,11 @@ def test_predict_refuses_each_bomb_and_goes_on(bombs: dict[str, Path], tmp_path:
     """``medzoo predict`` on the bombs and one good input: each bomb is reported naming its file, the good input is
     predicted, and the exit code is 1 (an input failed), not a crash."""
     if model == "ct":
-        export = _export(tmp_path, "ct", {"seg": {"type": "segmentation", "level": "volume", "num_classes": 2}},
-                         CT_PRE)
+        export = tiny_export(tmp_path, "ct")
         names = ["nii.gz", "nii.gz longer than its header", "spacing 250 mm"]
         good = write_nifti(tmp_path / "good.nii.gz", np.zeros((8, 8, 8), np.int16), np.eye(4))
     else:
-        export = _export(tmp_path, "cxr", {"findings": {"type": "multilabel", "level": "image", "labels": ["a", "b"]}},
-                         CXR_PRE)
+        export = tiny_export(tmp_path, "cxr")
         names = ["png", "slice folder"]
         good = png_bomb(tmp_path / "good.png", 40, 40, "L")
     rc = main(["-q", "predict", "--model", str(export), *(str(bombs[n]) for n in names), str(good),
