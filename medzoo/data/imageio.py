@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 from pathlib import Path
@@ -43,6 +44,7 @@ from medzoo.data._geometry import check_voxel_geometry
 from medzoo.data._nifti import load_nifti
 from medzoo.data.budget import MAX_PIXELS, MAX_VOLUME_BYTES, check_budget
 from medzoo.data.manifest import DatasetFormatError, Record
+from medzoo.utils.atomic import atomic_write
 
 __all__ = [
     "read_image",
@@ -220,7 +222,7 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, 
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Write a grayscale PNG.
+    """Write a grayscale PNG, atomically (a temp file renamed into place).
 
     Args:
         path: destination.
@@ -237,9 +239,10 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_png expects a [H, W] uint8 or uint16 array, got {arr.shape} {arr.dtype}")
     img = Image.fromarray(np.ascontiguousarray(arr))  # uint8 -> mode L, uint16 -> mode I;16
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    img.save(p, format="PNG")
+    _atomic_write(p, buf.getvalue())  # a full disk leaves no zero-byte PNG under the final name
     return p
 
 
@@ -254,13 +257,7 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
 
 def _atomic_write(p: Path, data: bytes) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no stray temp file
+    atomic_write(p, data)  # after a failed write (a full disk): no stray temp file, and the error names the file
 
 
 def resize_2d(arr: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import Any
 from medzoo.experiment.config import ExperimentConfig, TaskVariant, load_experiment_config
 from medzoo.experiment.fingerprint import cell_inputs
 from medzoo.experiment.parallel import JobPool, busy_warning, default_workers
-from medzoo.utils.atomic import atomic_write
+from medzoo.utils.atomic import atomic_write, naming_path
 
 __all__ = ["Cell", "ExperimentResult", "Progress", "cell_run_config", "cell_source", "collect", "list_cells",
            "run_experiment", "submit_cells"]
@@ -293,7 +293,8 @@ def collect(cfg: ExperimentConfig, out: Path, *, plots: bool = True, ran: Sequen
     missing = [c.id for c, r in zip(cells, rows) if r is None]
     if missing:
         raise RuntimeError(f"{out}: no {RESULT_FILE} for cell(s) {missing}")
-    files = report.write_results(out, rows, title=cfg.name, reference=cfg.reference, plots=plots)
+    with naming_path(out):  # a write that fails on a full disk names no file: name the folder at least
+        files = report.write_results(out, rows, title=cfg.name, reference=cfg.reference, plots=plots)
     summary = report.summarise(rows)
     paired = report.paired_differences(rows, cfg.reference) if cfg.reference else []
     return ExperimentResult(str(out), rows, summary, report.format_table(summary), files, list(ran), list(skipped),
