@@ -1,6 +1,7 @@
 """``medzoo demo``: pretrain one encoder on several tasks, publish it to a local zoo, and measure what it buys.
 
-The pipeline, in ``out`` (every step reuses what a previous run of the same profile finished):
+The pipeline, in ``out`` (every step reuses what a previous run of the same profile finished; a step whose marker a
+killed run left torn, or whose inputs were written again, is done again):
 
 1. ``corpus/``: the synthetic corpus (:func:`medzoo.data.synth.write_synthetic_corpus`).
 2. ``pretrain/``: one shared encoder trained on CT lung/lesion segmentation (3-D volumes), COVIDx-CT patient
@@ -226,19 +227,22 @@ def _pretrain_job(cfg: Any) -> tuple[dict[str, float], float]:
     return fit(cfg, resume=True, quiet=True).metrics, time.process_time() - cpu
 
 
-def _pretrain_state(p: DemoProfile, corpus: Path, out: Path) -> tuple[Any, dict[str, float] | None]:
-    """The pretraining run config, and its metrics when a finished run of the same config is in ``out``."""
+def _pretrain_state(p: DemoProfile, corpus: Path, out: Path,
+                    corpus_reused: bool) -> tuple[Any, dict[str, float] | None]:
+    """The pretraining run config, and its metrics when a finished run of the same config on the same corpus files
+    is in ``out`` (a corpus written again means pretraining again)."""
     from medzoo.train.config import load_run_config, run_config_yaml
 
     run_dir = out / "pretrain"
     cfg = load_run_config(pretrain_config(p, corpus, run_dir))
-    same = (run_dir / "config.yaml").is_file() and (run_dir / "config.yaml").read_text() == run_config_yaml(cfg)
+    same = corpus_reused and (run_dir / "config.yaml").is_file() and \
+        (run_dir / "config.yaml").read_text() == run_config_yaml(cfg)
     result = _read_json(run_dir / "result.json", "pretraining") if same else None
     if isinstance(result, dict) and isinstance(result.get("metrics"), dict):
         log.info("pretraining: reusing %s", run_dir)
         return cfg, result["metrics"]
     if not same and run_dir.exists():
-        log.warning("pretraining: %s holds a run of another config; training again", run_dir)
+        log.warning("pretraining: %s holds a run of another config or corpus; training again", run_dir)
         shutil.rmtree(run_dir)
     return cfg, None
 
@@ -382,7 +386,7 @@ def run_demo(out: str | os.PathLike = "medzoo-demo", profile: str | DemoProfile 
     with _medzoo_home(out / "zoo"), JobPool(workers) as pool:
         corpus, corpus_reused = _corpus(profile, out, pool)
         seconds["corpus, wall"] = time.perf_counter() - t0
-        pre_cfg, pre = _pretrain_state(profile, corpus, out)
+        pre_cfg, pre = _pretrain_state(profile, corpus, out, corpus_reused)
         jobs = len(list_cells(exp_cfg)) + (pre is None)
         log.info("demo (%s profile): %d jobs on %d single-thread worker(s)", name, jobs, workers)
         bar = Progress(jobs, progress, desc="demo")
