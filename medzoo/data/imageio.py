@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 from pathlib import Path
@@ -40,7 +41,10 @@ import numpy as np
 
 from medzoo.data._dicom import DICOM_SUFFIXES, DicomOptions, is_dicom_file
 from medzoo.data._geometry import check_voxel_geometry
+from medzoo.data._nifti import load_nifti
+from medzoo.data.budget import MAX_PIXELS, MAX_VOLUME_BYTES, check_budget
 from medzoo.data.manifest import DatasetFormatError, Record
+from medzoo.utils.atomic import atomic_write
 
 __all__ = [
     "read_image",
@@ -50,6 +54,7 @@ __all__ = [
     "load_record",
     "resize_2d",
     "NonFinitePolicy",
+    "check_series_budget",
     "DicomOptions",
     "NIFTI_SUFFIXES",
     "RASTER_SUFFIXES",
@@ -132,11 +137,10 @@ def _handle_nonfinite(arr: np.ndarray, p: Path, policy: NonFinitePolicy) -> np.n
 
 
 def _read_nifti(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    import nibabel as nib
-
     try:
-        img = _load_nifti_verified(p, nib)
-        data = np.asarray(img.dataobj)
+        data, affine = load_nifti(p)  # the header's dims x item size are checked against the budget first
+    except DatasetFormatError:
+        raise
     except Exception as exc:  # nibabel raises many types for truncated/corrupt files
         raise DatasetFormatError(p, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
     original_shape = tuple(int(s) for s in data.shape)
@@ -148,24 +152,9 @@ def _read_nifti(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
         data = np.moveaxis(data, -1, 0)
     else:
         raise DatasetFormatError(p, f"expected a 2-D, 3-D or 4-D NIfTI image, got shape {original_shape}")
-    affine = np.asarray(img.affine, dtype=np.float64)
     spacing = check_voxel_geometry(affine, data.shape[1:4], p)  # the affine (sform first), as resampling uses it
     meta = {"format": "nifti", "affine": affine, "spacing": spacing, "original_shape": original_shape}
     return np.ascontiguousarray(data), meta
-
-
-def _load_nifti_verified(p: Path, nib: Any) -> Any:
-    """Load a NIfTI file; a ``.gz`` is decompressed whole first, so that its CRC-32 is checked.
-
-    nibabel stops reading a gzip stream once it has the voxels it needs and never reaches the trailer, so a
-    flipped bit in the compressed data would otherwise give silently different voxels.
-    """
-    if not p.name.lower().endswith(".gz"):
-        return nib.load(str(p))
-    raw = gzip.decompress(p.read_bytes())  # raises on a bad CRC-32, a wrong length or a cut stream
-    sizeof_hdr = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
-    cls = nib.Nifti2Image if 540 in sizeof_hdr else nib.Nifti1Image
-    return cls.from_bytes(raw)
 
 
 def _read_raster(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -173,6 +162,8 @@ def _read_raster(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     try:
         with Image.open(p) as img:
+            width, height = img.size  # from the header: nothing is decoded yet
+            check_budget(p, MAX_PIXELS, width * height, f"{width} x {height} pixels, mode {img.mode}")
             img.load()
             arr, bit_depth = _pil_to_array(img)
     except DatasetFormatError:
@@ -231,7 +222,7 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, 
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Write a grayscale PNG.
+    """Write a grayscale PNG, atomically (a temp file renamed into place).
 
     Args:
         path: destination.
@@ -248,9 +239,10 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_png expects a [H, W] uint8 or uint16 array, got {arr.shape} {arr.dtype}")
     img = Image.fromarray(np.ascontiguousarray(arr))  # uint8 -> mode L, uint16 -> mode I;16
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    img.save(p, format="PNG")
+    _atomic_write(p, buf.getvalue())  # a full disk leaves no zero-byte PNG under the final name
     return p
 
 
@@ -265,13 +257,7 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
 
 def _atomic_write(p: Path, data: bytes) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no stray temp file
+    atomic_write(p, data)  # after a failed write (a full disk): no stray temp file, and the error names the file
 
 
 def resize_2d(arr: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
@@ -393,6 +379,8 @@ def _load_series(record: Record, slice_size: tuple[int, int] | None, nonfinite: 
     slices, meta0 = [], None
     for i, p in enumerate(paths):
         arr, meta = read_image(p, nonfinite)
+        if meta0 is None:
+            check_series_budget(p, len(paths), arr.nbytes)
         meta0 = meta0 or meta
         if arr.ndim != 3:
             raise DatasetFormatError(p, f"series slices must be 2-D images, got shape {arr.shape[1:]}")
@@ -405,6 +393,18 @@ def _load_series(record: Record, slice_size: tuple[int, int] | None, nonfinite: 
     meta = {"format": meta0["format"], "max_value": meta0.get("max_value"), "bit_depth": meta0.get("bit_depth"),
             "series": True, "n_slices": len(slices), "filename": paths[0]}
     return {"image": np.stack(slices), "meta": meta}
+
+
+def check_series_budget(first: str | os.PathLike, n_slices: int, slice_bytes: int) -> None:
+    """Refuse a slice series whose stacked array (``n_slices`` x the first slice's bytes) exceeds the volume budget.
+
+    Checked after the first slice, before the others are read: each slice is within the pixel budget, but a folder
+    of a thousand small files can still declare tens of gigabytes.
+
+    Raises:
+        BudgetExceeded: naming the first slice.
+    """
+    check_budget(first, MAX_VOLUME_BYTES, n_slices * slice_bytes, f"{n_slices} slices of {slice_bytes} bytes")
 
 
 def load_gray(path: str | os.PathLike) -> Any:

@@ -12,6 +12,13 @@ Writing is atomic: everything is built in a sibling staging folder ``.<name>.par
 ``out_dir``. A killed run leaves ``out_dir`` untouched; re-running reuses the finished parts (when the
 fingerprint of manifest, transform and options is unchanged) and a finished cache is returned at once.
 
+The cache is keyed on content, not names: besides the records and options, ``index.json`` holds
+:func:`~medzoo.data.fingerprint.records_fingerprint` (every image and mask's size and mtime, each listing's sha256).
+A cache of the same dataset (kind, root, split) and options whose records or files changed since it was built (an
+image overwritten in place, a relabelled listing) is rebuilt, with a warning; a cache of another dataset or other
+options is replaced only with ``overwrite``. A write that fails (a full disk) names the file, and removes the
+unfinished part.
+
 :class:`PreparedDataset` gives the same sample dicts as :class:`~medzoo.data.dataset.ManifestDataset` with the
 same (deterministic) transform; with ``dtype="float32"`` the tensors are equal, with ``"uint8"`` (images in
 [0, 1] stored as round(255 x)) within 1/510. Training augmentations go on top (``PreparedDataset(transform=...)``).
@@ -38,6 +45,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +54,12 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from medzoo.data.budget import MAX_VOLUME_BYTES, check_budget
 from medzoo.data.dataset import ManifestDataset, finalize_sample
-from medzoo.data.manifest import Manifest
+from medzoo.data.fingerprint import records_fingerprint
+from medzoo.data.manifest import DatasetFormatError, Manifest
 from medzoo.data.transforms import set_sample_seed
+from medzoo.utils.atomic import atomic_write, naming_path
 
 __all__ = ["prepare", "PreparedDataset", "describe_transform", "FORMAT_VERSION"]
 
@@ -86,6 +97,16 @@ def _jsonable(x: Any) -> Any:
     return x if isinstance(x, (int, str, bool, type(None))) else repr(x)
 
 
+def _setup(manifest: Manifest | Sequence, options: dict[str, Any]) -> str:
+    """Which cache this is, whatever the files hold: the options and the dataset (kind, root, split), or for a plain
+    list of records their ids."""
+    if isinstance(manifest, Manifest):
+        which: Any = [manifest.kind, str(manifest.root), manifest.split]
+    else:
+        which = sorted(str(r.id) for r in manifest)
+    return hashlib.sha256(json.dumps([_jsonable(options), which], sort_keys=True).encode()).hexdigest()
+
+
 def _fingerprint(manifest: Manifest | Sequence, options: dict[str, Any]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(_jsonable(options), sort_keys=True).encode())
@@ -96,9 +117,7 @@ def _fingerprint(manifest: Manifest | Sequence, options: dict[str, Any]) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def _store_image(arr: torch.Tensor, dtype: str) -> np.ndarray:
@@ -119,27 +138,72 @@ def _store_mask(mask: torch.Tensor) -> np.ndarray:
     return m.astype(np.float32)
 
 
+@dataclass
+class _Failure:
+    """A sample that could not be read, passed back from a DataLoader worker as data (see :class:`_Guarded`)."""
+
+    path: str
+    reason: str
+    line: int | None
+
+
+class _Guarded(Dataset):
+    """Returns a :class:`_Failure` for an unreadable sample instead of raising.
+
+    A worker's exception reaches the main process as a RuntimeError holding the worker's whole traceback; passed
+    as data, it is raised again in the main process as the one-line DatasetFormatError it was.
+    """
+
+    def __init__(self, ds: ManifestDataset, indices: range) -> None:
+        self.ds, self.indices = ds, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            return self.ds[self.indices[i]]
+        except DatasetFormatError as err:
+            return _Failure(err.path, err.reason, err.line)
+
+
 def _write_part(ds: ManifestDataset, indices: range, part_dir: Path, dtype: str, workers: int) -> list[dict]:
     tmp = part_dir.with_name(part_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, list(indices)), batch_size=None,
-                                         num_workers=workers, collate_fn=_identity)
+    try:
+        entries = _fill_part(ds, indices, tmp, part_dir.name, dtype, workers)
+        _write_json(tmp / "part.json", entries)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # after a full disk: give the space back
+        raise
+    os.replace(tmp, part_dir)
+    return entries
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    with naming_path(path):
+        np.save(path, arr)
+
+
+def _fill_part(ds: ManifestDataset, indices: range, tmp: Path, part: str, dtype: str, workers: int) -> list[dict]:
+    loader = torch.utils.data.DataLoader(_Guarded(ds, indices), batch_size=None, num_workers=workers,
+                                         collate_fn=_identity)
     entries, seg_key = [], f"label.{ds.mask_task}"
     for i, sample in zip(indices, loader):
-        rel = f"parts/{part_dir.name}/{i:06d}"
-        np.save(tmp / f"{i:06d}.image.npy", _store_image(sample["image"], dtype))
+        if isinstance(sample, _Failure):
+            raise DatasetFormatError(sample.path, sample.reason, sample.line)
+        rel = f"parts/{part}/{i:06d}"
+        _save(tmp / f"{i:06d}.image.npy", _store_image(sample["image"], dtype))
         entry: dict[str, Any] = {"index": i, "image": f"{rel}.image.npy", "mask": None, "labels": {}}
         if seg_key in sample:
-            np.save(tmp / f"{i:06d}.mask.npy", _store_mask(sample[seg_key]))
+            _save(tmp / f"{i:06d}.mask.npy", _store_mask(sample[seg_key]))
             entry["mask"] = f"{rel}.mask.npy"
         for key, value in sample.items():
             if key.startswith("label.") and key != seg_key:
                 entry["labels"][key[6:]] = {"shape": list(value.shape), "values": _jsonable(value.flatten())}
         entry["meta"] = _jsonable(sample["meta"])
         entries.append(entry)
-    _write_json(tmp / "part.json", entries)
-    os.replace(tmp, part_dir)
     return entries
 
 
@@ -155,14 +219,19 @@ def _read_index(path: Path) -> dict[str, Any]:
     return index
 
 
-def _finished(out: Path, fingerprint: str) -> bool:
+def _cache_state(out: Path, keys: dict[str, str]) -> str:
+    """``"fresh"``: a finished cache of these records, options and file contents; ``"stale"``: a cache of this
+    dataset and options (``keys["setup"]``) whose records or files changed since; ``"other"``: anything else."""
     index = out / "index.json"
     if not index.exists():
-        return False
+        return "other"
     try:
-        return _read_index(index).get("fingerprint") == fingerprint
+        found = _read_index(index)
     except ValueError:
-        return False  # a corrupt index is no finished cache: rebuilt with overwrite, else FileExistsError
+        return "other"  # a corrupt index is no finished cache: rebuilt with overwrite, else FileExistsError
+    if all(found.get(k) == v for k, v in keys.items()):
+        return "fresh"
+    return "stale" if found.get("setup") == keys["setup"] else "other"
 
 
 def prepare(manifest: Manifest | Sequence, out_dir: str | os.PathLike, *, transform: Callable | None = None,
@@ -197,28 +266,40 @@ def prepare(manifest: Manifest | Sequence, out_dir: str | os.PathLike, *, transf
     ds = ManifestDataset(manifest, transform=transform, tasks=tasks, slice_size=slice_size, mask_task=mask_task)
     options = {"version": FORMAT_VERSION, "transform": describe_transform(transform), "slice_size": slice_size,
                "tasks": ds.tasks, "dtype": dtype, "part_size": part_size, "mask_task": mask_task}
-    fp = _fingerprint(manifest, options)
-    if _finished(out, fp):
+    keys = {"setup": _setup(manifest, options), "fingerprint": _fingerprint(manifest, options),
+            "inputs": records_fingerprint(manifest)}
+    state = _cache_state(out, keys)
+    if state == "fresh":
         log.info("prepared cache %s is up to date (%d samples)", out, len(ds))
         return out
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if state == "stale":
+        log.warning("prepared cache %s: its records or input files changed since it was built (labels, sizes, "
+                    "times or listing contents differ); rebuilding it", out)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and holds another cache or other files; pass overwrite=True "
                               f"(--overwrite) to replace it")
-    staging = out.with_name(f".{out.name}.partial")
-    if staging.exists() and (not (staging / "fingerprint").exists()
-                             or (staging / "fingerprint").read_text() != fp):
-        shutil.rmtree(staging)
-    (staging / "parts").mkdir(parents=True, exist_ok=True)
-    (staging / "fingerprint").write_text(fp)
+    staging = _staging(out, " ".join(keys.values()))
     entries = _write_parts(ds, staging, dtype, part_size, workers, progress)
     names = dict(getattr(manifest, "label_names", {}) or {})
-    index = {"format": "medzoo-prepared", "version": FORMAT_VERSION, "fingerprint": fp, "dtype": dtype,
-             "kind": getattr(manifest, "kind", None), "label_names": {t: names.get(t) for t in ds.tasks},
+    index = {"format": "medzoo-prepared", "version": FORMAT_VERSION, **keys, "dtype": dtype,
+             "kind": getattr(manifest, "kind", None),
+             "label_names": {t: names.get(t) for t in ds.tasks},
              "tasks": ds.tasks, "mask_task": mask_task, "options": _jsonable(options), "samples": entries}
     _write_json(staging / "index.json", index)
     _swap_in(staging, out)
     log.info("prepared %d samples into %s", len(entries), out)
     return out
+
+
+def _staging(out: Path, key: str) -> Path:
+    """The staging folder, keeping the finished parts of a cut run of the same records, options and contents."""
+    staging = out.with_name(f".{out.name}.partial")
+    stamp = staging / "fingerprint"
+    if staging.exists() and (not stamp.exists() or stamp.read_text() != key):
+        shutil.rmtree(staging)
+    (staging / "parts").mkdir(parents=True, exist_ok=True)
+    atomic_write(stamp, key)
+    return staging
 
 
 def _write_parts(ds: ManifestDataset, staging: Path, dtype: str, part_size: int, workers: int,
@@ -289,12 +370,15 @@ class PreparedDataset(Dataset):
     def _array(self, rel: str) -> np.ndarray:
         path = self.root / rel
         try:
-            return np.array(np.load(path, mmap_mode="r"))  # copy out of the read-only map
+            mapped = np.load(path, mmap_mode="r")
         except FileNotFoundError:
             raise
         except (ValueError, EOFError, OSError) as exc:  # cut or corrupt .npy (numpy names no file)
             raise ValueError(f"{path}: corrupt prepared-cache array ({type(exc).__name__}: {exc}); re-run "
                              "prepare with overwrite=True (--overwrite)") from None
+        # A sparse file maps without using disk, so the copy below is the first real allocation: check it first.
+        check_budget(path, MAX_VOLUME_BYTES, mapped.nbytes, f"array {mapped.shape} x {mapped.dtype}")
+        return np.array(mapped)  # copy out of the read-only map
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.samples[index]

@@ -1,6 +1,7 @@
 """``medzoo demo``: pretrain one encoder on several tasks, publish it to a local zoo, and measure what it buys.
 
-The pipeline, in ``out`` (every step reuses what a previous run of the same profile finished):
+The pipeline, in ``out`` (every step reuses what a previous run of the same profile finished; a step whose marker a
+killed run left torn, or whose inputs were written again, is done again):
 
 1. ``corpus/``: the synthetic corpus (:func:`medzoo.data.synth.write_synthetic_corpus`).
 2. ``pretrain/``: one shared encoder trained on CT lung/lesion segmentation (3-D volumes), COVIDx-CT patient
@@ -35,6 +36,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from medzoo.utils.atomic import atomic_write
 
 __all__ = ["DemoProfile", "DemoResult", "PROFILES", "ZOO_NAME", "run_demo", "pretrain_config", "finetune_config",
            "experiment_config"]
@@ -196,13 +199,24 @@ def _corpus(p: DemoProfile, out: Path, pool: Any) -> tuple[Path, bool]:
     manifest = corpus / "demo-corpus.json"
     want = {"format": "medzoo-demo-corpus", "version": CORPUS_VERSION, "seed": 0, "size": p.corpus,
             "families": list(_FAMILIES)}
-    if manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")) == want:
+    if _read_json(manifest, "corpus") == want:
         log.info("corpus: reusing %s", corpus)
         return corpus, True
     for fut in [pool.submit(_family_job, f, corpus, p.corpus) for f in _FAMILIES]:
         fut.result()
-    manifest.write_text(json.dumps(want, indent=2) + "\n", encoding="utf-8")
+    atomic_write(manifest, json.dumps(want, indent=2) + "\n")
     return corpus, False
+
+
+def _read_json(path: Path, step: str) -> Any:
+    """The JSON in ``path``; None when it is missing or torn (a run killed while writing it: the step is redone)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        log.warning("%s: unreadable (%s), probably cut short by a killed run; redoing the %s step", path, err, step)
+        return None
 
 
 def _pretrain_job(cfg: Any) -> tuple[dict[str, float], float]:
@@ -213,53 +227,80 @@ def _pretrain_job(cfg: Any) -> tuple[dict[str, float], float]:
     return fit(cfg, resume=True, quiet=True).metrics, time.process_time() - cpu
 
 
-def _pretrain_state(p: DemoProfile, corpus: Path, out: Path) -> tuple[Any, dict[str, float] | None]:
-    """The pretraining run config, and its metrics when a finished run of the same config is in ``out``."""
+def _pretrain_state(p: DemoProfile, corpus: Path, out: Path,
+                    corpus_reused: bool) -> tuple[Any, dict[str, float] | None]:
+    """The pretraining run config, and its metrics when a finished run of the same config on the same corpus files
+    is in ``out`` (a corpus written again means pretraining again)."""
     from medzoo.train.config import load_run_config, run_config_yaml
 
     run_dir = out / "pretrain"
     cfg = load_run_config(pretrain_config(p, corpus, run_dir))
-    same = (run_dir / "config.yaml").is_file() and (run_dir / "config.yaml").read_text() == run_config_yaml(cfg)
-    if same and (run_dir / "result.json").is_file():
+    same = corpus_reused and (run_dir / "config.yaml").is_file() and \
+        (run_dir / "config.yaml").read_text() == run_config_yaml(cfg)
+    result = _read_json(run_dir / "result.json", "pretraining") if same else None
+    if isinstance(result, dict) and isinstance(result.get("metrics"), dict):
         log.info("pretraining: reusing %s", run_dir)
-        return cfg, json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["metrics"]
+        return cfg, result["metrics"]
     if not same and run_dir.exists():
-        log.warning("pretraining: %s holds a run of another config; training again", run_dir)
+        log.warning("pretraining: %s holds a run of another config or corpus; training again", run_dir)
         shutil.rmtree(run_dir)
     return cfg, None
 
 
 def _publish(out: Path) -> dict[str, Any]:
-    """Export the pretrained encoder, publish it into ``zoo/catalogs/demo.yaml`` and load it back by name."""
+    """Export the pretrained encoder, publish it into ``zoo/catalogs/demo.yaml`` and load it back by name.
+
+    A previous run's publication is reused when it was made from the same checkpoint and still loads back equal to
+    it; a torn ``export.json``, catalog or export folder (a killed run) is published again.
+    """
+    from medzoo.zoo.export import sha256_file
+
+    ckpt, marker = out / "pretrain" / "last.pt", out / "zoo" / "export.json"
+    ckpt_sha = sha256_file(ckpt)
+    done = _read_json(marker, "publish") or {}
+    reused = isinstance(done, dict) and done.get("checkpoint_sha256") == ckpt_sha
+    if reused:
+        try:
+            _load_back(ckpt)
+        except Exception as err:  # noqa: BLE001  (whatever keeps it from loading, the cure is to publish again)
+            log.warning("zoo: %s no longer loads back (%s); publishing it again", ZOO_NAME, err)
+            reused = False
+    if not reused:
+        done = _export_and_publish(out, ckpt, ckpt_sha)
+        _load_back(ckpt)
+    log.info("zoo: %s published in %s and loaded back by name", ZOO_NAME, done["catalog"])
+    return {**done, "reused": reused}
+
+
+def _export_and_publish(out: Path, ckpt: Path, ckpt_sha: str) -> dict[str, Any]:
+    from medzoo.zoo.checkpoint import model_from_checkpoint
+    from medzoo.zoo.publish import export_model, publish
+
+    export_dir, catalog = out / "zoo" / "exports" / ZOO_NAME, out / "zoo" / "catalogs" / "demo.yaml"
+    model, _ = model_from_checkpoint(ckpt)
+    export_model(model, export_dir, name=ZOO_NAME, parts="encoder", overwrite=True,
+                 description="medzoo demo: resnet10 encoder pretrained on synthetic CT segmentation, "
+                             "COVIDx-CT series and CXR findings", source="medzoo demo", license="CC0-1.0")
+    catalog.unlink(missing_ok=True)  # the demo's own catalog, holding only this entry (a torn one would not parse)
+    spec = publish(export_dir, ZOO_NAME, export_dir.resolve().as_uri() + "/", catalog=catalog, replace=True)
+    done = {"checkpoint_sha256": ckpt_sha, "name": ZOO_NAME, "sha256": spec.files[0].sha256,
+            "catalog": str(catalog), "url": spec.files[0].url}
+    atomic_write(out / "zoo" / "export.json", json.dumps(done, indent=2))
+    return done
+
+
+def _load_back(ckpt: Path) -> None:
+    """Load the entry by name (catalog, download cache, sha256 check); its encoder must equal the checkpoint's."""
     import torch
 
     from medzoo.zoo.checkpoint import model_from_checkpoint
-    from medzoo.zoo.export import sha256_file
-    from medzoo.zoo.publish import export_model, publish
     from medzoo.zoo.resolver import load
 
-    ckpt = out / "pretrain" / "last.pt"
-    export_dir, marker = out / "zoo" / "exports" / ZOO_NAME, out / "zoo" / "export.json"
-    ckpt_sha = sha256_file(ckpt)
-    done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-    reused = done.get("checkpoint_sha256") == ckpt_sha
-    if not reused:
-        model, _ = model_from_checkpoint(ckpt)
-        export_model(model, export_dir, name=ZOO_NAME, parts="encoder", overwrite=True,
-                     description="medzoo demo: resnet10 encoder pretrained on synthetic CT segmentation, "
-                                 "COVIDx-CT series and CXR findings", source="medzoo demo", license="CC0-1.0")
-        spec = publish(export_dir, ZOO_NAME, export_dir.resolve().as_uri() + "/",
-                       catalog=out / "zoo" / "catalogs" / "demo.yaml", replace=True)
-        done = {"checkpoint_sha256": ckpt_sha, "name": ZOO_NAME, "sha256": spec.files[0].sha256,
-                "catalog": str(out / "zoo" / "catalogs" / "demo.yaml"), "url": spec.files[0].url}
-        marker.write_text(json.dumps(done, indent=2), encoding="utf-8")
-    loaded, _ = load(ZOO_NAME, parts="encoder")  # through the catalog: copy to the cache, verify the sha256
+    loaded, _ = load(ZOO_NAME, parts="encoder")
     got = loaded.encoder.state_dict()
     for key, value in model_from_checkpoint(ckpt)[0].encoder.state_dict().items():
         if key not in got or not torch.equal(value, got[key]):
             raise RuntimeError(f"zoo entry {ZOO_NAME}: tensor {key} differs from the pretrained checkpoint {ckpt}")
-    log.info("zoo: %s published in %s and loaded back by name", ZOO_NAME, done["catalog"])
-    return {**done, "reused": reused}
 
 
 def _torch_threads() -> int:
@@ -345,7 +386,7 @@ def run_demo(out: str | os.PathLike = "medzoo-demo", profile: str | DemoProfile 
     with _medzoo_home(out / "zoo"), JobPool(workers) as pool:
         corpus, corpus_reused = _corpus(profile, out, pool)
         seconds["corpus, wall"] = time.perf_counter() - t0
-        pre_cfg, pre = _pretrain_state(profile, corpus, out)
+        pre_cfg, pre = _pretrain_state(profile, corpus, out, corpus_reused)
         jobs = len(list_cells(exp_cfg)) + (pre is None)
         log.info("demo (%s profile): %d jobs on %d single-thread worker(s)", name, jobs, workers)
         bar = Progress(jobs, progress, desc="demo")
@@ -361,8 +402,7 @@ def run_demo(out: str | os.PathLike = "medzoo-demo", profile: str | DemoProfile 
            "torch_threads_outside_jobs": _torch_threads(),
            "busy": busy, "reused": {"corpus": corpus_reused, "cells": len(exp.skipped)}, "seconds": seconds}
     report = demo_report.write_report(out, exp, pre, zoo, run)
-    (out / "demo.json").write_text(json.dumps({**run, "zoo": zoo, "claims": exp.claims}, indent=2),
-                                   encoding="utf-8")
+    atomic_write(out / "demo.json", json.dumps({**run, "zoo": zoo, "claims": exp.claims}, indent=2))
     plots = [v for k, v in exp.files.items() if k.split(":")[0] in ("fraction", "paired", "curves")]
     return DemoResult(str(out), exp.table, demo_report.paired_text(exp), exp.claims, str(report), plots,
                       exp.summary, exp.paired, pre, zoo, seconds)

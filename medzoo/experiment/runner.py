@@ -3,9 +3,11 @@ tables, paired statistics and plots.
 
 Each cell is one training run (:func:`medzoo.train.fit`) or one baseline fit (:mod:`medzoo.experiment.baselines`)
 in ``<output>/cells/<cell-id>/``, whose outcome is written atomically to ``result.json`` (the reported metric, every
-final metric, the validation history, the sha256 of what defines the cell). A cell whose ``result.json`` exists for
-the same definition is skipped; a training cell cut short continues from its ``last.pt``; a cell whose config
-changed runs again (with a warning). Cells run side by side in single-thread worker processes
+final metric, the validation history, the sha256 of what defines the cell). That definition is the resolved run
+config plus the *content* of the cell's starting weights and data (:mod:`medzoo.experiment.fingerprint`), so a cell
+is reused only when its inputs are the same bytes: replacing ``init.pt``, re-publishing a ``zoo:`` name or editing an
+image runs it again (with a warning), and a training cell cut short continues from its ``last.pt`` only under the
+definition it started with. Cells run side by side in single-thread worker processes
 (:class:`~medzoo.experiment.parallel.JobPool`), so every number is the same whatever the thread or worker count.
 Afterwards ``results.csv`` (one row per cell), ``results.md`` (mean ± std, paired differences against the reference
 init with 95% CIs, a sentence generated from them) and the plots are written from the ``result.json`` files.
@@ -33,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from medzoo.experiment.config import ExperimentConfig, TaskVariant, load_experiment_config
+from medzoo.experiment.fingerprint import cell_inputs
 from medzoo.experiment.parallel import JobPool, busy_warning, default_workers
+from medzoo.utils.atomic import atomic_write, naming_path
 
 __all__ = ["Cell", "ExperimentResult", "Progress", "cell_run_config", "cell_source", "collect", "list_cells",
            "run_experiment", "submit_cells"]
@@ -41,6 +45,7 @@ __all__ = ["Cell", "ExperimentResult", "Progress", "cell_run_config", "cell_sour
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+STARTED_FILE = "definition.sha256"
 BASELINE_VERSION = 1  # bump when a baseline's algorithm changes, so finished baseline cells run again
 
 
@@ -134,10 +139,9 @@ def _spread_evals(points: int) -> Callable[[Any], None]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic JSON write (temp file + ``os.replace``), so a killed run never leaves half a result."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
-    os.replace(tmp, path)
+    """Atomic JSON write (temp file + ``os.replace``), so a killed run never leaves half a result; a failed write
+    (a full disk) names the file and leaves no temp file."""
+    atomic_write(path, json.dumps(data, indent=2, default=float))
 
 
 def _read_result(path: Path) -> dict[str, Any] | None:
@@ -152,11 +156,13 @@ def _read_result(path: Path) -> dict[str, Any] | None:
 
 
 def _definition_sha(cfg: ExperimentConfig, cell: Cell, run_cfg: Any) -> str:
+    """sha256 of the resolved run config and of the content of the cell's weights and data (not their names)."""
     from medzoo.train.config import run_config_yaml
 
     text = run_config_yaml(run_cfg)
     if cell.init in cfg.baselines:
         text += json.dumps({"baseline": asdict(cfg.baselines[cell.init]), "version": BASELINE_VERSION})
+    text += json.dumps(cell_inputs(run_cfg, cell_source(cfg, cell)), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -189,10 +195,12 @@ def _run_cell(cfg: ExperimentConfig, cell: Cell, out: Path, fit_fn: Callable[...
     done = _read_result(cell_dir / RESULT_FILE)
     if done is not None and done.get("config_sha256") == sha:
         return done, False
-    if done is not None or ((cell_dir / "run").exists() and not _same_config(cell_dir / "run", run_cfg)):
-        log.warning("cell %s: its config changed since it ran; running it again", cell.id)
+    started = cell_dir / STARTED_FILE  # the definition a cut-short run in run/ was started under
+    if done is not None or ((cell_dir / "run").exists() and _read_text(started) != sha):
+        log.warning("cell %s: its config, weights or data changed since it ran; running it again", cell.id)
         shutil.rmtree(cell_dir / "run", ignore_errors=True)
     cell_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(started, sha)
     cpu = time.process_time()
     outcome = _baseline_cell(cfg, cell, run_cfg) if cell.init in cfg.baselines else _fit_cell(cfg, cell, run_cfg,
                                                                                                 fit_fn)
@@ -207,11 +215,11 @@ def _run_cell(cfg: ExperimentConfig, cell: Cell, out: Path, fit_fn: Callable[...
     return row, True
 
 
-def _same_config(run_dir: Path, run_cfg: Any) -> bool:
-    from medzoo.train.config import run_config_yaml
-
-    path = run_dir / "config.yaml"
-    return not path.is_file() or path.read_text(encoding="utf-8") == run_config_yaml(run_cfg)
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 class Progress:
@@ -285,7 +293,8 @@ def collect(cfg: ExperimentConfig, out: Path, *, plots: bool = True, ran: Sequen
     missing = [c.id for c, r in zip(cells, rows) if r is None]
     if missing:
         raise RuntimeError(f"{out}: no {RESULT_FILE} for cell(s) {missing}")
-    files = report.write_results(out, rows, title=cfg.name, reference=cfg.reference, plots=plots)
+    with naming_path(out):  # a write that fails on a full disk names no file: name the folder at least
+        files = report.write_results(out, rows, title=cfg.name, reference=cfg.reference, plots=plots)
     summary = report.summarise(rows)
     paired = report.paired_differences(rows, cfg.reference) if cfg.reference else []
     return ExperimentResult(str(out), rows, summary, report.format_table(summary), files, list(ran), list(skipped),

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from medzoo.data._dicom import DICOM_SUFFIXES, DicomOptions, dicom_file_kind, is_dicom_file
-from medzoo.data.imageio import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
+from medzoo.data.budget import read_text_capped
+from medzoo.data.imageio import NIFTI_SUFFIXES, RASTER_SUFFIXES, check_series_budget, read_image
 from medzoo.data.manifest import DatasetFormatError
 
 __all__ = ["InputItem", "LoadedInput", "DicomOptions", "discover_inputs", "load_input", "classify_path", "file_stem",
@@ -129,7 +130,8 @@ def classify_path(path: str | Path, source: str = "", name: str | None = None,
 
 def _read_listing(path: Path) -> list[tuple[str, str | None, int]]:
     """``(path, id, line)`` per row of a listing file."""
-    text = path.read_text(encoding="utf-8")
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would otherwise stick to the first header.
+    text = read_text_capped(path).decode("utf-8-sig")
     if path.suffix.lower() == ".txt":
         return [(ln.strip(), None, i) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
     rows = list(csv.reader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
@@ -215,6 +217,8 @@ def load_input(item: InputItem) -> LoadedInput:
     slices, meta0 = [], {}
     for f in files:
         arr, meta = read_image(f)
+        if not meta0:
+            check_series_budget(f, len(files), arr.nbytes)
         meta0 = meta0 or meta
         if slices and arr.shape != slices[0].shape:
             raise DatasetFormatError(f, f"slice shape {arr.shape} differs from {slices[0].shape} of {files[0]}")
