@@ -42,7 +42,7 @@ from medzoo.train.callbacks import ProgressCallback
 from medzoo.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from medzoo.train.class_weights import resolve_pos_weight
 from medzoo.train.config import RunConfig, load_run_config, run_config_yaml
-from medzoo.train.data import build_datasets
+from medzoo.train.data import build_datasets, recorded_preprocessing
 from medzoo.train.evaluate import evaluate, move_batch
 from medzoo.train.init import apply_init
 from medzoo.train.objective import Objective
@@ -324,7 +324,7 @@ class Trainer:
                 "early_stopping": {"bad_evals": self.bad_evals, "best": getattr(self, "_es_best", None),
                                    "stopped": self.stopped_early},
                 "history": json.dumps(self.history), "config": run_config_yaml(self.cfg),
-                "versions": runtime_versions()}
+                "preprocessing": recorded_preprocessing(self.bundles), "versions": runtime_versions()}
 
     def save(self, name: str) -> Path | None:
         """Write a checkpoint into the run folder (rank 0 only)."""
