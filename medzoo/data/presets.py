@@ -36,9 +36,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _triple(v: float | Sequence[float] | None) -> list[float] | None:
+    """``v`` per axis of a volume: one number (or a list of one) repeats."""
     if v is None:
         return None
-    return [float(v)] * 3 if isinstance(v, (int, float)) else [float(x) for x in v]
+    v = [v] if isinstance(v, (int, float)) else list(v)
+    return [float(x) for x in (v * 3 if len(v) == 1 else v)]
 
 
 def ct_contract(hu_window: Sequence[float] = (-1000.0, 400.0), spacing: float | Sequence[float] | None = 1.5,
@@ -51,9 +53,11 @@ def ct_contract(hu_window: Sequence[float] = (-1000.0, 400.0), spacing: float | 
 
 
 def _hw(size: int | Sequence[int] | None) -> list[int] | None:
+    """``size`` per axis of an image: one number (or a list of one) repeats."""
     if size is None:
         return None
-    return [int(size)] * 2 if isinstance(size, int) else [int(s) for s in size]
+    size = [size] if isinstance(size, int) else list(size)
+    return [int(s) for s in (size * 2 if len(size) == 1 else size)]
 
 
 def cxr_contract(size: int | Sequence[int] | None = 224,
@@ -72,19 +76,19 @@ def series_contract(size: int | Sequence[int] | None = None) -> Preprocessing:
     return cxr_contract(size).replace(modality=["CT"])
 
 
-def medicalnet_contract(input_size: Sequence[int] = (56, 448, 448), background: str = "noise") -> Preprocessing:
+def medicalnet_contract(input_size: int | Sequence[int] = (56, 448, 448), background: str = "noise") -> Preprocessing:
     """MedicalNet (Med3D): ``[X, Y, Z] -> [Z, Y, X]`` (``DHW``), training crop to the non-background box, nearest
     resize to ``input_size`` (``scipy.ndimage.zoom(order=0)``), z-score over voxels > 0, zero voxels -> N(0, 1)."""
     return Preprocessing.from_dict({
         "modality": ["CT", "MR"], "axes": "DHW", "normalisation": "zscore_nonzero", "background": background,
-        "crop": "foreground", "crop_predict": False, "input_size": [int(s) for s in input_size],
+        "crop": "foreground", "crop_predict": False, "input_size": [int(s) for s in _triple(input_size)],
         "size_mode": "resize", "resize": "nearest",
         "notes": "MedicalNet's datasets/brains18.py and test.py: training crops to the box of voxels that differ "
                  "from volume[0,0,0] (end exclusive, as its code slices), testing resizes the whole volume; "
                  "input_size [56, 448, 448] is its transfer demo's; the network is fully convolutional"})
 
 
-def imagenet_contract(in_channels: int = 3, size: int = 224) -> Preprocessing:
+def imagenet_contract(in_channels: int = 3, size: int | Sequence[int] = 224) -> Preprocessing:
     """ImageNet weights on a grey image: replicated to 3 channels and normalised per channel (exact), or, with one
     channel (the RGB stem summed), normalised with the channel averages of ImageNet's mean/std (approximate)."""
     if in_channels == 3:
@@ -95,16 +99,16 @@ def imagenet_contract(in_channels: int = 3, size: int = 224) -> Preprocessing:
     return Preprocessing.from_dict({
         "modality": ["CT", "MR", "CXR"], "axes": "HW", "rescale": "max_value", "channels": in_channels,
         "normalisation": "meanstd", "intensity_window": [0.0, 1.0], "mean": mean, "std": std,
-        "input_size": [size, size], "size_mode": "resize", "resize": "linear",
+        "input_size": _hw(size), "size_mode": "resize", "resize": "linear",
         "notes": f"{how}; for CT choose an HU window first; ImageNet trained on 224x224 crops (resize 256, crop 224)"})
 
 
-def txv_contract(resolution: int = 224) -> Preprocessing:
+def txv_contract(resolution: int | Sequence[int] = 224) -> Preprocessing:
     """TorchXRayVision: grey, [0, max value] -> [-1024, 1024], centre square crop, resize to ``resolution``."""
     return Preprocessing.from_dict({
         "modality": ["CXR"], "axes": "HW", "rescale": "max_value", "normalisation": "linear",
         "intensity_window": [0.0, 1.0], "value_range": [-1024.0, 1024.0], "crop": "square",
-        "input_size": [resolution, resolution], "size_mode": "resize", "resize": "linear",
+        "input_size": _hw(resolution), "size_mode": "resize", "resize": "linear",
         "notes": "xrv.datasets.normalize (maxval 255 or 65535), XRayCenterCrop, XRayResizer (skimage antialiased "
                  "resize; here torch's antialiased bilinear)"})
 
@@ -148,7 +152,7 @@ def preset_contract(preset: str, size: Sequence[int] | int | None = None,
     options = dict(options or {})
     kwargs = {k: options.pop(k) for k in list(options) if k in params}
     if size is not None:
-        kwargs[_SIZE_ARG[preset]] = size if preset != "txv" else int(_hw(size)[0])
+        kwargs[_SIZE_ARG[preset]] = size
     fields = set(Preprocessing.__dataclass_fields__)
     unknown = sorted(set(options) - fields)
     if unknown:
@@ -223,6 +227,4 @@ def with_slice_size(contract: Preprocessing, slice_size: Sequence[int] | int | N
     """``contract`` with a dataset's ``slice_size`` as its 2-D ``input_size`` (when the preset names no size)."""
     if slice_size is None or kind == "volume" or contract.input_size is not None or contract.dims != 2:
         return contract
-    return contract.replace(input_size=_hw(slice_size if isinstance(slice_size, int) or len(slice_size) == 2
-                                           else slice_size[0]),
-                            size_mode="resize", resize="linear")
+    return contract.replace(input_size=_hw(slice_size), size_mode="resize", resize="linear")

@@ -231,8 +231,7 @@ class Predictor:
             x = prep.tensor.to(self.device)
             logits = self.dense_logits(x, dense)
             for t in dense:
-                probs = self.model.heads[t].activate(logits[t], tuple(x.shape[2:]))["probs"][0]
-                out[t] = self._output(t, probs=prep.to_original(probs))
+                out[t] = self._output(t, probs=self._on_input_grid(t, logits[t], prep, "volume"))
         vector = [t for t in tasks if not self._dense(t)]
         if vector:
             x = self.prepare(array, "volume", meta, name, stage="eval").tensor.to(self.device)
@@ -259,10 +258,16 @@ class Predictor:
             with torch.no_grad():
                 logits = self.model(x, tasks=dense)
             for t in dense:
-                probs = self.model.heads[t].activate(logits[t], tuple(x.shape[2:]))["probs"][0]
-                out[t] = self._output(t, probs=prep.to_original(probs))
+                out[t] = self._output(t, probs=self._on_input_grid(t, logits[t], prep, "image"))
         out.update(self._vector_outputs(x, [t for t in tasks if not self._dense(t)]))
         return out
+
+    def _on_input_grid(self, task: str, logits: torch.Tensor, prep: Prepared, kind: str) -> np.ndarray:
+        """Probabilities ``[K, *input spatial]`` of dense logits, through the inverse of the pipeline. Under a
+        ``resize`` contract they go straight from the head's grid to the input's (one interpolation, as
+        MedicalNet's test code zooms its probabilities); otherwise they are first brought to the network input's."""
+        size = None if self.contract(kind).size_mode == "resize" else tuple(prep.tensor.shape[2:])
+        return prep.to_original(self.model.heads[task].activate(logits, size)["probs"][0])
 
     def _vector_outputs(self, x: torch.Tensor, tasks: list[str]) -> dict[str, TaskOutput]:
         if not tasks:

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from medzoo.data.presets import medicalnet_contract
 from medzoo.zoo.catalog import (
     CatalogError,
     add_entry,
@@ -135,8 +136,7 @@ def test_medicalnet_entries_match_the_release(name):
     assert (a.encoder, a.output_stride, a.in_channels, a.shortcut) == (f"resnet{depth}", 8, 1, shortcut)
     assert spec.parts == ("encoder",) and spec.tasks == {} and spec.license == "MIT"
     assert "Med3D" in spec.citation and "2019" in spec.citation
-    p = spec.preprocessing
-    assert (p.normalisation, p.intensity_window, p.input_size) == ("zscore_nonzero", None, (56, 448, 448))
+    assert spec.preprocessing == {"volume": medicalnet_contract()}  # MedicalNet's own steps, axes DHW
 
 
 GOOD = {"name": "tiny.covid", "version": "0.1", "architecture": {"encoder": "resnet10", "widths": [8, 16, 32, 64]},
@@ -357,7 +357,8 @@ def test_txv_entries_carry_torchxrayvisions_labels_and_thresholds():
         task = raw["tasks"]["findings"]
         assert task["labels"] == [e["labels"][i] for i in kept], raw["name"]
         assert task["thresholds"] == {e["labels"][i]: e["op_threshs"][i] for i in kept}, raw["name"]
-        assert raw["preprocessing"]["value_range"] == [-1024, 1024]
+        assert raw["preprocessing"]["image"]["value_range"] == [-1024, 1024]
+        assert raw["preprocessing"]["image"]["crop"] == "square"  # XRayCenterCrop
 
 
 def test_imagenet_entries_carry_torchvisions_prefix_and_architecture():
@@ -368,7 +369,7 @@ def test_imagenet_entries_carry_torchvisions_prefix_and_architecture():
         prefix = re.fullmatch(r"https://download\.pytorch\.org/models/resnet\d+-([0-9a-f]{8})\.pth", f["url"]).group(1)
         assert f["sha256_prefix"] == prefix
         assert (raw["architecture"]["shortcut"], raw["architecture"]["bias_downsample"]) == ("B", False)
-        assert raw["preprocessing"]["normalisation"] == "meanstd"
+        assert raw["preprocessing"]["image"]["normalisation"] == "meanstd"
 
 
 def test_readme_table_lists_every_entry_with_its_pin_status():
