@@ -266,13 +266,13 @@ def migrate_legacy(d: Mapping[str, Any], ctx: _Ctx | str = "preprocessing") -> d
 
 # ------------------------------------------------------------------------------------------------- kind -> contract
 def _is_keyed(d: Any) -> bool:
-    return isinstance(d, Mapping) and bool(d) and set(d) <= set(KINDS) and all(isinstance(v, Mapping)
-                                                                               for v in d.values())
+    return isinstance(d, Mapping) and bool(d) and set(d) <= set(KINDS) and all(
+        isinstance(v, (Mapping, Preprocessing)) for v in d.values())
 
 
 def parse_preprocessing(d: Any, ctx: _Ctx | str = "preprocessing") -> dict[str, Preprocessing]:
-    """``{kind: Preprocessing}`` from a kind-keyed mapping, or from one contract (its kind: ``volume`` for 3-D,
-    ``image`` for 2-D). ``None`` or an empty mapping is no contract (``{}``).
+    """``{kind: Preprocessing}`` from a kind-keyed mapping (of dicts or contracts), or from one contract (its kind:
+    ``volume`` for 3-D, ``image`` for 2-D). ``None`` or an empty mapping is no contract (``{}``).
 
     Example:
         >>> sorted(parse_preprocessing({"modality": "CXR", "axes": "HW", "input_size": [64, 64],
@@ -282,8 +282,11 @@ def parse_preprocessing(d: Any, ctx: _Ctx | str = "preprocessing") -> dict[str, 
     ctx = _Ctx(ctx) if isinstance(ctx, str) else ctx
     if d is None or (isinstance(d, Mapping) and not d):
         return {}
+    if isinstance(d, Preprocessing):
+        return {"volume" if d.dims == 3 else "image": d}
     if _is_keyed(d):
-        return {kind: Preprocessing.from_dict(v, ctx.sub(kind)) for kind, v in d.items()}
+        return {kind: v if isinstance(v, Preprocessing) else Preprocessing.from_dict(v, ctx.sub(kind))
+                for kind, v in d.items()}
     if not isinstance(d, Mapping):
         raise ctx.fail(f"expected a contract mapping or {{kind: contract}} with kinds {list(KINDS)}, got {d!r}")
     contract = Preprocessing.from_dict(d, ctx)
