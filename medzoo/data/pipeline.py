@@ -18,7 +18,7 @@ contract.
 Example:
     >>> import numpy as np
     >>> from medzoo.data.presets import ct_contract
-    >>> prep = prepare(ct_contract(spacing=None, patch=(8, 8, 8)), np.zeros((1, 6, 6, 6), np.float32),
+    >>> prep = prepare(ct_contract(spacing=None, patch=(8, 8, 8)), np.full((1, 6, 6, 6), -1000, np.float32),
     ...                {"affine": np.eye(4)}, "volume")
     >>> tuple(prep.tensor.shape), prep.to_original(prep.tensor[0]).shape
     ((1, 1, 8, 8, 8), (1, 6, 6, 6))

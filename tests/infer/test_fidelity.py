@@ -16,7 +16,7 @@ import torch
 
 from medzoo.cli.main import main
 from medzoo.data.dataset import ManifestDataset
-from medzoo.data.imageio import write_nifti
+from medzoo.data.imageio import load_record, write_nifti
 from medzoo.data.manifest import Record
 from medzoo.data.presets import ct_contract
 from medzoo.data.synth.ct import phantom_volume
@@ -26,7 +26,9 @@ from medzoo.infer.predict import Predictor
 from medzoo.train import fit
 from medzoo.train.config import load_run_config
 from medzoo.train.data import build_datasets
+from medzoo.zoo import transforms_for
 from medzoo.zoo.checkpoint import load_checkpoint, model_from_checkpoint
+from medzoo.zoo.publish import export_model
 
 SHAPE, SPACING = (24, 24, 16), (14.0, 14.0, 20.0)
 CONTRACT = {"hu_window": [-1000, 400], "spacing": [16, 16, 20], "orientation": "RAS"}
@@ -69,7 +71,7 @@ def _write_task(root: Path, n: int) -> Path:
 
 @pytest.fixture(scope="module")
 def ct_run(tmp_path_factory):
-    """(run config mapping, checkpoint, export dir, held-out folder): 25 steps, lung Dice about 0.85."""
+    """(run config mapping, checkpoint, export dir, held-out folder): 35 steps, test lung Dice about 0.88."""
     root = tmp_path_factory.mktemp("fidelity")
     held = _write_task(root, 10)
     cfg = {"data_root": str(root),
@@ -80,9 +82,14 @@ def ct_run(tmp_path_factory):
            "data": [{"name": "msd", "kind": "msd", "root": "Task99_SynthLung", "options": {"split": "training"},
                      "tasks": {"segmentation": "ct_seg"}, "split": SPLIT, "batch_size": 2,
                      "transform": {"preset": "ct", "size": [24, 24, 16], "augment": False, "options": CONTRACT}}],
-           "train": {"epochs": 1000, "max_steps": 25, "lr": 0.01, "seed": 0, "device": "cpu", "eval_every": 1000},
+           "train": {"epochs": 1000, "max_steps": 35, "lr": 0.01, "seed": 0, "device": "cpu", "eval_every": 1000},
            "output": {"dir": str(root / "run"), "tensorboard": False}}
-    fit(cfg, quiet=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is as fast, and far faster on a busy machine
+    try:
+        fit(cfg, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
     ckpt = root / "run" / "last.pt"
     assert main(["-q", "export", str(ckpt), "--out", str(root / "export")]) == 0
     return cfg, ckpt, root / "export", held
@@ -163,3 +170,27 @@ def test_dice_through_predict_matches_evaluate(ct_run):
     assert len(records) >= 3
     assert evaluated > 0.7  # a model that segments: the comparison means something
     assert abs(float(np.mean(dices)) - evaluated) < 0.02
+
+
+def test_transforms_for_is_the_training_pipeline(ct_run, tmp_path):
+    """``medzoo.zoo.transforms_for`` of the checkpoint or the export: the chain training validated with."""
+    cfg, ckpt, export, held = ct_run
+    sample = load_record(Record("ras", "p", str(held / "ras.nii.gz")))
+    expected = _train_tensor(cfg, held / "ras.nii.gz")[0]
+    for ref in (ckpt, export, model_from_checkpoint(ckpt)[0]):
+        got = transforms_for(ref, stage="eval")(dict(sample))["image"]
+        torch.testing.assert_close(torch.as_tensor(got.as_tensor()), expected, rtol=0, atol=0)
+    # exporting a model read from a checkpoint records its contract without being told (the demo's publish path)
+    out = export_model(model_from_checkpoint(ckpt)[0], tmp_path / "exp", name="demo.ct", parts="encoder")
+    assert json.loads((out / "metadata.json").read_text())["preprocessing"].keys() == {"volume"}
+
+
+def test_evaluate_reads_the_models_contract(ct_run, caplog):
+    """A config whose preset differs from what the model was trained with is evaluated with the model's contract."""
+    cfg, ckpt, _, _ = ct_run
+    other = json.loads(json.dumps(cfg))
+    other["data"][0]["transform"]["options"]["spacing"] = [7, 7, 10]
+    with caplog.at_level("WARNING", logger="medzoo.train.data"):
+        got = evaluate_checkpoint(other, ckpt)
+    assert "differs from the preprocessing the model was trained with" in caplog.text
+    assert got["test/ct_seg/dice/lung"] == evaluate_checkpoint(cfg, ckpt)["test/ct_seg/dice/lung"]
