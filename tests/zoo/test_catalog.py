@@ -381,3 +381,16 @@ def test_readme_table_lists_every_entry_with_its_pin_status():
         status = "yes (sha256 + size)" if f["sha256"] else ("prefix" if f.get("sha256_prefix") else "no:")
         assert status in row, row
         assert f"| {raw['license']} |" in row, row
+
+
+def test_preprocessing_doc_lists_every_entrys_contract():
+    """docs/PREPROCESSING.md's table row of each entry states its kind, axes, size and channels as the catalog does."""
+    doc = (CATALOG.parents[1] / "docs" / "PREPROCESSING.md").read_text()
+    for raw, where in [(e, "shipped") for e in RAW] + [(e, "opt-in") for e in RAW_UNPINNED]:
+        ((kind, c),) = raw["preprocessing"].items()
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{raw['name']}` | {where} |")), None)
+        assert row is not None, f"docs/PREPROCESSING.md lacks {raw['name']}"
+        cells = [x.strip() for x in row.strip("|").split("|")]
+        assert cells[2:4] == [kind, c["axes"]], raw["name"]
+        assert "x".join(map(str, c["input_size"])) in cells[7], raw["name"]
+        assert cells[8] == str(c["channels"]), raw["name"]
