@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import math
 from dataclasses import dataclass
@@ -35,37 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import (
-    Compose,
-    Orientationd,
-    RandAdjustContrastd,
-    RandAffined,
-    RandFlipd,
-    RandGaussianNoised,
-    RandScaleIntensityd,
-    ResizeWithPadOrCropd,
-    ScaleIntensityRanged,
-    Spacingd,
-    SpatialPadd,
-    Transposed,
-)
+from monai.transforms import Compose
 
-from medzoo.data._contract_ops import (
-    IMAGE_KEYS,
-    Clampd,
-    FlattenSeriesd,
-    ForegroundCropd,
-    MapUnitd,
-    NormaliseIntensityd,
-    ResizeToSized,
-    ScaleToUnitd,
-    SquareCropd,
-    ToMetaTensord,
-    UnflattenSeriesd,
-)
 from medzoo.data.contract import KINDS, Preprocessing
+from medzoo.data.contract_ops import IMAGE_KEYS
 
-__all__ = ["DEFAULT_MAX_VOXELS", "STAGES", "Prepared", "build_transforms", "check_voxel_budget", "prepare"]
+__all__ = ["DEFAULT_MAX_VOXELS", "STAGES", "Prepared", "build_transforms", "check_voxel_budget", "prepare",
+           "transform_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -85,47 +62,102 @@ def _kind(contract: Preprocessing, kind: str | None) -> str:
     return kind
 
 
-def _geometry(c: Preprocessing, stage: str, keys: list[str]) -> list[Any]:
-    ts: list[Any] = []
+_OPS = "medzoo.data.contract_ops."
+_MONAI = "monai.transforms."
+
+
+def _t(target: str, **kwargs: Any) -> dict[str, Any]:
+    """One step as a MONAI bundle config entry (``_target_`` plus keyword arguments, plain data only)."""
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    return {"_target_": target, **plain}
+
+
+def _geometry(c: Preprocessing, stage: str, keys: list[str]) -> list[dict[str, Any]]:
+    ts: list[dict[str, Any]] = []
     if c.orientation:
-        ts.append(Orientationd(keys, axcodes=c.orientation, labels=None, allow_missing_keys=True))
+        ts.append(_t(_MONAI + "Orientationd", keys=keys, axcodes=c.orientation, labels=None, allow_missing_keys=True))
     if c.spacing is not None:
         pixdim = c.spacing[::-1] if c.axes == "DHW" else c.spacing  # Spacingd reads the array's (X, Y, Z) axes
-        ts.append(Spacingd(keys, pixdim=pixdim, mode=("bilinear", "nearest"), allow_missing_keys=True))
+        ts.append(_t(_MONAI + "Spacingd", keys=keys, pixdim=list(pixdim), mode=["bilinear", "nearest"],
+                     allow_missing_keys=True))
     if c.axes == "DHW":
-        ts.append(Transposed(keys, (0, 3, 2, 1), allow_missing_keys=True))
+        ts.append(_t(_MONAI + "Transposed", keys=keys, indices=[0, 3, 2, 1], allow_missing_keys=True))
     if c.crop != "none" and (stage != "predict" or c.crop_predict):
-        ts.append(ForegroundCropd(keys) if c.crop == "foreground" else SquareCropd(keys))
+        ts.append(_t(_OPS + ("ForegroundCropd" if c.crop == "foreground" else "SquareCropd"), keys=keys))
     if c.size_mode == "resize":
-        ts.append(ResizeToSized(c.input_size, c.resize or "linear", keys))
+        ts.append(_t(_OPS + "ResizeToSized", size=list(c.input_size), mode=c.resize or "linear", keys=keys))
     return ts
 
 
-def _intensity(c: Preprocessing, stage: str) -> list[Any]:
+def _intensity(c: Preprocessing, stage: str) -> list[dict[str, Any]]:
     if c.normalisation in ("window", "meanstd", "linear"):
         lo, hi = c.intensity_window
-        return [ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
+        return [_t(_MONAI + "ScaleIntensityRanged", keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0,
+                   clip=True)]
     if c.normalisation in ("zscore", "zscore_nonzero", "minmax"):
-        return [NormaliseIntensityd(c.normalisation, c.background, seed_from_input=stage != "train")]
+        return [_t(_OPS + "NormaliseIntensityd", mode=c.normalisation, background=c.background,
+                   seed_from_input=stage != "train")]
     return []
 
 
-def _augment(c: Preprocessing, kind: str, keys: list[str]) -> list[Any]:
+def _augment(c: Preprocessing, kind: str, keys: list[str]) -> list[dict[str, Any]]:
     unit = c.normalisation in _UNIT
     if kind == "volume":
-        ts: list[Any] = [RandFlipd(keys, prob=0.5, spatial_axis=axis, allow_missing_keys=True) for axis in range(3)]
-        ts += [RandAffined(keys, prob=0.5, rotate_range=(0.1, 0.1, 0.1), scale_range=(0.1, 0.1, 0.1),
-                           mode=("bilinear", "nearest"), padding_mode="zeros", allow_missing_keys=True),
-               RandScaleIntensityd("image", factors=0.1, prob=0.5), RandGaussianNoised("image", prob=0.3, std=0.02)]
-        return ts + ([Clampd()] if unit else [])
+        ts = [_t(_MONAI + "RandFlipd", keys=keys, prob=0.5, spatial_axis=axis, allow_missing_keys=True)
+              for axis in range(3)]
+        ts += [_t(_MONAI + "RandAffined", keys=keys, prob=0.5, rotate_range=[0.1] * 3, scale_range=[0.1] * 3,
+                  mode=["bilinear", "nearest"], padding_mode="zeros", allow_missing_keys=True),
+               _t(_MONAI + "RandScaleIntensityd", keys="image", factors=0.1, prob=0.5),
+               _t(_MONAI + "RandGaussianNoised", keys="image", prob=0.3, std=0.02)]
+        return ts + ([_t(_OPS + "Clampd")] if unit else [])
     size = c.input_size
     if kind == "series":
-        ts = [RandAffined("image", prob=0.7, rotate_range=0.1, scale_range=(0.1, 0.1), padding_mode="zeros")]
+        ts = [_t(_MONAI + "RandAffined", keys="image", prob=0.7, rotate_range=0.1, scale_range=[0.1, 0.1],
+                 padding_mode="zeros")]
     else:
-        shift = (0.05 * size[0], 0.05 * size[1]) if size is not None else None
-        ts = [RandAffined(keys, prob=0.7, rotate_range=0.1, scale_range=(0.1, 0.1), translate_range=shift,
-                          mode=("bilinear", "nearest"), padding_mode="zeros", allow_missing_keys=True)]
-    return ts + ([RandAdjustContrastd("image", prob=0.3, gamma=(0.8, 1.25)), Clampd()] if unit else [])
+        shift = [0.05 * size[0], 0.05 * size[1]] if size is not None else None
+        ts = [_t(_MONAI + "RandAffined", keys=keys, prob=0.7, rotate_range=0.1, scale_range=[0.1, 0.1],
+                 translate_range=shift, mode=["bilinear", "nearest"], padding_mode="zeros", allow_missing_keys=True)]
+    return ts + ([_t(_MONAI + "RandAdjustContrastd", keys="image", prob=0.3, gamma=[0.8, 1.25]), _t(_OPS + "Clampd")]
+                 if unit else [])
+
+
+def transform_specs(contract: Preprocessing, stage: str = "predict", kind: str | None = None,
+                    augment: bool = True) -> list[dict[str, Any]]:
+    """The chain of :func:`build_transforms` as MONAI bundle config entries (``{"_target_": ..., **kwargs}``,
+    plain data), for ``configs/*.json`` of a bundle: ``ConfigParser`` builds the same transforms from them."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {list(STAGES)}")
+    kind = _kind(contract, kind)
+    keys = list(IMAGE_KEYS)
+    ts: list[dict[str, Any]] = []
+    if kind == "series":
+        ts += [_t(_OPS + "ScaleToUnitd", rescale=contract.rescale == "max_value", channels=1, series=True),
+               _t(_OPS + "FlattenSeriesd")]
+    else:
+        ts.append(_t(_OPS + "ToMetaTensord", keys=keys))
+        if kind == "image" or contract.rescale == "max_value":
+            ts.append(_t(_OPS + "ScaleToUnitd", rescale=contract.rescale == "max_value", channels=contract.channels))
+    ts += _geometry(contract, stage, keys)
+    ts += _intensity(contract, stage)
+    if contract.size_mode == "patch" and contract.input_size is not None:
+        size = list(contract.input_size)
+        ts.append(_t(_MONAI + "SpatialPadd", keys=keys, spatial_size=size, allow_missing_keys=True)
+                  if stage == "predict" else
+                  _t(_MONAI + "ResizeWithPadOrCropd", keys=keys, spatial_size=size, allow_missing_keys=True))
+    if stage == "train" and augment:
+        ts += _augment(contract, kind, keys)
+    if contract.normalisation in ("meanstd", "linear"):
+        ts.append(_t(_OPS + "MapUnitd", mode=contract.normalisation, value_range=contract.value_range,
+                     mean=contract.mean, std=contract.std))
+    if kind == "series":
+        ts.append(_t(_OPS + "UnflattenSeriesd"))
+    return ts
+
+
+def _instantiate(spec: dict[str, Any]) -> Any:
+    module, name = spec["_target_"].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**{k: v for k, v in spec.items() if k != "_target_"})
 
 
 def build_transforms(contract: Preprocessing, stage: str = "predict", kind: str | None = None,
@@ -141,32 +173,10 @@ def build_transforms(contract: Preprocessing, stage: str = "predict", kind: str 
 
     Returns:
         A ``Compose`` over sample dicts; ``image`` comes out float32 ``[C, *input spatial]`` (a MetaTensor that
-        records the invertible steps), or ``[N, C', H', W']`` for a series.
+        records the invertible steps), or ``[N, C', H', W']`` for a series. Its steps are those
+        :func:`transform_specs` lists.
     """
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {list(STAGES)}")
-    kind = _kind(contract, kind)
-    keys = list(IMAGE_KEYS)
-    ts: list[Any] = []
-    if kind == "series":
-        ts += [ScaleToUnitd(contract.rescale == "max_value", 1, series=True), FlattenSeriesd()]
-    else:
-        ts.append(ToMetaTensord(keys))
-        if kind == "image" or contract.rescale == "max_value":
-            ts.append(ScaleToUnitd(contract.rescale == "max_value", contract.channels))
-    ts += _geometry(contract, stage, keys)
-    ts += _intensity(contract, stage)
-    if contract.size_mode == "patch" and contract.input_size is not None:
-        size = list(contract.input_size)
-        ts.append(SpatialPadd(keys, size, allow_missing_keys=True) if stage == "predict"
-                  else ResizeWithPadOrCropd(keys, spatial_size=size, allow_missing_keys=True))
-    if stage == "train" and augment:
-        ts += _augment(contract, kind, keys)
-    if contract.normalisation in ("meanstd", "linear"):
-        ts.append(MapUnitd(contract.normalisation, contract.value_range, contract.mean, contract.std))
-    if kind == "series":
-        ts.append(UnflattenSeriesd())
-    return Compose(ts)
+    return Compose([_instantiate(spec) for spec in transform_specs(contract, stage, kind, augment)])
 
 
 def check_voxel_budget(contract: Preprocessing, shape: tuple[int, ...], affine: Any, name: str,

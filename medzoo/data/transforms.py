@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from monai.transforms import Compose, Randomizable
 
-from medzoo.data._contract_ops import IMAGE_KEYS
+from medzoo.data.contract_ops import IMAGE_KEYS
 from medzoo.data.pipeline import build_transforms
 from medzoo.data.presets import ct_contract, cxr_contract, series_contract
 

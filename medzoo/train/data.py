@@ -40,7 +40,7 @@ from medzoo.train.config import DataConfig, RunConfig
 from medzoo.zoo.preprocessing import preprocessing_of
 
 __all__ = ["DatasetBundle", "TaskMapping", "build_datasets", "build_transform", "data_contract", "data_kind",
-           "init_preprocessing", "label_index", "recorded_preprocessing", "run_preprocessing"]
+           "init_preprocessing", "label_index", "recorded_preprocessing"]
 
 log = logging.getLogger(__name__)
 MASK_KEY = "mask"
@@ -183,15 +183,6 @@ def _describe(c: Preprocessing) -> str:
     return ", ".join(f"{k} {v}" for k, v in (("axes", c.axes), ("normalisation", c.normalisation),
                                              ("input_size", list(c.input_size or [])), ("spacing", c.spacing))
                      if v not in (None, []))
-
-
-def run_preprocessing(cfg: RunConfig) -> dict[str, Preprocessing]:
-    """``{kind: contract}`` a run trains with (the first dataset of each kind; see :func:`data_contract`)."""
-    inherited = init_preprocessing(cfg.init.source)
-    out: dict[str, Preprocessing] = {}
-    for i, d in enumerate(cfg.data):
-        out.setdefault(data_kind(cfg, d), data_contract(cfg, i, inherited))
-    return out
 
 
 def recorded_preprocessing(bundles: Sequence[DatasetBundle]) -> dict[str, Any]:

@@ -154,3 +154,7 @@ def test_info_shows_the_contract_of_exports_and_checkpoints(exports, tmp_path, c
     assert yaml.safe_load(out[out.index("preprocessing:"):])["preprocessing"] == {"volume": contract.to_dict()}
     assert main(["info", str(_export(tmp_path, "bare", CXR_TASKS, pre=None))]) == 0
     assert "preprocessing: none declared" in capsys.readouterr().out
+    assert main(["info", "resnet10.medicalnet23"]) == 0  # a catalog name: its spec, contract and cache state
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out[out.index("preprocessing:"):out.index("# resnet_10")])["preprocessing"]["volume"][
+        "axes"] == "DHW"

@@ -3,6 +3,8 @@ mapping back to the input's grid, noise seeded from the input, and the voxel bud
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from scipy import ndimage
 
 from medzoo.data.contract import Preprocessing
 from medzoo.data.imageio import load_gray, write_png
-from medzoo.data.pipeline import build_transforms, check_voxel_budget, prepare
+from medzoo.data.pipeline import build_transforms, check_voxel_budget, prepare, transform_specs
 from medzoo.data.presets import ct_contract, imagenet_contract, medicalnet_contract, txv_contract
 from medzoo.data.transforms import set_sample_seed
 
@@ -174,3 +176,17 @@ def test_load_gray_scales_dicom_radiographs_by_their_bits_like_predict(tmp_path)
                                load_gray(path)[0].numpy(), atol=1e-6)
     png = write_png(tmp_path / "x.png", (raw // 16).astype(np.uint8))
     np.testing.assert_allclose(load_gray(png)[0].numpy(), (raw // 16) / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("contract", [ct_contract(spacing=2.0, patch=8), medicalnet_contract((6, 8, 8), "zero")])
+def test_transform_specs_build_the_same_chain_through_monais_config_parser(contract):
+    """The chain as bundle config entries (plain JSON): MONAI's ConfigParser builds the same transforms."""
+    from monai.bundle import ConfigParser
+
+    specs = json.loads(json.dumps(transform_specs(contract, "predict")))
+    chain = ConfigParser({"pre": {"_target_": "Compose", "transforms": specs}}).get_parsed_content("pre")
+    vol = np.random.default_rng(7).uniform(-500, 500, (1, 12, 10, 9)).astype(np.float32)
+    sample = {"image": vol, "meta": {"affine": _affine((1.5, 1.5, 2.5))}}
+    got = chain(dict(sample))["image"]
+    expected = build_transforms(contract, "predict")(dict(sample))["image"]
+    torch.testing.assert_close(got.as_tensor(), expected.as_tensor(), rtol=0, atol=0)

@@ -26,7 +26,7 @@ from medzoo.infer.predict import Predictor
 from medzoo.train import fit
 from medzoo.train.config import load_run_config
 from medzoo.train.data import build_datasets
-from medzoo.zoo import transforms_for
+from medzoo.zoo import resolve, transforms_for
 from medzoo.zoo.checkpoint import load_checkpoint, model_from_checkpoint
 from medzoo.zoo.publish import export_model
 
@@ -117,12 +117,17 @@ def _predict(ref: Path, inputs: list[Path], out: Path, monkeypatch) -> list[tupl
     return seen
 
 
-def test_checkpoint_records_the_contract_training_used(ct_run):
+def test_checkpoint_records_the_contract_training_used(ct_run, tmp_path):
     cfg, ckpt, export, _ = ct_run
     recorded = load_checkpoint(ckpt)["preprocessing"]
-    expected = ct_contract(CONTRACT["hu_window"], CONTRACT["spacing"], (24, 24, 16), "RAS").to_dict()
-    assert recorded == {"volume": expected}
-    assert json.loads((export / "metadata.json").read_text())["preprocessing"] == {"volume": expected}
+    expected = ct_contract(CONTRACT["hu_window"], CONTRACT["spacing"], (24, 24, 16), "RAS")
+    assert recorded == {"volume": expected.to_dict()}
+    assert json.loads((export / "metadata.json").read_text())["preprocessing"] == {"volume": expected.to_dict()}
+    assert resolve(ckpt).preprocessing == {"volume": expected}  # every reference kind resolves with its contract
+    assert resolve(export).preprocessing == {"volume": expected}
+    old = {k: v for k, v in load_checkpoint(ckpt).items() if k != "preprocessing"}  # written before contracts
+    torch.save(old, tmp_path / "old.pt")
+    assert resolve(tmp_path / "old.pt").preprocessing == {"volume": expected}  # derived from its run config
 
 
 @pytest.mark.parametrize("which", ["export", "checkpoint"])

@@ -20,6 +20,7 @@ from medzoo.encoders import create_encoder
 from medzoo.heads.medicalnet import MedicalNetSegHead
 from medzoo.train.config import load_run_config
 from medzoo.train.data import data_contract, init_preprocessing
+from medzoo.zoo import resolve
 from medzoo.zoo.medicalnet import from_medicalnet
 
 INPUT_SIZE = (14, 28, 28)  # MedicalNet's CI size (input_D, input_H, input_W)
@@ -114,6 +115,7 @@ def test_the_network_reads_slices_along_d(medicalnet_case, tmp_path):
 def test_medicalnet_references_carry_its_contract_and_fine_tuning_uses_it(medicalnet_case, caplog):
     ckpt, _, _ = medicalnet_case
     assert init_preprocessing(f"medicalnet:{ckpt}") == {"volume": medicalnet_contract()}
+    assert resolve(f"medicalnet:{ckpt}").preprocessing == {"volume": medicalnet_contract()}
     assert init_preprocessing("zoo:resnet10.medicalnet23") == {"volume": medicalnet_contract()}
     run = {"model": {"encoder": {"name": "resnet10", "output_stride": 8},
                      "tasks": {"seg": {"type": "medicalnet_seg", "level": "volume", "num_classes": 2}}},
