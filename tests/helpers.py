@@ -90,14 +90,14 @@ def _spec_tasks(model: nn.Module) -> dict[str, Any]:
 
 
 def write_tiny_export(root: Path, name: str, tasks: dict[str, Any], seed: int = 0,
-                      preprocessing: dict[str, Any] | None = None) -> str:
+                      preprocessing: dict[str, Any] | None = CXR_PRE) -> str:
     """A valid export directory ``root/name`` of a tiny model (its metadata passes WeightsSpec, as loading requires).
 
-    ``tasks`` are multilabel or segmentation tasks; ``preprocessing`` defaults to :data:`CXR_PRE`.
+    ``tasks`` are multilabel or segmentation tasks; ``preprocessing`` is the recorded contract (None: none recorded).
     """
     model = build_model(tasks, seed=seed)
     meta = {"name": name, "version": "1", "parts": ["encoder", "heads"],
-            "preprocessing": CXR_PRE if preprocessing is None else preprocessing,
+            **({"preprocessing": preprocessing} if preprocessing is not None else {}),
             "architecture": {"encoder": "resnet10", "widths": list(TINY_WIDTHS)}, "tasks": _spec_tasks(model),
             "license": "MIT", "source": "https://example.org/tests", "citation": "none"}
     return str(write_export_dir(Path(root) / name, state_dict=model.state_dict(), config=to_dict(model.config),

@@ -1,16 +1,20 @@
 """``medzoo explain --model M INPUT --task T [--label L] --out DIR [--method cam|gradcam]``: heatmaps.
 
 Images give a PNG overlay; volumes a NIfTI heatmap in the input's space plus a mid-slice montage; slice series a
-PNG per slice and the aggregator's slice weights. ``--model`` may repeat: the normalised heatmaps are averaged.
+PNG per slice and the aggregator's slice weights. ``--model`` may repeat: the normalised heatmaps are averaged. The
+input goes through each model's preprocessing contract; a model without one needs ``--preprocessing NAME|FILE``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 
-from medzoo.cli.predict_cmd import add_dicom_options, dicom_options
+from medzoo.cli.predict_cmd import add_dicom_options, add_preprocessing_option, dicom_options, preprocessing_options
 
 __all__ = ["add_parser", "run"]
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=["cam", "gradcam"], default="gradcam", help="default gradcam")
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays (default 0.4)")
     p.add_argument("--out", required=True, help="output folder")
+    add_preprocessing_option(p)
     add_dicom_options(p)
     p.set_defaults(func=run)
 
@@ -32,10 +37,19 @@ def run(args: argparse.Namespace) -> int:
     """Explain the input and list the files written."""
     from medzoo.infer.explain import explain_input, write_explanation
     from medzoo.zoo import resolve
+    from medzoo.zoo.preprocessing import NoContractError
 
     resolved = [resolve(ref) for ref in args.model]
-    result = explain_input([r.model for r in resolved], args.input, args.task, args.label, args.method,
-                           [r.preprocessing for r in resolved], dicom_options(args))
+    given = preprocessing_options(args, len(resolved))
+    pres = [g if g is not None else (r.preprocessing or None) for g, r in zip(given, resolved)]
+    for ref, g, r in zip(args.model, given, resolved):
+        if g is not None and r.preprocessing:
+            log.warning("%s: --preprocessing %s replaces the contract its weights were trained with", ref, g)
+        if g is None and not r.preprocessing:
+            raise NoContractError(f"{ref}: the model declares no preprocessing contract; pass --preprocessing "
+                                  "NAME|FILE (presets ct, cxr, series, medicalnet, imagenet, txv, none)")
+    result = explain_input([r.model for r in resolved], args.input, args.task, args.label, args.method, pres,
+                           dicom_options(args))
     files = write_explanation(result, args.out, alpha=args.alpha)
     print(f"{args.method} of {args.task}/{result.label} for {result.loaded.item.id}:")
     for f in files:

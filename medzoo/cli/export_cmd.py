@@ -87,7 +87,8 @@ def _example(module: Any, meta: dict[str, Any], args: argparse.Namespace) -> tup
     if args.input_size:
         size = tuple(int(s) for s in args.input_size.split(","))
     else:
-        size = tuple((meta.get("preprocessing") or {}).get("input_size") or ())
+        contract = (meta.get("preprocessing") or {}).get(module.input_kind) or {}
+        size = tuple(contract.get("input_size") or ())
     if size and len(size) != dims:
         if args.input_size:
             raise ValueError(f"--input-size: a {module.input_kind} model needs {dims} sizes, got {args.input_size}")

@@ -2,7 +2,10 @@
 
 ``--model`` is repeatable, as in ``evaluate`` and ``explain`` (no positional model, so inputs are never mistaken
 for models); several models form an ensemble that averages probabilities over the tasks and labels they share
-(``--weights`` for a weighted mean). ``--series`` and ``--uneven-slices`` say how a DICOM folder is read. Writes
+(``--weights`` for a weighted mean). Each model applies the preprocessing contract its weights were trained with; a
+model without one is refused unless ``--preprocessing NAME|FILE`` gives it (once for every model, or once per
+``--model``; it replaces a model's own contract, with a warning). ``--series`` and ``--uneven-slices`` say how a
+DICOM folder is read. Writes
 ``predictions.csv``, ``predictions.json`` and ``masks/`` under ``--out``. The exit code is 0 when every input ran,
 1 when some failed (the others still ran).
 """
@@ -13,7 +16,8 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_parser", "run", "add_dicom_options", "dicom_options"]
+__all__ = ["add_parser", "run", "add_dicom_options", "add_preprocessing_option", "dicom_options",
+           "preprocessing_options"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,8 +36,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--blend", choices=["constant", "gaussian"], default="constant", help="window blending")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--max-voxels", type=int, default=512 ** 3,
+                   help="refuse a volume whose resampling would exceed this many voxels (default 512^3)")
+    add_preprocessing_option(p)
     add_dicom_options(p)
     p.set_defaults(func=run)
+
+
+def add_preprocessing_option(p: argparse.ArgumentParser) -> None:
+    """``--preprocessing NAME|FILE``: the input contract of a model whose weights declare none."""
+    p.add_argument("--preprocessing", action="append", default=None, metavar="NAME|FILE",
+                   help="input contract for a model that declares none (or to replace its own): a preset (ct, cxr, "
+                        "series, medicalnet, imagenet, txv, none) or a YAML file (docs/PREPROCESSING.md); once for "
+                        "every --model or once per --model")
+
+
+def preprocessing_options(args: argparse.Namespace, n_models: int) -> list[Any]:
+    """One ``--preprocessing`` value (or None) per ``--model``."""
+    given = args.preprocessing or []
+    if len(given) not in (0, 1, n_models):
+        raise ValueError(f"--preprocessing given {len(given)} times for {n_models} --model; give it once (for every "
+                         "model) or once per model")
+    return [given[0] if len(given) == 1 else (given[i] if given else None) for i in range(n_models)]
 
 
 def add_dicom_options(p: argparse.ArgumentParser) -> None:
@@ -58,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from medzoo.infer.predict import Predictor, predict_inputs
 
     kw = {"patch_size": args.patch, "overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
-          "blend": args.blend, "device": args.device, "tasks": args.tasks}
-    members = [Predictor.from_ref(ref, **kw) for ref in args.model]
+          "blend": args.blend, "device": args.device, "tasks": args.tasks, "max_voxels": args.max_voxels}
+    pres = preprocessing_options(args, len(args.model))
+    members = [Predictor.from_ref(ref, preprocessing=pre, **kw) for ref, pre in zip(args.model, pres)]
     if args.weights is not None and len(args.weights) != len(members):
         raise ValueError(f"--weights has {len(args.weights)} values for {len(members)} --model")
     predictor = members[0] if len(members) == 1 else Ensemble(members, args.weights)

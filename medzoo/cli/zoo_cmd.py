@@ -1,9 +1,14 @@
-"""``medzoo list [PATTERN]``, ``medzoo info NAME`` and ``medzoo download NAME``: browse and fetch the zoo."""
+"""``medzoo list [PATTERN]``, ``medzoo info REF`` and ``medzoo download NAME``: browse and fetch the zoo.
+
+``info`` shows a catalog entry's or export's spec, and for every reference (checkpoints and MedicalNet files too) the
+preprocessing contract per input kind that ``predict`` and ``explain`` apply.
+"""
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+from pathlib import Path
 
 __all__ = ["add_parser", "run_download", "run_info", "run_list"]
 
@@ -15,8 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _catalog_arg(p)
     p.set_defaults(func=run_list)
 
-    p = subparsers.add_parser("info", help="show the full spec of a catalog entry")
-    p.add_argument("name", help="catalog entry, e.g. resnet18.medicalnet23")
+    p = subparsers.add_parser("info", help="show the spec and preprocessing contract of a model reference")
+    p.add_argument("name", help="catalog entry (resnet18.medicalnet23), export directory, ckpt:PATH / checkpoint "
+                                "file, or medicalnet:PATH")
     _catalog_arg(p)
     p.set_defaults(func=run_info)
 
@@ -75,18 +81,39 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    """Print the full spec of one entry as YAML, then where it is cached."""
+    """Print the spec (catalog entries, exports) as YAML, the preprocessing contract of every input kind, and, for
+    catalog entries, where the files are cached."""
+    import json
+
     import yaml
 
+    from medzoo.data.contract import preprocessing_to_dict
     from medzoo.zoo.catalog import get_entry
     from medzoo.zoo.download import cache_path
+    from medzoo.zoo.export import METADATA_FILE
+    from medzoo.zoo.preprocessing import preprocessing_of
+    from medzoo.zoo.references import parse_ref
 
-    spec = get_entry(args.name, catalog=args.catalog)
-    print(yaml.safe_dump(spec.to_dict(), sort_keys=False, width=110, default_flow_style=None).rstrip())
-    for f in spec.files:
-        path = cache_path(spec, f)
-        print(f"# {f.name}: {'cached at ' + str(path) if path.is_file() else 'not cached'}"
-              f"{'' if f.pinned else ' (unpinned: download needs --allow-unpinned)'}")
+    ref = parse_ref(args.name)
+    spec = get_entry(ref.target, catalog=args.catalog).to_dict() if ref.kind == "zoo" else None
+    if ref.kind == "export" and (Path(ref.target) / METADATA_FILE).is_file():
+        spec = json.loads((Path(ref.target) / METADATA_FILE).read_text(encoding="utf-8"))
+    dump = {"width": 110, "sort_keys": False, "default_flow_style": None}
+    if spec is not None:
+        print(yaml.safe_dump({k: v for k, v in spec.items() if k != "preprocessing"}, **dump).rstrip())
+    else:
+        print(f"reference: {args.name} ({ref.kind})")
+    contracts = preprocessing_to_dict(preprocessing_of(args.name, catalog=args.catalog))
+    if contracts:
+        print(yaml.safe_dump({"preprocessing": contracts}, **dump).rstrip())
+    else:
+        print("preprocessing: none declared (predict and explain need --preprocessing NAME|FILE)")
+    if ref.kind == "zoo":
+        entry = get_entry(ref.target, catalog=args.catalog)
+        for f in entry.files:
+            path = cache_path(entry, f)
+            print(f"# {f.name}: {'cached at ' + str(path) if path.is_file() else 'not cached'}"
+                  f"{'' if f.pinned else ' (unpinned: download needs --allow-unpinned)'}")
     return 0
 
 

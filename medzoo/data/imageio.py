@@ -410,22 +410,24 @@ def check_series_budget(first: str | os.PathLike, n_slices: int, slice_bytes: in
 def load_gray(path: str | os.PathLike) -> Any:
     """Read a single-channel image file as a torch tensor ``[1, H, W]`` float32 in [0, 1].
 
-    8/16-bit images are scaled by their type's range; float images are min-max scaled. torch is imported here, as
-    in :func:`resize_2d`, so that importing this module stays numpy-only.
+    Intensities are divided by the reader's ``meta["max_value"]`` (255, 65535, a DICOM's ``2**BitsStored - 1``), as
+    the CXR contract's ``rescale: max_value`` step does, so that ``medzoo align`` sees a radiograph as ``predict``
+    does; an image without one (float data) is min-max scaled. torch is imported here, as in :func:`resize_2d`, so
+    that importing this module stays numpy-only.
 
     Raises:
         ValueError: the file is not a single-channel 2D image, naming the file and its shape.
     """
     import torch
 
-    arr, _ = read_image(path)
+    arr, meta = read_image(path)
     arr = np.asarray(arr)
     if arr.ndim == 4 and arr.shape[-1] == 1:  # NIfTI [1, X, Y, 1]
         arr = arr[..., 0]
     if arr.ndim != 3 or arr.shape[0] != 1:
         raise ValueError(f"{path}: expected a single-channel 2D image, got array shape {arr.shape}")
-    if arr.dtype == np.uint8 or arr.dtype == np.uint16:
-        out = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    if meta.get("max_value"):
+        out = arr.astype(np.float32) / float(meta["max_value"])
     else:
         lo, hi = float(arr.min()), float(arr.max())
         out = (arr.astype(np.float32) - lo) / (hi - lo if hi > lo else 1.0)

@@ -47,7 +47,8 @@ def evaluate_checkpoint(cfg: RunConfig | str | Path | dict, checkpoint: str | Pa
     """Metrics of a checkpoint's model on ``split`` of the config's datasets.
 
     Args:
-        cfg: the run config (its ``data`` and ``train.loss``); the model is rebuilt from the checkpoint's own config.
+        cfg: the run config (its ``data`` and ``train.loss``); the model is rebuilt from the checkpoint's own config,
+            and reads the datasets with the preprocessing it records (a config preset that differs is logged).
         checkpoint: a model reference (:func:`medzoo.zoo.resolve`): a Trainer checkpoint (``best.pt``,
             ``last.pt``), an export directory or a catalog name.
         split: ``train``, ``val`` or ``test``.
@@ -65,13 +66,14 @@ def evaluate_checkpoint(cfg: RunConfig | str | Path | dict, checkpoint: str | Pa
     """
     run = resolve_pos_weight(cfg if isinstance(cfg, RunConfig) and not overrides else load_run_config(cfg, overrides))
     path = Path(checkpoint)
-    model = resolve(checkpoint).model
+    resolved = resolve(checkpoint)
+    model = resolved.model
     missing = sorted(set(run.model.tasks) - set(model.tasks))
     if missing:
         raise ConfigError(f"{path}: the checkpoint's model has no task(s) {missing}; it has {model.tasks}")
     dev = resolve_device(device or run.train.device)
     model.to(dev)
-    bundles = build_datasets(run, model)
+    bundles = build_datasets(run, model, resolved.preprocessing)  # the inputs the model was trained on
     objective = Objective(run.model, run.train.loss).to(dev)
     with torch.no_grad():
         metrics, _, preds = evaluate(model, bundles, split, objective, dev, collate, return_predictions=True)

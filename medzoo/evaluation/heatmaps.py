@@ -30,13 +30,16 @@ import numpy as np
 from PIL import Image
 
 from medzoo.data import open_dataset
+from medzoo.data.contract import contract_for
 from medzoo.data.imageio import read_image
 from medzoo.data.labels import canonical_label
+from medzoo.data.pipeline import prepare
 from medzoo.infer.cam import explain
-from medzoo.infer.preprocess import prepare_image
 from medzoo.metrics.localization import IOBB_THRESHOLDS, box_to_mask, hit_rates, localization_scores
 from medzoo.train.config import RunConfig, load_run_config
+from medzoo.train.data import data_contract
 from medzoo.train.weak_loc import NIH_BOX_SPACE
+from medzoo.zoo.preprocessing import contracts_of, require_contract
 from medzoo.zoo.resolver import ResolvedModel, resolve
 
 __all__ = ["boxes_by_label", "localization_summary", "localization_tables", "model_heatmap_fn", "score_heatmaps"]
@@ -109,13 +112,15 @@ def score_heatmaps(heatmap_fn: Callable[[Any, str], np.ndarray], records: Sequen
 
 def model_heatmap_fn(model: Any, task: str, method: str = "gradcam",
                      preprocessing: Any = None) -> Callable[[Any, str], np.ndarray]:
-    """A ``heatmap_fn`` for :func:`score_heatmaps`: read the record's image, apply the contract, explain
-    ``task``/label with CAM or Grad-CAM, and map the heatmap back to the image's own size."""
-    in_channels = int(getattr(model.encoder, "in_channels", 1) or 1)
+    """A ``heatmap_fn`` for :func:`score_heatmaps`: read the record's image, apply the image contract
+    (``preprocessing``: one contract or ``{kind: contract}``; default ``model.preprocessing``) through the one
+    pipeline, explain ``task``/label with CAM or Grad-CAM, and map the heatmap back to the image's own size."""
+    contract = require_contract(contracts_of(preprocessing if preprocessing is not None else model), "image",
+                                "the model")
 
     def heatmap(record: Any, label: str) -> np.ndarray:
         arr, meta = read_image(record.image)
-        prep = prepare_image(arr, meta, preprocessing, in_channels, str(record.id))
+        prep = prepare(contract, arr, meta, "image", name=str(record.id))
         maps = explain(model, prep.tensor, task, label, method).maps
         return prep.to_original(maps)[0]
 
@@ -149,16 +154,14 @@ def localization_summary(rows: Sequence[Mapping[str, Any]], iobb_k: float = 10,
 
 # -------------------------------------------------------------------------------------------- from references
 def _contract(run: RunConfig, task: str, resolved: ResolvedModel) -> Any:
-    """The input contract of a model for ``task``: its weights' own preprocessing when the spec records one, else
-    the run config's preprocessing of the first dataset that labels ``task`` (CXR preset: [0, 1] by bit depth,
-    resized)."""
-    if resolved.preprocessing is not None:
+    """The image contract of a model for ``task``: the one its weights record, else that of the first dataset of
+    the run config that labels ``task`` (its transform preset)."""
+    if contract_for(resolved.preprocessing, "image") is not None:
         return resolved.preprocessing
-    for d in run.data:
-        if task in d.tasks.values() and d.transform.size:
-            size = [int(s) for s in d.transform.size]
-            return {"normalisation": "none", "input_size": size * 2 if len(size) == 1 else size[-2:]}
-    return {"normalisation": "none"}
+    for i, d in enumerate(run.data):
+        if task in d.tasks.values():
+            return data_contract(run, i)
+    return resolved.preprocessing
 
 
 def _label_map(box_labels: set[str], labels: Sequence[str]) -> dict[str, str]:

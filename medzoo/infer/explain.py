@@ -1,5 +1,8 @@
 """Explain one input file: CAM or Grad-CAM through the model's preprocessing contract, written as overlays.
 
+The input goes through the same pipeline as in ``medzoo predict`` (:func:`medzoo.data.pipeline.prepare`); a model
+without a contract for the input's kind is refused unless one is given.
+
 - an image gives ``{stem}.png``: the heatmap over the image, at the image's own size;
 - a volume gives ``{stem}.nii.gz`` (the heatmap on the input's grid, with its affine) and ``{stem}_montage.png``
   (the three mid-slices);
@@ -26,12 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from medzoo.data.pipeline import DEFAULT_MAX_VOXELS, prepare
 from medzoo.infer.cam import explain
 from medzoo.infer.inputs import DicomOptions, LoadedInput, classify_path, load_input
-from medzoo.infer.preprocess import prepare_image, prepare_series, prepare_volume
 from medzoo.infer.writers import montage_png, overlay_png, write_heatmap_nifti
 from medzoo.metrics.localization import minmax_normalize
+from medzoo.models import LEVEL_INPUT
 from medzoo.utils.jsonio import dumps_strict
+from medzoo.zoo.preprocessing import contracts_of, require_contract
 
 __all__ = ["ExplainResult", "explain_input", "write_explanation"]
 
@@ -51,15 +56,15 @@ class ExplainResult:
 def _heatmap(model: nn.Module, loaded: LoadedInput, task: str, label: str | None, method: str,
              contract: Any) -> tuple[np.ndarray, str, np.ndarray | None]:
     kind, arr, meta = loaded.item.kind, loaded.array, loaded.meta
-    in_ch = int(getattr(model.encoder, "in_channels", 1) or 1)
-    if kind == "volume":
-        prep = prepare_volume(arr, meta.get("affine", np.eye(4)), contract, loaded.item.id)
-    elif kind == "image":
-        prep = prepare_image(arr, meta, contract, in_ch, loaded.item.id)
-    else:
-        prep = prepare_series(arr, meta, contract, in_ch, loaded.item.id)
-    if kind == "series" and model.task_levels[task] not in ("series", "slice"):
-        raise ValueError(f"task {task!r} reads {model.task_levels[task]} input, not a slice series")
+    if task not in model.tasks:
+        raise KeyError(f"unknown task {task!r}; the model's tasks are {list(model.tasks)}")
+    wanted = LEVEL_INPUT[model.task_levels[task]]
+    if wanted != kind:
+        raise ValueError(f"task {task!r} reads {wanted} inputs ({model.task_levels[task]} level); "
+                         f"{loaded.item.path} is a {kind}")
+    contracts = contracts_of(contract if contract is not None else model)
+    prep = prepare(require_contract(contracts, kind, "the model"), arr, meta, kind, "predict", loaded.item.id,
+                   DEFAULT_MAX_VOXELS)
     e = explain(model, prep.tensor, task, label, method)
     if kind == "series":
         size = tuple(arr.shape[-2:])
@@ -82,7 +87,8 @@ def explain_input(models: Sequence[nn.Module], path: str | Path, task: str, labe
         task: the task to explain.
         label: a label name or index (None: the first model's top label).
         method: ``cam`` or ``gradcam``.
-        preprocessing: one contract per model (None entries: none).
+        preprocessing: per model, its contracts (``{kind: contract}``, a preset name or a YAML file); None entries
+            (and None) use ``model.preprocessing``. A model with no contract for the input's kind is refused.
         dicom: how to read a DICOM input (series choice, uneven slices).
     """
     loaded = load_input(classify_path(path, dicom=dicom))

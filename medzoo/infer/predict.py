@@ -1,11 +1,17 @@
-"""``Predictor``: run a model on users' files with its own preprocessing contract.
+"""``Predictor``: run a model on users' files with the preprocessing contract its weights were trained with.
 
-- Volumes (NIfTI, DICOM series) are reoriented, resampled and normalised as the contract says. Dense (segmentation)
-  tasks run whole when the volume fits the model's patch (``input_size``) and by sliding windows
-  (:func:`monai.inferers.sliding_window_inference`) when it exceeds it; probabilities are then mapped back to the
-  input's own voxel grid, so a mask written with the input's affine overlays the input. Vector tasks on volumes see
-  the volume resized to ``input_size``.
-- Images (PNG, JPEG) are scaled to [0, 1], made grayscale and resized; masks come back at the image's size.
+Every input goes through the one pipeline (:func:`medzoo.data.pipeline.prepare`, the chain training used) for its
+kind's contract; a model without a contract for the input's kind is refused (:class:`~medzoo.zoo.preprocessing.
+NoContractError`) unless one is given (``preprocessing=``, ``medzoo predict --preprocessing NAME|FILE``).
+
+- Volumes (NIfTI, DICOM series): dense (segmentation) tasks run whole when the prepared volume fits the model's patch
+  (a ``patch`` contract's ``input_size``) and by sliding windows (:func:`monai.inferers.sliding_window_inference`)
+  when it exceeds it; probabilities are mapped back to the input's own voxel grid through the inverse of the
+  pipeline, so a mask written with the input's affine overlays the input. Vector tasks see what training's
+  validation saw (the ``eval`` stage: centre crop or pad to ``input_size``). A volume whose resampling would exceed
+  ``max_voxels`` is refused before resampling.
+- Images (PNG, JPEG, CR/DX DICOM): as the contract says (for medzoo's CXR models: [0, 1] by the file's maximum
+  value, grey, resized); masks come back at the image's size.
 - Slice series (a COVIDx-CT patient folder) run the series-level and slice-level tasks; an image-level model runs
   every slice and reports the mean over slices (plus each slice).
 
@@ -16,7 +22,8 @@ Example:
     >>> import medzoo
     >>> model = medzoo.create_model({"encoder": {"name": "resnet10", "widths": [8, 16, 32, 64]},
     ...     "tasks": {"cls": {"type": "classification", "level": "image", "num_classes": 2}}})
-    >>> out = Predictor(model).predict_array(np.zeros((1, 32, 32), np.uint8), "image", {"max_value": 255.0})
+    >>> out = Predictor(model, preprocessing="cxr").predict_array(np.zeros((1, 32, 32), np.uint8), "image",
+    ...                                                          {"max_value": 255.0})
     >>> out["cls"].probs.shape
     (2,)
 """
@@ -37,9 +44,10 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 from tqdm.auto import tqdm
 
+from medzoo.data.contract import Preprocessing, parse_preprocessing
+from medzoo.data.pipeline import DEFAULT_MAX_VOXELS, Prepared, prepare
 from medzoo.heads import ClassificationHead, MultilabelHead, RegressionHead
 from medzoo.infer.inputs import DicomOptions, InputItem, LoadedInput, discover_inputs, load_input
-from medzoo.infer.preprocess import Prepared, contract_dict, prepare_image, prepare_series, prepare_volume
 from medzoo.infer.writers import (
     check_finite_outputs,
     output_record,
@@ -49,9 +57,10 @@ from medzoo.infer.writers import (
 )
 from medzoo.models import LEVEL_INPUT
 from medzoo.utils.perf import inference_defaults
+from medzoo.zoo.preprocessing import NoContractError, contracts_of, require_contract
 from medzoo.zoo.resolver import resolve
 
-__all__ = ["Predictor", "TaskOutput", "PredictReport", "predict_inputs", "task_type"]
+__all__ = ["NoContractError", "Predictor", "TaskOutput", "PredictReport", "predict_inputs", "task_type"]
 
 log = logging.getLogger(__name__)
 
@@ -108,31 +117,49 @@ class Predictor:
 
     Args:
         model: a :class:`~medzoo.models.MultiTaskModel`.
-        preprocessing: the input contract (``Preprocessing`` or dict); default: ``metadata["preprocessing"]``,
-            else none (intensities as read; images scaled to [0, 1]).
+        preprocessing: ``{kind: contract}``, one contract, a preset name (``ct``, ``cxr``, ``medicalnet``...,
+            ``none`` for inputs as read) or a YAML file; default: ``metadata["preprocessing"]``, else
+            ``model.preprocessing`` (set by :func:`medzoo.zoo.resolve`).
         metadata: the model's metadata (``metadata.json``).
-        patch_size: sliding-window size ``(D, H, W)``; default: the contract's ``input_size``, else whole volumes.
+        patch_size: sliding-window size ``(D, H, W)``; default: a ``patch`` contract's ``input_size``, else whole
+            volumes.
         overlap: sliding-window overlap fraction.
         sw_batch_size: windows per forward call.
         blend: ``constant`` or ``gaussian`` weighting of overlapping windows.
         tasks: restrict to these tasks.
         device: where the model runs.
         fuse: fold eval-mode BatchNorm into the convolutions (on a copy of the model) for speed.
+        max_voxels: refuse a volume whose resampling would exceed this many voxels (checked before resampling).
+
+    Raises:
+        NoContractError: no contract given and the model declares none.
     """
 
     def __init__(self, model: nn.Module, *, preprocessing: Any = None, metadata: dict[str, Any] | None = None,
                  patch_size: Sequence[int] | None = None, overlap: float = 0.25, sw_batch_size: int = 1,
                  blend: str = "constant", tasks: Sequence[str] | None = None, device: str = "cpu",
-                 fuse: bool = True) -> None:
+                 fuse: bool = True, max_voxels: int = DEFAULT_MAX_VOXELS) -> None:
+        self.metadata = metadata or {}
+        if preprocessing is not None:
+            self.contracts = contracts_of(preprocessing)
+        elif self.metadata.get("preprocessing"):
+            self.contracts = parse_preprocessing(self.metadata["preprocessing"])
+        else:
+            self.contracts = dict(getattr(model, "preprocessing", None) or {})
+        if not self.contracts:
+            raise NoContractError("the model declares no preprocessing contract, and none was given; it would see "
+                                  "inputs unlike those it was trained on. Pass preprocessing= (medzoo predict "
+                                  "--preprocessing NAME|FILE; presets ct, cxr, series, medicalnet, imagenet, txv, "
+                                  "none)")
         # By default BatchNorm is folded into the convolutions, on a copy (the caller's model is untouched): the
         # adopted inference default (docs/BENCHMARKS.md, roofline suite), equal to the unfused model within 1e-5.
         self.model = inference_defaults(model.to(device)) if fuse else model.to(device).eval()
-        self.metadata = metadata or {}
-        pre = preprocessing if preprocessing is not None else self.metadata.get("preprocessing")
-        self.contract = contract_dict(pre)
-        size = patch_size if patch_size is not None else self.contract.get("input_size")
+        volume = self.contracts.get("volume")
+        size = patch_size if patch_size is not None else (
+            volume.input_size if volume is not None and volume.size_mode == "patch" else None)
         self.patch_size = tuple(int(s) for s in size) if size is not None and len(size) == 3 else None
         self.overlap, self.sw_batch_size, self.blend = float(overlap), int(sw_batch_size), blend
+        self.max_voxels = int(max_voxels)
         self.tasks = list(tasks) if tasks is not None else list(model.tasks)
         unknown = [t for t in self.tasks if t not in model.tasks]
         if unknown:
@@ -141,12 +168,28 @@ class Predictor:
         self.in_channels = int(getattr(model.encoder, "in_channels", 1) or 1)
 
     @classmethod
-    def from_ref(cls, ref: str | Path, **kw: Any) -> Predictor:
+    def from_ref(cls, ref: str | Path, preprocessing: Any = None, **kw: Any) -> Predictor:
         """Resolve ``ref`` with :func:`medzoo.zoo.resolve` and build a predictor on it, with the preprocessing
-        contract and metadata its weights carry."""
+        contract its weights carry (``preprocessing`` overrides it, with a warning when the weights have one)."""
         resolved = resolve(ref)
         meta = resolved.spec.to_dict() if resolved.spec is not None else {}
-        return cls(resolved.model, preprocessing=resolved.preprocessing, metadata=meta, **kw)
+        if preprocessing is not None and resolved.preprocessing:
+            log.warning("%s: the given preprocessing %s replaces the contract its weights were trained with (%s)",
+                        ref, preprocessing, ", ".join(sorted(resolved.preprocessing)))
+        contracts = preprocessing if preprocessing is not None else resolved.preprocessing
+        try:
+            return cls(resolved.model, preprocessing=contracts or None, metadata={**meta, "preprocessing": None},
+                       **kw)
+        except NoContractError as err:
+            raise NoContractError(f"{ref}: {err}") from None
+
+    def contract(self, kind: str) -> Preprocessing:
+        """The contract for ``kind`` inputs (an image contract serves series slices and vice versa).
+
+        Raises:
+            NoContractError: the model has none for ``kind``.
+        """
+        return require_contract(self.contracts, kind, "the model")
 
     def _tasks_for(self, kind: str) -> list[str]:
         return [t for t in self.tasks if LEVEL_INPUT[self.model.task_levels[t]] == kind]
@@ -156,21 +199,23 @@ class Predictor:
         """Predictions for one read input (see :func:`~medzoo.infer.inputs.load_input`)."""
         return self.predict_array(loaded.array, loaded.item.kind, loaded.meta, loaded.item.id)
 
+    def prepare(self, array: np.ndarray, kind: str, meta: dict[str, Any] | None = None, name: str = "input",
+                stage: str = "predict") -> Prepared:
+        """``array`` through the pipeline of this model's contract for ``kind`` (see :func:`prepare`)."""
+        return prepare(self.contract(kind), array, meta, kind, stage, name, self.max_voxels)
+
     def predict_array(self, array: np.ndarray, kind: str, meta: dict[str, Any] | None = None,
                       name: str = "input") -> dict[str, TaskOutput]:
         """Predictions for a channel-first array of ``kind`` ``volume``, ``image`` or ``series``."""
         meta = meta or {}
         if kind == "volume":
-            prep = prepare_volume(array, meta.get("affine", np.eye(4)), self.contract, name)
-            return self._run_volume(prep)
+            return self._run_volume(array, meta, name)
         if kind == "image" and not self._tasks_for("image") and self._tasks_for("series"):
             kind, array = "series", np.asarray(array)[None]
         if kind == "image":
-            prep = prepare_image(array, meta, self.contract, self.in_channels, name)
-            return self._run_plain(prep, self._require("image"))
+            return self._run_plain(self.prepare(array, "image", meta, name), self._require("image"))
         if kind == "series":
-            prep = prepare_series(array, meta, self.contract, self.in_channels, name)
-            return self._run_series(prep)
+            return self._run_series(self.prepare(array, "series", meta, name))
         raise ValueError(f"unknown input kind {kind!r}; expected volume, image or series")
 
     def _require(self, kind: str) -> list[str]:
@@ -183,20 +228,19 @@ class Predictor:
     def _dense(self, task: str) -> bool:
         return getattr(self.model.heads[task], "kind", "vector") == "dense"
 
-    def _run_volume(self, prep: Prepared) -> dict[str, TaskOutput]:
+    def _run_volume(self, array: np.ndarray, meta: dict[str, Any], name: str) -> dict[str, TaskOutput]:
         tasks = self._require("volume")
-        x = prep.tensor.to(self.device)
         out: dict[str, TaskOutput] = {}
         dense = [t for t in tasks if self._dense(t)]
         if dense:
+            prep = self.prepare(array, "volume", meta, name)
+            x = prep.tensor.to(self.device)
             logits = self.dense_logits(x, dense)
             for t in dense:
-                probs = self.model.heads[t].activate(logits[t], tuple(x.shape[2:]))["probs"][0]
-                out[t] = self._output(t, probs=prep.to_original(probs))
+                out[t] = self._output(t, probs=self._on_input_grid(t, logits[t], prep, "volume"))
         vector = [t for t in tasks if not self._dense(t)]
         if vector:
-            if self.patch_size is not None and tuple(x.shape[2:]) != self.patch_size:
-                x = nn.functional.interpolate(x, size=self.patch_size, mode="trilinear", align_corners=False)
+            x = self.prepare(array, "volume", meta, name, stage="eval").tensor.to(self.device)
             out.update(self._vector_outputs(x, vector))
         return out
 
@@ -220,10 +264,16 @@ class Predictor:
             with torch.no_grad():
                 logits = self.model(x, tasks=dense)
             for t in dense:
-                probs = self.model.heads[t].activate(logits[t], tuple(x.shape[2:]))["probs"][0]
-                out[t] = self._output(t, probs=prep.to_original(probs))
+                out[t] = self._output(t, probs=self._on_input_grid(t, logits[t], prep, "image"))
         out.update(self._vector_outputs(x, [t for t in tasks if not self._dense(t)]))
         return out
+
+    def _on_input_grid(self, task: str, logits: torch.Tensor, prep: Prepared, kind: str) -> np.ndarray:
+        """Probabilities ``[K, *input spatial]`` of dense logits, through the inverse of the pipeline. Under a
+        ``resize`` contract they go straight from the head's grid to the input's (one interpolation, as
+        MedicalNet's test code zooms its probabilities); otherwise they are first brought to the network input's."""
+        size = None if self.contract(kind).size_mode == "resize" else tuple(prep.tensor.shape[2:])
+        return prep.to_original(self.model.heads[task].activate(logits, size)["probs"][0])
 
     def _vector_outputs(self, x: torch.Tensor, tasks: list[str]) -> dict[str, TaskOutput]:
         if not tasks:

@@ -7,6 +7,8 @@ pickled code, so it holds only tensors, numbers, strings, lists and dicts. Keys:
 - ``rng``: RNG states as tensors and lists (:func:`capture_rng` / :func:`restore_rng`);
 - ``step`` (optimizer steps done), ``epoch`` (epochs finished), ``best`` (``{"metric", "value", "step"}`` or None);
 - ``config``: the full run config as a YAML *string*, whose top-level ``model`` key is the ``ModelConfig`` dict;
+- ``preprocessing``: ``{input kind: contract dict}``, the exact preprocessing each input kind was trained with
+  (:func:`medzoo.train.data.recorded_preprocessing`), which exports, ``predict`` and ``explain`` apply;
 - ``versions``: medzoo, torch and monai versions.
 
 Writes go to ``<name>.tmp`` first, are flushed to disk, and replace the target with ``os.replace``: the previous
@@ -39,7 +41,8 @@ __all__ = ["CHECKPOINT_KEYS", "capture_rng", "restore_rng", "save_checkpoint"]
 log = logging.getLogger(__name__)
 
 #: The keys a full training checkpoint holds.
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "step", "epoch", "best", "config", "versions")
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "step", "epoch", "best", "config",
+                   "preprocessing", "versions")
 
 
 def _fsync_dir(path: Path) -> None:

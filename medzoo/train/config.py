@@ -30,6 +30,8 @@ from typing import Any
 import yaml
 
 from medzoo.config import ConfigError, ModelConfig, load_config, to_dict
+from medzoo.data.contract import SpecError
+from medzoo.data.presets import PRESETS, preset_contract
 
 __all__ = [
     "DataConfig",
@@ -49,7 +51,7 @@ __all__ = [
 _OPTIMIZERS = ("sgd", "adamw")
 _SCHEDULES = ("cosine", "exponential", "none")
 _SAMPLING = ("round_robin", "proportional", "temperature")
-_PRESETS = ("none", "ct", "cxr", "series")
+_PRESETS = ("none", *PRESETS)
 _INIT_KINDS = ("scratch", "zoo", "medicalnet", "ckpt")
 _PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -66,11 +68,13 @@ class SplitConfig:
 
 @dataclass
 class TransformConfig:
-    """A preset of :mod:`medzoo.data.transforms` (``ct``, ``cxr``, ``series`` or ``none``).
+    """A named preprocessing contract (:mod:`medzoo.data.presets`: ``ct``, ``cxr``, ``series``, ``medicalnet``,
+    ``imagenet``, ``txv``, or ``none`` for inputs as read); checkpoints record the contract it stands for.
 
-    ``size``: CT patch ``[D, H, W]``, or the 2-D ``[H, W]`` (one int for square) of CXR images and series slices.
-    ``options``: further preset arguments (``hu_window``, ``spacing``, ``orientation``). ``augment``: training
-    augmentations on the training split.
+    ``size``: CT patch ``[D, H, W]`` (MedicalNet: its resize target), or the 2-D ``[H, W]`` (one int for square) of
+    CXR images and series slices. ``options``: the preset's arguments (``hu_window``, ``spacing``, ``orientation``,
+    ``intensity_range``, ``background``) or any contract field. ``augment``: training augmentations on the training
+    split. With ``preset: none`` a dataset inherits the contract of ``init.source`` weights that declare one.
     """
 
     preset: str = "none"
@@ -233,6 +237,10 @@ def _check_data(cfg: RunConfig) -> None:
     for i, d in enumerate(cfg.data):
         key = f"data[{i}]"
         _one_of(f"{key}.transform.preset", d.transform.preset, _PRESETS)
+        try:
+            preset_contract(d.transform.preset, d.transform.size, d.transform.options, f"{key}.transform")
+        except SpecError as err:
+            raise ConfigError(str(err)) from None
         if not d.tasks:
             raise ConfigError(f"{key}.tasks: map at least one dataset task to a model task")
         for src, dst in d.tasks.items():

@@ -1,7 +1,8 @@
 """From ``data:`` config entries to split datasets whose labels are mapped, by name, onto the model's tasks.
 
 For each entry: read the manifest (:func:`medzoo.data.open_dataset`), split it by patient, keep ``fraction`` of the
-training patients, build the transform preset and a :class:`~medzoo.data.dataset.ManifestDataset` per split (or a
+training patients, build the pipeline of its preprocessing contract (:func:`data_contract`: the ``transform`` preset,
+or the initial weights' contract) and a :class:`~medzoo.data.dataset.ManifestDataset` per split (or a
 prepared cache). :class:`TaskMapping` turns a batch's ``label.<dataset task>`` keys into model-task targets:
 
 - class labels are re-indexed by class name (``COVID-19`` -> the head's ``covid19``; names compare case-insensitively
@@ -28,13 +29,18 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from medzoo.config import ConfigError
-from medzoo.data import open_dataset, patient_split, transforms
+from medzoo.data import open_dataset, patient_split
+from medzoo.data.contract import Preprocessing, contract_for, preprocessing_to_dict
 from medzoo.data.dataset import ManifestDataset, label_tensor
 from medzoo.data.labels import canonical_label
+from medzoo.data.pipeline import build_transforms
 from medzoo.data.prepared import PreparedDataset, prepare
+from medzoo.data.presets import input_kind, preset_contract, with_slice_size
 from medzoo.train.config import DataConfig, RunConfig
+from medzoo.zoo.preprocessing import preprocessing_of
 
-__all__ = ["DatasetBundle", "TaskMapping", "build_datasets", "build_transform", "label_index"]
+__all__ = ["DatasetBundle", "TaskMapping", "build_datasets", "build_transform", "data_contract", "data_kind",
+           "init_preprocessing", "label_index", "recorded_preprocessing"]
 
 log = logging.getLogger(__name__)
 MASK_KEY = "mask"
@@ -121,7 +127,7 @@ class TaskMapping:
 
 @dataclass
 class DatasetBundle:
-    """One configured dataset: its name, config, split datasets and task mapping.
+    """One configured dataset: its name, config, split datasets, task mapping and preprocessing contract.
 
     ``slice_labels``: record id -> per-slice classes (COVIDx-CT series), for slice-level metrics.
     """
@@ -132,28 +138,66 @@ class DatasetBundle:
     mapping: TaskMapping
     input_kind: str = "image"
     slice_labels: dict[str, list] = field(default_factory=dict)
+    contract: Preprocessing | None = None
 
 
-def _size(size: Sequence[int] | None, n: int) -> tuple[int, ...] | None:
-    if size is None:
-        return None
-    size = tuple(int(s) for s in size)
-    return size * n if len(size) == 1 else size
+def init_preprocessing(source: str) -> dict[str, Preprocessing]:
+    """``{kind: contract}`` the starting weights of ``init.source`` were trained with (``{}`` for scratch, or when
+    the reference declares none)."""
+    if source.partition(":")[0] == "scratch":
+        return {}
+    try:
+        return preprocessing_of(source)
+    except (FileNotFoundError, KeyError, ValueError) as err:  # init itself reports an unusable source
+        log.debug("init.source %s: no preprocessing read (%s)", source, err)
+        return {}
 
 
-def build_transform(d: DataConfig, train: bool) -> Any:
-    """The configured preset (``train`` adds augmentations when ``transform.augment``)."""
-    t, aug = d.transform, train and d.transform.augment
+def data_kind(cfg: RunConfig, d: DataConfig) -> str:
+    """The input kind a dataset feeds (from the levels of the model tasks it labels)."""
+    return input_kind([cfg.model.tasks[t].level for t in d.tasks.values()])
+
+
+def data_contract(cfg: RunConfig, i: int, inherited: Mapping[str, Preprocessing] | None = None) -> Preprocessing:
+    """The contract dataset ``i`` is read with: its ``transform`` preset, or, with ``preset: none``, the contract
+    of the initial weights for its kind (MedicalNet's for ``medicalnet:``); a preset that differs from the initial
+    weights' contract is used, with a warning."""
+    d = cfg.data[i]
+    kind, t = data_kind(cfg, d), d.transform
+    where = f"data[{i}].transform"
+    mine = with_slice_size(preset_contract(t.preset, t.size, t.options, where, kind), d.slice_size, kind)
+    theirs = contract_for(inherited, kind)
+    if theirs is None:
+        return mine
     if t.preset == "none":
-        return None
-    if t.preset == "ct":
-        kw = dict(t.options)
-        if t.size is not None:
-            kw["patch"] = _size(t.size, 3)
-        return transforms.ct_preset(aug, **kw)
-    if t.preset == "cxr":
-        return transforms.cxr_preset(aug, **({"size": _size(t.size, 2)} if t.size else {}), **t.options)
-    return transforms.series_preset(aug, size=_size(t.size, 2), **t.options)
+        log.info("%s: no preset; using the preprocessing %s was trained with", where, cfg.init.source)
+        return with_slice_size(theirs, d.slice_size, kind)
+    if mine != theirs:
+        log.warning("%s (preset %s) overrides the preprocessing the initial weights %s were trained with (%s); the "
+                    "weights will see inputs unlike their training data", where, t.preset, cfg.init.source,
+                    _describe(theirs))
+    return mine
+
+
+def _describe(c: Preprocessing) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (("axes", c.axes), ("normalisation", c.normalisation),
+                                             ("input_size", list(c.input_size or [])), ("spacing", c.spacing))
+                     if v not in (None, []))
+
+
+def recorded_preprocessing(bundles: Sequence[DatasetBundle]) -> dict[str, Any]:
+    """The ``{kind: contract dict}`` a checkpoint records: per input kind, the contract of its first training
+    dataset (else of its first dataset)."""
+    out: dict[str, Preprocessing] = {}
+    for b in sorted(bundles, key=lambda b: not b.config.train):
+        if b.contract is not None:
+            out.setdefault(b.input_kind, b.contract)
+    return preprocessing_to_dict(out)
+
+
+def build_transform(contract: Preprocessing, kind: str, train: bool, augment: bool = True) -> Any:
+    """The pipeline of ``contract`` for training (``train``: augmented when ``augment``) or evaluation."""
+    return build_transforms(contract, "train" if train else "eval", kind, augment)
 
 
 def _head_kind(head: nn.Module, task_type: str) -> str:
@@ -200,14 +244,22 @@ def _without_masks(manifest: Any) -> Any:
     return manifest.subset([replace(r, meta={k: v for k, v in r.meta.items() if k != "mask"}) for r in manifest])
 
 
-def _dataset(d: DataConfig, part: Any, split: str, tasks: list[str], seed: int) -> Dataset:
+def _size(size: Sequence[int] | None, n: int) -> tuple[int, ...] | None:
+    if size is None:
+        return None
+    size = tuple(int(s) for s in size)
+    return size * n if len(size) == 1 else size
+
+
+def _dataset(d: DataConfig, part: Any, split: str, tasks: list[str], seed: int, contract: Preprocessing,
+             kind: str) -> Dataset:
     slice_size = _size(d.slice_size, 2)
     if d.cache:
-        out = prepare(part, Path(d.cache) / split, transform=build_transform(d, False), slice_size=slice_size,
-                      tasks=tasks, mask_task=MASK_KEY)
+        out = prepare(part, Path(d.cache) / split, transform=build_transform(contract, kind, False),
+                      slice_size=slice_size, tasks=tasks, mask_task=MASK_KEY)
         return PreparedDataset(out, seed=seed)
-    return ManifestDataset(part, build_transform(d, split == "train"), tasks=tasks, slice_size=slice_size,
-                           seed=seed, mask_task=MASK_KEY)
+    transform = build_transform(contract, kind, split == "train", d.transform.augment)
+    return ManifestDataset(part, transform, tasks=tasks, slice_size=slice_size, seed=seed, mask_task=MASK_KEY)
 
 
 def _require_labels(i: int, name: str, part: Any, sources: Mapping[str, str]) -> None:
@@ -223,14 +275,37 @@ def _require_labels(i: int, name: str, part: Any, sources: Mapping[str, str]) ->
                               f"column, or remove {src!r} from data[{i}].tasks")
 
 
-def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
+def _contracts(cfg: RunConfig, model_contracts: Mapping[str, Preprocessing] | None) -> list[Preprocessing]:
+    """Per dataset, the contract it is read with: the run's (:func:`data_contract`), or, when evaluating a model
+    that records its own (``model_contracts``), the model's for that kind (a config that differs is logged)."""
+    inherited = init_preprocessing(cfg.init.source) if model_contracts is None else {}
+    out = []
+    for i, d in enumerate(cfg.data):
+        mine = data_contract(cfg, i, inherited)
+        theirs = contract_for(model_contracts, data_kind(cfg, d))
+        if theirs is not None and theirs != mine:
+            log.warning("data[%d].transform differs from the preprocessing the model was trained with (%s); "
+                        "evaluating with the model's", i, _describe(theirs))
+        out.append(theirs if theirs is not None else mine)
+    return out
+
+
+def build_datasets(cfg: RunConfig, model: nn.Module,
+                   preprocessing: Mapping[str, Preprocessing] | None = None) -> list[DatasetBundle]:
     """Read, split, subsample and wrap every configured dataset.
+
+    Args:
+        cfg: the run config.
+        model: the model whose heads the labels are mapped onto.
+        preprocessing: ``{kind: contract}`` the model was trained with (evaluation of a trained model); None
+            (training) reads each dataset with its preset (:func:`data_contract`).
 
     Raises:
         ConfigError: an unreadable dataset, a mapping to a task the dataset lacks, labels that do not match the
             head's labels by name, or a task without any labelled training sample; the message names ``data[i]...``.
     """
     bundles = []
+    contracts = _contracts(cfg, preprocessing)
     for i, d in enumerate(cfg.data):
         try:
             manifest = open_dataset(d.kind, Path(cfg.data_root).expanduser() / d.root, **d.options)
@@ -249,11 +324,11 @@ def build_datasets(cfg: RunConfig, model: nn.Module) -> list[DatasetBundle]:
         if MASK_KEY not in mapping.sources:  # no segmentation task reads the masks: do not load them
             parts = {s: _without_masks(m) for s, m in parts.items()}
         tasks = [s for s in mapping.sources if s != MASK_KEY]
-        splits = {s: _dataset(d, m, s, tasks, cfg.train.seed) for s, m in parts.items() if len(m)}
-        levels = {cfg.model.tasks[t].level for t in d.tasks.values()}
-        kind = "series" if levels & {"series", "slice"} else ("volume" if "volume" in levels else "image")
+        kind = data_kind(cfg, d)
+        splits = {s: _dataset(d, m, s, tasks, cfg.train.seed, contracts[i], kind) for s, m in parts.items()
+                  if len(m)}
         name = d.name or d.kind
         log.info("dataset %s: %s", name, ", ".join(f"{s} {len(m)}" for s, m in parts.items()))
         slice_labels = {r.id: list(r.meta["slice_labels"]) for r in manifest if "slice_labels" in r.meta}
-        bundles.append(DatasetBundle(name, d, splits, mapping, kind, slice_labels))
+        bundles.append(DatasetBundle(name, d, splits, mapping, kind, slice_labels, contracts[i]))
     return bundles

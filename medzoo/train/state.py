@@ -18,6 +18,7 @@ from typing import Any
 from medzoo.train import distributed
 from medzoo.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from medzoo.train.config import run_config_yaml
+from medzoo.train.data import recorded_preprocessing
 from medzoo.zoo.export import runtime_versions
 
 __all__ = ["CheckpointState"]
@@ -33,6 +34,7 @@ class CheckpointState:
     scheduler: Any
     scaler: Any
     cfg: Any
+    bundles: Any
     run_dir: Path
     world: int
     rank: int
@@ -47,7 +49,7 @@ class CheckpointState:
                 "early_stopping": {"bad_evals": self.bad_evals, "best": getattr(self, "_es_best", None),
                                    "stopped": self.stopped_early},
                 "history": json.dumps(self.history), "config": run_config_yaml(self.cfg),
-                "versions": runtime_versions()}
+                "preprocessing": recorded_preprocessing(self.bundles), "versions": runtime_versions()}
 
     def save(self, name: str) -> Path | None:
         """Write a checkpoint into the run folder. Every rank calls it (each gives its RNG states); rank 0 writes,

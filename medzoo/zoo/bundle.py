@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import yaml
 
+from medzoo.data.contract import contract_for, parse_preprocessing
 from medzoo.zoo.export import runtime_versions, sha256_file
 from medzoo.zoo.formats import ExportModule, example_input, export_torchscript
 
@@ -151,13 +152,13 @@ def _semver(version: str) -> str:
 def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequence[torch.Tensor]) -> dict[str, Any]:
     """MONAI ``metadata.json`` for the bundle; the medzoo weights spec is kept under ``medzoo_spec``."""
     versions = runtime_versions()
-    pre = spec.get("preprocessing") or {}
+    pre = contract_for(parse_preprocessing(spec.get("preprocessing")), module.input_kind)
     x = example[0]
     series = module.input_kind == "series"
     image = {"type": "series" if series else "image", "format": "magnitude",
-             "modality": "/".join(pre.get("modality") or ["unknown"]), "num_channels": module.in_channels,
+             "modality": "/".join(pre.modality if pre else ["unknown"]), "num_channels": module.in_channels,
              "spatial_shape": list(x.shape[3:] if series else x.shape[2:]), "dtype": "float32",
-             "value_range": list(pre.get("value_range") or []), "is_patch_data": False,
+             "value_range": list((pre.output_range if pre else None) or []), "is_patch_data": False,
              "channel_def": {str(i): f"channel {i}" for i in range(module.in_channels)}}
     inputs = {"image": image}
     if series:

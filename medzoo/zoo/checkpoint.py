@@ -2,7 +2,9 @@
 
 A checkpoint is the dict the Trainer saves (:mod:`medzoo.train.checkpoint` writes it): the model's state dict under
 ``model``, optimizer/scheduler/scaler states, RNG states, counters, and the run config as a YAML *string* under
-``config`` whose ``model`` key is the ``ModelConfig`` dict. It is read with ``torch.load(weights_only=True)``, so a
+``config`` whose ``model`` key is the ``ModelConfig`` dict, and under ``preprocessing`` the contract of every input
+kind the run trained on (``{kind: contract dict}``; checkpoints written before contracts were recorded get them
+derived from their run config's transform presets). It is read with ``torch.load(weights_only=True)``, so a
 file carrying pickled code is refused before any of it runs, and a truncated or corrupt file raises
 :class:`CheckpointError` naming the file.
 
@@ -30,6 +32,8 @@ import torch
 import yaml
 
 from medzoo.config import safe_load_yaml
+from medzoo.data.contract import Preprocessing, SpecError, parse_preprocessing
+from medzoo.data.presets import contracts_from_run
 from medzoo.models import MultiTaskModel, create_model
 from medzoo.zoo.preflight import preflight_model
 from medzoo.zoo.report import LoadReport
@@ -42,8 +46,8 @@ from medzoo.zoo.state import (
     unwrap_state_dict,
 )
 
-__all__ = ["CheckpointError", "checkpoint_config", "load_checkpoint", "load_checkpoint_weights",
-           "model_from_checkpoint"]
+__all__ = ["CheckpointError", "checkpoint_config", "checkpoint_preprocessing", "load_checkpoint",
+           "load_checkpoint_weights", "model_from_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,29 @@ def checkpoint_config(ckpt: Mapping[str, Any], source: str = "<checkpoint>") -> 
     return cfg
 
 
+def checkpoint_preprocessing(ckpt: Mapping[str, Any], cfg: Mapping[str, Any],
+                             source: str = "<checkpoint>") -> dict[str, Preprocessing]:
+    """``{kind: contract}`` a checkpoint's run trained with: the recorded ``preprocessing``, or (older checkpoints)
+    the contracts of its run config's transform presets.
+
+    Raises:
+        CheckpointError: a recorded contract or a config preset that does not validate.
+    """
+    try:
+        if "preprocessing" in ckpt:
+            return parse_preprocessing(ckpt["preprocessing"], f"{source}: preprocessing")
+        contracts = contracts_from_run(cfg)
+    except SpecError as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    log.info("%s records no preprocessing; derived %s from its run config", source, sorted(contracts))
+    return contracts
+
+
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[MultiTaskModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint (``create_model(config["model"])``) and load its weights strictly.
+
+    The model carries the contracts its run trained with in ``model.preprocessing``
+    (:func:`checkpoint_preprocessing`), so that exports record them.
 
     Args:
         path: a checkpoint written by the Trainer (``last.pt`` or ``best.pt``).
@@ -133,6 +158,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[MultiTaskModel, dict
     except RuntimeError as err:
         raise CheckpointError(f"{path}: the weights do not fit the stored model config: {_first_line(err)}") from None
     model.eval()
+    model.preprocessing = checkpoint_preprocessing(ckpt, cfg, str(path))
     return model, cfg
 
 

@@ -11,18 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medzoo.data.presets import medicalnet_contract
 from medzoo.zoo.export import write_export_dir
 from medzoo.zoo.medicalnet import from_medicalnet
 
 __all__ = ["convert_imagenet", "convert_medicalnet", "convert_torchxrayvision", "medicalnet_metadata"]
-
-# MedicalNet's preprocessing (setting.py / datasets/brains18.py): resize to a target size, z-score over voxels > 0.
-MEDICALNET_PREPROCESSING = {
-    "modality": ["CT", "MR"], "normalisation": "zscore_nonzero", "intensity_window": None,
-    "input_size": [56, 448, 448], "resize": "nearest", "spacing": None, "orientation": None,
-    "notes": "crop to the non-background box, resize (scipy.ndimage.zoom order 0) to input_size, z-score over "
-             "voxels > 0; training fills zero voxels with N(0,1) noise",
-}
 
 
 def medicalnet_metadata(model: Any, name: str, source: str) -> dict[str, Any]:
@@ -33,7 +26,7 @@ def medicalnet_metadata(model: Any, name: str, source: str) -> dict[str, Any]:
     return {
         "name": name, "version": "1", "description": f"MedicalNet weights converted from {Path(source).name}",
         "architecture": arch, "parts": ["encoder"] + (["heads"] if tasks else []), "tasks": tasks,
-        "preprocessing": MEDICALNET_PREPROCESSING, "license": "MIT", "source": str(source),
+        "preprocessing": medicalnet_contract().to_dict(), "license": "MIT", "source": str(source),
         "citation": "Chen S, Ma K, Zheng Y. Med3D: Transfer Learning for 3D Medical Image Analysis. "
                     "arXiv:1904.00625, 2019.",
         "notes": "converted from a MedicalNet checkpoint (format medicalnet-pth)",

@@ -34,14 +34,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from medzoo.data.presets import IMAGENET_MEAN, IMAGENET_STD, imagenet_contract
 from medzoo.zoo.report import LoadReport
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INFLATE_MODES", "detect_resnet2d", "from_imagenet", "imagenet_encoder",
            "imagenet_preprocessing", "inflate_kernel", "load_imagenet", "load_resnet2d_state"]
 
 INFLATE_MODES = ("centre", "mean")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
 
 
@@ -212,21 +211,11 @@ def from_imagenet(path_or_state: str | Path | dict, *, inflate: str = "centre", 
 
 
 def imagenet_preprocessing(in_channels: int = 3) -> dict[str, Any]:
-    """The input contract of ImageNet weights for a grey image, as a catalog ``preprocessing`` mapping.
+    """The input contract of ImageNet weights for a grey image, as a ``preprocessing`` mapping.
 
     With 3 input channels the grey image is replicated to RGB and normalised per channel with ImageNet's mean and
     std: exactly the 2D network's contract. With 1 channel the stem is the RGB sum, which equals the 3-channel network
     on an input whose three normalised channels are equal; ImageNet's per-channel statistics differ slightly, so the
     grey image is normalised with their channel averages (mean 0.449, std 0.226), an approximation.
     """
-    if in_channels == 3:
-        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
-        how = "grey image replicated to 3 channels, then ImageNet per-channel mean/std (exact ImageNet contract)"
-    else:
-        mean, std = [round(sum(IMAGENET_MEAN) / 3, 3)], [round(sum(IMAGENET_STD) / 3, 3)]
-        how = (f"stem summed over RGB to {in_channels} channel(s); grey image normalised with the channel averages "
-               "of ImageNet's mean/std (an approximation: exact only when the three normalised channels are equal)")
-    return {"modality": ["CT", "MR", "CXR"], "normalisation": "meanstd", "intensity_window": [0, 255],
-            "mean": mean, "std": std, "input_size": [224, 224], "resize": "bilinear", "notes":
-            f"{how}. Scale 8-bit intensities to [0, 1] (intensity_window [0, 255]); for CT choose an HU window "
-            "first. Trained on 224x224 ImageNet crops (resize 256, centre crop 224)."}
+    return imagenet_contract(in_channels).to_dict()

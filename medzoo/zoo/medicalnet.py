@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from medzoo.data.presets import medicalnet_contract
 from medzoo.encoders import RESNET_SPECS, ResNetEncoder, create_encoder
 from medzoo.heads.medicalnet import MedicalNetSegHead
 from medzoo.models.multitask import MultiTaskModel
@@ -182,7 +183,8 @@ def from_medicalnet(path: str | Path, output_stride: int = 8, *, seg_task: str =
         **encoder_kwargs: extra :func:`medzoo.create_encoder` options (for example ``in_channels``).
 
     Returns:
-        A :class:`medzoo.models.MultiTaskModel`, with the load report in ``model.load_report``.
+        A :class:`medzoo.models.MultiTaskModel`, with the load report in ``model.load_report`` and MedicalNet's input
+        contract (:func:`~medzoo.data.presets.medicalnet_contract`) in ``model.preprocessing``.
 
     Example (not run here):
         >>> model = from_medicalnet("pretrain/resnet_10_23dataset.pth")  # doctest: +SKIP
@@ -201,4 +203,5 @@ def from_medicalnet(path: str | Path, output_stride: int = 8, *, seg_task: str =
         heads[seg_task] = MedicalNetSegHead(encoder.feature_dim, arch["num_seg_classes"])
     model = MultiTaskModel(encoder, heads)
     model.load_report = load_medicalnet(model, path)
+    model.preprocessing = {"volume": medicalnet_contract()}  # the data MedicalNet's weights were trained on
     return model

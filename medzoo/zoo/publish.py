@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from medzoo.config import to_dict
+from medzoo.data.contract import parse_preprocessing, preprocessing_to_dict
 from medzoo.heads.base import HEADS
 from medzoo.zoo.cache import cache_root
 from medzoo.zoo.catalog import add_entry
@@ -71,7 +72,8 @@ def model_metadata(model: Any, *, name: str, parts: str = "all", version: str = 
         model: a :class:`~medzoo.models.MultiTaskModel` built by ``create_model`` (it has ``model.config``).
         name: the entry name (lowercase dotted words).
         parts: ``"encoder"`` (the encoder only) or ``"all"`` (encoder, heads and aggregator).
-        version, preprocessing, license, source, citation, description, metrics: spec fields.
+        preprocessing: ``{kind: contract}`` (or one contract); default: ``model.preprocessing``.
+        version, license, source, citation, description, metrics: spec fields.
     """
     if parts not in EXPORT_PARTS:
         raise ValueError(f"parts must be one of {list(EXPORT_PARTS)}, got {parts!r}")
@@ -88,9 +90,17 @@ def model_metadata(model: Any, *, name: str, parts: str = "all", version: str = 
         spec_parts += ["heads"] if tasks else []
     meta = {"name": name, "version": version, "description": description,
             "architecture": model.encoder.architecture(), "parts": spec_parts, "tasks": tasks,
-            "preprocessing": dict(preprocessing) if preprocessing else None, "metrics": dict(metrics or {}),
+            "preprocessing": _contracts(model, preprocessing), "metrics": dict(metrics or {}),
             "license": license, "source": source, "citation": citation}
     return {k: v for k, v in meta.items() if v is not None}
+
+
+def _contracts(model: Any, preprocessing: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The contracts to record: the ones given, else the ones the model carries (``model.preprocessing``, set by
+    :func:`medzoo.zoo.resolve` and by reading a training checkpoint), so that every export records what its weights
+    were trained on."""
+    contracts = parse_preprocessing(preprocessing if preprocessing else getattr(model, "preprocessing", None))
+    return preprocessing_to_dict(contracts) or None
 
 
 def _guess_type(head: torch.nn.Module) -> str:

@@ -19,8 +19,9 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ __all__ = ["ResolvedModel", "load", "resolve"]
 
 _PARTIAL = {"parts", "tasks", "num_classes"}  # options that ask for new or fewer heads on purpose
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ResolvedModel:
@@ -47,7 +50,8 @@ class ResolvedModel:
         kind: the reference's kind (``zoo``, ``export``, ``checkpoint``, ``medicalnet`` or ``file``).
         source: the catalog name or the path it came from.
         spec: the weights spec (catalog entry or export ``metadata.json``); None for checkpoints and MedicalNet files.
-        preprocessing: the input contract the weights were trained with, when the spec records one.
+        preprocessing: input kind -> the contract the weights were trained with (the spec's, the one a checkpoint
+            recorded, MedicalNet's); empty when the weights declare none. Also ``model.preprocessing``.
         report: what was loaded, adapted, ignored and missing.
         config: the run config stored in a training checkpoint (None for other kinds).
     """
@@ -56,7 +60,7 @@ class ResolvedModel:
     kind: str
     source: str
     spec: WeightsSpec | None = None
-    preprocessing: Preprocessing | None = None
+    preprocessing: dict[str, Preprocessing] = field(default_factory=dict)
     report: LoadReport | None = None
     config: dict[str, Any] | None = None
 
@@ -96,7 +100,7 @@ def resolve(ref: str | os.PathLike, **opts: Any) -> ResolvedModel:
 
     Example:
         >>> r = resolve("resnet18.medicalnet23", allow_unpinned=True)  # doctest: +SKIP
-        >>> r.model.encoder.output_stride, r.preprocessing.normalisation  # doctest: +SKIP
+        >>> r.model.encoder.output_stride, r.preprocessing["volume"].axes  # doctest: +SKIP
     """
     parsed = parse_ref(ref)
     spec, config = None, None
@@ -110,12 +114,30 @@ def resolve(ref: str | os.PathLike, **opts: Any) -> ResolvedModel:
     else:
         model, report, config = _from_checkpoint(parsed.target, opts)
     model.load_report = report  # users read the report from the model (README, hubconf)
-    return ResolvedModel(model, parsed.kind, parsed.target, spec, spec.preprocessing if spec else None, report,
-                         config)
+    contracts = dict(spec.preprocessing) if spec is not None else dict(getattr(model, "preprocessing", None) or {})
+    model.preprocessing = _fit_channels(contracts, model, parsed.text)
+    return ResolvedModel(model, parsed.kind, parsed.target, spec, model.preprocessing, report, config)
 
 
-def load(ref: str | os.PathLike, **opts: Any) -> tuple[MultiTaskModel, Preprocessing | None]:
-    """``(model, preprocessing)`` of a model reference: :func:`resolve` as a tuple.
+def _fit_channels(contracts: dict[str, Preprocessing], model: MultiTaskModel, who: str) -> dict[str, Preprocessing]:
+    """Contracts whose ``channels`` match the loaded stem (``in_channels`` may be adapted at load time): a grey
+    image feeds a 1-channel stem directly, and per-channel statistics become their average."""
+    in_ch = int(getattr(model.encoder, "in_channels", 1) or 1)
+    out = {}
+    for kind, c in contracts.items():
+        if c.dims == 2 and c.channels != in_ch:
+            stats = {}
+            if c.mean is not None and len(c.mean) not in (1, in_ch):
+                stats = {"mean": [round(sum(c.mean) / len(c.mean), 3)], "std": [round(sum(c.std) / len(c.std), 3)]}
+            log.info("%s: %s contract for %d channels, the model's stem takes %d; channels adapted%s", who, kind,
+                     c.channels, in_ch, " (mean/std averaged)" if stats else "")
+            c = c.replace(channels=in_ch, **stats)
+        out[kind] = c
+    return out
+
+
+def load(ref: str | os.PathLike, **opts: Any) -> tuple[MultiTaskModel, dict[str, Preprocessing]]:
+    """``(model, {kind: preprocessing contract})`` of a model reference: :func:`resolve` as a tuple.
 
     The model carries the :class:`~medzoo.zoo.report.LoadReport` as ``model.load_report``.
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from medzoo.zoo._spec_checks import SpecError, _bool, _Ctx, _int, _mapping, _mean_std, _num, _plain, _seq, _str
+from medzoo.data.contract import NORMALISATIONS, Preprocessing, parse_preprocessing
+from medzoo.utils.spec_checks import SpecError, _bool, _Ctx, _int, _mapping, _num, _plain, _seq, _str
 
 __all__ = [
     "Architecture", "FileSpec", "Preprocessing", "SpecError", "TaskSpec", "WeightsSpec",
@@ -36,7 +37,6 @@ __all__ = [
 
 TASK_TYPES = ("classification", "multilabel", "regression", "segmentation")
 TASK_LEVELS = ("image", "volume", "slice", "series")
-NORMALISATIONS = ("none", "zscore", "zscore_nonzero", "minmax", "window", "meanstd", "linear")
 FILE_FORMATS = ("safetensors", "medicalnet-pth", "torch-state-dict", "torchvision-resnet", "torchxrayvision", "yaml",
                 "json", "onnx", "torchscript")
 FILE_PARTS = ("encoder", "heads", "aggregator", "all", "config", "metadata", "model-card")
@@ -158,67 +158,6 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    """The input contract the weights expect (checked at predict time, shown on the model card).
-
-    Attributes:
-        modality: imaging modalities, e.g. ``("CT", "MR")`` or ``("CXR",)``.
-        spacing: voxel spacing in mm per axis (D, H, W) or (H, W); ``None`` = not resampled.
-        orientation: axis codes such as ``RAS``; ``None`` = not reoriented.
-        intensity_window: (low, high) clip before normalisation (HU for CT); ``None`` = no window.
-        normalisation: ``none``, ``zscore``, ``zscore_nonzero`` (statistics over voxels > 0, MedicalNet),
-            ``minmax`` (to [0, 1]), ``window`` (clip to ``intensity_window`` then scale to [0, 1]), ``meanstd``
-            (``window``, then ``(x - mean[c]) / std[c]`` per channel: the ImageNet convention) or ``linear`` (clip
-            to ``intensity_window`` and map it linearly onto ``value_range``: TorchXRayVision's [-1024, 1024]).
-        input_size: spatial size (D, H, W) or (H, W) the model was trained at.
-        resize: interpolation used to resize to ``input_size`` (e.g. ``nearest``); ``None`` = no resize.
-        value_range: expected (low, high) of the network input after preprocessing, for runtime checks.
-        mean, std: ``meanstd`` only: per-channel statistics (one value per input channel, or one for all).
-        notes: free text.
-    """
-
-    modality: tuple[str, ...]
-    normalisation: str
-    spacing: tuple[float, ...] | None = None
-    orientation: str | None = None
-    intensity_window: tuple[float, float] | None = None
-    input_size: tuple[int, ...] | None = None
-    resize: str | None = None
-    value_range: tuple[float, float] | None = None
-    notes: str | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    @classmethod
-    def from_dict(cls, d: Any, ctx: _Ctx) -> Preprocessing:
-        d = _mapping(d, ctx, {f.name for f in dataclasses.fields(cls)}, {"modality", "normalisation"})
-        modality = d["modality"]
-        modality = (modality,) if isinstance(modality, str) else modality
-        norm = _str(d["normalisation"], ctx.sub("normalisation"), choices=NORMALISATIONS)
-        window = _seq(d.get("intensity_window"), ctx.sub("intensity_window"), _num, length=2, optional=True)
-        if norm in ("window", "meanstd", "linear") and window is None:
-            raise ctx.sub("intensity_window").fail(f"normalisation {norm!r} needs an intensity_window [low, high]")
-        if window is not None and not window[0] < window[1]:
-            raise ctx.sub("intensity_window").fail(f"expected low < high, got {list(window)}")
-        size_item = lambda x, c: _int(x, c, minimum=1)  # noqa: E731
-        value_range = _seq(d.get("value_range"), ctx.sub("value_range"), _num, length=2, optional=True)
-        if norm == "linear" and value_range is None:
-            raise ctx.sub("value_range").fail("normalisation 'linear' maps intensity_window onto value_range; give it")
-        mean, std = _mean_std(d, norm, ctx)
-        return cls(
-            modality=_seq(modality, ctx.sub("modality"), lambda x, c: _str(x, c)),
-            normalisation=norm,
-            spacing=_seq(d.get("spacing"), ctx.sub("spacing"), _num, optional=True),
-            orientation=_str(d.get("orientation"), ctx.sub("orientation"), optional=True),
-            intensity_window=window,
-            input_size=_seq(d.get("input_size"), ctx.sub("input_size"), size_item, optional=True),
-            resize=_str(d.get("resize"), ctx.sub("resize"), optional=True),
-            value_range=value_range, notes=_str(d.get("notes"), ctx.sub("notes"), optional=True), mean=mean, std=std,
-        )
-
-
-
-@dataclass(frozen=True)
 class FileSpec:
     """One downloadable file.
 
@@ -314,7 +253,9 @@ class WeightsSpec:
         source: where the weights come from (url).
         citation: how to cite them.
         tasks: task name -> :class:`TaskSpec` (empty for encoder-only weights).
-        preprocessing: the input contract (:class:`Preprocessing`) or ``None``.
+        preprocessing: input kind (``volume``, ``image``, ``series``) -> the contract (:class:`Preprocessing`) the
+            weights were trained with; empty when the weights declare none. One contract (the flat form) reads as its
+            own kind's.
         metrics: free-form results, e.g. ``{"covid": {"dataset": "COVIDx-CT test", "auroc": 0.97}}``.
         versions: software versions the weights were made with (``medzoo``, ``torch``, ``monai``).
         notes: free text (e.g. the expected size of unpinned files).
@@ -330,7 +271,7 @@ class WeightsSpec:
     source: str
     citation: str
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
-    preprocessing: Preprocessing | None = None
+    preprocessing: dict[str, Preprocessing] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     notes: str | None = None
@@ -368,14 +309,13 @@ class WeightsSpec:
         names = [f.name for f in files]
         if len(set(names)) != len(names):
             raise ctx.sub("files").fail(f"file names must be unique within an entry, got {names}")
-        pre = d.get("preprocessing")
         return cls(
             name=name, version=_version(d["version"], ctx.sub("version")),
             architecture=Architecture.from_dict(d["architecture"], ctx.sub("architecture")),
             parts=_parts(d["parts"], tasks, ctx.sub("parts")), files=files,
             license=_str(d["license"], ctx.sub("license")), source=_str(d["source"], ctx.sub("source")),
             citation=_str(d["citation"], ctx.sub("citation")), tasks=tasks,
-            preprocessing=None if pre is None else Preprocessing.from_dict(pre, ctx.sub("preprocessing")),
+            preprocessing=parse_preprocessing(d.get("preprocessing"), ctx.sub("preprocessing")),
             metrics=_metrics(d.get("metrics") or {}, ctx.sub("metrics")),
             versions={k: _str(v, ctx.sub("versions").sub(k)) for k, v in _mapping(
                 d.get("versions") or {}, ctx.sub("versions"), {"medzoo", "torch", "monai", "python"}).items()},

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from medzoo.data.presets import txv_contract
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.txv_table import TXV_WEIGHTS
 
@@ -287,11 +288,6 @@ def _load_head(name: str, head: nn.Module, w: TXVWeights, clf: str, report: Load
 
 
 def txv_preprocessing(resolution: int = 224) -> dict[str, Any]:
-    """TXV's input contract as a catalog ``preprocessing`` mapping (8-bit images; see the notes for 16-bit)."""
-    return {"modality": ["CXR"], "normalisation": "linear", "intensity_window": [0, 255],
-            "value_range": [-1024, 1024], "input_size": [resolution, resolution], "resize": "bilinear", "notes":
-            "TorchXRayVision contract: one channel (average RGB to grey); intensities mapped linearly from "
-            "[0, maxval] to [-1024, 1024] (xrv.datasets.normalize; maxval 255 for 8-bit, 65535 for 16-bit images); "
-            f"centre crop to the largest square (XRayCenterCrop), then resize to {resolution}x{resolution} "
-            "(XRayResizer: skimage resize with anti-aliasing). TXV's model resizes other sizes bilinearly itself; "
-            "medzoo does not, so resize before predicting."}
+    """TXV's input contract as a ``preprocessing`` mapping: grey, [0, max value] -> [-1024, 1024], centre square
+    crop, resize to ``resolution``."""
+    return txv_contract(resolution).to_dict()

@@ -166,7 +166,8 @@ def test_localization_rows_for_every_boxed_image(trained, single):
     rec = next(r for r in boxed if r.id == rows[0]["id"])
     box = next(b["box"] for b in rec.meta["boxes"] if b["label"] == rows[0]["label"])
     heat = model_heatmap_fn(model_from_checkpoint(ckpt)[0].eval(), "findings", "gradcam",
-                            {"normalisation": "none", "input_size": [32, 32]})(rec, rows[0]["label"])
+                            {"modality": "CXR", "axes": "HW", "rescale": "max_value", "input_size": [32, 32],
+                             "size_mode": "resize", "resize": "linear"})(rec, rows[0]["label"])
     mask = box_to_mask(box, heat.shape, scale=(heat.shape[1] / 1024, heat.shape[0] / 1024))
     for k, v in localization_scores(heat, mask, ks=(5, 10, 20, 50), normalize=True).items():
         assert _same(rows[0][k], v), k

@@ -1,4 +1,5 @@
-"""``medzoo predict`` and ``medzoo explain`` on export directories, in-process."""
+"""``medzoo predict``, ``explain`` and ``info`` on export directories and checkpoints, in-process: each model's
+preprocessing contract, and refusal of a model without one."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from medzoo.cli import explain_cmd, predict_cmd
+from medzoo.cli.main import main
+from medzoo.config import to_dict
 from medzoo.data.imageio import write_nifti, write_png
-from tests.helpers import write_tiny_export
+from medzoo.data.presets import ct_contract
+from tests.helpers import CXR_PRE, CXR_TASKS, build_model, write_tiny_export
 
 
 def _cli(*argv: str) -> int:
@@ -64,7 +70,7 @@ def test_explain_image_and_volume(cxr_exports, images, tmp_path):
                 "--method", "cam", "--out", str(tmp_path / "e")) == 0
     assert (tmp_path / "e" / "img0_findings_b_cam.png").is_file()
     seg_task = {"seg": {"type": "segmentation", "level": "volume", "num_classes": 2}}
-    ct_pre = {"modality": ["CT"], "normalisation": "window", "intensity_window": [-100, 100]}
+    ct_pre = {"modality": ["CT"], "axes": "XYZ", "normalisation": "window", "intensity_window": [-100, 100]}
     seg = write_tiny_export(tmp_path, "seg", seg_task, preprocessing=ct_pre)
     aff = np.diag([1.5, 1.0, 2.0, 1.0])
     vol = write_nifti(tmp_path / "ct.nii.gz", np.random.default_rng(1).uniform(-100, 100, (20, 16, 12)), aff)
@@ -74,3 +80,53 @@ def test_explain_image_and_volume(cxr_exports, images, tmp_path):
     assert heat.shape == (20, 16, 12)
     np.testing.assert_allclose(heat.affine, aff)
     assert (tmp_path / "v" / "ct_seg_class_1_gradcam_montage.png").is_file()
+
+
+def test_a_model_without_contract_is_refused_until_one_is_given(images, tmp_path, capsys):
+    bare = write_tiny_export(tmp_path, "bare", CXR_TASKS, preprocessing=None)
+    good, _ = images
+    assert main(["-q", "predict", "--model", bare, good[0], "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "bare: the model declares no preprocessing contract" in err and "--preprocessing NAME|FILE" in err
+    assert not (tmp_path / "p").exists()  # refused before any input was read
+    assert main(["-q", "explain", "--model", bare, good[0], "--task", "findings", "--out", str(tmp_path / "e")]) == 2
+    assert "declares no preprocessing contract" in capsys.readouterr().err
+    contract = tmp_path / "cxr32.yaml"
+    contract.write_text("modality: CXR\naxes: HW\nrescale: max_value\ninput_size: [32, 32]\nsize_mode: resize\n")
+    assert main(["-q", "predict", "--model", bare, good[0], "--preprocessing", str(contract), "--out",
+                 str(tmp_path / "p")]) == 0
+    # the same weights (seed 0), contract recorded
+    with_contract = write_tiny_export(tmp_path, "same", CXR_TASKS, preprocessing=CXR_PRE)
+    assert main(["-q", "predict", "--model", with_contract, good[0], "--out", str(tmp_path / "q")]) == 0
+    np.testing.assert_allclose(_probs(tmp_path / "p")["img0"], _probs(tmp_path / "q")["img0"], atol=1e-7)
+    assert main(["-q", "explain", "--model", bare, good[0], "--task", "findings", "--preprocessing", "cxr",
+                 "--out", str(tmp_path / "e")]) == 0
+
+
+def test_preprocessing_once_per_model_or_once_for_all(cxr_exports, images, tmp_path):
+    good, _ = images
+    with pytest.raises(ValueError, match="--preprocessing given 3 times for 2 --model"):
+        _cli("predict", "--model", cxr_exports[0], "--model", cxr_exports[1], good[0], "--out", str(tmp_path),
+             "--preprocessing", "cxr", "--preprocessing", "cxr", "--preprocessing", "cxr")
+
+
+def test_info_shows_the_contract_of_exports_and_checkpoints(cxr_exports, tmp_path, capsys):
+    assert main(["info", cxr_exports[0]]) == 0
+    out = capsys.readouterr().out
+    shown = yaml.safe_load(out[out.index("preprocessing:"):])["preprocessing"]
+    assert shown["image"]["input_size"] == [32, 32] and shown["image"]["axes"] == "HW"
+    assert "name: m1" in out
+    model = build_model({"seg": {"type": "segmentation", "level": "volume", "num_classes": 2}})
+    contract = ct_contract(spacing=2.0, patch=16)
+    torch.save({"model": model.state_dict(), "config": yaml.safe_dump({"model": to_dict(model.config)}),
+                "preprocessing": {"volume": contract.to_dict()}}, tmp_path / "best.pt")
+    assert main(["info", str(tmp_path / "best.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "(file)" in out
+    assert yaml.safe_load(out[out.index("preprocessing:"):])["preprocessing"] == {"volume": contract.to_dict()}
+    assert main(["info", str(write_tiny_export(tmp_path, "bare", CXR_TASKS, preprocessing=None))]) == 0
+    assert "preprocessing: none declared" in capsys.readouterr().out
+    assert main(["info", "resnet10.medicalnet23"]) == 0  # a catalog name: its spec, contract and cache state
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out[out.index("preprocessing:"):out.index("# resnet_10")])["preprocessing"]["volume"][
+        "axes"] == "DHW"

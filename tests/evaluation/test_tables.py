@@ -121,7 +121,7 @@ def test_model_heatmap_fn_returns_image_sized_maps(tmp_path):
     p = write_png(tmp_path / "x.png", (np.random.default_rng(0).random((40, 56)) * 255).astype(np.uint8))
     from medzoo.data.manifest import Record
 
-    heat = model_heatmap_fn(cxr, "findings", "cam", {"normalisation": "none", "input_size": [32, 32]})(
+    heat = model_heatmap_fn(cxr, "findings", "cam", "cxr")(
         Record("x", "x", str(p)), "b")
     assert heat.shape == (40, 56) and np.isfinite(heat).all()
 

@@ -99,7 +99,7 @@ def test_explain_series_folder_writes_slices_and_weights(series_model, tmp_path)
     rng = np.random.default_rng(0)
     for i in range(3):
         write_png(tmp_path / "pt" / f"s{i}.png", (rng.random((24, 20)) * 255).astype(np.uint8))
-    res = explain_input([series_model], tmp_path / "pt", "covid_ct", "covid", "cam")
+    res = explain_input([series_model], tmp_path / "pt", "covid_ct", "covid", "cam", preprocessing=["series"])
     assert res.heatmap.shape == (3, 24, 20)
     files = write_explanation(res, tmp_path / "out")
     names = sorted(f.name for f in files)

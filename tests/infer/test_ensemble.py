@@ -21,7 +21,7 @@ def pair():
 def test_two_models_equal_mean_of_separate_predictions(pair):
     img = (np.random.default_rng(0).random((1, 32, 32)) * 255).astype(np.uint8)
     meta = {"max_value": 255.0}
-    p1, p2 = (Predictor(m) for m in pair)
+    p1, p2 = (Predictor(m, preprocessing={"modality": ["CXR"], "axes": "HW", "rescale": "max_value"}) for m in pair)
     a, b = p1.predict_array(img, "image", meta), p2.predict_array(img, "image", meta)
     assert not np.allclose(a["findings"].probs, b["findings"].probs)  # the members really differ
     ens = Ensemble([p1, p2]).predict_array(img, "image", meta)

@@ -11,10 +11,16 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
+from medzoo.data.contract import Preprocessing
 from medzoo.data.imageio import read_image, write_nifti, write_png
 from medzoo.infer.inputs import discover_inputs
-from medzoo.infer.predict import Predictor, predict_inputs
-from medzoo.infer.preprocess import normalise
+from medzoo.infer.predict import NoContractError, Predictor, predict_inputs
+from medzoo.zoo.publish import export_model
+from tests.helpers import build_model as build
+
+CT_WINDOW = {"modality": ["CT"], "axes": "XYZ", "normalisation": "window", "intensity_window": [-200, 300]}
+CXR32 = {"modality": ["CXR"], "axes": "HW", "rescale": "max_value", "input_size": [32, 32], "size_mode": "resize",
+         "resize": "linear"}
 
 
 def _volume(shape, seed=0):
@@ -26,7 +32,7 @@ def test_window_covering_volume_equals_whole_volume(seg3d):
     with torch.no_grad():
         whole = seg3d(x, tasks=["seg"])["seg"]
         covering = sliding_window_inference(x, (16, 24, 20), 1, lambda w: seg3d(w, tasks=["seg"])["seg"])
-    got = Predictor(seg3d, patch_size=(16, 24, 20), fuse=False).dense_logits(x, ["seg"])["seg"]
+    got = Predictor(seg3d, preprocessing="none", patch_size=(16, 24, 20), fuse=False).dense_logits(x, ["seg"])["seg"]
     torch.testing.assert_close(covering, whole, rtol=0, atol=1e-6)
     torch.testing.assert_close(got, whole, rtol=0, atol=0)
 
@@ -34,7 +40,7 @@ def test_window_covering_volume_equals_whole_volume(seg3d):
 def test_default_predictor_folds_batchnorm_with_unchanged_outputs(seg3d):
     """The adopted inference default: BN folded into the convolutions of a copy; outputs equal within 1e-5."""
     x = torch.rand(1, 1, 16, 24, 20)
-    predictor = Predictor(seg3d, patch_size=(16, 24, 20))
+    predictor = Predictor(seg3d, preprocessing="none", patch_size=(16, 24, 20))
     assert predictor.model is not seg3d
     bn = torch.nn.modules.batchnorm._BatchNorm
     assert not any(isinstance(m, bn) and m.training for m in predictor.model.modules())
@@ -50,7 +56,7 @@ def test_large_volume_equals_direct_sliding_window_call(seg3d):
     seen = []
     hook = seg3d.encoder.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[2:])))
     try:
-        got = Predictor(seg3d, patch_size=(16, 16, 16), overlap=0.25, sw_batch_size=2,
+        got = Predictor(seg3d, preprocessing="none", patch_size=(16, 16, 16), overlap=0.25, sw_batch_size=2,
                         blend="gaussian").dense_logits(x, ["seg"])["seg"]
     finally:
         hook.remove()
@@ -64,8 +70,7 @@ def test_large_volume_equals_direct_sliding_window_call(seg3d):
 def test_mask_has_input_affine_and_shape(seg3d, tmp_path):
     affine = np.array([[0, 0, 2.5, -40], [-0.8, 0, 0, 10], [0, 1.2, 0, 5], [0, 0, 0, 1]], dtype=np.float64)
     src = write_nifti(tmp_path / "ct.nii.gz", _volume((21, 18, 13)), affine)
-    contract = {"normalisation": "window", "intensity_window": [-200, 300], "orientation": "RAS",
-                "spacing": [1.5, 1.5, 1.5], "input_size": [16, 16, 16]}
+    contract = {**CT_WINDOW, "orientation": "RAS", "spacing": [1.5, 1.5, 1.5], "input_size": [16, 16, 16]}
     report = predict_inputs(Predictor(seg3d, preprocessing=contract), [src], tmp_path / "out")
     assert report.errors == []
     img = nib.load(report.records[0]["tasks"]["seg"]["mask"])
@@ -77,10 +82,9 @@ def test_mask_has_input_affine_and_shape(seg3d, tmp_path):
 def test_reorientation_is_undone_exactly(seg3d):
     vol = _volume((12, 16, 8), seed=1)
     affine = np.diag([-1.0, 1.0, 1.0, 1.0])  # LAS: RAS reorientation flips the first axis
-    out = Predictor(seg3d, preprocessing={"normalisation": "window", "intensity_window": [-200, 300],
-                                          "orientation": "RAS"}).predict_array(vol[None], "volume",
-                                                                               {"affine": affine})
-    x = torch.from_numpy(normalise(vol[::-1].copy(), {"normalisation": "window", "intensity_window": [-200, 300]}))
+    out = Predictor(seg3d, preprocessing={**CT_WINDOW, "orientation": "RAS"}).predict_array(vol[None], "volume",
+                                                                                           {"affine": affine})
+    x = torch.from_numpy(np.clip((vol[::-1].copy() + 200) / 500, 0, 1).astype(np.float32))  # the window, by hand
     with torch.no_grad():
         probs = seg3d(x[None, None], tasks=["seg"])["seg"].softmax(1)[0].flip(1).numpy()
     np.testing.assert_allclose(out["seg"].probs, probs, atol=1e-5)
@@ -89,8 +93,7 @@ def test_reorientation_is_undone_exactly(seg3d):
 def test_vector_outputs_match_model_and_files(cxr, tmp_path):
     img = (np.random.default_rng(2).random((40, 48)) * 255).astype(np.uint8)
     src = write_png(tmp_path / "cxr.png", img)
-    report = predict_inputs(Predictor(cxr, preprocessing={"normalisation": "none", "input_size": [32, 32]}),
-                            [src], tmp_path / "out")
+    report = predict_inputs(Predictor(cxr, preprocessing=CXR32), [src], tmp_path / "out")
     from medzoo.data.imageio import resize_2d
 
     x = torch.from_numpy(resize_2d(img[None].astype(np.float32) / 255.0, (32, 32)))[None]
@@ -115,7 +118,7 @@ def test_dicom_series_input(seg3d, tmp_path):
 
     vol = np.rint(_volume((16, 12, 6), seed=3))
     write_dicom_series(tmp_path / "series", vol, spacing=(0.8, 0.9, 2.0), origin=(5.0, -3.0, 10.0))
-    report = predict_inputs(Predictor(seg3d), [tmp_path / "series"], tmp_path / "out")
+    report = predict_inputs(Predictor(seg3d, preprocessing="none"), [tmp_path / "series"], tmp_path / "out")
     assert report.errors == [] and report.records[0]["kind"] == "volume"
     arr, meta = read_image(tmp_path / "series")
     img = nib.load(report.records[0]["tasks"]["seg"]["mask"])
@@ -131,7 +134,7 @@ def test_bad_input_reported_others_still_run(cxr, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     listing = tmp_path / "list.csv"
     listing.write_text("id,path\nfirst,g0.png\nbad,broken.png\nmissing,nope.png\nsecond,g1.png\n")
-    report = predict_inputs(Predictor(cxr), [listing], tmp_path / "out")
+    report = predict_inputs(Predictor(cxr, preprocessing=CXR32), [listing], tmp_path / "out")
     assert [r["id"] for r in report.records] == ["first", "second"]
     wheres = [w for w, _ in report.errors]
     assert wheres == [f"{listing}:4", f"{listing}:3"]  # discovery errors first, then the unreadable file
@@ -150,7 +153,7 @@ def test_series_folder_gives_patient_prediction_and_slice_weights(series_model, 
         write_png(folder / f"slice{i + 1}.png", s)  # natural order: slice1..slice5 (not slice1, slice10...)
     (item,), errors = discover_inputs([folder])
     assert item.kind == "series" and errors == []
-    report = predict_inputs(Predictor(series_model), [folder], tmp_path / "out")
+    report = predict_inputs(Predictor(series_model, preprocessing="series"), [folder], tmp_path / "out")
     entry = report.records[0]["tasks"]["covid_ct"]
     x = torch.from_numpy(np.stack(slices).astype(np.float32)[:, None] / 255.0)[None]
     pad = torch.zeros(1, 5, dtype=torch.bool)
@@ -165,7 +168,8 @@ def test_image_model_on_slice_folder_averages_slices(cxr, tmp_path):
     slices = [(rng.random((32, 32)) * 255).astype(np.uint8) for _ in range(3)]
     for i, s in enumerate(slices):
         write_png(tmp_path / "p" / f"{i}.png", s)
-    out = Predictor(cxr).predict_array(np.stack(slices)[:, None], "series", {"max_value": 255.0})
+    out = Predictor(cxr, preprocessing="series").predict_array(np.stack(slices)[:, None], "series",
+                                                              {"max_value": 255.0})
     x = torch.from_numpy(np.stack(slices).astype(np.float32)[:, None] / 255.0)
     per = cxr.predict(x, tasks=["findings"])["findings"]["probs"].numpy()
     np.testing.assert_allclose(out["findings"].slice_probs, per, atol=1e-6)
@@ -178,22 +182,28 @@ def test_unsupported_inputs_name_the_path(tmp_path):
     assert items == [] and "notes.doc" in errors[0][1] and "input not found" in errors[1][1]
 
 
-def test_normalisation_contract():
-    x = np.array([-1200.0, -1000.0, 400.0, 900.0])
-    out = normalise(x, {"normalisation": "window", "intensity_window": [-1000, 400]})
-    np.testing.assert_allclose(out, [0.0, 0.0, 1.0, 1.0])
-    z = normalise(np.array([0.0, 2.0, 4.0]), {"normalisation": "zscore_nonzero"})
-    np.testing.assert_allclose(z, [(0 - 3) / 1.0, -1.0, 1.0])
-
-
 def test_from_ref_takes_the_contract_from_the_weights_spec(cxr, tmp_path):
-    from medzoo.zoo.publish import export_model
-
-    pre = {"modality": ["CXR"], "normalisation": "none", "input_size": [32, 32]}
-    out = export_model(cxr, tmp_path / "tiny", name="tiny.cxr", preprocessing=pre)
+    out = export_model(cxr, tmp_path / "tiny", name="tiny.cxr", preprocessing=CXR32)
     predictor = Predictor.from_ref(out)
-    assert predictor.contract["input_size"] == (32, 32)
+    assert predictor.contract("image") == Preprocessing.from_dict(CXR32)
     assert predictor.metadata["name"] == "tiny.cxr"
+
+
+def test_a_model_without_contract_is_refused(cxr, tmp_path):
+    """Never silently "none": a model that declares no contract needs one given."""
+    model = build({"cls": {"type": "classification", "level": "image", "labels": ["a", "b"]}})
+    out = export_model(model, tmp_path / "bare", name="bare")
+    with pytest.raises(NoContractError, match="bare: the model declares no preprocessing contract"):
+        Predictor.from_ref(out)
+    with pytest.raises(NoContractError, match="--preprocessing NAME|FILE"):
+        Predictor(model)
+    assert Predictor.from_ref(out, preprocessing="cxr").contract("image").input_size == (224, 224)
+
+
+def test_a_model_without_contract_for_the_input_kind_is_refused(seg3d):
+    predictor = Predictor(seg3d, preprocessing=CXR32)  # an image contract only
+    with pytest.raises(NoContractError, match="no preprocessing contract for volume inputs.*'image'"):
+        predictor.predict_array(np.zeros((1, 8, 8, 8), np.float32), "volume")
 
 
 def test_from_ref_on_a_missing_path_names_it(tmp_path):
@@ -216,33 +226,30 @@ def test_inputs_are_released_after_each_prediction(cxr, tmp_path, monkeypatch):
         return loaded
 
     monkeypatch.setattr(predict_mod, "load_input", tracking)
-    report = predict_inputs(Predictor(cxr), paths, tmp_path / "out")
+    report = predict_inputs(Predictor(cxr, preprocessing=CXR32), paths, tmp_path / "out")
     gc.collect()
     assert len(report.records) == 4 and len(refs) == 4
     assert all(r() is None for r in refs)  # nothing keeps an input alive: memory stays flat over many inputs
     json.dumps(report.records)  # records hold plain data only
 
 
-def test_contract_mismatch_warns(caplog):
-    from medzoo.infer.preprocess import prepare_volume
-
+def test_contract_mismatch_warns(seg3d, caplog):
     vol = np.random.default_rng(0).random((1, 8, 8, 8)).astype(np.float32)  # already in [0, 1], not HU
-    with caplog.at_level("WARNING", logger="medzoo.infer.preprocess"):
-        prepare_volume(vol, np.eye(4), {"normalisation": "window", "intensity_window": [-1000, 400],
-                                        "value_range": [0, 1]}, "ct7")
+    contract = {"modality": ["CT"], "axes": "XYZ", "normalisation": "window", "intensity_window": [-1000, 400]}
+    with caplog.at_level("WARNING", logger="medzoo.data.pipeline"):
+        Predictor(seg3d, preprocessing=contract).predict_array(vol, "volume", {}, "ct7")
     assert "ct7: values lie in [" in caplog.text and "looks already normalised" in caplog.text
-    assert "outside the model's expected range" not in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="medzoo.infer.preprocess"):
-        prepare_volume(vol, np.eye(4), {"normalisation": "none", "value_range": [0, 0.5]}, "ct8")
-    assert "ct8: preprocessed values span" in caplog.text and "expected range [0, 0.5]" in caplog.text
+    with caplog.at_level("WARNING", logger="medzoo.data.pipeline"):
+        Predictor(seg3d, preprocessing=contract).predict_array(vol * 800 - 400, "volume", {}, "ct8")
+    assert "ct8" not in caplog.text
 
 
 def test_task_selection(cxr):
     img = np.zeros((1, 32, 32), np.uint8)
-    out = Predictor(cxr, tasks=["covid"]).predict_array(img, "image", {"max_value": 255.0})
+    out = Predictor(cxr, preprocessing=CXR32, tasks=["covid"]).predict_array(img, "image", {"max_value": 255.0})
     assert list(out) == ["covid"]
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['covd'\].*'findings', 'covid', 'severity'"):
-        Predictor(cxr, tasks=["covd"])
+        Predictor(cxr, preprocessing=CXR32, tasks=["covd"])
     with pytest.raises(ValueError, match="no task for volume input"):
-        Predictor(cxr).predict_array(np.zeros((1, 8, 8, 8), np.float32), "volume")
+        Predictor(cxr, preprocessing="none").predict_array(np.zeros((1, 8, 8, 8), np.float32), "volume")

@@ -11,7 +11,7 @@ from medzoo.infer.predict import Predictor
 
 @pytest.mark.parametrize("fuse", [True, False])
 def test_series_prediction_encodes_the_series_once_with_unchanged_outputs(series_model, fuse):
-    predictor = Predictor(series_model, fuse=fuse)
+    predictor = Predictor(series_model, preprocessing="series", fuse=fuse)
     slices = np.random.default_rng(6).random((5, 1, 24, 24)).astype(np.float32)
     calls: list[int] = []
     handle = predictor.model.encoder.register_forward_hook(lambda *_: calls.append(1))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from medzoo.config import to_dict
 from medzoo.zoo.export import write_export_dir
-from tests.infer.conftest import build
+from tests.helpers import build_model as build
 
 W = [8, 16, 32, 64]
 CT_PRE = {"modality": ["CT"], "normalisation": "window", "intensity_window": [-100, 100], "spacing": [1.0, 1.0, 1.0],

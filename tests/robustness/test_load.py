@@ -29,6 +29,9 @@ N = 1000
 SMOKE = 100  # the first 100 inputs hold six bad ones, one of each kind
 BAD_KINDS = ["zero-byte", "truncated", "missing", "not-an-image", "nan-nifti", "wrong-suffix"]
 
+#: Images scaled by their maximum value, nothing else: the load tests measure the loop, not resizing.
+AS_READ = {"modality": ["CXR"], "axes": "HW", "rescale": "max_value"}
+
 
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
@@ -173,7 +176,7 @@ def test_predict_over_1000_mixed_inputs(mixed: tuple[list[Record], dict[int, str
     records, bad = mixed
     listing = tmp_path / "inputs.csv"
     listing.write_text("id,path\n" + "".join(f"r{i},{rec.image}\n" for i, rec in enumerate(records)))
-    probe = _RssProbe(predict.Predictor(_tiny_model()))
+    probe = _RssProbe(predict.Predictor(_tiny_model(), preprocessing=AS_READ))
     report = predict.predict_inputs(probe, [listing], tmp_path / "out", progress=False)
     good = {f"r{i}" for i in range(len(records)) if i not in bad}
     with case(CATEGORY, f"medzoo predict over {len(records)} inputs: each good one predicted, each bad one reported"):
@@ -193,6 +196,7 @@ def test_predict_does_not_collect_garbage_per_input(tmp_path, monkeypatch: pytes
     counter = _GcCounter()
     monkeypatch.setattr(predict, "gc", counter)
     paths = [str(write_png(tmp_path / f"{i}.png", np.full((16, 16), i, np.uint8))) for i in range(40)]
-    report = predict.predict_inputs(predict.Predictor(_tiny_model()), paths, tmp_path / "out", progress=False)
+    report = predict.predict_inputs(predict.Predictor(_tiny_model(), preprocessing=AS_READ), paths, tmp_path / "out",
+                                    progress=False)
     assert len(report.records) == 40
     assert counter.calls <= 2, f"gc.collect() ran {counter.calls} times for 40 inputs"

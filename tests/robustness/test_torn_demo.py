@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from medzoo.experiment.demo import PROFILES, DemoProfile, DemoResult, run_demo
+from medzoo.experiment.demo import PROFILES, DemoResult, run_demo
 from tests.robustness.tally import case, note
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

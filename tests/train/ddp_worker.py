@@ -47,7 +47,7 @@ def _poison(trainer) -> None:
 def _hang(step: int):
     def fn(trainer) -> None:
         if trainer.step == step:
-            print(f"READY {os.getpid()}", flush=True)
+            os.write(1, f"READY {os.getpid()}\n".encode())  # one write: two ranks' lines never interleave
             time.sleep(600)
     return fn
 

@@ -92,11 +92,17 @@ def _same_step(corpus, tmp_path, **option) -> Trainer:
     """One training step of a plain Trainer and of one with ``option``, on the same batch: same loss and weights."""
     plain = Trainer(run_config(corpus, tmp_path / "a", ["nih"], **SGD))
     other = Trainer(run_config(corpus, tmp_path / "b", ["nih"], **SGD, **option))
+    start = {k: v.detach().clone() for k, v in plain.model.state_dict().items()}
     batch = next(iter(plain.loader.epoch(0)))
     assert other.train_step([batch]) == pytest.approx(plain.train_step([batch]), rel=1e-5)
     reference = plain.model.state_dict()
     for key, value in other.model.state_dict().items():
-        assert torch.allclose(value, reference[key], rtol=1e-4, atol=1e-6), key
+        if not value.is_floating_point():
+            assert torch.equal(value, reference[key]), key
+            continue
+        # Fused kernels sum in another order: compare the update itself, to 0.1 % of its largest element.
+        want, got = reference[key] - start[key], value - start[key]
+        assert (got - want).abs().max() <= 1e-3 * want.abs().max() + 1e-8, key
     assert other.step == 1
     return other
 

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from medzoo.data.presets import medicalnet_contract
 from medzoo.zoo.catalog import (
     CatalogError,
     add_entry,
@@ -135,8 +136,7 @@ def test_medicalnet_entries_match_the_release(name):
     assert (a.encoder, a.output_stride, a.in_channels, a.shortcut) == (f"resnet{depth}", 8, 1, shortcut)
     assert spec.parts == ("encoder",) and spec.tasks == {} and spec.license == "MIT"
     assert "Med3D" in spec.citation and "2019" in spec.citation
-    p = spec.preprocessing
-    assert (p.normalisation, p.intensity_window, p.input_size) == ("zscore_nonzero", None, (56, 448, 448))
+    assert spec.preprocessing == {"volume": medicalnet_contract()}  # MedicalNet's own steps, axes DHW
 
 
 GOOD = {"name": "tiny.covid", "version": "0.1", "architecture": {"encoder": "resnet10", "widths": [8, 16, 32, 64]},
@@ -357,7 +357,8 @@ def test_txv_entries_carry_torchxrayvisions_labels_and_thresholds():
         task = raw["tasks"]["findings"]
         assert task["labels"] == [e["labels"][i] for i in kept], raw["name"]
         assert task["thresholds"] == {e["labels"][i]: e["op_threshs"][i] for i in kept}, raw["name"]
-        assert raw["preprocessing"]["value_range"] == [-1024, 1024]
+        assert raw["preprocessing"]["image"]["value_range"] == [-1024, 1024]
+        assert raw["preprocessing"]["image"]["crop"] == "square"  # XRayCenterCrop
 
 
 def test_imagenet_entries_carry_torchvisions_prefix_and_architecture():
@@ -368,7 +369,7 @@ def test_imagenet_entries_carry_torchvisions_prefix_and_architecture():
         prefix = re.fullmatch(r"https://download\.pytorch\.org/models/resnet\d+-([0-9a-f]{8})\.pth", f["url"]).group(1)
         assert f["sha256_prefix"] == prefix
         assert (raw["architecture"]["shortcut"], raw["architecture"]["bias_downsample"]) == ("B", False)
-        assert raw["preprocessing"]["normalisation"] == "meanstd"
+        assert raw["preprocessing"]["image"]["normalisation"] == "meanstd"
 
 
 def test_readme_table_lists_every_entry_with_its_pin_status():
@@ -380,3 +381,16 @@ def test_readme_table_lists_every_entry_with_its_pin_status():
         status = "yes (sha256 + size)" if f["sha256"] else ("prefix" if f.get("sha256_prefix") else "no:")
         assert status in row, row
         assert f"| {raw['license']} |" in row, row
+
+
+def test_preprocessing_doc_lists_every_entrys_contract():
+    """docs/PREPROCESSING.md's table row of each entry states its kind, axes, size and channels as the catalog does."""
+    doc = (CATALOG.parents[1] / "docs" / "PREPROCESSING.md").read_text()
+    for raw, where in [(e, "shipped") for e in RAW] + [(e, "opt-in") for e in RAW_UNPINNED]:
+        ((kind, c),) = raw["preprocessing"].items()
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{raw['name']}` | {where} |")), None)
+        assert row is not None, f"docs/PREPROCESSING.md lacks {raw['name']}"
+        cells = [x.strip() for x in row.strip("|").split("|")]
+        assert cells[2:4] == [kind, c["axes"]], raw["name"]
+        assert "x".join(map(str, c["input_size"])) in cells[7], raw["name"]
+        assert cells[8] == str(c["channels"]), raw["name"]

@@ -54,7 +54,7 @@ def test_convert_imagenet_cli_writes_an_export_that_loads_exactly(tmp_path, caps
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.encoder(x)[-1], ref(x.repeat(1, 3, 1, 1))[-1], rtol=1e-5, atol=1e-5)
-    assert pre.normalisation == "meanstd"
+    assert pre["image"].normalisation == "meanstd"
 
 
 def test_convert_torchxrayvision_cli_writes_an_export_that_loads_exactly(tmp_path):
@@ -69,7 +69,7 @@ def test_convert_torchxrayvision_cli_writes_an_export_that_loads_exactly(tmp_pat
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(txv_outputs(model, x), ref(x)[:, kept], rtol=1e-5, atol=1e-6)
-    assert (pre.normalisation, pre.value_range) == ("linear", (-1024.0, 1024.0))
+    assert (pre["image"].normalisation, pre["image"].value_range) == ("linear", (-1024.0, 1024.0))
 
 
 def test_shipped_txv_entry_loads_a_release_style_file(tmp_path, monkeypatch):
@@ -87,7 +87,7 @@ def test_shipped_txv_entry_loads_a_release_style_file(tmp_path, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(txv_outputs(model, x), ref(x), rtol=1e-5, atol=1e-6)
     assert list(model.heads["findings"].label_names) == list(entry["labels"])
-    assert pre.input_size == (224, 224)
+    assert pre["image"].input_size == (224, 224)
     assert model.load_report.ok
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medzoo.zoo._spec_checks import _Ctx
+from medzoo.utils.spec_checks import _Ctx
 from medzoo.zoo.imagenet import (
     detect_resnet2d,
     from_imagenet,

@@ -69,7 +69,7 @@ def test_load_export_dir_gives_the_exact_model(series_export):
     loaded, pre = load(full)
     _assert_same(model, loaded)
     assert loaded.load_report.ok and not loaded.load_report.adapted and not loaded.load_report.ignored
-    assert pre.intensity_window == (-1000.0, 400.0) and pre.modality == ("CT",)
+    assert pre["image"].intensity_window == (-1000.0, 400.0) and pre["image"].modality == ("CT",)
     # non-persistent head state (thresholds, ranges) comes from the spec, not the weights
     torch.testing.assert_close(loaded.heads["findings"].thresholds, torch.tensor([0.3, 0.7]))
     assert loaded.heads["severity"].bounded.tolist() == [True, False]
@@ -277,4 +277,4 @@ def test_medzoo_zoo_load_is_the_function_after_every_zoo_module_is_imported(seri
     model, full, _ = series_export
     loaded, pre = medzoo.zoo.load(full)
     _assert_same(model, loaded)
-    assert pre.modality == ("CT",)
+    assert pre["image"].modality == ("CT",)  # 2-D slices: an image contract, which series inputs use

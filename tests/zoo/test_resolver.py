@@ -83,7 +83,8 @@ def test_export_dir_resolves_with_its_spec_preprocessing_and_report(refs):
     r = resolve(export)
     assert isinstance(r, ResolvedModel)
     assert (r.kind, r.source, r.spec.name) == ("export", str(export), "tiny.tb")
-    assert r.preprocessing.input_size == (32, 32)
+    assert r.preprocessing["image"].input_size == (32, 32)
+    assert r.model.preprocessing == r.preprocessing  # exports made from the resolved model record it
     assert r.report.ok
     assert r.model.load_report is r.report
     assert _same(model, r.model)

@@ -1,4 +1,4 @@
-"""Typed value checks for :mod:`medzoo.zoo.spec`: each names the entry and key of the first problem."""
+"""Typed value checks for specs and contracts: each names the entry and key of the first problem."""
 
 from __future__ import annotations
 
