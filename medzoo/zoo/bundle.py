@@ -47,6 +47,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from medzoo.config import check_name
 from medzoo.utils.resources import package_file
 from medzoo.zoo.export import apply_umask, check_replaceable, replace_dir, runtime_versions, sha256_file
 from medzoo.zoo.formats import ExportModule, example_input, export_torchscript
@@ -256,7 +257,8 @@ def write_bundle(model: nn.Module, out_dir: str | os.PathLike, *, metadata: Mapp
         overwrite: replace an existing bundle folder (or an empty folder); any other folder is refused.
 
     Raises:
-        ValueError: no task chosen for a model with several, or a task name that is not a valid name.
+        ValueError: no task chosen for a model with several, or a task name (of the model or the metadata) that is
+            not a valid name.
     """
     out = Path(out_dir)
     if out.exists() or out.is_symlink():
@@ -265,6 +267,8 @@ def write_bundle(model: nn.Module, out_dir: str | os.PathLike, *, metadata: Mapp
         check_replaceable(out, is_bundle_dir, "a MONAI bundle")
     if task is None and len(model.tasks) != 1:
         raise ValueError(f"a bundle holds one task; choose one of {list(model.tasks)} (task=...)")
+    for name in [*model.tasks, *(metadata.get("tasks") or {})]:
+        check_name(name, f"tasks.{name}")  # no task name reaches a bundle file unless it is a plain name
     module = ExportModule(model.eval(), [task or model.tasks[0]])
     network = TaskNetwork(module).eval()
     example = tuple(example) if example is not None else example_input(module)
