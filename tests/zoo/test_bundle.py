@@ -306,3 +306,69 @@ def test_the_shipped_schema_is_the_published_file():
     # sha256 of https://project-monai.github.io/schema/meta_schema_20240725.json (= the 0.8.1 release asset)
     assert hashlib.sha256(data).hexdigest() == "cd64aa8a5904426f6fc6855dabe46af8c742d5bad644b4e9cfb78ebad09ad678"
     assert "network_data_format" in json.loads(data)["required"]
+
+
+def _numpy_contract(x: np.ndarray, c: dict) -> np.ndarray:
+    """The preprocessing contract's intensity steps, written out with numpy."""
+    norm, window = c["normalisation"], c.get("intensity_window")
+    if window is not None:
+        x = np.clip(x, *window)
+    if norm == "window":
+        return (x - window[0]) / (window[1] - window[0])
+    if norm == "linear":
+        lo, hi = c["value_range"]
+        return lo + (x - window[0]) / (window[1] - window[0]) * (hi - lo)
+    if norm == "meanstd":
+        unit = (x - window[0]) / (window[1] - window[0])
+        return (unit - np.array(c["mean"])[:, None, None]) / np.array(c["std"])[:, None, None]
+    if norm == "minmax":
+        return (x - x.min()) / (x.max() - x.min())
+    if norm in ("zscore", "zscore_nonzero"):
+        sel = x[x > 0] if norm == "zscore_nonzero" else x
+        return (x - sel.mean()) / sel.std()
+    return x
+
+
+@pytest.mark.parametrize("contract", [
+    {"normalisation": "none"},
+    {"normalisation": "window", "intensity_window": [-200, 300]},
+    {"normalisation": "linear", "intensity_window": [0, 255], "value_range": [-1024, 1024]},
+    {"normalisation": "meanstd", "intensity_window": [0, 255], "mean": [0.485, 0.456, 0.406],
+     "std": [0.229, 0.224, 0.225]},
+    {"normalisation": "minmax"},
+    {"normalisation": "zscore", "intensity_window": [-500, 500]},
+    {"normalisation": "zscore_nonzero"},
+])
+def test_bundle_preprocessing_is_the_contract(contract):
+    from monai import transforms
+
+    from medzoo.zoo._bundle_io import ZScorePositived
+
+    x = np.random.default_rng(0).normal(50, 300, size=(3, 6, 7)).astype(np.float32)
+    steps = []
+    for step in _bundle_preprocessing(contract):
+        kwargs = {k: v for k, v in step.items() if k != "_target_"}
+        name = step["_target_"]
+        cls = ZScorePositived if name == "scripts.medzoo_io.ZScorePositived" else getattr(transforms, name)
+        steps.append(cls(**kwargs))
+    got = transforms.Compose(steps)({"image": torch.from_numpy(x.copy())})["image"]
+    np.testing.assert_allclose(np.asarray(got), _numpy_contract(x.astype(np.float64), contract), atol=1e-4,
+                               rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_readme_bundle_commands_run_as_written(bundles, tmp_path):
+    import os
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Exports", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)[-1].replace("\\\n", " ")
+    commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.startswith("python -m monai")]
+    assert [c.split()[3] for c in commands] == ["verify_metadata", "verify_net_in_out", "run"]
+    _, out, _, _ = bundles["series"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for command in commands:
+        done = subprocess.run(command, shell=True, cwd=out, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    assert (out / "preds" / "sample.npz").is_file()
