@@ -20,7 +20,6 @@ import pytest
 import torch
 import yaml
 
-from medzoo.models import create_model
 from medzoo.zoo.bundle import (
     SCHEMA_URL,
     TaskNetwork,
@@ -33,6 +32,7 @@ from medzoo.zoo.bundle import (
 from medzoo.zoo.export import sha256_file
 from medzoo.zoo.formats import ExportModule, example_input
 from medzoo.zoo.publish import model_metadata
+from tests.zoo.model_fixtures import stats_model
 
 W = [8, 16, 32, 64]
 PAYLOAD = "$__import__('pathlib').Path('PWNED').touch()"
@@ -57,22 +57,12 @@ KINDS = {
 }
 
 
-def _model(cfg: dict, seed: int = 5) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = create_model(cfg)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("running_mean", "running_var")):
-                buf.copy_(torch.rand_like(buf) + 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """kind -> (model, bundle folder, preprocessing contract, task)."""
     out = {}
     for kind, (cfg, task, contract, shape, extra) in KINDS.items():
-        model = _model(cfg)
+        model = stats_model(cfg)
         meta = model_metadata(model, name=f"tiny.{kind}", preprocessing=contract, **extra)
         example = example_input(ExportModule(model, [task]), **shape)
         path = write_bundle(model, tmp_path_factory.mktemp(kind) / task, metadata=meta, task=task, example=example)
@@ -182,7 +172,7 @@ def test_bundle_workflow_runs_the_sample_and_matches_eager(bundles, kind, tmp_pa
 
 
 def test_series_bundle_slices_are_the_first_spatial_axis_and_slice_outputs_channel_first():
-    model = _model({"encoder": {"name": "resnet10", "widths": W}, "aggregator": {"name": "mean"},
+    model = stats_model({"encoder": {"name": "resnet10", "widths": W}, "aggregator": {"name": "mean"},
                     "tasks": {"lesion": {"type": "multilabel", "level": "slice", "labels": ["ggo", "cons"]}}})
     net = TaskNetwork(ExportModule(model, ["lesion"]))
     x = torch.randn(2, 5, 1, 32, 32)

@@ -22,6 +22,7 @@ from medzoo.config import to_dict
 from medzoo.models import create_model
 from medzoo.zoo.bundle import is_bundle_dir
 from medzoo.zoo.formats import EncoderExport, ExportModule, example_input, export_onnx, export_torchscript, run_onnx
+from tests.zoo.model_fixtures import stats_model
 
 W = [8, 16, 32, 64]
 SERIES = {"encoder": {"name": "resnet10", "widths": W}, "aggregator": {"name": "attention"},
@@ -33,16 +34,6 @@ IMAGE = {"encoder": {"name": "resnet18", "widths": W},
 VOLUME = {"encoder": {"name": "resnet10", "widths": W, "output_stride": 8},
           "tasks": {"seg": {"type": "medicalnet_seg", "level": "volume", "labels": ["bg", "organ"]},
                     "cls": {"type": "classification", "level": "volume", "labels": ["no", "yes"]}}}
-
-
-def _model(cfg: dict, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = create_model(cfg)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith(("running_mean", "running_var")):
-                buf.copy_(torch.rand_like(buf) + 0.5)
-    return model.eval()
 
 
 def _series(b: int, n: int, seed: int, size: tuple[int, int] = (32, 32)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +61,7 @@ def _checkpoint(model: torch.nn.Module, path) -> None:
 def cli_export(tmp_path_factory):
     """A training checkpoint (saved by the checkpoint contract) exported with every format, under umask 022."""
     root = tmp_path_factory.mktemp("cli")
-    model = _model(SERIES)
+    model = stats_model(SERIES)
     _checkpoint(model, root / "best.pt")
     out = root / "export"
     old = os.umask(0o022)
@@ -118,7 +109,7 @@ def test_onnx_checker_passes_and_inputs_outputs_are_named_and_dynamic(cli_export
 
     _, out = cli_export
     proto = onnx.load(str(out / "model.onnx"))
-    onnx.checker.check_model(proto, full_check=True)
+    onnx.checker.checkstats_model(proto, full_check=True)
     assert [o.name for o in proto.graph.output] == ["covid", "lesion"]
     assert [i.name for i in proto.graph.input] == ["image", "pad_mask"]
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
@@ -173,7 +164,7 @@ def test_export_folders_and_files_follow_the_umask(cli_export):
 
 
 def test_a_stricter_umask_is_followed_too(tmp_path):
-    model = _model(IMAGE)
+    model = stats_model(IMAGE)
     example = example_input(ExportModule(model), batch=1, spatial=(32, 32))
     old = os.umask(0o027)
     try:
@@ -185,7 +176,7 @@ def test_a_stricter_umask_is_followed_too(tmp_path):
 
 @pytest.mark.parametrize("cfg, spatial, other", [(IMAGE, (64, 64), (40, 56)), (VOLUME, (16, 32, 32), (12, 24, 40))])
 def test_torchscript_image_and_volume_models_at_another_size(cfg, spatial, other, tmp_path):
-    model = _model(cfg)
+    model = stats_model(cfg)
     module = ExportModule(model)
     ts = torch.jit.load(str(export_torchscript(module, tmp_path / "m.ts", example_input(module, spatial=spatial))))
     x = torch.randn(3, 1, *other)
@@ -197,7 +188,7 @@ def test_torchscript_image_and_volume_models_at_another_size(cfg, spatial, other
 @pytest.mark.parametrize("cfg, spatial, others", [
     (IMAGE, (64, 64), [(1, 40, 56), (3, 33, 47)]), (VOLUME, (16, 32, 32), [(1, 12, 24, 40), (3, 9, 20, 27)])])
 def test_onnx_image_and_volume_models_are_dynamic_and_self_contained(cfg, spatial, others, tmp_path):
-    model = _model(cfg)
+    model = stats_model(cfg)
     module = ExportModule(model)
     path = export_onnx(module, tmp_path / "a" / "model.onnx", example_input(module, spatial=spatial))
     alone = tmp_path / "b" / "model.onnx"
@@ -218,7 +209,7 @@ def _encoder_export(model, tmp_path, fmt: str):
 
 
 def test_cli_encoder_only_torchscript_holds_the_encoder_alone(tmp_path):
-    model = _model(VOLUME)
+    model = stats_model(VOLUME)
     out = _encoder_export(model, tmp_path, "torchscript")
     ts = torch.jit.load(str(out / "model.ts"))
     assert not [k for k in ts.state_dict() if "heads" in k]
@@ -231,7 +222,7 @@ def test_cli_encoder_only_torchscript_holds_the_encoder_alone(tmp_path):
 
 
 def test_cli_encoder_only_refuses_a_bundle_and_an_unknown_format(tmp_path):
-    model = _model(VOLUME)
+    model = stats_model(VOLUME)
     _checkpoint(model, tmp_path / "full.pt")
     with pytest.raises(ValueError, match="bundle serves a task"):
         _cli(["export", str(tmp_path / "full.pt"), "--out", str(tmp_path / "e"), "--parts", "encoder", "--format",
@@ -244,7 +235,7 @@ def test_cli_encoder_only_refuses_a_bundle_and_an_unknown_format(tmp_path):
 def test_cli_encoder_only_onnx_holds_the_encoder_alone(tmp_path):
     import onnx
 
-    model = _model(VOLUME)
+    model = stats_model(VOLUME)
     out = _encoder_export(model, tmp_path, "onnx")
     proto = onnx.load(str(out / "model.onnx"))
     assert [o.name for o in proto.graph.output] == model.encoder.feature_info.module_name()
@@ -260,7 +251,7 @@ def test_onnx_external_data_has_its_documented_name_and_is_published(tmp_path, m
     from medzoo.zoo.download import download_all
     from medzoo.zoo.publish import export_model, publish
 
-    model = _model(IMAGE)
+    model = stats_model(IMAGE)
     exp = export_model(model, tmp_path / "exp", name="tiny.ext")
     module = ExportModule(model)
     export_onnx(module, exp / "model.onnx", example_input(module, spatial=(32, 32)), external_data=True)
@@ -292,7 +283,7 @@ def test_publish_carries_the_onnx_and_torchscript_files(cli_export, medzoo_home)
 
 
 def test_export_module_refuses_mixed_input_kinds_and_bad_names():
-    model = _model({"encoder": {"name": "resnet10", "widths": W},
+    model = stats_model({"encoder": {"name": "resnet10", "widths": W},
                     "tasks": {"a": {"type": "classification", "level": "image", "labels": ["x", "y"]},
                               "b": {"type": "classification", "level": "volume", "labels": ["x", "y"]}}})
     assert ExportModule(model).task_names == ("a",)
