@@ -110,7 +110,8 @@ def _module(model: Any, meta: dict[str, Any], formats: list[str], args: argparse
         if "bundle" in formats:
             raise ValueError("--format bundle: a MONAI bundle serves a task, and this export has none (--parts "
                              "encoder, or a model without heads); export with --parts all")
-        return fmt.EncoderExport(model.encoder, "image" if len(_spatial(meta, args)) == 2 else "volume")
+        images = len(_spatial(meta, args)) == 2 or getattr(model.encoder, "spatial_dims", 3) == 2
+        return fmt.EncoderExport(model.encoder, "image" if images else "volume")
     module = fmt.ExportModule(model.eval(), args.tasks.split(",") if args.tasks else None)
     left = [t for t in model.tasks if t not in module.task_names]
     if left:

@@ -152,3 +152,11 @@ def test_convert_force_leaves_a_folder_that_is_not_an_export(tmp_path):
     assert _intact(precious) == ["notes.txt", "sub", "sub/data.csv"]
     assert main(["convert", "medicalnet", str(path), "--out", str(tmp_path / "mn")]) == 0
     assert main(["convert", "medicalnet", str(path), "--out", str(tmp_path / "mn"), "--force"]) == 0
+
+
+def test_run_config_refuses_a_crafted_dataset_label_space():
+    from medzoo.train.config import load_run_config
+
+    run = {"model": CFG, "data": [{"kind": "shenzhen", "root": "/data/sz", "tasks": {"%macro": "cxr"}}]}
+    with pytest.raises(ConfigError, match=r"data\[0\]\.tasks\.%macro: '%macro' is not a valid name"):
+        load_run_config(run)
