@@ -172,7 +172,8 @@ class Aggregator(nn.Module):
             raise ValueError(
                 f"{name}: pad_mask has shape {tuple(pad_mask.shape)}, expected [B, N] = {(batch, n_slices)}"
             )
-        valid = ~pad_mask.to(x.device)
+        # Moved only when needed: a traced .to(x.device) would pin the exporting machine's device into the graph.
+        valid = ~pad_mask if pad_mask.device == x.device else ~pad_mask.to(x.device)
         if not _is_exporting():
             empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
             if empty:

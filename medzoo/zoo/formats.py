@@ -116,8 +116,8 @@ class ExportModule(nn.Module):
 
     def _series(self, x: Tensor, pad_mask: Tensor | None) -> dict[str, Tensor]:
         b, n = x.shape[0], x.shape[1]
-        if pad_mask is None:
-            pad_mask = torch.zeros(b, n, dtype=torch.bool, device=x.device)
+        if pad_mask is None:  # new_zeros follows x's device at run time; device=x.device would trace as a constant
+            pad_mask = x.new_zeros((b, n), dtype=torch.bool)
         items = pool_features(self.encoder(x.flatten(0, 1))[-1])
         items = items.reshape(b, n, items.shape[-1]).masked_fill(pad_mask.unsqueeze(-1), 0.0)
         bag = self.aggregator(items, pad_mask) if self.aggregator is not None else None

@@ -109,7 +109,7 @@ def test_onnx_checker_passes_and_inputs_outputs_are_named_and_dynamic(cli_export
 
     _, out = cli_export
     proto = onnx.load(str(out / "model.onnx"))
-    onnx.checker.checkstats_model(proto, full_check=True)
+    onnx.checker.check_model(proto, full_check=True)
     assert [o.name for o in proto.graph.output] == ["covid", "lesion"]
     assert [i.name for i in proto.graph.input] == ["image", "pad_mask"]
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
@@ -130,6 +130,14 @@ def test_torchscript_returns_a_dict_equal_to_eager(cli_export, b, n, size):
         got, want = ts(x, pad), model(x, pad_mask=pad)
     assert isinstance(got, dict)
     _assert_outputs(got, want)
+
+
+def test_torchscript_pins_no_device(cli_export):
+    """A device read while tracing becomes a constant: the file would then run on the exporting device only."""
+    _, out = cli_export
+    for path in [out / "model.ts", *sorted(out.glob("bundle/*/models/model.ts"))]:
+        graph = str(torch.jit.load(str(path)).inlined_graph)
+        assert [line for line in graph.splitlines() if ": Device = prim::Constant" in line] == [], path
 
 
 def test_create_model_on_the_cli_export_is_exact(cli_export):
