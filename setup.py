@@ -12,7 +12,9 @@ _VERSION = re.search(r'__version__ = "([^"]+)"', (_HERE / "medzoo" / "version.py
 
 INSTALL_REQUIRES = [
     "torch>=2.4,<=2.13.0",
-    "monai==1.6.1",
+    # The range the test suite passed on (tests/zoo, tests/encoders, tests/models with MONAI 1.5.2 and 1.6.1);
+    # constraints.txt pins the exact versions of a tested environment.
+    "monai>=1.5.2,<1.7",
     "numpy>=1.24",
     "safetensors>=0.4",
     "pyyaml>=6",
@@ -26,15 +28,18 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
     "dicom": ["pydicom>=2.4"],
+    # `python -m monai.bundle run` / `verify_metadata` on an exported bundle: MONAI's CLI needs fire, the schema
+    # check jsonschema.
+    "bundle": ["fire>=0.5", "jsonschema>=4"],
 }
 EXTRAS["dev"] = [
     "pytest>=8",
     "pytest-timeout>=2.2",
     "hypothesis>=6.100",
     "ruff>=0.4",
-    "fire>=0.5",
     *EXTRAS["onnx"],
     *EXTRAS["dicom"],
+    *EXTRAS["bundle"],
 ]
 
 setup(
@@ -50,7 +55,7 @@ setup(
     include_package_data=True,
     # configs/ and weights/catalog.yaml live at the repository root and reach the package through the links
     # medzoo/configs and medzoo/weights; the wheel carries real copies, read with importlib.resources.
-    package_data={"medzoo": ["py.typed", "configs/*/*.yaml", "weights/*.yaml"]},
+    package_data={"medzoo": ["py.typed", "configs/*/*.yaml", "weights/*.yaml", "zoo/schemas/*"]},
     zip_safe=False,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import re
 import stat
 import types
 import typing
@@ -34,10 +35,12 @@ __all__ = [
     "BoundedLoader",
     "ConfigError",
     "EncoderConfig",
+    "NAME_PATTERN",
     "ModelConfig",
     "SeriesConfig",
     "TaskConfig",
     "apply_overrides",
+    "check_name",
     "from_dict",
     "load_config",
     "load_yaml",
@@ -59,6 +62,26 @@ MAX_TEXT_BYTES = 8 << 20
 
 class ConfigError(ValueError):
     """A config is invalid; the message names the file and/or the dotted key."""
+
+
+#: Task names: they become module keys, output file names and keys in exported (MONAI) configs, where a leading
+#: ``$``, ``@`` or ``%`` would be code, a reference or a macro.
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def check_name(name: Any, key: str) -> str:
+    """Return ``name`` if it is a valid task name, else raise a :class:`ConfigError` naming ``key``.
+
+    A name starts with a letter or ``_`` and holds only letters, digits, ``_`` and ``-`` (at most 64 characters).
+
+    Example:
+        >>> check_name("covid_ct", "tasks.covid_ct")
+        'covid_ct'
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"{key}: {name!r} is not a valid name; expected a letter or '_' then letters, digits, "
+                          "'_' or '-' (at most 64 characters), as it becomes a file name and a key in exported configs")
+    return name
 
 
 # ------------------------------------------------------------------------------------------------- model schema
@@ -116,6 +139,10 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     aggregator: AggregatorConfig | None = None
     series: SeriesConfig = field(default_factory=SeriesConfig)
+
+    def __post_init__(self) -> None:
+        for name in self.tasks:
+            check_name(name, f"tasks.{name}")
 
 
 # ------------------------------------------------------------------------------------------------- typed conversion

@@ -74,6 +74,13 @@ def randomize_bn(model: nn.Module, seed: int = 1) -> nn.Module:
     return model.eval()
 
 
+def stats_model(cfg: Any, seed: int = 0) -> nn.Module:
+    """``create_model(cfg)`` drawn with ``seed``, with random BatchNorm statistics (:func:`randomize_bn`), in eval
+    mode: a lost buffer shows in any comparison."""
+    torch.manual_seed(seed)
+    return randomize_bn(medzoo.create_model(cfg), seed)
+
+
 def count_bn(model: nn.Module) -> int:
     """The number of BatchNorm modules left in ``model``."""
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -136,12 +136,13 @@ def check_pad_mask(pad_mask: Tensor | None, batch_shape: Sequence[int], device: 
     """
     batch_shape = tuple(batch_shape)  # sizes stay symbolic under torch.export
     if pad_mask is None:
-        return torch.zeros(batch_shape, dtype=torch.bool, device=device)
+        return torch.zeros(batch_shape, dtype=torch.bool, device=device)  # eager only: tracing passes a mask
     if pad_mask.dtype != torch.bool:
         raise TypeError(f"{name}: pad_mask must be a bool tensor (True = padding), got {pad_mask.dtype}")
     if tuple(pad_mask.shape) != batch_shape:
         raise ValueError(f"{name}: pad_mask has shape {tuple(pad_mask.shape)}, expected [B, N] = {batch_shape}")
-    pad_mask = pad_mask.to(device)
+    # Moved only when needed: a traced .to(device) would pin the exporting machine's device into the graph.
+    pad_mask = pad_mask if pad_mask.device == device else pad_mask.to(device)
     if not _is_exporting():
         empty = pad_mask.all(dim=1).nonzero().flatten().tolist()
         if empty:
@@ -190,7 +191,7 @@ class Aggregator(nn.Module):
             self._check_features(x)
             pad_mask = check_pad_mask(pad_mask, x.shape[:2], x.device, type(self).__name__)
         elif pad_mask is None:
-            pad_mask = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+            pad_mask = x.new_zeros(x.shape[:2], dtype=torch.bool)
         z, weights = self.aggregate(x, ~pad_mask)
         return (z, weights) if return_weights else z
 

@@ -2,8 +2,9 @@
 
 ``export`` always writes the export directory (``model.safetensors``, ``config.yaml``, ``metadata.json``, model card)
 through :func:`medzoo.zoo.export.write_export_dir`, then the extra formats inside it: ``model.ts`` (TorchScript),
-``model.onnx`` and ``bundle/`` (a MONAI bundle). Each extra format is run once on an example input and compared with
-the eager model; the table shows the largest difference.
+``model.onnx`` and ``bundle/<task>/`` (one MONAI bundle per task). With ``--parts encoder`` TorchScript and ONNX hold
+the encoder alone (its feature maps by stage name). Each extra format is run once on an example input and compared
+with the eager model; the table shows the largest difference.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-version", default=None, help="weights version (default: the source's, else 1)")
     p.add_argument("--license", default=None, help="license of the weights (default: the source's, else unknown)")
     p.add_argument("--description", default=None, help="one line on what the weights are")
-    p.add_argument("--tasks", default=None, help="comma-separated tasks for torchscript/onnx/bundle (one input kind)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated tasks for torchscript/onnx/bundle (one input kind; one bundle per task)")
     p.add_argument("--input-size", default=None,
-                   help="spatial size of the example input, e.g. 32,64,64 (default: the preprocessing input_size)")
+                   help="spatial size of the example input, e.g. 32,64,64 (default: the preprocessing input_size); "
+                        "with --parts encoder, two sizes export the image path, three the volume path")
     p.add_argument("--slices", type=int, default=3, help="slices in the example input of a series model")
-    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out folder that is a medzoo export (or empty); others are refused")
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("publish", help="add an export directory to a catalog (sha256 and size computed)")
@@ -80,25 +84,51 @@ def _formats(text: str) -> list[str]:
     return formats
 
 
+def _spatial(meta: dict[str, Any], args: argparse.Namespace, module_kind: str) -> tuple[int, ...]:
+    from medzoo.data.contract import contract_for, parse_preprocessing
+
+    if args.input_size:
+        return tuple(int(s) for s in args.input_size.split(","))
+    contract = contract_for(parse_preprocessing(meta.get("preprocessing")), module_kind)
+    return tuple(contract.input_size or ()) if contract is not None else ()
+
+
 def _example(module: Any, meta: dict[str, Any], args: argparse.Namespace) -> tuple:
     from medzoo.zoo.formats import example_input
 
     dims = 3 if module.input_kind == "volume" else 2
-    if args.input_size:
-        size = tuple(int(s) for s in args.input_size.split(","))
-    else:
-        contract = (meta.get("preprocessing") or {}).get(module.input_kind) or {}
-        size = tuple(contract.get("input_size") or ())
+    size = _spatial(meta, args, module.input_kind)
     if size and len(size) != dims:
         if args.input_size:
             raise ValueError(f"--input-size: a {module.input_kind} model needs {dims} sizes, got {args.input_size}")
         size = ()
-    return example_input(module, batch=2, slices=max(1, args.slices), spatial=size or None)
+    return example_input(module, batch=2, slices=max(2, args.slices), spatial=size or None)
 
 
-def _max_diff(eager: dict, got: dict | tuple, names: tuple[str, ...]) -> float:
-    values = got if isinstance(got, (tuple, list)) else [got[n] for n in names]
-    return max(float((eager[n] - v).abs().max()) for n, v in zip(names, values))
+def _module(model: Any, meta: dict[str, Any], formats: list[str], args: argparse.Namespace) -> Any:
+    """What the extra formats export: the encoder alone (``--parts encoder``, or no heads) or the tasks."""
+    from medzoo.zoo import formats as fmt
+
+    if args.parts == "encoder" or not len(model.heads):
+        if "bundle" in formats:
+            raise ValueError("--format bundle: a MONAI bundle serves a task, and this export has none (--parts "
+                             "encoder, or a model without heads); export with --parts all")
+        from medzoo.data.contract import parse_preprocessing
+
+        kinds = set(parse_preprocessing(meta.get("preprocessing")))
+        sized = len(args.input_size.split(",")) if args.input_size else None
+        images = sized == 2 or (sized is None and bool(kinds) and "volume" not in kinds) or \
+            getattr(model.encoder, "spatial_dims", 3) == 2
+        return fmt.EncoderExport(model.encoder, "image" if images else "volume")
+    module = fmt.ExportModule(model.eval(), args.tasks.split(",") if args.tasks else None)
+    left = [t for t in model.tasks if t not in module.task_names]
+    if left:
+        log.warning("tasks %s read another input kind and are not in the extra formats (use --tasks)", left)
+    return module
+
+
+def _max_diff(eager: dict, got: dict) -> float:
+    return max(float((eager[n] - got[n]).abs().max()) for n in eager)
 
 
 def _extra_formats(model: Any, out: Path, formats: list[str], meta: dict, args: argparse.Namespace) -> list[list]:
@@ -106,31 +136,45 @@ def _extra_formats(model: Any, out: Path, formats: list[str], meta: dict, args: 
 
     from medzoo.zoo import formats as fmt
 
-    if not len(model.heads):
-        raise ValueError("torchscript/onnx/bundle export task outputs, and this export has no heads (--parts "
-                         "encoder); export with --parts all, or use model.safetensors")
-    tasks = args.tasks.split(",") if args.tasks else None
-    module = fmt.ExportModule(model.eval(), tasks)
-    left = [t for t in model.tasks if t not in module.task_names]
-    if left:
-        log.warning("tasks %s read another input kind and are not in the extra formats (use --tasks)", left)
+    module = _module(model.eval(), meta, formats, args)
     example = _example(module, meta, args)
     with torch.no_grad():
-        eager = model(example[0], pad_mask=example[1] if len(example) > 1 else None, tasks=list(module.task_names))
+        if isinstance(module, fmt.EncoderExport):
+            eager = dict(zip(module.task_names, model.encoder(example[0])))
+        else:
+            eager = model(example[0], pad_mask=example[1] if len(example) > 1 else None,
+                          tasks=list(module.task_names))
     rows = []
     if "torchscript" in formats:
         path = fmt.export_torchscript(module, out / fmt.TS_FILE, example, metadata=meta)
         with torch.no_grad():
-            rows.append(["torchscript", path, _max_diff(eager, torch.jit.load(str(path))(*example), module.task_names)])
+            rows.append(["torchscript", path, _max_diff(eager, torch.jit.load(str(path))(*example))])
     if "onnx" in formats:
         path = fmt.export_onnx(module, out / fmt.ONNX_FILE, example)
-        rows.append(["onnx", path, _max_diff(eager, fmt.run_onnx(path, *example), module.task_names)])
+        rows += [["onnx", path, _max_diff(eager, fmt.run_onnx(path, *example))]]
+        rows += [["onnx data", p, None] for p in fmt.onnx_files(path)[1:]]
     if "bundle" in formats:
-        from medzoo.zoo.bundle import write_bundle
+        rows += _bundles(model, out / "bundle", module, example, meta)
+    return rows
 
-        path = write_bundle(model, out / "bundle", metadata=meta, tasks=module.task_names, example=example,
-                            overwrite=True)
-        rows.append(["bundle", path, None])
+
+def _bundles(model: Any, root: Path, module: Any, example: tuple, meta: dict) -> list[list]:
+    """One MONAI bundle per task, ``bundle/<task>/``; each checked by running its network on the example."""
+    import torch
+
+    from medzoo.zoo.bundle import write_bundle
+
+    rows = []
+    series = module.input_kind == "series"
+    with torch.no_grad():  # a bundle network reads one unpadded series per item
+        eager = model(example[0], tasks=list(module.task_names))
+    for task, level in zip(module.task_names, module.levels):
+        path = write_bundle(model, root / task, metadata=meta, task=task, example=example, overwrite=True)
+        with torch.no_grad():
+            got = torch.jit.load(str(path / "models" / "model.ts"))(example[0].transpose(1, 2) if series else
+                                                                      example[0])
+        got = got.transpose(1, 2) if level == "slice" else got
+        rows.append([f"bundle {task}", path, _max_diff({task: eager[task]}, {task: got})])
     return rows
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from medzoo.aggregation import create_aggregator
-from medzoo.config import ConfigError, ModelConfig, TaskConfig, load_config
+from medzoo.config import ConfigError, ModelConfig, TaskConfig, check_name, load_config
 from medzoo.encoders import create_encoder
 from medzoo.heads.base import HEADS, FeatureInfo, HeadArgumentError
 from medzoo.models.multitask import MultiTaskModel, _check_task
@@ -103,11 +103,12 @@ def build_heads(
     """Build one head per task on ``encoder`` (and ``aggregator`` for series-level tasks).
 
     Raises:
-        ConfigError: an unknown head type, a head that does not fit its level, a missing or invalid head
-            argument; the message names the key (``tasks.<task>.<field>``).
+        ConfigError: an invalid task name, an unknown head type, a head that does not fit its level, a missing or
+            invalid head argument; the message names the key (``tasks.<task>.<field>``).
     """
     heads = {}
     for name, task in tasks.items():
+        check_name(name, f"tasks.{name}")
         if task.type not in HEADS:
             raise ConfigError(f"tasks.{name}.type: {HEADS._unknown_message(task.type)}")
         head_cls = HEADS.get(task.type)

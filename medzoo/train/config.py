@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from medzoo.config import ConfigError, ModelConfig, load_config, to_dict
+from medzoo.config import ConfigError, ModelConfig, check_name, load_config, to_dict
 from medzoo.data.contract import SpecError
 from medzoo.data.presets import PRESETS, preset_contract
 
@@ -244,6 +244,7 @@ def _check_data(cfg: RunConfig) -> None:
         if not d.tasks:
             raise ConfigError(f"{key}.tasks: map at least one dataset task to a model task")
         for src, dst in d.tasks.items():
+            check_name(src, f"{key}.tasks.{src}")  # a dataset's label space, named like the tasks it feeds
             if dst not in cfg.model.tasks:
                 raise ConfigError(f"{key}.tasks.{src}: {dst!r} is not a model task; model tasks: "
                                   f"{sorted(cfg.model.tasks)}")

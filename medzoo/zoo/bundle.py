@@ -1,25 +1,27 @@
-"""Export a model as a MONAI bundle that MONAI's own ``monai.bundle`` tools load and run.
+"""Export one task of a model as a MONAI bundle that MONAI's own ``monai.bundle`` tools verify, load and run.
 
-Layout (MONAI's bundle specification)::
+Layout (MONAI's bundle specification), one bundle per task::
 
-    bundle/
+    <task>/
       LICENSE
-      configs/metadata.json     MONAI metadata (versions, network_data_format) + the medzoo weights spec
-      configs/inference.json    MONAI config syntax (_target_, @ref, $expr: MONAI requires it; no such string comes
-                                from user or weight text)
+      configs/metadata.json     MONAI metadata: schema, versions, network_data_format (input ``image``, output
+                                ``pred``) and the medzoo weights spec under ``medzoo_spec``
+      configs/inference.json    MONAI config syntax (``_target_``, ``@ref``, ``$expr``): every expression in it is
+                                written here; no text from the weights or the user is ever one
       configs/logging.conf      Python logging config (MONAI reads it when present)
-      models/model.ts           the traced network (tuple of logits, in the task order of the metadata)
-      scripts/medzoo_io.py      the small runner the inference config instantiates
+      models/model.ts           the network, traced: ``net(image) -> logits`` of the task (channel first)
+      models/model.pt           its state dict (``torch.load(weights_only=True)``), loaded into ``network_def``
+      scripts/medzoo_io.py      the runner the inference config instantiates (torch, numpy and MONAI only)
+      sample/sample.npz         an example input; ``monai.bundle run`` reads ``sample/`` by default
       docs/README.md
-      large_files.yml           path, url, hash_val (sha256), hash_type
+      large_files.yml           only when a hosting url is given: relative path, url, sha256
 
-The inference config reads every ``*.npz`` in ``dataset_dir`` (arrays ``image`` and, for series, ``pad_mask``: one
-already preprocessed network input each, without a batch axis), runs the network through MONAI's ``SimpleInferer``
-and writes ``<output_dir>/<name>.npz`` with one logits array per task. It defines the infer properties MONAI checks
-(``bundle_root``, ``device``, ``dataset_dir``, ``dataset``, ``evaluator``, ``network_def``, ``inferer``)::
-
-    python -m monai.bundle run --config_file bundle/configs/inference.json --bundle_root bundle \\
-        --dataset_dir inputs --output_dir outputs
+The network (:class:`TaskNetwork`) takes ``image`` as MONAI networks do, channel first with a batch axis: a volume
+``[B, C, D, H, W]``, an image ``[B, C, H, W]``, or a series of slices ``[B, C, N, H, W]`` (the slice axis first
+among the spatial ones). It returns ``[B, K, *spatial]`` (dense), ``[B, K]`` (vector) or ``[B, K, N]`` (per slice).
+Every string that comes from the weights or the user (labels, description, license, ...) is written as data: text
+that would start with ``$`` (code), ``@`` (a reference) or ``%`` (a macro), and keys MONAI would instantiate
+(``_target_``), get a leading space. Task names are valid names (:func:`medzoo.config.check_name`) or refused.
 
 Example:
     >>> from monai.bundle import ConfigWorkflow  # doctest: +SKIP
@@ -43,48 +45,279 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import Tensor, nn
 
+from medzoo.config import check_name
 from medzoo.data.contract import contract_for, parse_preprocessing
-from medzoo.zoo.export import runtime_versions, sha256_file
+from medzoo.utils.resources import package_file
+from medzoo.zoo.export import apply_umask, check_replaceable, replace_dir, runtime_versions, sha256_file
 from medzoo.zoo.formats import ExportModule, example_input, export_torchscript
 
-__all__ = ["write_bundle", "bundle_inference_config", "bundle_metadata"]
+__all__ = ["TaskNetwork", "write_bundle", "bundle_inference_config", "bundle_metadata", "is_bundle_dir",
+           "schema_file", "data_only", "SCHEMA_URL"]
 
 log = logging.getLogger(__name__)
 
-_RUNNER = '''"""Runner for the medzoo-exported MONAI bundle: network over a dataloader, one .npz of logits per input."""
-
-from __future__ import annotations
-
-import os
-
-import numpy as np
-import torch
+#: The metadata schema MONAI's model zoo uses; medzoo ships a copy (:func:`schema_file`) for offline checks.
+SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+              "meta_schema_20240725.json")
+_SYNTAX_PREFIXES = ("$", "@", "%")
+_RESERVED_KEYS = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
+_ACTIVATION = {"classification": {"softmax": True}, "segmentation": {"softmax": True}, "multilabel": {"sigmoid": True}}
 
 
-class Runner:
-    """Run ``inferer(image, network, *extra)`` over ``dataloader``; save ``<output_dir>/<name>.npz`` per item."""
+def schema_file() -> Path:
+    """The shipped copy of the MONAI metadata schema named by :data:`SCHEMA_URL`."""
+    return package_file("zoo", "schemas", SCHEMA_URL.rsplit("/", 1)[-1])
 
-    def __init__(self, device, dataloader, network, inferer, output_dir, task_names, extra_keys=()):
-        self.device, self.dataloader, self.network, self.inferer = device, dataloader, network, inferer
-        self.output_dir, self.task_names, self.extra_keys = str(output_dir), list(task_names), list(extra_keys)
 
-    def run(self):
-        """Returns the number of items written."""
-        os.makedirs(self.output_dir, exist_ok=True)
-        count = 0
-        with torch.no_grad():
-            for batch in self.dataloader:
-                image = torch.as_tensor(batch["image"]).to(self.device)
-                extra = [torch.as_tensor(batch[k]).to(self.device) for k in self.extra_keys]
-                preds = self.inferer(image, self.network, *extra)
-                preds = preds if isinstance(preds, (tuple, list)) else (preds,)
-                for i, name in enumerate(batch["name"]):
-                    arrays = {t: p[i].detach().cpu().numpy() for t, p in zip(self.task_names, preds)}
-                    np.savez(os.path.join(self.output_dir, f"{name}.npz"), **arrays)
-                    count += 1
-        return count
-'''
+def data_only(value: Any) -> Any:
+    """``value`` with every string made plain data for MONAI's config parser (see the module docstring)."""
+    if isinstance(value, str):
+        return " " + value if value.startswith(_SYNTAX_PREFIXES) else value
+    if isinstance(value, Mapping):
+        return {(" " + str(k) if str(k).startswith(_SYNTAX_PREFIXES) or str(k) in _RESERVED_KEYS else str(k)):
+                data_only(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [data_only(v) for v in value]
+    return value
+
+
+class TaskNetwork(nn.Module):
+    """One task of an :class:`~medzoo.zoo.formats.ExportModule` as a MONAI network: ``net(image) -> tensor``.
+
+    Shapes:
+        ``image``: volume ``[B, C, D, H, W]``, image ``[B, C, H, W]`` or series ``[B, C, N, H, W]`` (no padding)
+        -> dense ``[B, K, *spatial]``, vector ``[B, K]`` or per slice ``[B, K, N]``.
+    """
+
+    def __init__(self, module: ExportModule) -> None:
+        super().__init__()
+        if len(module.task_names) != 1:
+            raise ValueError(f"a bundle network serves one task, got {list(module.task_names)}")
+        self.module, self.task, self.task_names = module, module.task_names[0], module.task_names
+        self.series = module.input_kind == "series"
+        self.per_slice = module.levels[0] == "slice"
+
+    def forward(self, image: Tensor) -> Tensor:
+        if not self.series:
+            return self.module(image)[self.task]
+        out = self.module(image.transpose(1, 2))[self.task]
+        return out.transpose(1, 2) if self.per_slice else out
+
+
+def is_bundle_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a MONAI bundle's config, metadata and TorchScript network."""
+    p = Path(path)
+    return all((p / rel).is_file() for rel in ("configs/inference.json", "configs/metadata.json", "models/model.ts"))
+
+
+def _bundle_preprocessing(contract: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """MONAI transforms (config form) for the intensity part of a preprocessing contract, on key ``image``.
+
+    Only numbers from the contract enter the result; the transform names and keys are written here.
+    """
+    c = dict(contract or {})
+    norm, window = c.get("normalisation") or "none", c.get("intensity_window")
+    key = {"keys": ["image"]}
+    if norm in ("window", "linear", "meanstd"):
+        low, high = (0.0, 1.0) if norm != "linear" else map(float, c["value_range"])
+        steps = [{"_target_": "ScaleIntensityRanged", **key, "a_min": float(window[0]), "a_max": float(window[1]),
+                  "b_min": low, "b_max": high, "clip": True}]
+        if norm == "meanstd":
+            mean, std = [float(v) for v in c["mean"]], [float(v) for v in c["std"]]
+            one = len(mean) == 1
+            steps.append({"_target_": "NormalizeIntensityd", **key, "subtrahend": mean[0] if one else mean,
+                          "divisor": std[0] if one else std, "channel_wise": not one})
+        return steps
+    steps = []
+    if window is not None:  # a clip before the normalisation
+        steps += [{"_target_": "ThresholdIntensityd", **key, "threshold": float(window[1]), "above": False,
+                   "cval": float(window[1])},
+                  {"_target_": "ThresholdIntensityd", **key, "threshold": float(window[0]), "above": True,
+                   "cval": float(window[0])}]
+    named = {"none": [], "minmax": [{"_target_": "ScaleIntensityd", **key, "minv": 0.0, "maxv": 1.0}],
+             "zscore": [{"_target_": "NormalizeIntensityd", **key}],
+             "zscore_nonzero": [{"_target_": "scripts.medzoo_io.ZScorePositived", **key}]}
+    if norm not in named:
+        raise ValueError(f"preprocessing.normalisation: {norm!r} has no MONAI bundle form; known: "
+                         f"{sorted(named) + ['linear', 'meanstd', 'window']}")
+    return steps + named[norm]
+
+
+def _postprocessing(task_type: str) -> list[dict[str, Any]]:
+    """Logits -> what the bundle saves: softmax (classes), sigmoid (multilabel), unchanged (regression)."""
+    act = _ACTIVATION.get(task_type)
+    return [{"_target_": "Activationsd", "keys": ["pred"], **act}] if act else []
+
+
+def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
+                            postprocessing: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The MONAI inference config of a medzoo bundle; every ``$`` / ``@`` string in it is written here."""
+    load = [{"_target_": "LoadImaged", "keys": ["image"], "reader": "NumpyReader", "npz_keys": ["image"],
+             "image_only": True, "dtype": None},
+            {"_target_": "EnsureTyped", "keys": ["image"], "dtype": "$torch.float32", "track_meta": False}]
+    item = "{'image': f, 'name': os.path.basename(f)[:-4]}"
+    return {
+        "imports": ["$import glob", "$import os", "$import torch"],
+        "bundle_root": ".",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "dataset_dir": "$os.path.join(@bundle_root, 'sample')",
+        "output_dir": "$os.path.join(@bundle_root, 'eval')",
+        "datalist": "$[" + item + " for f in sorted(glob.glob(os.path.join(@dataset_dir, '*.npz')))]",
+        "network_def": "$torch.jit.load(os.path.join(@bundle_root, 'models', 'model.ts'), map_location='cpu')",
+        "network": {"_target_": "scripts.medzoo_io.load_weights", "network": "@network_def",
+                    "path": "$os.path.join(@bundle_root, 'models', 'model.pt')", "device": "@device"},
+        "preprocessing": {"_target_": "Compose", "transforms": load + [dict(t) for t in preprocessing]},
+        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
+                       "num_workers": 0},
+        "inferer": {"_target_": "SimpleInferer"},
+        "postprocessing": {"_target_": "Compose", "transforms": [dict(t) for t in postprocessing]},
+        "evaluator": {"_target_": "scripts.medzoo_io.Runner", "device": "@device", "dataloader": "@dataloader",
+                      "network": "@network", "inferer": "@inferer", "output_dir": "@output_dir",
+                      "postprocessing": "@postprocessing"},
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@evaluator.run()"],
+        "finalize": [],
+    }
+
+
+def _contract(spec: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The spec's preprocessing contract for inputs of ``kind`` as a plain dict (empty when it records none)."""
+    pre = contract_for(parse_preprocessing(spec.get("preprocessing")), kind)
+    return pre.to_dict() if pre is not None else {}
+
+
+def _semver(version: str) -> str:
+    parts = version.split(".")
+    return ".".join((parts + ["0", "0"])[:3]) if all(p.isdigit() for p in parts) else version
+
+
+def _network_io(spec: Mapping[str, Any], module: ExportModule, example: Sequence[Tensor]) -> dict[str, Any]:
+    """``network_data_format``: the input ``image`` and the output ``pred`` (logits) / post-processed ``pred``."""
+    pre, task = _contract(spec, module.input_kind), module.task_names[0]
+    t = (spec.get("tasks") or {}).get(task, {})
+    labels, kind = list(t.get("labels", [])), t.get("type", "classification")
+    step = f"{module.reduction}*n"  # sizes whose every feature map aligns with the input grid
+    dims = example[0].dim() - 2 - (1 if module.input_kind == "series" else 0)
+    spatial = (["*"] if module.input_kind == "series" else []) + [step] * dims
+    image = {"type": "image", "format": "hounsfield" if "CT" in (pre.get("modality") or ()) else "magnitude",
+             "modality": "/".join(pre.get("modality") or ["unknown"]), "num_channels": module.in_channels,
+             "spatial_shape": spatial, "dtype": "float32", "value_range": list(pre.get("value_range") or []),
+             "is_patch_data": False, "channel_def": {str(i): f"channel {i}" for i in range(module.in_channels)}}
+    dense = module.dense[0]
+    out_spatial = spatial if dense else (["*"] if module.levels[0] == "slice" else [])
+    pred = {"type": "image" if dense else "logits", "format": "segmentation" if dense else kind,
+            "num_channels": len(labels), "spatial_shape": out_spatial, "dtype": "float32", "value_range": [],
+            "is_patch_data": False, "channel_def": {str(i): lab for i, lab in enumerate(labels)}}
+    post = dict(pred, type="image" if dense else ("probabilities" if kind in _ACTIVATION else "values"),
+                value_range=[0, 1] if kind in _ACTIVATION else [])
+    return {"inputs": {"image": image}, "outputs": {"pred": pred}, "post_processed_outputs": {"pred": post}}
+
+
+def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequence[Tensor]) -> dict[str, Any]:
+    """MONAI ``metadata.json`` of the bundle of ``module``'s one task (weights and user text made data-only)."""
+    versions = runtime_versions()
+    task = module.task_names[0]
+    kind = (spec.get("tasks") or {}).get(task, {}).get("type", "?")
+    version = _semver(str(spec.get("version", "1")))
+    meta = {
+        "schema": SCHEMA_URL, "version": version, "changelog": {version: "exported by medzoo"},
+        "monai_version": versions["monai"], "pytorch_version": versions["torch"], "numpy_version": np.__version__,
+        "required_packages_version": {}, "exported_by": f"medzoo {versions['medzoo']}",
+        "name": f"{spec.get('name', 'medzoo model')} {task}", "task": f"{task}: {kind} at the {module.levels[0]} level",
+        "description": spec.get("description") or f"medzoo export of {spec.get('name', 'a model')}, task {task}",
+        "authors": "medzoo export", "copyright": f"license: {spec.get('license', 'unknown')}",
+        "intended_use": "research; check the preprocessing contract in medzoo_spec", "data_type": "numpy",
+        "references": [str(spec.get("citation", "none"))], "network_data_format": _network_io(spec, module, example),
+        "medzoo_task": task, "medzoo_spec": dict(spec), "platform": platform.platform(),
+    }
+    return data_only(meta)
+
+
+def _sample(module: ExportModule, example: Sequence[Tensor], contract: Mapping[str, Any] | None) -> np.ndarray:
+    """One raw input ``[C, *spatial]`` (series ``[C, N, H, W]``): values inside the contract's intensity window."""
+    x = example[0][0]
+    if module.input_kind == "series":
+        x = x.transpose(0, 1)
+    window = (contract or {}).get("intensity_window")
+    if window is not None:
+        g = torch.Generator().manual_seed(0)
+        x = float(window[0]) + torch.rand(x.shape, generator=g) * (float(window[1]) - float(window[0]))
+    return x.detach().cpu().numpy().astype(np.float32)
+
+
+def write_bundle(model: nn.Module, out_dir: str | os.PathLike, *, metadata: Mapping[str, Any],
+                 task: str | None = None, example: Sequence[Tensor] | None = None, url: str | None = None,
+                 overwrite: bool = False) -> Path:
+    """Write the MONAI bundle of one task of ``model`` (in a temp folder, then renamed into place).
+
+    Args:
+        model: a :class:`~medzoo.models.MultiTaskModel`.
+        out_dir: the bundle folder.
+        metadata: the medzoo weights spec (the export's ``metadata.json``).
+        task: the task (default: the model's only task).
+        example: an example model input to trace with (default: :func:`medzoo.zoo.formats.example_input`); series
+            inputs are ``[B, N, C, H, W]`` as the model takes them.
+        url: the folder ``models/`` will be hosted at, for ``large_files.yml`` (none is written without it).
+        overwrite: replace an existing bundle folder (or an empty folder); any other folder is refused.
+
+    Raises:
+        ValueError: no task chosen for a model with several, or a task name (of the model or the metadata) that is
+            not a valid name.
+    """
+    out = Path(out_dir)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{out}: already exists (pass overwrite=True / --force to replace it)")
+        check_replaceable(out, is_bundle_dir, "a MONAI bundle")
+    if task is None and len(model.tasks) != 1:
+        raise ValueError(f"a bundle holds one task; choose one of {list(model.tasks)} (task=...)")
+    for name in [*model.tasks, *(metadata.get("tasks") or {})]:
+        check_name(name, f"tasks.{name}")  # no task name reaches a bundle file unless it is a plain name
+    module = ExportModule(model.eval(), [task or model.tasks[0]])
+    network = TaskNetwork(module).eval()
+    example = tuple(example) if example is not None else example_input(module)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_contents(tmp, network, module, example, metadata, url)
+        apply_umask(tmp)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote MONAI bundle %s (task %s)", out, module.task_names[0])
+    return out
+
+
+def _write_contents(tmp: Path, network: TaskNetwork, module: ExportModule, example: Sequence[Tensor],
+                    spec: Mapping[str, Any], url: str | None) -> None:
+    for sub in ("configs", "models", "docs", "scripts", "sample"):
+        (tmp / sub).mkdir()
+    meta = bundle_metadata(spec, module, example)
+    net_input = example[0][:1].transpose(1, 2) if module.input_kind == "series" else example[0][:1]
+    traced = torch.jit.load(str(export_torchscript(network, tmp / "models" / "model.ts", (net_input,), metadata=meta)))
+    # network_def is the traced network: model.pt holds its state dict (buffers the eager modules keep out included)
+    torch.save({k: v.detach().cpu().clone() for k, v in traced.state_dict().items()}, tmp / "models" / "model.pt")
+    contract = _contract(spec, module.input_kind)
+    kind = (spec.get("tasks") or {}).get(module.task_names[0], {}).get("type", "")
+    config = bundle_inference_config(_bundle_preprocessing(contract), _postprocessing(kind))
+    (tmp / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n")
+    (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (tmp / "configs" / "logging.conf").write_text(_LOGGING_CONF)
+    (tmp / "scripts" / "__init__.py").write_text("")
+    (tmp / "scripts" / "medzoo_io.py").write_text(Path(__file__).with_name("_bundle_io.py").read_text())
+    np.savez(tmp / "sample" / "sample.npz", image=_sample(module, example, contract))
+    (tmp / "LICENSE").write_text(f"{data_only(str(spec.get('license', 'unknown')))}\n\n"
+                                 f"Source: {data_only(str(spec.get('source', '')))}\n")
+    (tmp / "docs" / "README.md").write_text(_readme(meta, module))
+    if url:
+        base = url if url.endswith("/") else url + "/"
+        large = [{"path": f"models/{name}", "url": f"{base}{name}", "hash_val": sha256_file(tmp / "models" / name),
+                  "hash_type": "sha256"} for name in ("model.pt", "model.ts")]
+        (tmp / "large_files.yml").write_text(yaml.safe_dump({"large_files": large}, sort_keys=False))
 
 
 _LOGGING_CONF = """[loggers]
@@ -111,142 +344,18 @@ format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 """
 
 
-def bundle_inference_config(task_names: Sequence[str], series: bool) -> dict[str, Any]:
-    """The MONAI inference config (``_target_`` / ``@`` / ``$`` syntax) of a medzoo bundle."""
-    keys = ["image", "pad_mask"] if series else ["image"]
-    load = [{"_target_": "LoadImaged", "keys": [k], "reader": "NumpyReader", "npz_keys": [k], "image_only": True,
-             "dtype": None} for k in keys]
-    types = [{"_target_": "EnsureTyped", "keys": ["image"], "dtype": "$torch.float32", "track_meta": False}]
-    if series:
-        types.append({"_target_": "EnsureTyped", "keys": ["pad_mask"], "dtype": "$torch.bool", "track_meta": False})
-    item = "{" + ", ".join(f"'{k}': f" for k in keys) + ", 'name': os.path.basename(f)[:-4]}"
-    return {
-        "imports": ["$import glob", "$import os", "$import torch"],
-        "bundle_root": ".",
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-        "dataset_dir": "$os.path.join(@bundle_root, 'sample')",
-        "output_dir": "$os.path.join(@bundle_root, 'eval')",
-        "task_names": list(task_names),
-        "datalist": "$[" + item + " for f in sorted(glob.glob(os.path.join(@dataset_dir, '*.npz')))]",
-        "network_def": "$torch.jit.load(os.path.join(@bundle_root, 'models', 'model.ts'), map_location=@device)",
-        "network": "$@network_def.to(@device).eval()",
-        "preprocessing": {"_target_": "Compose", "transforms": load + types},
-        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
-        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
-                       "num_workers": 0},
-        "inferer": {"_target_": "SimpleInferer"},
-        "evaluator": {"_target_": "scripts.medzoo_io.Runner", "device": "@device", "dataloader": "@dataloader",
-                      "network": "@network", "inferer": "@inferer", "output_dir": "@output_dir",
-                      "task_names": "@task_names", "extra_keys": keys[1:]},
-        "initialize": ["$monai.utils.set_determinism(seed=0)"],
-        "run": ["$@evaluator.run()"],
-        "finalize": [],
-    }
-
-
-def _semver(version: str) -> str:
-    parts = version.split(".")
-    return ".".join((parts + ["0", "0"])[:3]) if all(p.isdigit() for p in parts) else version
-
-
-def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequence[torch.Tensor]) -> dict[str, Any]:
-    """MONAI ``metadata.json`` for the bundle; the medzoo weights spec is kept under ``medzoo_spec``."""
-    versions = runtime_versions()
-    pre = contract_for(parse_preprocessing(spec.get("preprocessing")), module.input_kind)
-    x = example[0]
-    series = module.input_kind == "series"
-    image = {"type": "series" if series else "image", "format": "magnitude",
-             "modality": "/".join(pre.modality if pre else ["unknown"]), "num_channels": module.in_channels,
-             "spatial_shape": list(x.shape[3:] if series else x.shape[2:]), "dtype": "float32",
-             "value_range": list((pre.output_range if pre else None) or []), "is_patch_data": False,
-             "channel_def": {str(i): f"channel {i}" for i in range(module.in_channels)}}
-    inputs = {"image": image}
-    if series:
-        inputs["pad_mask"] = {"type": "tuples", "format": "labels", "num_channels": 1, "spatial_shape": ["*"],
-                              "dtype": "bool", "value_range": [0, 1], "is_patch_data": False,
-                              "channel_def": {"0": "True = padded slice"}}
-    outputs = {}
-    for task in module.task_names:
-        t = (spec.get("tasks") or {}).get(task, {})
-        dense = t.get("type") == "segmentation"
-        outputs[task] = {"type": "image" if dense else "probabilities", "format": "segmentation" if dense else
-                         ("labels" if t.get("type") in ("multilabel", "regression") else "classes"),
-                         "num_channels": len(t.get("labels", [])), "spatial_shape": list(x.shape[2:]) if dense else [],
-                         "dtype": "float32", "value_range": [], "is_patch_data": False,
-                         "channel_def": {str(i): lab for i, lab in enumerate(t.get("labels", []))},
-                         "notes": "raw logits; softmax (classification, segmentation) or sigmoid (multilabel)"}
-    version = _semver(str(spec.get("version", "1")))
-    return {
-        "version": version, "changelog": {version: "exported by medzoo"},
-        "monai_version": versions["monai"], "pytorch_version": versions["torch"],
-        "numpy_version": np.__version__, "required_packages_version": {},
-        "exported_by": f"medzoo {versions['medzoo']}", "name": spec.get("name", "medzoo model"),
-        "task": ", ".join(f"{t}: {(spec.get('tasks') or {}).get(t, {}).get('type', '?')}" for t in module.task_names),
-        "description": spec.get("description") or f"medzoo export of {spec.get('name', 'a model')}",
-        "authors": "medzoo export", "copyright": f"license: {spec.get('license', 'unknown')}",
-        "intended_use": "research; check the preprocessing contract in medzoo_spec", "data_type": "numpy",
-        "references": [spec.get("citation", "none")], "network_data_format": {"inputs": inputs, "outputs": outputs},
-        "medzoo_spec": dict(spec), "platform": platform.platform(),
-    }
-
-
-def write_bundle(model: torch.nn.Module, out_dir: str | os.PathLike, *, metadata: Mapping[str, Any],
-                 tasks: Sequence[str] | None = None, example: Sequence[torch.Tensor] | None = None,
-                 url: str | None = None, overwrite: bool = False) -> Path:
-    """Write a MONAI bundle folder for ``model`` (written to a temp folder, then renamed into place).
-
-    Args:
-        model: a :class:`~medzoo.models.MultiTaskModel`.
-        out_dir: the bundle folder.
-        metadata: the medzoo weights spec (the export's ``metadata.json``).
-        tasks: the tasks to export (one input kind; default: those of the model's first task's kind).
-        example: the example input to trace with (default: :func:`medzoo.zoo.formats.example_input`).
-        url: where ``models/model.ts`` will be hosted, for ``large_files.yml`` (default: its ``file://`` url).
-        overwrite: replace an existing folder.
-    """
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (pass overwrite=True / --force to replace it)")
-    module = ExportModule(model.eval(), tasks)
-    example = tuple(example) if example is not None else example_input(module)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for sub in ("configs", "models", "docs", "scripts"):
-            (tmp / sub).mkdir()
-        meta = bundle_metadata(metadata, module, example)
-        export_torchscript(module, tmp / "models" / "model.ts", example, metadata=meta)
-        config = bundle_inference_config(module.task_names, module.input_kind == "series")
-        (tmp / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-        (tmp / "configs" / "logging.conf").write_text(_LOGGING_CONF)
-        (tmp / "scripts" / "__init__.py").write_text("")
-        (tmp / "scripts" / "medzoo_io.py").write_text(_RUNNER)
-        (tmp / "LICENSE").write_text(f"{metadata.get('license', 'unknown')}\n\nSource: {metadata.get('source', '')}\n")
-        (tmp / "docs" / "README.md").write_text(_readme(meta, module))
-        final_url = url or (out.resolve() / "models" / "model.ts").as_uri()
-        large = {"large_files": [{"path": "models/model.ts", "url": final_url,
-                                  "hash_val": sha256_file(tmp / "models" / "model.ts"), "hash_type": "sha256"}]}
-        (tmp / "large_files.yml").write_text(yaml.safe_dump(large, sort_keys=False))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("wrote MONAI bundle %s (tasks %s)", out, list(module.task_names))
-    return out
-
-
 def _readme(meta: Mapping[str, Any], module: ExportModule) -> str:
-    inputs = "`image` [C, *spatial]" + (" and `pad_mask` [N] (bool, True = padding)" if module.input_kind == "series"
-                                        else "")
+    layout = {"volume": "[C, D, H, W]", "image": "[C, H, W]", "series": "[C, N, H, W] (N slices)"}
     return "\n".join([
         f"# {meta['name']} (MONAI bundle exported by medzoo)", "", meta["description"], "",
-        f"Tasks (outputs of `models/model.ts`, in this order): {', '.join(module.task_names)}. Outputs are logits.", "",
-        "## Run", "", f"Put one `.npz` per input in a folder, holding {inputs} (already preprocessed; see",
-        "`medzoo_spec.preprocessing` in `configs/metadata.json`), then:", "", "```",
-        "python -m monai.bundle run --config_file configs/inference.json --bundle_root . \\",
-        "    --dataset_dir INPUTS --output_dir OUTPUTS", "```", "",
-        "Each input `NAME.npz` gives `OUTPUTS/NAME.npz` with one logits array per task.", "",
+        f"Task `{module.task_names[0]}`: {meta['task']}. The network (`models/model.ts`, weights also in",
+        "`models/model.pt`) returns logits; the inference config saves them after `postprocessing`.", "",
+        "## Run", "", f"Put one `.npz` per input in a folder, each holding `image` {layout[module.input_kind]},",
+        "on the model's grid (spacing, orientation and size as `medzoo_spec.preprocessing` in",
+        "`configs/metadata.json` says; the intensity steps are in the config), then, in this folder:", "", "```",
+        "python -m monai.bundle run --config_file configs/inference.json --dataset_dir INPUTS --output_dir OUTPUTS",
+        "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\",
+        "    --config_file configs/inference.json", "```", "",
+        "Each input `NAME.npz` gives `OUTPUTS/NAME.npz` holding `pred`. Without `--dataset_dir` it reads `sample/`.",
+        "",
     ])

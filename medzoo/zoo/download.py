@@ -19,7 +19,7 @@
   disk deletes the ``.part`` and the error names it.
 * Concurrency: an exclusive ``fcntl.flock`` on ``<file>.lock``; a second process waits, then finds the cache hit.
 * Unpinned files (``sha256: null``) download only with ``allow_unpinned=True``; the computed sha256 and size are
-  recorded in ``$MEDZOO_HOME/pins.json`` and verify every later fetch.
+  recorded in ``$MEDZOO_HOME/pins.json`` and verify every later fetch, which then needs no ``allow_unpinned``.
 * Prefix-pinned files (``sha256_prefix`` only, as torchvision's ``<name>-<8 hex>.pth``) download without
   ``allow_unpinned``: the content must start with the prefix, and the full hash is recorded on the first fetch.
 
@@ -183,7 +183,8 @@ def _download_one(spec: WeightsSpec | None, file: FileSpec, *, cache_dir: str | 
     label = f"{spec.name} ({file.name})" if spec is not None else file.name
     opts = {"progress": progress, "retries": max(1, retries), "offline": is_offline(offline), "label": label,
             "deadline_s": deadline_s, "min_rate": min_bytes_per_s, "rate_window": RATE_WINDOW_S}
-    if not (file.pinned or file.sha256_prefix or allow_unpinned):
+    # A hash recorded by an earlier allow_unpinned fetch pins the file from then on, as the catalog's would.
+    if not (file.pinned or file.sha256_prefix or allow_unpinned or file.url in read_pins(cache_dir)):
         raise UnpinnedError(
             f"{label}: the catalog pins no sha256 for {file.url}, so its content cannot be verified. Pass "
             f"allow_unpinned=True (CLI: --allow-unpinned) to download it anyway and record its hash on first fetch.")

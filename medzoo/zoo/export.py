@@ -3,7 +3,9 @@
 An export directory holds ``model.safetensors`` (weights), ``config.yaml`` (what rebuilds the model),
 ``metadata.json`` (the weights spec: architecture, parts, tasks, preprocessing, files with sha256, versions) and
 ``README.md`` (a model card). It is written into a temporary folder beside the target and renamed into place, so a
-crash never leaves a half-written export that looks complete.
+crash never leaves a half-written export that looks complete. Its folders and files get the permissions the umask
+gives new ones (0755 / 0644 under the usual 022), so a published folder is readable by others; ``overwrite``
+replaces only a folder that is an export already, or an empty one.
 
 Example:
     >>> import tempfile, torch
@@ -22,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from medzoo.zoo.download import sha256_file  # one hashing routine for the zoo
 from medzoo.zoo.spec import WeightsSpec
 
 __all__ = ["WEIGHTS_FILE", "CONFIG_FILE", "METADATA_FILE", "CARD_FILE", "write_export_dir", "read_export_dir",
-           "sha256_file", "runtime_versions", "is_export_dir"]
+           "sha256_file", "runtime_versions", "is_export_dir", "apply_umask", "check_replaceable", "replace_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,32 @@ def is_export_dir(path: str | Path) -> bool:
     return p.is_dir() and (p / WEIGHTS_FILE).is_file() and (p / CONFIG_FILE).is_file()
 
 
+def apply_umask(*paths: str | Path) -> None:
+    """Give ``paths`` (and everything below a folder) the permissions the umask gives new files and folders.
+
+    Temporary folders and some writers create private (0700 / 0600) entries; an export is meant to be shared.
+    """
+    mask = os.umask(0o022)  # the only portable way to read the umask is to set it; restored at once
+    os.umask(mask)
+    for top in map(Path, paths):
+        entries = [top, *top.rglob("*")] if top.is_dir() else [top]
+        for entry in entries:
+            if not entry.is_symlink():
+                entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
+def check_replaceable(path: str | Path, recognised: Callable[[Path], bool], what: str) -> None:
+    """Raise ``FileExistsError`` unless ``path`` is an empty folder or ``recognised(path)``.
+
+    ``--force`` replaces an earlier export; it must never delete a folder that holds anything else.
+    """
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink() and (recognised(path) or not any(path.iterdir())):
+        return
+    raise FileExistsError(f"{path}: exists and is not {what} or an empty folder, so overwrite/--force leaves it "
+                          "alone; choose another output path or remove it yourself")
+
+
 def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
                      metadata: dict[str, Any], model_card: str | None = None, overwrite: bool = False,
                      validate: bool = True) -> Path:
@@ -67,7 +96,7 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
         metadata: the weights spec; ``files`` (sha256 and size of the weights and of ``config.yaml``, so that an
             edited config is refused like edited weights) and ``versions`` are filled in here.
         model_card: README text; a card is generated from the metadata when None.
-        overwrite: replace an existing folder.
+        overwrite: replace an existing export folder (or an empty folder); any other folder is refused.
         validate: check the metadata against :class:`medzoo.zoo.spec.WeightsSpec` before writing.
 
     Returns:
@@ -77,8 +106,10 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
         OSError: a write failed (a full disk included); the message names the export folder.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (pass overwrite=True / --force to replace it)")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{out}: already exists (pass overwrite=True / --force to replace it)")
+        check_replaceable(out, is_export_dir, "a medzoo export folder (model.safetensors and config.yaml)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -95,7 +126,8 @@ def write_export_dir(out_dir: str | Path, *, state_dict: dict[str, torch.Tensor]
             WeightsSpec.from_dict(meta, where=str(out / METADATA_FILE))  # exports and the catalog share one schema
         (tmp / METADATA_FILE).write_text(dumps_strict(meta, flag=None, indent=2, sort_keys=False) + "\n")
         (tmp / CARD_FILE).write_text(model_card if model_card is not None else model_card_text(meta))
-        _replace_dir(tmp, out)
+        apply_umask(tmp)
+        replace_dir(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if exc.filename is not None:
@@ -112,7 +144,8 @@ def _file_entry(path: Path, fmt: str, part: str) -> dict[str, Any]:
     return {"url": path.name, "sha256": sha256_file(path), "size": path.stat().st_size, "format": fmt, "part": part}
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing what is there (checked by the caller)."""
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -5,8 +5,10 @@ labels, thresholds and ranges, preprocessing) and hands it to :func:`medzoo.zoo.
 of export directories. An encoder-only export keeps bare encoder key names (``conv1.weight``), as MONAI's and
 MedicalNet's own files do, so that it loads into either.
 
-``publish`` reads an export directory and adds a catalog entry whose files (the weights and ``config.yaml``) carry
-the sha256 and size computed here, at ``URL/<file>``; :func:`medzoo.zoo.load` then rebuilds the exact model.
+``publish`` reads an export directory and adds a catalog entry whose files (the weights and ``config.yaml``, plus
+``model.ts``, ``model.onnx`` and its ``model.onnx.data`` when the export has them) carry the sha256 and size computed
+here, at ``URL/<file>``; :func:`medzoo.zoo.load` then rebuilds the exact model, and ``download_all`` fetches every
+file into one folder, where the ONNX file finds its data.
 
 Example:
     >>> import tempfile
@@ -36,6 +38,7 @@ from medzoo.heads.base import HEADS
 from medzoo.zoo.cache import cache_root
 from medzoo.zoo.catalog import add_entry
 from medzoo.zoo.export import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, is_export_dir, sha256_file, write_export_dir
+from medzoo.zoo.formats import ONNX_FILE, TS_FILE, onnx_files
 from medzoo.zoo.spec import WeightsSpec
 
 __all__ = ["export_model", "model_metadata", "task_spec", "publish", "EXPORT_PARTS"]
@@ -153,7 +156,7 @@ def publish(export_dir: str | os.PathLike, name: str, url: str, *, catalog: str 
         name: the catalog entry name.
         url: the folder the export's files are (or will be) served from (``https://host/zoo/NAME/``,
             ``file:///...``); a url ending in ``model.safetensors`` names the weights file itself. The weights are at
-            ``URL/model.safetensors``, the config at ``URL/config.yaml``.
+            ``URL/model.safetensors``, the config at ``URL/config.yaml``, exported formats beside them.
         catalog: the catalog YAML to add to (default: ``$MEDZOO_HOME/catalogs/published.yaml``, read by every
             catalog lookup).
         version: the entry version (default: the export's).
@@ -169,9 +172,11 @@ def publish(export_dir: str | os.PathLike, name: str, url: str, *, catalog: str 
                                 f"{METADATA_FILE}); write one with `medzoo export`")
     meta = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
     recorded = next((f for f in meta.get("files", []) if f.get("url") == WEIGHTS_FILE), {})
+    held = recorded.get("part", "all")
+    extras = [(p.name, "onnx", held) for p in onnx_files(folder / ONNX_FILE)] if (folder / ONNX_FILE).is_file() else []
+    extras += [(TS_FILE, "torchscript", held)] if (folder / TS_FILE).is_file() else []
     files = []
-    for filename, fmt, part in ((WEIGHTS_FILE, "safetensors", recorded.get("part", "all")),
-                                (CONFIG_FILE, "yaml", "config")):
+    for filename, fmt, part in ((WEIGHTS_FILE, "safetensors", held), (CONFIG_FILE, "yaml", "config"), *extras):
         path = folder / filename
         sha = sha256_file(path)
         if filename == WEIGHTS_FILE and recorded.get("sha256") not in (None, sha):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from medzoo.config import NAME_PATTERN
 from medzoo.data.contract import NORMALISATIONS, Preprocessing, parse_preprocessing
 from medzoo.utils.spec_checks import SpecError, _bool, _Ctx, _int, _mapping, _num, _plain, _seq, _str
 
@@ -302,7 +303,8 @@ class WeightsSpec:
         tasks_raw = d.get("tasks") or {}
         if not isinstance(tasks_raw, dict):
             raise ctx.sub("tasks").fail(f"expected a mapping task name -> task, got {tasks_raw!r}")
-        tasks = {str(k): TaskSpec.from_dict(v, ctx.sub("tasks").sub(str(k))) for k, v in tasks_raw.items()}
+        tasks = {_task_name(k, ctx.sub("tasks")): TaskSpec.from_dict(v, ctx.sub("tasks").sub(str(k)))
+                 for k, v in tasks_raw.items()}
         files = _seq(d["files"], ctx.sub("files"), FileSpec.from_dict)
         if not files:
             raise ctx.sub("files").fail("expected at least one file")
@@ -326,6 +328,14 @@ class WeightsSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts, str, numbers, None) that ``from_dict`` accepts back unchanged."""
         return _plain(dataclasses.asdict(self))
+
+
+def _task_name(v: Any, ctx: _Ctx) -> str:
+    """A task name: it becomes a module key, a file name and a key in exported (MONAI) configs."""
+    if not isinstance(v, str) or not NAME_PATTERN.fullmatch(v):
+        raise ctx.sub(str(v)).fail("not a valid task name; expected a letter or '_' then letters, digits, '_' or '-' "
+                                   "(at most 64 characters)")
+    return v
 
 
 def _version(v: Any, ctx: _Ctx) -> str:
