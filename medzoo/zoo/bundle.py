@@ -48,7 +48,8 @@ import yaml
 from torch import Tensor, nn
 
 from medzoo.config import check_name
-from medzoo.data.contract import contract_for, parse_preprocessing
+from medzoo.data.contract import BACKGROUNDS, Preprocessing, contract_for, parse_preprocessing
+from medzoo.data.pipeline import transform_specs
 from medzoo.utils.resources import package_file
 from medzoo.zoo.export import apply_umask, check_replaceable, replace_dir, runtime_versions, sha256_file
 from medzoo.zoo.formats import ExportModule, example_input, export_torchscript
@@ -112,37 +113,62 @@ def is_bundle_dir(path: str | os.PathLike) -> bool:
     return all((p / rel).is_file() for rel in ("configs/inference.json", "configs/metadata.json", "models/model.ts"))
 
 
-def _bundle_preprocessing(contract: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """MONAI transforms (config form) for the intensity part of a preprocessing contract, on key ``image``.
+#: Pipeline steps that change the grid or the layout, which a bundle leaves to the user (its README says so).
+_GRID_STEPS = frozenset({"ToMetaTensord", "Orientationd", "Spacingd", "Transposed", "ForegroundCropd", "SquareCropd",
+                         "ResizeToSized", "SpatialPadd", "ResizeWithPadOrCropd", "FlattenSeriesd", "UnflattenSeriesd"})
+_IO = "scripts.medzoo_io."
+_NORMALISE_MODES = ("zscore", "zscore_nonzero", "minmax")
 
-    Only numbers from the contract enter the result; the transform names and keys are written here.
-    """
-    c = dict(contract or {})
-    norm, window = c.get("normalisation") or "none", c.get("intensity_window")
+
+def _fixed(value: Any, choices: Sequence[str], what: str) -> str:
+    """``value`` as one of our own strings (a contract's text never reaches the config)."""
+    if value not in choices:
+        raise ValueError(f"preprocessing {what}: {value!r} has no MONAI bundle form; known: {list(choices)}")
+    return choices[list(choices).index(value)]
+
+
+def _bundle_step(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
+    """The bundle form (key ``image``) of one step of :func:`medzoo.data.pipeline.transform_specs`."""
     key = {"keys": ["image"]}
-    if norm in ("window", "linear", "meanstd"):
-        low, high = (0.0, 1.0) if norm != "linear" else map(float, c["value_range"])
-        steps = [{"_target_": "ScaleIntensityRanged", **key, "a_min": float(window[0]), "a_max": float(window[1]),
-                  "b_min": low, "b_max": high, "clip": True}]
-        if norm == "meanstd":
-            mean, std = [float(v) for v in c["mean"]], [float(v) for v in c["std"]]
-            one = len(mean) == 1
-            steps.append({"_target_": "NormalizeIntensityd", **key, "subtrahend": mean[0] if one else mean,
-                          "divisor": std[0] if one else std, "channel_wise": not one})
-        return steps
+    if name == "ScaleToUnitd":  # channel first in a bundle, series included
+        return {"_target_": _IO + "ScaleToUnitd", **key, "rescale": bool(s["rescale"]), "channels": int(s["channels"])}
+    if name == "ScaleIntensityRanged":
+        ranges = {k: float(s[k]) for k in ("a_min", "a_max", "b_min", "b_max")}
+        return {"_target_": "ScaleIntensityRanged", **key, **ranges, "clip": bool(s["clip"])}
+    if name == "NormaliseIntensityd":
+        return {"_target_": _IO + "NormaliseIntensityd", **key, "mode": _fixed(s["mode"], _NORMALISE_MODES, "mode"),
+                "background": _fixed(s["background"], BACKGROUNDS, "background")}
+    if name == "MapUnitd" and s["mode"] == "linear":  # x * (hi - lo) + lo, as medzoo's MapUnitd computes it
+        lo, hi = (float(v) for v in s["value_range"])
+        return {"_target_": "ScaleIntensityRanged", **key, "a_min": 0.0, "a_max": 1.0, "b_min": lo, "b_max": hi,
+                "clip": False}
+    if name == "MapUnitd" and s["mode"] == "meanstd":  # (x - mean[c]) / std[c]
+        mean, std = [float(v) for v in s["mean"]], [float(v) for v in s["std"]]
+        one = len(mean) == 1
+        return {"_target_": "NormalizeIntensityd", **key, "subtrahend": mean[0] if one else mean,
+                "divisor": std[0] if one else std, "channel_wise": not one}
+    raise ValueError(f"preprocessing step {name} ({dict(s)}) has no MONAI bundle form")
+
+
+def _bundle_preprocessing(contract: Preprocessing | None, kind: str) -> list[dict[str, Any]]:
+    """MONAI transforms (config form, key ``image``) for the steps of medzoo's own pipeline for ``kind`` inputs.
+
+    The steps are those of :func:`medzoo.data.pipeline.transform_specs` (stage ``predict``), in their order, less
+    the ones that change the grid (:data:`_GRID_STEPS`): rescale by the file's maximum value, channels and the
+    intensity normalisation. Each is written here with MONAI's own transform or the copy in ``scripts/medzoo_io.py``;
+    only numbers and fixed names enter it, and a step with no bundle form is refused.
+
+    Raises:
+        ValueError: a step of the pipeline that a bundle cannot run.
+    """
+    if contract is None:
+        return []
     steps = []
-    if window is not None:  # a clip before the normalisation
-        steps += [{"_target_": "ThresholdIntensityd", **key, "threshold": float(window[1]), "above": False,
-                   "cval": float(window[1])},
-                  {"_target_": "ThresholdIntensityd", **key, "threshold": float(window[0]), "above": True,
-                   "cval": float(window[0])}]
-    named = {"none": [], "minmax": [{"_target_": "ScaleIntensityd", **key, "minv": 0.0, "maxv": 1.0}],
-             "zscore": [{"_target_": "NormalizeIntensityd", **key}],
-             "zscore_nonzero": [{"_target_": "scripts.medzoo_io.ZScorePositived", **key}]}
-    if norm not in named:
-        raise ValueError(f"preprocessing.normalisation: {norm!r} has no MONAI bundle form; known: "
-                         f"{sorted(named) + ['linear', 'meanstd', 'window']}")
-    return steps + named[norm]
+    for spec in transform_specs(contract, "predict", kind):
+        name = spec["_target_"].rsplit(".", 1)[-1]
+        if name not in _GRID_STEPS:
+            steps.append(_bundle_step(name, spec))
+    return steps
 
 
 def _postprocessing(task_type: str) -> list[dict[str, Any]]:
@@ -154,9 +180,11 @@ def _postprocessing(task_type: str) -> list[dict[str, Any]]:
 def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
                             postprocessing: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The MONAI inference config of a medzoo bundle; every ``$`` / ``@`` string in it is written here."""
+    # Files are read as stored when a step divides by their maximum value (it reads the dtype), else as float32.
+    raw = any(t.get("_target_") == _IO + "ScaleToUnitd" and t.get("rescale") for t in preprocessing)
     load = [{"_target_": "LoadImaged", "keys": ["image"], "reader": "NumpyReader", "npz_keys": ["image"],
-             "image_only": True, "dtype": None},
-            {"_target_": "EnsureTyped", "keys": ["image"], "dtype": "$torch.float32", "track_meta": False}]
+             "image_only": True, "dtype": None if raw else "float32"}]
+    to_net = [{"_target_": "EnsureTyped", "keys": ["image"], "dtype": "$torch.float32", "track_meta": False}]
     item = "{'image': f, 'name': os.path.basename(f)[:-4]}"
     return {
         "imports": ["$import glob", "$import os", "$import torch"],
@@ -168,7 +196,7 @@ def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
         "network_def": "$torch.jit.load(os.path.join(@bundle_root, 'models', 'model.ts'), map_location='cpu')",
         "network": {"_target_": "scripts.medzoo_io.load_weights", "network": "@network_def",
                     "path": "$os.path.join(@bundle_root, 'models', 'model.pt')", "device": "@device"},
-        "preprocessing": {"_target_": "Compose", "transforms": load + [dict(t) for t in preprocessing]},
+        "preprocessing": {"_target_": "Compose", "transforms": load + [dict(t) for t in preprocessing] + to_net},
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
@@ -183,10 +211,36 @@ def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
     }
 
 
-def _contract(spec: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """The spec's preprocessing contract for inputs of ``kind`` as a plain dict (empty when it records none)."""
-    pre = contract_for(parse_preprocessing(spec.get("preprocessing")), kind)
-    return pre.to_dict() if pre is not None else {}
+def _contract(spec: Mapping[str, Any], kind: str) -> Preprocessing | None:
+    """The spec's preprocessing contract for inputs of ``kind`` (None when it records none)."""
+    return contract_for(parse_preprocessing(spec.get("preprocessing")), kind)
+
+
+_LAYOUT = {"volume": "[C, *spatial] in the contract's axes", "image": "[C, H, W]", "series": "[C, N, H, W] (N slices)"}
+
+
+def _raw_input(pre: Preprocessing | None, kind: str) -> dict[str, str]:
+    """What a bundle's input file must hold (``metadata.json`` ``medzoo_input`` and ``docs/README.md``)."""
+    if pre is None:
+        return {"file": f"NAME.npz holding `image` {_LAYOUT[kind]}, float32",
+                "intensity": "the weights record no preprocessing contract: `image` reaches the network unchanged",
+                "geometry": "as the network was trained (unknown)"}
+    if pre.rescale == "max_value":
+        scale = ("`image` is divided by the file's maximum value: the .npz's `max_value` entry when it has one "
+                 "(a 12-bit DICOM stored as uint16: 4095), else by the dtype it is stored in: uint8 / 255, "
+                 "uint16 / 65535 (any other dtype without `max_value` is refused); so store the pixels as read")
+    else:
+        scale = "`image` holds raw intensities (HU for CT), read as float32"
+    crop = pre.crop if pre.crop != "none" and pre.crop_predict else None  # as medzoo predicts
+    spacing = list(pre.spacing) if pre.spacing is not None else None
+    grid = [f"axes {pre.axes}"] + [f"{k} {v}" for k, v in (("orientation", pre.orientation), ("spacing", spacing),
+                                                          ("crop", crop)) if v is not None]
+    if pre.size_mode == "resize":
+        grid.append(f"resized ({pre.resize}) to {list(pre.input_size)}")
+    return {"file": f"NAME.npz holding `image` {_LAYOUT[kind]}",
+            "intensity": f"{scale}; the config then runs medzoo's intensity steps for this contract (normalisation "
+                         f"{pre.normalisation!r})",
+            "geometry": "not in the bundle: give `image` on the network's grid (" + ", ".join(grid) + ")"}
 
 
 def _semver(version: str) -> str:
@@ -202,9 +256,11 @@ def _network_io(spec: Mapping[str, Any], module: ExportModule, example: Sequence
     step = f"{module.reduction}*n"  # sizes whose every feature map aligns with the input grid
     dims = example[0].dim() - 2 - (1 if module.input_kind == "series" else 0)
     spatial = (["*"] if module.input_kind == "series" else []) + [step] * dims
-    image = {"type": "image", "format": "hounsfield" if "CT" in (pre.get("modality") or ()) else "magnitude",
-             "modality": "/".join(pre.get("modality") or ["unknown"]), "num_channels": module.in_channels,
-             "spatial_shape": spatial, "dtype": "float32", "value_range": list(pre.get("value_range") or []),
+    modality = pre.modality if pre is not None else ("unknown",)
+    raw_ct = "CT" in modality and pre.rescale == "none"
+    image = {"type": "image", "format": "hounsfield" if raw_ct else "magnitude",
+             "modality": "/".join(modality), "num_channels": module.in_channels, "spatial_shape": spatial,
+             "dtype": "float32", "value_range": list(pre.output_range or []) if pre is not None else [],
              "is_patch_data": False, "channel_def": {str(i): f"channel {i}" for i in range(module.in_channels)}}
     dense = module.dense[0]
     out_spatial = spatial if dense else (["*"] if module.levels[0] == "slice" else [])
@@ -231,19 +287,23 @@ def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequ
         "authors": "medzoo export", "copyright": f"license: {spec.get('license', 'unknown')}",
         "intended_use": "research; check the preprocessing contract in medzoo_spec", "data_type": "numpy",
         "references": [str(spec.get("citation", "none"))], "network_data_format": _network_io(spec, module, example),
-        "medzoo_task": task, "medzoo_spec": dict(spec), "platform": platform.platform(),
+        "medzoo_task": task, "medzoo_input": _raw_input(_contract(spec, module.input_kind), module.input_kind),
+        "medzoo_spec": dict(spec), "platform": platform.platform(),
     }
     return data_only(meta)
 
 
-def _sample(module: ExportModule, example: Sequence[Tensor], contract: Mapping[str, Any] | None) -> np.ndarray:
-    """One raw input ``[C, *spatial]`` (series ``[C, N, H, W]``): values inside the contract's intensity window."""
+def _sample(module: ExportModule, example: Sequence[Tensor], contract: Preprocessing | None) -> np.ndarray:
+    """One raw input ``[C, *spatial]`` (series ``[C, N, H, W]``) as a user's file holds it: uint8 pixels under a
+    ``rescale: max_value`` contract, else float32 inside the contract's intensity window (when it has one)."""
     x = example[0][0]
     if module.input_kind == "series":
         x = x.transpose(0, 1)
-    window = (contract or {}).get("intensity_window")
+    g = torch.Generator().manual_seed(0)
+    if contract is not None and contract.rescale == "max_value":
+        return torch.randint(0, 256, tuple(x.shape), generator=g).numpy().astype(np.uint8)
+    window = contract.intensity_window if contract is not None else None
     if window is not None:
-        g = torch.Generator().manual_seed(0)
         x = float(window[0]) + torch.rand(x.shape, generator=g) * (float(window[1]) - float(window[0]))
     return x.detach().cpu().numpy().astype(np.float32)
 
@@ -303,7 +363,7 @@ def _write_contents(tmp: Path, network: TaskNetwork, module: ExportModule, examp
     torch.save({k: v.detach().cpu().clone() for k, v in traced.state_dict().items()}, tmp / "models" / "model.pt")
     contract = _contract(spec, module.input_kind)
     kind = (spec.get("tasks") or {}).get(module.task_names[0], {}).get("type", "")
-    config = bundle_inference_config(_bundle_preprocessing(contract), _postprocessing(kind))
+    config = bundle_inference_config(_bundle_preprocessing(contract, module.input_kind), _postprocessing(kind))
     (tmp / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / "configs" / "logging.conf").write_text(_LOGGING_CONF)
@@ -345,14 +405,16 @@ format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 
 
 def _readme(meta: Mapping[str, Any], module: ExportModule) -> str:
-    layout = {"volume": "[C, D, H, W]", "image": "[C, H, W]", "series": "[C, N, H, W] (N slices)"}
+    raw = meta["medzoo_input"]
     return "\n".join([
         f"# {meta['name']} (MONAI bundle exported by medzoo)", "", meta["description"], "",
         f"Task `{module.task_names[0]}`: {meta['task']}. The network (`models/model.ts`, weights also in",
         "`models/model.pt`) returns logits; the inference config saves them after `postprocessing`.", "",
-        "## Run", "", f"Put one `.npz` per input in a folder, each holding `image` {layout[module.input_kind]},",
-        "on the model's grid (spacing, orientation and size as `medzoo_spec.preprocessing` in",
-        "`configs/metadata.json` says; the intensity steps are in the config), then, in this folder:", "", "```",
+        "## Inputs", "", f"- File: {raw['file']}.", f"- Intensity: {raw['intensity']}.",
+        f"- Geometry: {raw['geometry']}.", "",
+        "The same text is `medzoo_input` in `configs/metadata.json`; the full contract is",
+        "`medzoo_spec.preprocessing` there.", "",
+        "## Run", "", "Put one `.npz` per input in a folder, then, in this folder:", "", "```",
         "python -m monai.bundle run --config_file configs/inference.json --dataset_dir INPUTS --output_dir OUTPUTS",
         "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\",
         "    --config_file configs/inference.json", "```", "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ import pytest
 import torch
 import yaml
 
+from medzoo.data.contract import Preprocessing, contract_for, parse_preprocessing
+from medzoo.data.pipeline import prepare
 from medzoo.zoo.bundle import (
     SCHEMA_URL,
     TaskNetwork,
@@ -53,8 +56,12 @@ KINDS = {
     "series": ({"encoder": {"name": "resnet10", "widths": W}, "aggregator": {"name": "attention"},
                 "tasks": {"covid": {"type": "classification", "level": "series",
                                     "labels": ["normal", "pneumonia", "covid"]}}},
-               "covid", {"modality": ["CT"], "normalisation": "zscore"}, {"spatial": (32, 32), "slices": 3}, {}),
+               "covid", {"series": {"modality": ["CT"], "axes": "HW", "rescale": "max_value",
+                                    "normalisation": "window", "intensity_window": [0.2, 0.7]}},
+               {"spatial": (32, 32), "slices": 3}, {}),
 }
+#: The maximum value of a file by the dtype its pixels are stored in (8-bit and 16-bit PNG).
+MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +82,21 @@ def _expected(kind: str, model: torch.nn.Module, raw: np.ndarray) -> np.ndarray:
     softmax (classes) or sigmoid (multilabel)."""
     if kind == "volume":
         x = (np.clip(raw, -200, 300) + 200) / 500
-    elif kind == "image":
-        x = np.clip(raw, 0, 255) / 255 * 2048 - 1024
+    elif kind == "image":  # the flat CXR contract: 8-bit window [0, 255] = [0, 1] of the file's maximum value
+        x = np.clip(raw / MAX_VALUE[raw.dtype], 0, 1) * 2048 - 1024
     else:
-        x = (raw - raw.mean()) / raw.std()
+        x = (np.clip(raw / MAX_VALUE[raw.dtype], 0.2, 0.7) - 0.2) / 0.5
     x = torch.from_numpy(x.astype(np.float32))[None]
     with torch.no_grad():
         logits = model(x.transpose(1, 2) if kind == "series" else x)[KINDS[kind][1]][0]
     return (torch.sigmoid(logits) if kind == "image" else torch.softmax(logits, dim=0)).numpy()
+
+
+def _another(raw: np.ndarray) -> np.ndarray:
+    """A second input: 8-bit pixels become other 16-bit ones (the 65535 path), raw intensities are shifted."""
+    if raw.dtype == np.uint8:
+        return raw.astype(np.uint16) * 200 + 7
+    return raw * 0.5 + 3.0
 
 
 @contextlib.contextmanager
@@ -162,7 +176,7 @@ def test_verify_net_in_out_passes(bundles, kind):
 def test_bundle_workflow_runs_the_sample_and_matches_eager(bundles, kind, tmp_path):
     model, out, _, _ = bundles[kind]
     raw = np.load(out / "sample" / "sample.npz")["image"]
-    other = raw * 0.5 + 3.0
+    other = _another(raw)
     np.savez(tmp_path / "other.npz", image=other)
     assert _run_workflow(out, out / "sample", tmp_path / "pred") == [1]  # the run expressions' results
     assert _run_workflow(out, tmp_path, tmp_path / "pred") == [1]
@@ -198,7 +212,8 @@ def _strings(obj, out: list[str]) -> list[str]:
 def test_no_bundle_file_holds_weight_or_user_text_as_monai_syntax(bundles):
     model, out, contract, task = bundles["image"]
     config = json.loads((out / "configs" / "inference.json").read_text())
-    assert config == bundle_inference_config(_bundle_preprocessing(contract), _postprocessing("multilabel"))
+    typed = contract_for(parse_preprocessing(contract), "image")
+    assert config == bundle_inference_config(_bundle_preprocessing(typed, "image"), _postprocessing("multilabel"))
     extra = {"metadata.json": ""}
     torch.jit.load(str(out / "models" / "model.ts"), _extra_files=extra)
     for name, text in (("metadata.json", (out / "configs" / "metadata.json").read_text()),
@@ -298,58 +313,163 @@ def test_the_shipped_schema_is_the_published_file():
     assert "network_data_format" in json.loads(data)["required"]
 
 
-def _numpy_contract(x: np.ndarray, c: dict) -> np.ndarray:
-    """The preprocessing contract's intensity steps, written out with numpy."""
-    norm, window = c["normalisation"], c.get("intensity_window")
-    if window is not None:
-        x = np.clip(x, *window)
-    if norm == "window":
-        return (x - window[0]) / (window[1] - window[0])
+def _numpy_contract(raw: np.ndarray, c: Preprocessing, kind: str) -> np.ndarray:
+    """medzoo's preprocessing contract for ``kind`` (less geometry) written out with numpy, on ``raw [C, *spatial]``
+    as the file stores it."""
+    x = raw.astype(np.float32)
+    if c.rescale == "max_value":  # the file's maximum value: 255 (8-bit), 65535 (16-bit)
+        x = x / np.float32(MAX_VALUE[raw.dtype])
+    if kind != "volume" or c.rescale == "max_value":  # RGB -> grey, grey -> the network's channels
+        x = x.mean(axis=0, keepdims=True) if x.shape[0] == 3 else x
+        x = np.repeat(x, 1 if kind == "series" else c.channels, axis=0) if x.shape[0] == 1 else x
+    v, norm = x.astype(np.float64), c.normalisation
+    if norm in ("window", "linear", "meanstd"):
+        lo, hi = c.intensity_window
+        v = (np.clip(v, lo, hi) - lo) / (hi - lo)
     if norm == "linear":
-        lo, hi = c["value_range"]
-        return lo + (x - window[0]) / (window[1] - window[0]) * (hi - lo)
+        v = c.value_range[0] + v * (c.value_range[1] - c.value_range[0])
     if norm == "meanstd":
-        unit = (x - window[0]) / (window[1] - window[0])
-        return (unit - np.array(c["mean"])[:, None, None]) / np.array(c["std"])[:, None, None]
+        shape = (-1,) + (1,) * (v.ndim - 1)
+        v = (v - np.array(c.mean).reshape(shape)) / np.array(c.std).reshape(shape)
     if norm == "minmax":
-        return (x - x.min()) / (x.max() - x.min())
-    if norm in ("zscore", "zscore_nonzero"):
-        sel = x[x > 0] if norm == "zscore_nonzero" else x
-        return (x - sel.mean()) / sel.std()
-    return x
+        v = (v - v.min()) / (v.max() - v.min())
+    if norm in ("zscore", "zscore_nonzero"):  # the pipeline z-scores without the window
+        sel = v[v > 0] if norm == "zscore_nonzero" else v
+        z = (v - sel.mean()) / sel.std()
+        if c.background == "zero":
+            z = np.where(v == 0, 0.0, z)
+        if c.background == "noise":  # N(0, 1) seeded by the sha256 of the input's float32 bytes
+            seed = int.from_bytes(hashlib.sha256(x.tobytes()).digest()[:8], "little")
+            z = np.where(v == 0, np.random.default_rng(seed).standard_normal(v.shape), z)
+        v = z
+    return v
 
 
-@pytest.mark.parametrize("contract", [
-    {"normalisation": "none"},
-    {"normalisation": "window", "intensity_window": [-200, 300]},
-    {"normalisation": "linear", "intensity_window": [0, 255], "value_range": [-1024, 1024]},
-    {"normalisation": "meanstd", "intensity_window": [0, 255], "mean": [0.485, 0.456, 0.406],
-     "std": [0.229, 0.224, 0.225]},
-    {"normalisation": "minmax"},
-    {"normalisation": "zscore", "intensity_window": [-500, 500]},
-    {"normalisation": "zscore_nonzero"},
-])
-def test_bundle_preprocessing_is_the_contract(contract):
-    from monai import transforms
+def _raw(kind: str, dtype: str, channels: int = 1) -> np.ndarray:
+    """A raw file's pixels ``[C, *spatial]``: integers over the dtype's range, or intensities with zeros (CT/MR)."""
+    rng = np.random.default_rng(1)
+    shape = (channels, 3, 6, 7) if kind != "image" else (channels, 6, 7)
+    if dtype in ("uint8", "uint16"):
+        return rng.integers(0, int(MAX_VALUE[np.dtype(dtype)]) + 1, size=shape).astype(dtype)
+    return np.where(rng.random(shape) < 0.3, 0.0, rng.normal(50, 300, size=shape)).astype(dtype)
 
-    from medzoo.zoo._bundle_io import ZScorePositived
 
-    x = np.random.default_rng(0).normal(50, 300, size=(3, 6, 7)).astype(np.float32)
-    steps = []
-    for step in _bundle_preprocessing(contract):
-        kwargs = {k: v for k, v in step.items() if k != "_target_"}
-        name = step["_target_"]
-        cls = ZScorePositived if name == "scripts.medzoo_io.ZScorePositived" else getattr(transforms, name)
-        steps.append(cls(**kwargs))
-    got = transforms.Compose(steps)({"image": torch.from_numpy(x.copy())})["image"]
-    np.testing.assert_allclose(np.asarray(got), _numpy_contract(x.astype(np.float64), contract), atol=1e-4,
-                               rtol=1e-4)
+_CT = {"modality": ["CT"], "axes": "XYZ"}
+_CXR = {"modality": ["CXR"], "axes": "HW", "rescale": "max_value"}
+STEP_CASES = {  # id: (kind, contract, stored dtype, channels of the file)
+    "none": ("volume", _CT, "float32", 1),
+    "window": ("volume", {**_CT, "normalisation": "window", "intensity_window": [-200, 300]}, "float32", 1),
+    "zscore-windowed": ("volume", {**_CT, "normalisation": "zscore", "intensity_window": [-500, 500]}, "float32", 1),
+    "zscore_nonzero-keep": ("volume", {**_CT, "normalisation": "zscore_nonzero"}, "float32", 1),
+    "zscore_nonzero-zero": ("volume", {**_CT, "normalisation": "zscore_nonzero", "background": "zero"}, "float32", 1),
+    "zscore_nonzero-noise": ("volume", {"modality": ["CT"], "axes": "DHW", "normalisation": "zscore_nonzero",
+                                        "background": "noise"}, "float32", 1),
+    "minmax": ("volume", {**_CT, "normalisation": "minmax"}, "float64", 1),
+    "volume-rescaled": ("volume", {**_CT, "rescale": "max_value", "normalisation": "window",
+                                   "intensity_window": [0.1, 0.6]}, "uint16", 1),
+    "linear-8bit": ("image", {**_CXR, "normalisation": "linear", "intensity_window": [0, 1],
+                              "value_range": [-1024, 1024]}, "uint8", 1),
+    "window-16bit": ("image", {**_CXR, "normalisation": "window", "intensity_window": [0.2, 0.8]}, "uint16", 1),
+    "meanstd-grey-to-rgb": ("image", {**_CXR, "channels": 3, "normalisation": "meanstd", "intensity_window": [0, 1],
+                                      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, "uint8", 1),
+    "meanstd-rgb-file": ("image", {**_CXR, "channels": 3, "normalisation": "meanstd", "intensity_window": [0, 1],
+                                   "mean": [0.45], "std": [0.226]}, "uint8", 3),
+    "zscore-image": ("image", {**_CXR, "normalisation": "zscore"}, "uint16", 1),
+    "series-window": ("series", {**_CXR, "modality": ["CT"], "normalisation": "window",
+                                 "intensity_window": [0.25, 0.75]}, "uint8", 1),
+}
+
+
+@pytest.fixture
+def bundle_preprocessing(tmp_path):
+    """``(contract, kind) -> Compose``: a bundle config's ``preprocessing`` as MONAI's parser builds it, with the
+    bundle's ``scripts/medzoo_io.py``."""
+    from monai.bundle import ConfigParser
+
+    import medzoo.zoo._bundle_io as io_module
+
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "__init__.py").write_text("")
+    (tmp_path / "scripts" / "medzoo_io.py").write_text(Path(io_module.__file__).read_text())
+
+    def build(contract: Preprocessing, kind: str):
+        parser = ConfigParser(bundle_inference_config(_bundle_preprocessing(contract, kind), []))
+        sys.path.insert(0, str(tmp_path))
+        return parser.get_parsed_content("preprocessing")
+
+    with _bundle_imports():
+        yield build
+
+
+@pytest.mark.parametrize("case", list(STEP_CASES))
+def test_bundle_preprocessing_is_the_contract(case, bundle_preprocessing, tmp_path):
+    kind, spec, dtype, channels = STEP_CASES[case]
+    contract = Preprocessing.from_dict(spec)
+    raw = _raw(kind, dtype, channels)
+    np.savez(tmp_path / "x.npz", image=raw)
+    got = np.asarray(bundle_preprocessing(contract, kind)({"image": str(tmp_path / "x.npz")})["image"])
+    np.testing.assert_allclose(got, _numpy_contract(raw, contract, kind), atol=1e-5, rtol=1e-5)
+    # and medzoo's own pipeline on the same pixels as it reads them: a series [N, C, H, W], a DHW volume [C, X, Y, Z]
+    pixels = raw.swapaxes(0, 1) if kind == "series" else raw.transpose(0, 3, 2, 1) if contract.axes == "DHW" else raw
+    ours = prepare(contract, pixels, {"max_value": MAX_VALUE.get(raw.dtype)}, kind).tensor[0].numpy()
+    np.testing.assert_allclose(got, ours.swapaxes(0, 1) if kind == "series" else ours, atol=1e-5, rtol=1e-5)
+
+
+def test_a_max_value_entry_overrides_the_dtype_and_other_dtypes_are_refused(bundle_preprocessing, tmp_path):
+    contract = Preprocessing.from_dict({**_CXR, "normalisation": "window", "intensity_window": [0, 1]})
+    pre = bundle_preprocessing(contract, "image")
+    raw = np.arange(42, dtype=np.uint16).reshape(1, 6, 7) * 97  # a 12-bit DICOM's pixels (0..3977)
+    np.savez(tmp_path / "dicom.npz", image=raw, max_value=4095)
+    got = np.asarray(pre({"image": str(tmp_path / "dicom.npz")})["image"])
+    np.testing.assert_allclose(got, raw / 4095, atol=1e-6)
+    np.savez(tmp_path / "float.npz", image=raw.astype(np.float32))
+    with pytest.raises(RuntimeError) as err:  # MONAI's Compose wraps the transform's error
+        pre({"image": str(tmp_path / "float.npz")})
+    assert isinstance(err.value.__cause__, ValueError)
+    assert re.search(r"float\.npz: .*uint8 \(255\) or uint16 \(65535\).*got dtype float32", str(err.value.__cause__))
+
+
+def test_the_sample_is_stored_as_the_contract_reads_files(bundles):
+    assert np.load(bundles["image"][1] / "sample" / "sample.npz")["image"].dtype == np.uint8
+    assert np.load(bundles["series"][1] / "sample" / "sample.npz")["image"].dtype == np.uint8
+    assert np.load(bundles["volume"][1] / "sample" / "sample.npz")["image"].dtype == np.float32
+
+
+def test_metadata_and_readme_say_how_the_maximum_value_is_found(bundles):
+    _, out, _, _ = bundles["series"]
+    raw = json.loads((out / "configs" / "metadata.json").read_text())["medzoo_input"]
+    assert "uint8 / 255, uint16 / 65535" in raw["intensity"]
+    assert "`max_value` entry" in raw["intensity"]
+    assert raw["geometry"].startswith("not in the bundle")
+    readme = (out / "docs" / "README.md").read_text()
+    assert f"- Intensity: {raw['intensity']}." in readme
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bundle_output_equals_medzoo_predictor_on_the_same_png(bundles, bits, tmp_path):
+    """An image contract with ``rescale: max_value``: the bundle on the PNG's pixels as stored == ``Predictor``."""
+    from medzoo.data.imageio import write_png
+    from medzoo.infer.inputs import discover_inputs, load_input
+    from medzoo.infer.predict import Predictor
+
+    model, out, contract, task = bundles["image"]
+    rng = np.random.default_rng(bits)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    write_png(tmp_path / "cxr.png", rng.integers(0, 2 ** bits, size=(1, 32, 32)).astype(dtype))
+    items, bad = discover_inputs([tmp_path / "cxr.png"])
+    loaded = load_input(items[0])
+    want = Predictor(model, preprocessing=contract).predict_loaded(loaded)[task].probs
+    (tmp_path / "in").mkdir()
+    np.savez(tmp_path / "in" / "cxr.npz", image=loaded.array)
+    _run_workflow(out, tmp_path / "in", tmp_path / "pred")
+    got = np.load(tmp_path / "pred" / "cxr.npz")["pred"]
+    assert loaded.array.dtype == dtype
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow
 def test_the_readme_bundle_commands_run_as_written(bundles, tmp_path):
     import os
-    import re
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Exports", 1)[1].split("\n## ", 1)[0]
