@@ -5,14 +5,18 @@ Layout (MONAI's bundle specification), one bundle per task::
     <task>/
       LICENSE
       configs/metadata.json     MONAI metadata: schema, versions, network_data_format (input ``image``, output
-                                ``pred``) and the medzoo weights spec under ``medzoo_spec``
+                                ``pred``), what an input file must hold (``medzoo_input``) and the medzoo weights
+                                spec under ``medzoo_spec``
       configs/inference.json    MONAI config syntax (``_target_``, ``@ref``, ``$expr``): every expression in it is
-                                written here; no text from the weights or the user is ever one
+                                written here; no text from the weights or the user is ever one. Its
+                                ``preprocessing`` is medzoo's pipeline for the input kind less geometry
+                                (:func:`medzoo.zoo.bundle_inputs.bundle_preprocessing`)
       configs/logging.conf      Python logging config (MONAI reads it when present)
       models/model.ts           the network, traced: ``net(image) -> logits`` of the task (channel first)
       models/model.pt           its state dict (``torch.load(weights_only=True)``), loaded into ``network_def``
-      scripts/medzoo_io.py      the runner the inference config instantiates (torch, numpy and MONAI only)
-      sample/sample.npz         an example input; ``monai.bundle run`` reads ``sample/`` by default
+      scripts/medzoo_io.py      the runner and the pipeline steps MONAI lacks (torch, numpy and MONAI only)
+      sample/sample.npz         an example input stored as a file holds it (uint8 pixels when the contract divides
+                                by the file's maximum value); ``monai.bundle run`` reads ``sample/`` by default
       docs/README.md
       large_files.yml           only when a hosting url is given: relative path, url, sha256
 
@@ -48,9 +52,9 @@ import yaml
 from torch import Tensor, nn
 
 from medzoo.config import check_name
-from medzoo.data.contract import BACKGROUNDS, Preprocessing, contract_for, parse_preprocessing
-from medzoo.data.pipeline import transform_specs
+from medzoo.data.contract import Preprocessing, contract_for, parse_preprocessing
 from medzoo.utils.resources import package_file
+from medzoo.zoo.bundle_inputs import IO_MODULE, bundle_preprocessing, input_note, sample_input
 from medzoo.zoo.export import apply_umask, check_replaceable, replace_dir, runtime_versions, sha256_file
 from medzoo.zoo.formats import ExportModule, example_input, export_torchscript
 
@@ -113,64 +117,6 @@ def is_bundle_dir(path: str | os.PathLike) -> bool:
     return all((p / rel).is_file() for rel in ("configs/inference.json", "configs/metadata.json", "models/model.ts"))
 
 
-#: Pipeline steps that change the grid or the layout, which a bundle leaves to the user (its README says so).
-_GRID_STEPS = frozenset({"ToMetaTensord", "Orientationd", "Spacingd", "Transposed", "ForegroundCropd", "SquareCropd",
-                         "ResizeToSized", "SpatialPadd", "ResizeWithPadOrCropd", "FlattenSeriesd", "UnflattenSeriesd"})
-_IO = "scripts.medzoo_io."
-_NORMALISE_MODES = ("zscore", "zscore_nonzero", "minmax")
-
-
-def _fixed(value: Any, choices: Sequence[str], what: str) -> str:
-    """``value`` as one of our own strings (a contract's text never reaches the config)."""
-    if value not in choices:
-        raise ValueError(f"preprocessing {what}: {value!r} has no MONAI bundle form; known: {list(choices)}")
-    return choices[list(choices).index(value)]
-
-
-def _bundle_step(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
-    """The bundle form (key ``image``) of one step of :func:`medzoo.data.pipeline.transform_specs`."""
-    key = {"keys": ["image"]}
-    if name == "ScaleToUnitd":  # channel first in a bundle, series included
-        return {"_target_": _IO + "ScaleToUnitd", **key, "rescale": bool(s["rescale"]), "channels": int(s["channels"])}
-    if name == "ScaleIntensityRanged":
-        ranges = {k: float(s[k]) for k in ("a_min", "a_max", "b_min", "b_max")}
-        return {"_target_": "ScaleIntensityRanged", **key, **ranges, "clip": bool(s["clip"])}
-    if name == "NormaliseIntensityd":
-        return {"_target_": _IO + "NormaliseIntensityd", **key, "mode": _fixed(s["mode"], _NORMALISE_MODES, "mode"),
-                "background": _fixed(s["background"], BACKGROUNDS, "background")}
-    if name == "MapUnitd" and s["mode"] == "linear":  # x * (hi - lo) + lo, as medzoo's MapUnitd computes it
-        lo, hi = (float(v) for v in s["value_range"])
-        return {"_target_": "ScaleIntensityRanged", **key, "a_min": 0.0, "a_max": 1.0, "b_min": lo, "b_max": hi,
-                "clip": False}
-    if name == "MapUnitd" and s["mode"] == "meanstd":  # (x - mean[c]) / std[c]
-        mean, std = [float(v) for v in s["mean"]], [float(v) for v in s["std"]]
-        one = len(mean) == 1
-        return {"_target_": "NormalizeIntensityd", **key, "subtrahend": mean[0] if one else mean,
-                "divisor": std[0] if one else std, "channel_wise": not one}
-    raise ValueError(f"preprocessing step {name} ({dict(s)}) has no MONAI bundle form")
-
-
-def _bundle_preprocessing(contract: Preprocessing | None, kind: str) -> list[dict[str, Any]]:
-    """MONAI transforms (config form, key ``image``) for the steps of medzoo's own pipeline for ``kind`` inputs.
-
-    The steps are those of :func:`medzoo.data.pipeline.transform_specs` (stage ``predict``), in their order, less
-    the ones that change the grid (:data:`_GRID_STEPS`): rescale by the file's maximum value, channels and the
-    intensity normalisation. Each is written here with MONAI's own transform or the copy in ``scripts/medzoo_io.py``;
-    only numbers and fixed names enter it, and a step with no bundle form is refused.
-
-    Raises:
-        ValueError: a step of the pipeline that a bundle cannot run.
-    """
-    if contract is None:
-        return []
-    steps = []
-    for spec in transform_specs(contract, "predict", kind):
-        name = spec["_target_"].rsplit(".", 1)[-1]
-        if name not in _GRID_STEPS:
-            steps.append(_bundle_step(name, spec))
-    return steps
-
-
 def _postprocessing(task_type: str) -> list[dict[str, Any]]:
     """Logits -> what the bundle saves: softmax (classes), sigmoid (multilabel), unchanged (regression)."""
     act = _ACTIVATION.get(task_type)
@@ -181,7 +127,7 @@ def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
                             postprocessing: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The MONAI inference config of a medzoo bundle; every ``$`` / ``@`` string in it is written here."""
     # Files are read as stored when a step divides by their maximum value (it reads the dtype), else as float32.
-    raw = any(t.get("_target_") == _IO + "ScaleToUnitd" and t.get("rescale") for t in preprocessing)
+    raw = any(t.get("_target_") == IO_MODULE + "ScaleToUnitd" and t.get("rescale") for t in preprocessing)
     load = [{"_target_": "LoadImaged", "keys": ["image"], "reader": "NumpyReader", "npz_keys": ["image"],
              "image_only": True, "dtype": None if raw else "float32"}]
     to_net = [{"_target_": "EnsureTyped", "keys": ["image"], "dtype": "$torch.float32", "track_meta": False}]
@@ -214,33 +160,6 @@ def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
 def _contract(spec: Mapping[str, Any], kind: str) -> Preprocessing | None:
     """The spec's preprocessing contract for inputs of ``kind`` (None when it records none)."""
     return contract_for(parse_preprocessing(spec.get("preprocessing")), kind)
-
-
-_LAYOUT = {"volume": "[C, *spatial] in the contract's axes", "image": "[C, H, W]", "series": "[C, N, H, W] (N slices)"}
-
-
-def _raw_input(pre: Preprocessing | None, kind: str) -> dict[str, str]:
-    """What a bundle's input file must hold (``metadata.json`` ``medzoo_input`` and ``docs/README.md``)."""
-    if pre is None:
-        return {"file": f"NAME.npz holding `image` {_LAYOUT[kind]}, float32",
-                "intensity": "the weights record no preprocessing contract: `image` reaches the network unchanged",
-                "geometry": "as the network was trained (unknown)"}
-    if pre.rescale == "max_value":
-        scale = ("`image` is divided by the file's maximum value: the .npz's `max_value` entry when it has one "
-                 "(a 12-bit DICOM stored as uint16: 4095), else by the dtype it is stored in: uint8 / 255, "
-                 "uint16 / 65535 (any other dtype without `max_value` is refused); so store the pixels as read")
-    else:
-        scale = "`image` holds raw intensities (HU for CT), read as float32"
-    crop = pre.crop if pre.crop != "none" and pre.crop_predict else None  # as medzoo predicts
-    spacing = list(pre.spacing) if pre.spacing is not None else None
-    grid = [f"axes {pre.axes}"] + [f"{k} {v}" for k, v in (("orientation", pre.orientation), ("spacing", spacing),
-                                                          ("crop", crop)) if v is not None]
-    if pre.size_mode == "resize":
-        grid.append(f"resized ({pre.resize}) to {list(pre.input_size)}")
-    return {"file": f"NAME.npz holding `image` {_LAYOUT[kind]}",
-            "intensity": f"{scale}; the config then runs medzoo's intensity steps for this contract (normalisation "
-                         f"{pre.normalisation!r})",
-            "geometry": "not in the bundle: give `image` on the network's grid (" + ", ".join(grid) + ")"}
 
 
 def _semver(version: str) -> str:
@@ -287,25 +206,10 @@ def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequ
         "authors": "medzoo export", "copyright": f"license: {spec.get('license', 'unknown')}",
         "intended_use": "research; check the preprocessing contract in medzoo_spec", "data_type": "numpy",
         "references": [str(spec.get("citation", "none"))], "network_data_format": _network_io(spec, module, example),
-        "medzoo_task": task, "medzoo_input": _raw_input(_contract(spec, module.input_kind), module.input_kind),
+        "medzoo_task": task, "medzoo_input": input_note(_contract(spec, module.input_kind), module.input_kind),
         "medzoo_spec": dict(spec), "platform": platform.platform(),
     }
     return data_only(meta)
-
-
-def _sample(module: ExportModule, example: Sequence[Tensor], contract: Preprocessing | None) -> np.ndarray:
-    """One raw input ``[C, *spatial]`` (series ``[C, N, H, W]``) as a user's file holds it: uint8 pixels under a
-    ``rescale: max_value`` contract, else float32 inside the contract's intensity window (when it has one)."""
-    x = example[0][0]
-    if module.input_kind == "series":
-        x = x.transpose(0, 1)
-    g = torch.Generator().manual_seed(0)
-    if contract is not None and contract.rescale == "max_value":
-        return torch.randint(0, 256, tuple(x.shape), generator=g).numpy().astype(np.uint8)
-    window = contract.intensity_window if contract is not None else None
-    if window is not None:
-        x = float(window[0]) + torch.rand(x.shape, generator=g) * (float(window[1]) - float(window[0]))
-    return x.detach().cpu().numpy().astype(np.float32)
 
 
 def write_bundle(model: nn.Module, out_dir: str | os.PathLike, *, metadata: Mapping[str, Any],
@@ -363,13 +267,13 @@ def _write_contents(tmp: Path, network: TaskNetwork, module: ExportModule, examp
     torch.save({k: v.detach().cpu().clone() for k, v in traced.state_dict().items()}, tmp / "models" / "model.pt")
     contract = _contract(spec, module.input_kind)
     kind = (spec.get("tasks") or {}).get(module.task_names[0], {}).get("type", "")
-    config = bundle_inference_config(_bundle_preprocessing(contract, module.input_kind), _postprocessing(kind))
+    config = bundle_inference_config(bundle_preprocessing(contract, module.input_kind), _postprocessing(kind))
     (tmp / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / "configs" / "logging.conf").write_text(_LOGGING_CONF)
     (tmp / "scripts" / "__init__.py").write_text("")
     (tmp / "scripts" / "medzoo_io.py").write_text(Path(__file__).with_name("_bundle_io.py").read_text())
-    np.savez(tmp / "sample" / "sample.npz", image=_sample(module, example, contract))
+    np.savez(tmp / "sample" / "sample.npz", image=sample_input(module, example, contract))
     (tmp / "LICENSE").write_text(f"{data_only(str(spec.get('license', 'unknown')))}\n\n"
                                  f"Source: {data_only(str(spec.get('source', '')))}\n")
     (tmp / "docs" / "README.md").write_text(_readme(meta, module))

@@ -26,12 +26,12 @@ from medzoo.data.pipeline import prepare
 from medzoo.zoo.bundle import (
     SCHEMA_URL,
     TaskNetwork,
-    _bundle_preprocessing,
     _postprocessing,
     bundle_inference_config,
     schema_file,
     write_bundle,
 )
+from medzoo.zoo.bundle_inputs import bundle_preprocessing
 from medzoo.zoo.export import sha256_file
 from medzoo.zoo.formats import ExportModule, example_input
 from medzoo.zoo.publish import model_metadata
@@ -213,7 +213,7 @@ def test_no_bundle_file_holds_weight_or_user_text_as_monai_syntax(bundles):
     model, out, contract, task = bundles["image"]
     config = json.loads((out / "configs" / "inference.json").read_text())
     typed = contract_for(parse_preprocessing(contract), "image")
-    assert config == bundle_inference_config(_bundle_preprocessing(typed, "image"), _postprocessing("multilabel"))
+    assert config == bundle_inference_config(bundle_preprocessing(typed, "image"), _postprocessing("multilabel"))
     extra = {"metadata.json": ""}
     torch.jit.load(str(out / "models" / "model.ts"), _extra_files=extra)
     for name, text in (("metadata.json", (out / "configs" / "metadata.json").read_text()),
@@ -381,7 +381,7 @@ STEP_CASES = {  # id: (kind, contract, stored dtype, channels of the file)
 
 
 @pytest.fixture
-def bundle_preprocessing(tmp_path):
+def bundle_chain(tmp_path):
     """``(contract, kind) -> Compose``: a bundle config's ``preprocessing`` as MONAI's parser builds it, with the
     bundle's ``scripts/medzoo_io.py``."""
     from monai.bundle import ConfigParser
@@ -393,7 +393,7 @@ def bundle_preprocessing(tmp_path):
     (tmp_path / "scripts" / "medzoo_io.py").write_text(Path(io_module.__file__).read_text())
 
     def build(contract: Preprocessing, kind: str):
-        parser = ConfigParser(bundle_inference_config(_bundle_preprocessing(contract, kind), []))
+        parser = ConfigParser(bundle_inference_config(bundle_preprocessing(contract, kind), []))
         sys.path.insert(0, str(tmp_path))
         return parser.get_parsed_content("preprocessing")
 
@@ -402,12 +402,12 @@ def bundle_preprocessing(tmp_path):
 
 
 @pytest.mark.parametrize("case", list(STEP_CASES))
-def test_bundle_preprocessing_is_the_contract(case, bundle_preprocessing, tmp_path):
+def test_bundle_preprocessing_is_the_contract(case, bundle_chain, tmp_path):
     kind, spec, dtype, channels = STEP_CASES[case]
     contract = Preprocessing.from_dict(spec)
     raw = _raw(kind, dtype, channels)
     np.savez(tmp_path / "x.npz", image=raw)
-    got = np.asarray(bundle_preprocessing(contract, kind)({"image": str(tmp_path / "x.npz")})["image"])
+    got = np.asarray(bundle_chain(contract, kind)({"image": str(tmp_path / "x.npz")})["image"])
     np.testing.assert_allclose(got, _numpy_contract(raw, contract, kind), atol=1e-5, rtol=1e-5)
     # and medzoo's own pipeline on the same pixels as it reads them: a series [N, C, H, W], a DHW volume [C, X, Y, Z]
     pixels = raw.swapaxes(0, 1) if kind == "series" else raw.transpose(0, 3, 2, 1) if contract.axes == "DHW" else raw
@@ -415,9 +415,9 @@ def test_bundle_preprocessing_is_the_contract(case, bundle_preprocessing, tmp_pa
     np.testing.assert_allclose(got, ours.swapaxes(0, 1) if kind == "series" else ours, atol=1e-5, rtol=1e-5)
 
 
-def test_a_max_value_entry_overrides_the_dtype_and_other_dtypes_are_refused(bundle_preprocessing, tmp_path):
+def test_a_max_value_entry_overrides_the_dtype_and_other_dtypes_are_refused(bundle_chain, tmp_path):
     contract = Preprocessing.from_dict({**_CXR, "normalisation": "window", "intensity_window": [0, 1]})
-    pre = bundle_preprocessing(contract, "image")
+    pre = bundle_chain(contract, "image")
     raw = np.arange(42, dtype=np.uint16).reshape(1, 6, 7) * 97  # a 12-bit DICOM's pixels (0..3977)
     np.savez(tmp_path / "dicom.npz", image=raw, max_value=4095)
     got = np.asarray(pre({"image": str(tmp_path / "dicom.npz")})["image"])
