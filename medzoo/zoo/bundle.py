@@ -266,6 +266,9 @@ def _write_contents(tmp: Path, network: TaskNetwork, module: ExportModule, examp
     # network_def is the traced network: model.pt holds its state dict (buffers the eager modules keep out included)
     torch.save({k: v.detach().cpu().clone() for k, v in traced.state_dict().items()}, tmp / "models" / "model.pt")
     contract = _contract(spec, module.input_kind)
+    if contract is None:  # medzoo's own predict refuses such weights; a bundle says so and feeds inputs unchanged
+        log.warning("%s: the weights record no preprocessing contract for %s inputs; the bundle feeds `image` to the "
+                    "network unchanged (docs/README.md says so)", spec.get("name", "model"), module.input_kind)
     kind = (spec.get("tasks") or {}).get(module.task_names[0], {}).get("type", "")
     config = bundle_inference_config(bundle_preprocessing(contract, module.input_kind), _postprocessing(kind))
     (tmp / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -445,6 +445,19 @@ def test_metadata_and_readme_say_how_the_maximum_value_is_found(bundles):
     assert f"- Intensity: {raw['intensity']}." in readme
 
 
+def test_weights_without_a_contract_give_a_bundle_that_says_so(bundles, tmp_path, caplog):
+    model, _, _, task = bundles["volume"]
+    meta = model_metadata(model, name="tiny.volume")
+    assert "preprocessing" not in meta
+    with caplog.at_level("WARNING", logger="medzoo.zoo.bundle"):
+        out = write_bundle(model, tmp_path / "raw", metadata=meta, task=task)
+    assert "no preprocessing contract for volume inputs" in caplog.text
+    config = json.loads((out / "configs" / "inference.json").read_text())
+    assert [t["_target_"] for t in config["preprocessing"]["transforms"]] == ["LoadImaged", "EnsureTyped"]
+    raw = json.loads((out / "configs" / "metadata.json").read_text())["medzoo_input"]
+    assert "no preprocessing contract" in raw["intensity"]
+
+
 @pytest.mark.parametrize("bits", [8, 16])
 def test_bundle_output_equals_medzoo_predictor_on_the_same_png(bundles, bits, tmp_path):
     """An image contract with ``rescale: max_value``: the bundle on the PNG's pixels as stored == ``Predictor``."""
