@@ -51,6 +51,9 @@ def _bundle_step(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
     if name == "ScaleIntensityRanged":
         ranges = {k: float(s[k]) for k in ("a_min", "a_max", "b_min", "b_max")}
         return {"_target_": "ScaleIntensityRanged", **key, **ranges, "clip": bool(s["clip"])}
+    if name == "ThresholdIntensityd":  # the window's clip before zscore / minmax
+        return {"_target_": "ThresholdIntensityd", **key, "threshold": float(s["threshold"]),
+                "above": bool(s["above"]), "cval": float(s["cval"])}
     if name == "NormaliseIntensityd":
         return {"_target_": IO_MODULE + "NormaliseIntensityd", **key,
                 "mode": _fixed(s["mode"], _NORMALISE_MODES, "mode"),

@@ -36,9 +36,12 @@ def _numpy_contract(raw: np.ndarray, c: Preprocessing, kind: str) -> np.ndarray:
     if norm == "meanstd":
         shape = (-1,) + (1,) * (v.ndim - 1)
         v = (v - np.array(c.mean).reshape(shape)) / np.array(c.std).reshape(shape)
+    if norm in ("minmax", "zscore", "zscore_nonzero") and c.intensity_window is not None:  # a clip first
+        v = np.clip(v, *c.intensity_window)
+        x = v.astype(np.float32)
     if norm == "minmax":
         v = (v - v.min()) / (v.max() - v.min())
-    if norm in ("zscore", "zscore_nonzero"):  # the pipeline z-scores without the window
+    if norm in ("zscore", "zscore_nonzero"):
         sel = v[v > 0] if norm == "zscore_nonzero" else v
         z = (v - sel.mean()) / sel.std()
         if c.background == "zero":
