@@ -44,17 +44,22 @@ def _modules(package: Path = PACKAGE) -> dict[str, Path]:
     return {_module_name(p, package.parent): p for p in sorted(package.rglob("*.py"))}
 
 
+def _from_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The absolute module a ``from ... import`` reads from (relative levels resolved against ``module``)."""
+    base = node.module or ""
+    if not node.level:
+        return base
+    anchor = module.split(".") if is_package else module.split(".")[:-1]
+    return ".".join(anchor[: len(anchor) - (node.level - 1)] + ([base] if base else []))
+
+
 def _imported(node: ast.AST, module: str, is_package: bool, known: set[str]) -> list[str]:
     """The medzoo modules one import statement loads (a submodule named in ``from X import sub`` counts)."""
     if isinstance(node, ast.Import):
         return [a.name for a in node.names if a.name.split(".")[0] == "medzoo"]
     if not isinstance(node, ast.ImportFrom):
         return []
-    base = node.module or ""
-    if node.level:
-        anchor = module.split(".") if is_package else module.split(".")[:-1]
-        anchor = anchor[: len(anchor) - (node.level - 1)]
-        base = ".".join(anchor + ([base] if base else []))
+    base = _from_base(node, module, is_package)
     if base.split(".")[0] != "medzoo":
         return []
     return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
@@ -205,10 +210,7 @@ def _imported_name(node: ast.Import | ast.ImportFrom, module: str, is_package: b
     """What one import statement names: a third-party top-level package, or the full medzoo module."""
     if isinstance(node, ast.Import):
         return [a.name if a.name.startswith("medzoo.") else a.name.split(".")[0] for a in node.names]
-    base = node.module or ""
-    if node.level:
-        anchor = module.split(".") if is_package else module.split(".")[:-1]
-        base = ".".join(anchor[: len(anchor) - (node.level - 1)] + ([base] if base else []))
+    base = _from_base(node, module, is_package)
     return [base if base.startswith("medzoo") else base.split(".")[0]]
 
 
