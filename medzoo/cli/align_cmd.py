@@ -4,6 +4,8 @@ Example:
     medzoo align --train --reference ref.png images/ --out align.safetensors --steps 300
     medzoo align --train -c configs/align/cxr.yaml
     medzoo align --weights align.safetensors --reference ref.png images/ --out aligned/
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

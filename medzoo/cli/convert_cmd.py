@@ -1,4 +1,7 @@
-"""``medzoo convert {medicalnet,imagenet,torchxrayvision} IN --out DIR``: foreign checkpoints to export directories."""
+"""``medzoo convert {medicalnet,imagenet,torchxrayvision} IN --out DIR``: foreign checkpoints to export directories.
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ Example:
 
 The tables are the same whatever the thread or worker count (every job runs on one torch thread; jobs run side by
 side in worker processes). The README lists the measured wall times; a line per finished job shows progress.
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ either.
 
 Example:
     medzoo experiment configs/transfer/lung_seg.yaml --set seeds=[0,1,2,3,4] --out runs/transfer
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

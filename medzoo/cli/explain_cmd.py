@@ -3,6 +3,8 @@
 Images give a PNG overlay; volumes a NIfTI heatmap in the input's space plus a mid-slice montage; slice series a
 PNG per slice and the aggregator's slice weights. ``--model`` may repeat: the normalised heatmaps are averaged. The
 input goes through each model's preprocessing contract; a model without one needs ``--preprocessing NAME|FILE``.
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

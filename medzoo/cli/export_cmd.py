@@ -5,6 +5,8 @@ through :func:`medzoo.zoo.export.write_export_dir`, then the extra formats insid
 ``model.onnx`` and ``bundle/<task>/`` (one MONAI bundle per task). With ``--parts encoder`` TorchScript and ONNX hold
 the encoder alone (its feature maps by stage name). Each extra format is run once on an example input and compared
 with the eager model; the table shows the largest difference.
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Each subcommand lives in its own module under ``medzoo.cli`` and exposes ``add_parser(subparsers)``, which adds
 its parser and sets ``func(args) -> int``. Modules are imported only when the CLI starts, never at package import.
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

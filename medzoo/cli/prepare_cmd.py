@@ -4,6 +4,8 @@ Example:
     medzoo prepare nih-cxr14 data/nih --out cache/nih --size 224
     medzoo prepare covidx-ct data/covidx-ct --out cache/ct --option level=series --size 128
     medzoo prepare msd data/Task06_Lung --out cache/lung --spacing 1.5 1.5 1.5 --patch 96 96 96
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

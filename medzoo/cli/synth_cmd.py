@@ -3,6 +3,8 @@
 Example:
     medzoo synth --out data/synth
     medzoo synth --out /tmp/tiny --size tiny --seed 3
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ over the tasks and labels all members share (segmentation tasks are scored per m
 adds AUROC tables with 95% CIs (CheXNet layout; COVIDx-CT at slice and patient level); ``--localization`` scores
 CAM / Grad-CAM heatmaps against dataset boxes (IoU/Dice at top-k, IoBB hit rates, pointing game). ``--out``
 gets metrics.csv/json and every table as .md, .csv and .json.
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

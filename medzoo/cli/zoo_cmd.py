@@ -2,6 +2,8 @@
 
 ``info`` shows a catalog entry's or export's spec, and for every reference (checkpoints and MedicalNet files too) the
 preprocessing contract per input kind that ``predict`` and ``explain`` apply.
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations

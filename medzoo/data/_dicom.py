@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from medzoo.data._geometry import Plane, UnevenPolicy, stack_planes
 from medzoo.data.manifest import DatasetFormatError
 
 __all__ = ["DicomOptions", "DICOM_SUFFIXES", "is_dicom_file", "dicom_files", "dicom_file_kind", "read_dicom",
-           "read_dicom_file", "read_dicom_series", "require_pydicom"]
+           "read_dicom_file", "read_dicom_series", "has_pydicom", "require_pydicom"]
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,15 @@ class DicomOptions:
     tolerance: float = 0.01
 
 
+def has_pydicom() -> bool:
+    """Whether pydicom is installed (found, not imported)."""
+    return importlib.util.find_spec("pydicom") is not None
+
+
 def require_pydicom(what: str) -> Any:
     """Import pydicom or raise an ImportError that says how to install it."""
     try:
-        import pydicom
+        import pydicom  # optional dependency: medzoo[dicom]
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(f"{what} needs pydicom, an optional dependency: pip install 'medzoo[dicom]'") from exc
     return pydicom

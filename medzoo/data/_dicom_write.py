@@ -1,5 +1,8 @@
 """Writing DICOM: a CT volume as one file per slice, and a radiograph as one DX file (needs pydicom).
 
+pydicom is an optional dependency (``pip install medzoo[dicom]``), so it is imported inside the writers, after
+:func:`~medzoo.data._dicom.require_pydicom` has said how to install it.
+
 The files are complete enough for any reader (SOP class, UIDs, geometry, rescale), and reproducible: UIDs derive
 from a seed and no dates are written. The synthetic corpus uses them; :mod:`medzoo.data._dicom` reads them back.
 """
@@ -11,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medzoo.data._dicom import require_pydicom
 
 __all__ = ["write_dicom_series", "write_dicom_image"]
 
@@ -38,8 +43,6 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
     Returns:
         The slice paths, in slice order.
     """
-    from medzoo.data._dicom import require_pydicom
-
     require_pydicom("write_dicom_series")
     from pydicom.uid import generate_uid
 
@@ -95,8 +98,6 @@ def write_dicom_image(path: str | os.PathLike, image: np.ndarray, uid_seed: str,
     With ``monochrome1`` the stored pixels are inverted (bright = low value), as some VinDr-CXR files are;
     :func:`read_dicom_file` undoes it.
     """
-    from medzoo.data._dicom import require_pydicom
-
     require_pydicom("write_dicom_image")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

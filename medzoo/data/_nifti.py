@@ -23,6 +23,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from medzoo.data.budget import MAX_VOLUME_BYTES, check_budget
@@ -36,8 +37,6 @@ _GZIP = 16 + zlib.MAX_WBITS  # zlib wbits for the gzip container
 
 
 def _image_class(p: Path, head: bytes) -> Any:
-    import nibabel as nib
-
     for order in ("little", "big"):
         name = _HEADER_SIZES.get(int.from_bytes(head[:4], order))
         if name is not None:
@@ -70,8 +69,6 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             raises nibabel's or zlib's own errors, which :func:`~medzoo.data.imageio.read_image` wraps with the
             file name.
     """
-    import nibabel as nib
-
     p = Path(path)
     if not p.name.lower().endswith(".gz"):
         with open(p, "rb") as fh:

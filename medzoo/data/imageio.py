@@ -19,6 +19,10 @@ Non-finite voxels (NaN/Inf, possible only in float files) raise by default (``no
 ``"zero"`` to replace them with 0 or ``"keep"`` to leave them. Unreadable, empty or truncated files raise
 :class:`~medzoo.data.manifest.DatasetFormatError` naming the file.
 
+torch is imported inside :func:`resize_2d` and :func:`load_gray` only: reading or writing a file must not start
+torch (2 s and some 300 MB resident here), so that the synthetic corpus writer stays quick and the robustness tests
+measure each reader's own peak memory.
+
 Example:
     >>> import numpy as np, tempfile, os
     >>> d = tempfile.mkdtemp()
@@ -37,9 +41,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import nibabel as nib
 import numpy as np
+from PIL import Image
 
-from medzoo.data._dicom import DICOM_SUFFIXES, DicomOptions, is_dicom_file
+from medzoo.data._dicom import DICOM_SUFFIXES, DicomOptions, is_dicom_file, read_dicom, read_dicom_series
+from medzoo.data._dicom_write import write_dicom_series as _write_dicom_series
 from medzoo.data._geometry import check_voxel_geometry
 from medzoo.data._nifti import load_nifti
 from medzoo.data.budget import MAX_PIXELS, MAX_VOLUME_BYTES, check_budget
@@ -89,8 +96,6 @@ def read_image(path: str | os.PathLike, nonfinite: NonFinitePolicy = "error",
     """
     p = Path(path)
     if p.is_dir():
-        from medzoo.data._dicom import read_dicom_series
-
         arr, meta = read_dicom_series(p, dicom)
     else:
         _check_file(p)
@@ -100,8 +105,6 @@ def read_image(path: str | os.PathLike, nonfinite: NonFinitePolicy = "error",
         elif name.endswith(RASTER_SUFFIXES):
             arr, meta = _read_raster(p)
         elif is_dicom_file(p):
-            from medzoo.data._dicom import read_dicom
-
             arr, meta = read_dicom(p, dicom)
         else:
             raise DatasetFormatError(p, f"unsupported image type; expected one of "
@@ -158,8 +161,6 @@ def _read_nifti(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def _read_raster(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    from PIL import Image
-
     try:
         with Image.open(p) as img:
             width, height = img.size  # from the header: nothing is decoded yet
@@ -206,8 +207,6 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, 
     Returns:
         The path written.
     """
-    import nibabel as nib
-
     p = Path(path)
     arr = np.asarray(array)
     if arr.ndim == 4 and arr.shape[0] == 1:
@@ -231,8 +230,6 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     Returns:
         The path written.
     """
-    from PIL import Image
-
     arr = np.asarray(array)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
@@ -250,9 +247,8 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, spacing: t
                        origin: tuple[float, float, float] = (0.0, 0.0, 0.0), series_uid_seed: str = "medzoo",
                        file_names: list[str] | None = None) -> list[Path]:
     """Write a CT volume as one DICOM file per slice (needs pydicom). See ``medzoo.data._dicom``."""
-    from medzoo.data._dicom_write import write_dicom_series as _write
-
-    return _write(folder, volume, spacing, origin=origin, series_uid_seed=series_uid_seed, file_names=file_names)
+    return _write_dicom_series(folder, volume, spacing, origin=origin, series_uid_seed=series_uid_seed,
+                               file_names=file_names)
 
 
 def _atomic_write(p: Path, data: bytes) -> None:
@@ -412,8 +408,7 @@ def load_gray(path: str | os.PathLike) -> Any:
 
     Intensities are divided by the reader's ``meta["max_value"]`` (255, 65535, a DICOM's ``2**BitsStored - 1``), as
     the CXR contract's ``rescale: max_value`` step does, so that ``medzoo align`` sees a radiograph as ``predict``
-    does; an image without one (float data) is min-max scaled. torch is imported here, as in :func:`resize_2d`, so
-    that importing this module stays numpy-only.
+    does; an image without one (float data) is min-max scaled.
 
     Raises:
         ValueError: the file is not a single-channel 2D image, naming the file and its shape.

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from monai.networks.nets import DenseNet
 from torch import nn
 
 from medzoo.encoders.base import check_encoder_input
@@ -74,7 +75,6 @@ class DenseNetEncoder(nn.Module):
                  act: Any = ("relu", {"inplace": True}), out_indices: Sequence[int] | int | None = None,
                  name: str = "densenet121") -> None:
         super().__init__()
-        from monai.networks.nets import DenseNet
 
         if output_stride != 32:
             raise ValueError(f"{name}: output_stride must be 32 (no dilated DenseNet), got {output_stride}")

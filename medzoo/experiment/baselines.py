@@ -22,11 +22,21 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter, label
+
+from medzoo.config import ConfigError
+from medzoo.models import create_model
+from medzoo.train.config import InitConfig
+from medzoo.train.data import MASK_KEY, build_datasets, build_transform
+from medzoo.train.init import apply_init
 
 NORMS = ("none", "percentile", "otsu")
 
@@ -78,8 +88,6 @@ def otsu_threshold(image: np.ndarray, bins: int = 256) -> float:
 
 
 def _prepare(images: np.ndarray, norm: str, sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
     x = images.astype(np.float64)
     if norm == "percentile":
         lo, hi = np.percentile(x.reshape(len(x), -1), [2, 98], axis=1)
@@ -109,8 +117,6 @@ def _segment(x: np.ndarray, lo: float, hi: float, keep: int) -> np.ndarray:
     Args:
         x: ``[N, H, W]`` prepared intensities. Returns ``[N, H, W]`` bool.
     """
-    from scipy.ndimage import label
-
     lab, n = label((x >= lo) & (x <= hi), structure=_PLANE)
     sizes = np.bincount(lab.ravel(), minlength=n + 1).astype(np.int64)
     sizes[0] = 0
@@ -177,9 +183,6 @@ def fit_threshold(images: np.ndarray, masks: np.ndarray, keep: int = 2) -> Thres
 
 def _features(encoder: Any, images: np.ndarray) -> Any:
     """Every encoder feature map, upsampled bilinearly to the input size and concatenated: ``[N, C, H, W]``."""
-    import torch
-    import torch.nn.functional as F
-
     x = torch.as_tensor(images, dtype=torch.float32)[:, None]
     with torch.no_grad():
         maps = encoder(x)
@@ -201,8 +204,6 @@ def fit_probe(encoder: Any, images: np.ndarray, masks: np.ndarray, ridge: float 
     Returns:
         ``{"mean", "std", "weight"}`` float64 tensors (``weight`` ``[C + 1]``, the last entry the bias).
     """
-    import torch
-
     f = _features(encoder, images).double()[:, :, ::stride, ::stride]
     flat = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
     mean, std = flat.mean(0), flat.std(0).clamp_min(1e-6)
@@ -224,10 +225,6 @@ def predict_probe(encoder: Any, images: np.ndarray, probe: dict[str, Any]) -> np
 
 def _split_arrays(bundle: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The images ``[N, H, W]`` and boolean masks of one split, through the evaluation transform (no augmentation)."""
-    import copy
-
-    from medzoo.train.data import MASK_KEY, build_transform
-
     ds = copy.copy(bundle.splits[split])
     ds.transform = build_transform(bundle.contract, bundle.input_kind, False)
     images, masks = [], []
@@ -240,8 +237,6 @@ def _split_arrays(bundle: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _seg_task(run_cfg: Any) -> tuple[str, str]:
     """The run's one 2-D two-class segmentation task: ``(task name, foreground label)``."""
-    from medzoo.config import ConfigError
-
     seg = [(n, t) for n, t in run_cfg.model.tasks.items() if t.type == "segmentation" and t.level == "image"]
     if len(seg) != 1 or len(seg[0][1].labels or []) != 2:
         raise ConfigError("baselines: the run needs exactly one 2-D segmentation task with two labels "
@@ -262,13 +257,6 @@ def run_baseline(kind: str, run_cfg: Any, source: str = "scratch", parts: Sequen
         ``{"metrics": {"val/<task>/dice/<label>", "test/...", "test/<task>/mean_dice", ...}, "params": ...,
         "n_train", "n_test"}``.
     """
-    import torch
-
-    from medzoo.models import create_model
-    from medzoo.train.config import InitConfig
-    from medzoo.train.data import build_datasets
-    from medzoo.train.init import apply_init
-
     task, label = _seg_task(run_cfg)
     torch.manual_seed(run_cfg.train.seed)  # the random encoder of a scratch probe
     model = create_model(run_cfg.model)

@@ -37,7 +37,23 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from medzoo.data.synth import CORPUS_VERSION, SIZES
+from medzoo.data.synth.ct import write_covidx_ct, write_msd
+from medzoo.data.synth.cxr import write_nih
+from medzoo.data.synth.tb import write_montgomery
+from medzoo.experiment import demo_report
+from medzoo.experiment.config import load_experiment_config
+from medzoo.experiment.parallel import JobPool, busy_warning, default_workers
+from medzoo.experiment.runner import Progress, cell_source, collect, list_cells, submit_cells, wait_cells
+from medzoo.train import fit
+from medzoo.train.config import load_run_config, run_config_yaml
 from medzoo.utils.atomic import atomic_write
+from medzoo.zoo.checkpoint import model_from_checkpoint
+from medzoo.zoo.export import sha256_file
+from medzoo.zoo.publish import export_model, publish
+from medzoo.zoo.resolver import load
 
 __all__ = ["DemoProfile", "DemoResult", "PROFILES", "ZOO_NAME", "run_demo", "pretrain_config", "finetune_config",
            "experiment_config"]
@@ -177,11 +193,6 @@ _FAMILIES = ("msd", "covidx-ct", "nih", "montgomery")  # what the demo reads, in
 
 def _family_job(family: str, corpus: Path, size: str) -> str:
     """Write one family of the synthetic corpus (each has its own seeded generator, so they can run in parallel)."""
-    from medzoo.data.synth import SIZES
-    from medzoo.data.synth.ct import write_covidx_ct, write_msd
-    from medzoo.data.synth.cxr import write_nih
-    from medzoo.data.synth.tb import write_montgomery
-
     cfg = SIZES[size]
     writers = {"msd": lambda: write_msd(corpus / "ct", 0, cfg, dicom=False),
                "covidx-ct": lambda: write_covidx_ct(corpus / "covidx-ct", 0, cfg),
@@ -193,8 +204,6 @@ def _family_job(family: str, corpus: Path, size: str) -> str:
 
 def _corpus(p: DemoProfile, out: Path, pool: Any) -> tuple[Path, bool]:
     """The families of the synthetic corpus the demo uses (seed 0), written side by side; reused when present."""
-    from medzoo.data.synth import CORPUS_VERSION
-
     corpus = out / "corpus"
     manifest = corpus / "demo-corpus.json"
     want = {"format": "medzoo-demo-corpus", "version": CORPUS_VERSION, "seed": 0, "size": p.corpus,
@@ -221,8 +230,6 @@ def _read_json(path: Path, step: str) -> Any:
 
 def _pretrain_job(cfg: Any) -> tuple[dict[str, float], float]:
     """Pretrain; returns the final metrics and the job's CPU seconds."""
-    from medzoo.train import fit
-
     cpu = time.process_time()
     return fit(cfg, resume=True, quiet=True).metrics, time.process_time() - cpu
 
@@ -231,8 +238,6 @@ def _pretrain_state(p: DemoProfile, corpus: Path, out: Path,
                     corpus_reused: bool) -> tuple[Any, dict[str, float] | None]:
     """The pretraining run config, and its metrics when a finished run of the same config on the same corpus files
     is in ``out`` (a corpus written again means pretraining again)."""
-    from medzoo.train.config import load_run_config, run_config_yaml
-
     run_dir = out / "pretrain"
     cfg = load_run_config(pretrain_config(p, corpus, run_dir))
     same = corpus_reused and (run_dir / "config.yaml").is_file() and \
@@ -253,8 +258,6 @@ def _publish(out: Path) -> dict[str, Any]:
     A previous run's publication is reused when it was made from the same checkpoint and still loads back equal to
     it; a torn ``export.json``, catalog or export folder (a killed run) is published again.
     """
-    from medzoo.zoo.export import sha256_file
-
     ckpt, marker = out / "pretrain" / "last.pt", out / "zoo" / "export.json"
     ckpt_sha = sha256_file(ckpt)
     done = _read_json(marker, "publish") or {}
@@ -273,9 +276,6 @@ def _publish(out: Path) -> dict[str, Any]:
 
 
 def _export_and_publish(out: Path, ckpt: Path, ckpt_sha: str) -> dict[str, Any]:
-    from medzoo.zoo.checkpoint import model_from_checkpoint
-    from medzoo.zoo.publish import export_model, publish
-
     export_dir, catalog = out / "zoo" / "exports" / ZOO_NAME, out / "zoo" / "catalogs" / "demo.yaml"
     model, _ = model_from_checkpoint(ckpt)
     export_model(model, export_dir, name=ZOO_NAME, parts="encoder", overwrite=True,
@@ -291,11 +291,6 @@ def _export_and_publish(out: Path, ckpt: Path, ckpt_sha: str) -> dict[str, Any]:
 
 def _load_back(ckpt: Path) -> None:
     """Load the entry by name (catalog, download cache, sha256 check); its encoder must equal the checkpoint's."""
-    import torch
-
-    from medzoo.zoo.checkpoint import model_from_checkpoint
-    from medzoo.zoo.resolver import load
-
     loaded, _ = load(ZOO_NAME, parts="encoder")
     got = loaded.encoder.state_dict()
     for key, value in model_from_checkpoint(ckpt)[0].encoder.state_dict().items():
@@ -304,15 +299,13 @@ def _load_back(ckpt: Path) -> None:
 
 
 def _torch_threads() -> int:
-    import torch
-
     return torch.get_num_threads()
 
 
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process and of its finished children (the workers, once joined)."""
     try:
-        import resource
+        import resource  # a Unix-only module
     except ImportError:  # not on Windows
         return float("nan")
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -335,8 +328,6 @@ def _resolve(profile: str | DemoProfile, seeds: int | None) -> tuple[str, DemoPr
 def _matrix(p: DemoProfile, corpus: Path, out: Path, pool: Any, bar: Any, exp_cfg: Any,
             pre_cfg: Any, pre: dict[str, float] | None, clock: dict[str, float]) -> tuple[dict, dict, list, list]:
     """Pretraining and every cell: cells that need no zoo weights run beside the pretraining; the rest after it."""
-    from medzoo.experiment.runner import cell_source, list_cells, submit_cells, wait_cells
-
     t = time.perf_counter()
     pre_future = None if pre is not None else pool.submit(_pretrain_job, pre_cfg)
     if pre_future is not None:
@@ -367,11 +358,6 @@ def run_demo(out: str | os.PathLike = "medzoo-demo", profile: str | DemoProfile 
     Returns:
         The :class:`DemoResult` (tables, paired differences, generated claims, report and plot paths, seconds).
     """
-    from medzoo.experiment import demo_report
-    from medzoo.experiment.config import load_experiment_config
-    from medzoo.experiment.parallel import JobPool, busy_warning, default_workers
-    from medzoo.experiment.runner import Progress, collect, list_cells
-
     name, profile = _resolve(profile, seeds)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

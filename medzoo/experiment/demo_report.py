@@ -10,9 +10,12 @@ Example:
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from medzoo.experiment.report import markdown_table, paired_table
 from medzoo.utils.tables import render
@@ -25,10 +28,6 @@ _PRETRAIN_KEYS = ("test/ct_seg/mean_dice", "test/covid_ct/accuracy", "test/covid
 
 def machine() -> dict[str, Any]:
     """CPU model, usable cores, memory, OS and library versions of this machine."""
-    import os
-
-    import torch
-
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
+
+import torch
 
 __all__ = ["JobPool", "default_workers", "pinned", "usable_cores", "busy_warning"]
 
@@ -57,8 +60,6 @@ def busy_warning() -> str | None:
 @contextlib.contextmanager
 def pinned() -> Iterator[None]:
     """Torch on one intra-op thread with deterministic algorithms inside the block; the settings are restored after."""
-    import torch
-
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -76,8 +77,6 @@ def _call_pinned(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) ->
 
 def _worker_init(root_level: int, levels: dict[str, int]) -> None:
     """Logging in a worker: the parent's levels, but at least WARNING (unless the parent logs DEBUG)."""
-    import torch
-
     torch.set_num_threads(1)
     floor = root_level if root_level <= logging.DEBUG else max(root_level, logging.WARNING)
     logging.basicConfig(format=LOG_FORMAT)  # a handler on stderr, as the CLI's (a no-op where one exists)
@@ -109,8 +108,6 @@ class JobPool:
 
     def __enter__(self) -> JobPool:
         if self.workers > 1:
-            import multiprocessing
-
             # spawn: a forked child would inherit the parent's OpenMP thread pool state, which can hang it.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_worker_init, initargs=_parent_levels())

@@ -24,7 +24,7 @@ __all__ = ["plot_fraction_curves", "plot_learning_curves", "plot_paired"]
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    import matplotlib  # the backend is chosen when a plot is drawn, never at import (no import-time side effect)
 
     matplotlib.use("Agg")  # headless; set here, never at import
     import matplotlib.pyplot as plt

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medzoo.experiment import plots as P
 from medzoo.experiment.stats import ordered, paired_differences, summarise, t_interval
 from medzoo.utils.tables import render
 
@@ -187,8 +188,6 @@ def write_results(out: str | os.PathLike, rows: Sequence[dict[str, Any]], *, tit
     Returns:
         ``{"csv": path, "md": path, "fraction:<task>": png, "paired:<task>": png, "curves:<task>": png}``.
     """
-    from medzoo.experiment import plots as P
-
     out = Path(out)
     files = {"csv": str(_write_csv(out / "results.csv", rows))}
     pngs: dict[str, str] = {}

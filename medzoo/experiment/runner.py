@@ -27,6 +27,8 @@ import logging
 import math
 import os
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -34,9 +36,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from medzoo.experiment import report
+from medzoo.experiment.baselines import run_baseline
 from medzoo.experiment.config import ExperimentConfig, TaskVariant, load_experiment_config
 from medzoo.experiment.fingerprint import cell_inputs
 from medzoo.experiment.parallel import JobPool, busy_warning, default_workers
+from medzoo.train import fit
+from medzoo.train.config import InitConfig, load_run_config, run_config_yaml, validate
 from medzoo.utils.atomic import atomic_write, naming_path
 
 __all__ = ["Cell", "ExperimentResult", "Progress", "cell_run_config", "cell_source", "collect", "list_cells",
@@ -108,8 +116,6 @@ def cell_run_config(cfg: ExperimentConfig, cell: Cell, run_dir: str | os.PathLik
     Raises:
         ConfigError: the base run config or an override is invalid (the message names the key).
     """
-    from medzoo.train.config import InitConfig, load_run_config, validate
-
     task: TaskVariant = cfg.tasks[cell.task]
     init = cfg.inits.get(cell.init)
     run = load_run_config(_base_run(cfg), [*task.set, *(init.set if init else [])])
@@ -157,8 +163,6 @@ def _read_result(path: Path) -> dict[str, Any] | None:
 
 def _definition_sha(cfg: ExperimentConfig, cell: Cell, run_cfg: Any) -> str:
     """sha256 of the resolved run config and of the content of the cell's weights and data (not their names)."""
-    from medzoo.train.config import run_config_yaml
-
     text = run_config_yaml(run_cfg)
     if cell.init in cfg.baselines:
         text += json.dumps({"baseline": asdict(cfg.baselines[cell.init]), "version": BASELINE_VERSION})
@@ -167,8 +171,7 @@ def _definition_sha(cfg: ExperimentConfig, cell: Cell, run_cfg: Any) -> str:
 
 
 def _fit_cell(cfg: ExperimentConfig, cell: Cell, run_cfg: Any, fit_fn: Callable[..., Any] | None) -> dict[str, Any]:
-    if fit_fn is None:
-        from medzoo.train import fit as fit_fn
+    fit_fn = fit if fit_fn is None else fit_fn
     callbacks = {"on_train_start": [_spread_evals(cfg.eval_points)]} if cfg.eval_points else None
     res = fit_fn(run_cfg, resume=True, quiet=True, callbacks=callbacks)
     return {"kind": "init", "metrics": res.metrics, "history": res.history, "steps": res.step,
@@ -176,8 +179,6 @@ def _fit_cell(cfg: ExperimentConfig, cell: Cell, run_cfg: Any, fit_fn: Callable[
 
 
 def _baseline_cell(cfg: ExperimentConfig, cell: Cell, run_cfg: Any) -> dict[str, Any]:
-    from medzoo.experiment.baselines import run_baseline
-
     b = cfg.baselines[cell.init]
     t = time.perf_counter()
     out = run_baseline(b.kind, run_cfg, b.source, b.parts)
@@ -226,11 +227,6 @@ class Progress:
     """Counts finished jobs; logs one line per job (value, seconds, elapsed, time left) and drives a tqdm bar."""
 
     def __init__(self, total: int, enabled: bool | None = None, desc: str = "cells") -> None:
-        import sys
-        import threading
-
-        from tqdm.auto import tqdm
-
         self.total, self.done, self.start = total, 0, time.perf_counter()
         self._lock = threading.Lock()
         self.bar = tqdm(total=total, desc=desc, unit="job", leave=False,
@@ -286,8 +282,6 @@ def wait_cells(futures: dict[Cell, Future]) -> tuple[list[str], list[str]]:
 def collect(cfg: ExperimentConfig, out: Path, *, plots: bool = True, ran: Sequence[str] = (),
             skipped: Sequence[str] = ()) -> ExperimentResult:
     """Read every cell's ``result.json`` and write ``results.csv``, ``results.md`` and the plots."""
-    from medzoo.experiment import report
-
     cells = list_cells(cfg)
     rows = [_read_result(out / "cells" / c.id / RESULT_FILE) for c in cells]
     missing = [c.id for c, r in zip(cells, rows) if r is None]

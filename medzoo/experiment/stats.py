@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import t
 
 __all__ = ["ordered", "paired_differences", "summarise", "t_interval"]
 
@@ -57,8 +58,6 @@ def t_interval(diffs: Sequence[float], level: float = 0.95) -> tuple[float, floa
         >>> round(lo, 3), round(hi, 3)
         (-0.484, 4.484)
     """
-    from scipy.stats import t
-
     d = np.asarray(diffs, dtype=np.float64)
     if len(d) < 2:
         return float("nan"), float("nan")

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 __all__ = ["TensorBoardCallback", "overlay"]
 
@@ -58,9 +60,6 @@ class TensorBoardCallback:
     """Writes a run's TensorBoard events to ``log_dir`` (rank 0 only; the Trainer registers it there)."""
 
     def __init__(self, log_dir: str | Path, log_images: bool = True) -> None:
-        # tensorboard (and its protobuf stack) loads only when a run logs: a second of import time otherwise.
-        from torch.utils.tensorboard import SummaryWriter
-
         self.writer = SummaryWriter(str(log_dir))
         self.log_images = log_images
 
@@ -83,8 +82,6 @@ class TensorBoardCallback:
         self.writer.flush()
 
     def on_train_end(self, trainer: Any) -> None:
-        from torch.utils.tensorboard.summary import hparams
-
         final = {f"hparam/{k}": v for k, v in trainer.final_metrics.items()
                  if isinstance(v, (int, float)) and math.isfinite(v)}
         exp, ssi, sei = hparams(_hparams(trainer.cfg), final)

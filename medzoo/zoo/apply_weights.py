@@ -28,10 +28,12 @@ import torch
 from safetensors.torch import load_file
 
 from medzoo.encoders import DenseNetEncoder
+from medzoo.zoo.imagenet import load_imagenet
 from medzoo.zoo.medicalnet import detect_architecture, find_encoder, load_medicalnet
 from medzoo.zoo.report import LoadReport
 from medzoo.zoo.spec import WeightsSpec
 from medzoo.zoo.state import check_finite, load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
+from medzoo.zoo.txv import load_txv_file
 
 __all__ = ["load_parts"]
 
@@ -197,11 +199,7 @@ def _load_foreign(model: Any, path: Path, fmt: str, spec: WeightsSpec | None, wa
     if "encoder" not in wanted:
         raise ValueError(f"{path}: a {fmt} file holds an encoder; request parts=['encoder'] (or 'all')")
     if fmt == "torchvision-resnet":
-        from medzoo.zoo.imagenet import load_imagenet
-
         return load_imagenet(model, path)
-    from medzoo.zoo.txv import load_txv_file
-
     return load_txv_file(model, path, spec, heads=any(p.split(".")[0] == "heads" for p in wanted))
 
 

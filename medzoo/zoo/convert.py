@@ -13,7 +13,9 @@ from typing import Any
 
 from medzoo.data.presets import medicalnet_contract
 from medzoo.zoo.export import write_export_dir
+from medzoo.zoo.imagenet import from_imagenet, imagenet_preprocessing
 from medzoo.zoo.medicalnet import from_medicalnet
+from medzoo.zoo.txv import from_torchxrayvision, txv_preprocessing
 
 __all__ = ["convert_imagenet", "convert_medicalnet", "convert_torchxrayvision", "medicalnet_metadata"]
 
@@ -67,8 +69,6 @@ def convert_imagenet(path: str | Path, out_dir: str | Path, *, name: str | None 
     The stem is adapted to ``in_channels`` (summed for 1); the metadata records the inflation and the grey-image
     preprocessing contract (:func:`medzoo.zoo.imagenet.imagenet_preprocessing`).
     """
-    from medzoo.zoo.imagenet import from_imagenet, imagenet_preprocessing
-
     model = from_imagenet(path, inflate=inflate, in_channels=in_channels, output_stride=output_stride)
     meta = {
         "name": name or Path(path).name.split(".")[0].lower(), "version": "1",
@@ -91,8 +91,6 @@ def convert_torchxrayvision(path: str | Path, out_dir: str | Path, *, weights: s
     The head holds TXV's named, calibrated outputs with their ``op_threshs`` as thresholds (0.5 when the file and
     the known weights give none); ``weights`` names the TXV weights when the file name does not.
     """
-    from medzoo.zoo.txv import from_torchxrayvision, txv_preprocessing
-
     model = from_torchxrayvision(path, weights=weights, task=task)
     w, head = model.txv, model.heads[task]
     labels = list(head.label_names)

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import torch
 from monai.networks.blocks import BaseEncoder
+from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 
 from medzoo.encoders.resnet import DEFAULT_ACT, RESNET_SPECS, ResNetEncoder, check_resnet_options, resnet_channels
 from medzoo.zoo.loading import load_pretrained
@@ -118,8 +119,6 @@ def register_flexible_unet_backbones() -> list[str]:
         >>> "medzoo-resnet18" in register_flexible_unet_backbones()
         True
     """
-    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
-
     FLEXUNET_BACKBONE.register_class(FlexUNetResNet)
     return FlexUNetResNet.get_encoder_names()
 
@@ -136,8 +135,6 @@ def register_flexible_unet_backbone(name: str, encoder: str = "resnet18", *, wid
     Raises:
         ValueError: a bad name or encoder, a name MONAI uses, or a name already registered with other options.
     """
-    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
-
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"FlexibleUNet backbone name must be letters, digits, '_', '.' or '-', got {name!r}")
     taken = FLEXUNET_BACKBONE.register_dict.get(name)

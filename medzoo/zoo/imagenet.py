@@ -35,7 +35,11 @@ import torch
 import torch.nn as nn
 
 from medzoo.data.presets import IMAGENET_MEAN, IMAGENET_STD, imagenet_contract
+from medzoo.encoders import RESNET_SPECS, create_encoder
+from medzoo.models.multitask import MultiTaskModel
+from medzoo.zoo.medicalnet import block_layout, find_encoder
 from medzoo.zoo.report import LoadReport
+from medzoo.zoo.state import load_state_with_report, read_weights, strip_prefixes, unwrap_state_dict
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INFLATE_MODES", "detect_resnet2d", "from_imagenet", "imagenet_encoder",
            "imagenet_preprocessing", "inflate_kernel", "load_imagenet", "load_resnet2d_state"]
@@ -69,9 +73,6 @@ def detect_resnet2d(state: dict[str, torch.Tensor], source: str = "<state dict>"
     Raises:
         ValueError: not a 2D ResNet of depth 18/34/50/101/152 (the message names the key that is off).
     """
-    from medzoo.encoders import RESNET_SPECS
-    from medzoo.zoo.medicalnet import block_layout
-
     stem = state.get("conv1.weight")
     if stem is None or stem.dim() != 4:
         found = "nothing" if stem is None else f"shape {tuple(stem.shape)}"
@@ -95,8 +96,6 @@ def detect_resnet2d(state: dict[str, torch.Tensor], source: str = "<state dict>"
 def imagenet_encoder(depth: int, *, in_channels: int = 3, output_stride: int = 32,
                      widths: tuple[int, ...] | None = None, **kwargs: Any) -> nn.Module:
     """The medzoo encoder that torchvision ResNet weights of ``depth`` fit: shortcut B, no downsample bias."""
-    from medzoo.encoders import create_encoder
-
     return create_encoder(f"resnet{depth}", in_channels=in_channels, output_stride=output_stride, widths=widths,
                           shortcut="B", bias_downsample=False, **kwargs)
 
@@ -123,8 +122,6 @@ def load_resnet2d_state(encoder: nn.Module, state: dict[str, torch.Tensor], *, s
     Keys under ``head_prefix`` are reported as ignored with ``head_reason``; the stem is adapted to the encoder's
     input channels; every inflated kernel is reported as adapted, and ``report.inflation`` names the mode.
     """
-    from medzoo.zoo.state import load_state_with_report
-
     arch = detect_resnet2d(state, source)
     _check_encoder(arch, encoder, source)
     if inflate not in INFLATE_MODES:
@@ -155,8 +152,6 @@ def load_resnet2d_state(encoder: nn.Module, state: dict[str, torch.Tensor], *, s
 
 
 def _read_state(path_or_state: str | Path | dict) -> tuple[dict[str, torch.Tensor], str]:
-    from medzoo.zoo.state import read_weights, strip_prefixes, unwrap_state_dict
-
     if isinstance(path_or_state, dict):
         return dict(path_or_state), "<state dict>"
     return strip_prefixes(unwrap_state_dict(read_weights(path_or_state), source=str(path_or_state))), str(path_or_state)
@@ -180,8 +175,6 @@ def load_imagenet(module: nn.Module, path_or_state: str | Path | dict, *, inflat
         >>> load_imagenet(enc, "resnet50-0676ba61.pth").inflation  # doctest: +SKIP
         'centre'
     """
-    from medzoo.zoo.medicalnet import find_encoder
-
     state, source = _read_state(path_or_state)
     encoder = find_encoder(module)
     report = load_resnet2d_state(encoder, state, source=source, inflate=inflate, strict=strict)
@@ -198,8 +191,6 @@ def from_imagenet(path_or_state: str | Path | dict, *, inflate: str = "centre", 
 
     Depth and widths come from the file; ``model.load_report`` holds the report.
     """
-    from medzoo.models.multitask import MultiTaskModel
-
     state, source = _read_state(path_or_state)
     arch = detect_resnet2d(state, source)
     encoder = imagenet_encoder(arch["depth"], in_channels=in_channels, output_stride=output_stride,

@@ -40,7 +40,13 @@ import torch
 import torch.nn as nn
 
 from medzoo.data.presets import txv_contract
+from medzoo.encoders import DenseNetEncoder
+from medzoo.heads import MultilabelHead
+from medzoo.models.multitask import MultiTaskModel
+from medzoo.zoo.imagenet import detect_resnet2d, imagenet_encoder, load_resnet2d_state
 from medzoo.zoo.report import LoadReport
+from medzoo.zoo.safe_pickle import ModuleRecord, load_restricted
+from medzoo.zoo.state import load_state_with_report, strip_prefixes
 from medzoo.zoo.txv_table import TXV_WEIGHTS
 
 __all__ = ["TXV_WEIGHTS", "TXVWeights", "from_torchxrayvision", "load_txv_file", "load_txv_into",
@@ -124,14 +130,10 @@ def read_torchxrayvision(path: str | Path, *, weights: str | None = None) -> TXV
         medzoo.zoo.safe_pickle.UnsafePickleError: the file names a global outside the allow-list.
         ValueError: not a TXV DenseNet or ResNet, or labels and outputs that disagree.
     """
-    from medzoo.zoo.safe_pickle import ModuleRecord, load_restricted
-
     obj = load_restricted(path)
     if isinstance(obj, ModuleRecord):
         state, names, ops, cls = _from_record(obj)
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        from medzoo.zoo.state import strip_prefixes
-
         state, names, cls = strip_prefixes(obj, ("module.", "model.")), None, None
         ops = _floats(state.pop("op_threshs", None))  # a TXV DenseNet's state_dict() carries it as a buffer
     else:
@@ -193,11 +195,6 @@ def _densenet_config(state: dict[str, torch.Tensor], source: str) -> dict[str, A
 
 
 def _build(w: TXVWeights, task: str) -> nn.Module:
-    from medzoo.encoders import DenseNetEncoder
-    from medzoo.heads import MultilabelHead
-    from medzoo.models.multitask import MultiTaskModel
-    from medzoo.zoo.imagenet import detect_resnet2d, imagenet_encoder
-
     if w.kind == "densenet":
         encoder = DenseNetEncoder(**_densenet_config(w.state_dict, w.source))
     else:
@@ -235,9 +232,6 @@ def load_txv_into(model: nn.Module, w: TXVWeights, *, heads: bool = True) -> Loa
     Head rows are picked by label name from TXV's classifier; outputs the head does not name are reported as
     ignored. Raises ``ValueError`` for an encoder whose architecture differs from the file.
     """
-    from medzoo.zoo.imagenet import load_resnet2d_state
-    from medzoo.zoo.state import load_state_with_report
-
     clf = "classifier." if w.kind == "densenet" else "fc."
     if w.kind == "resnet":
         sub = load_resnet2d_state(model.encoder, w.state_dict, source=w.source, head_prefix=clf,

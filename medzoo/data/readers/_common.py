@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medzoo.data.budget import read_text_capped
 from medzoo.data.manifest import DatasetFormatError, ErrorCollector, Manifest, Record
 
@@ -317,8 +319,6 @@ class DirIndex:
 
 def fill_missing_tasks(records: list[Record], label_names: dict[str, list[str]], vector_tasks: set[str]) -> None:
     """Give every record a value for every task: NaN (or an all-NaN vector) where the dataset has none."""
-    import numpy as np
-
     for rec in records:
         for task, names in label_names.items():
             if task not in rec.labels:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from medzoo.data._dicom import has_pydicom
 from medzoo.data.imageio import write_dicom_series, write_nifti, write_png
 from medzoo.data.synth._common import CorpusSize, family_rng, split_patients, write_text
 
@@ -84,7 +85,7 @@ def write_msd(root: Path, seed: int, size: CorpusSize, dicom: bool = True) -> di
         else:
             write_nifti(task / "imagesTs" / name, hu_int, affine)
             test.append(f"./imagesTs/{name}")
-        if i == 0 and dicom and _has_pydicom():
+        if i == 0 and dicom and has_pydicom():
             write_dicom_series(root / "dicom" / "lung_000", hu_int.astype(np.float32), spacing,
                                origin=(-affine[0, 3], -affine[1, 3], affine[2, 3]), series_uid_seed=f"synth-{seed}-0")
     (task / "imagesTr" / "._lung_000.nii.gz").write_bytes(b"\x00\x05\x16\x07macOS resource fork")  # MSD quirk
@@ -100,14 +101,6 @@ def write_msd(root: Path, seed: int, size: CorpusSize, dicom: bool = True) -> di
     if (root / "dicom" / "lung_000").exists():
         out["dicom"] = root / "dicom" / "lung_000"
     return out
-
-
-def _has_pydicom() -> bool:
-    try:
-        import pydicom  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def ct_slice(rng: np.random.Generator, px: int, cls: int, z: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:

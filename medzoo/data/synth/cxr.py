@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from medzoo.data.imageio import write_png
 from medzoo.data.synth._common import CorpusSize, family_rng, split_patients, write_text
@@ -104,8 +105,6 @@ def _chexpert_row(rng, rel: str, findings: list[str], view: str, valid: bool) ->
 
 
 def _save_jpeg(path: Path, img: np.ndarray) -> None:
-    from PIL import Image
-
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint(img)).save(path, format="JPEG", quality=92)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medzoo.data._dicom import has_pydicom
+from medzoo.data._dicom_write import write_dicom_image
 from medzoo.data.synth._common import CorpusSize, family_rng, write_text
 from medzoo.data.synth._cxr_draw import draw_findings, to_uint
 
@@ -47,11 +49,7 @@ def _label_rows(pid: str, cls: int, boxes: dict, px: int) -> list[str]:
 
 def write_rsna(root: Path, seed: int, size: CorpusSize) -> Path | None:
     """Write the two CSV files and the DICOM images; returns ``root``, or None when pydicom is not installed."""
-    try:
-        import pydicom  # noqa: F401
-
-        from medzoo.data._dicom_write import write_dicom_image
-    except ImportError:
+    if not has_pydicom():
         return None
     rng = family_rng(seed, "rsna-pneumonia")
     labels, classes = [RSNA_LABELS_HEADER], [RSNA_CLASS_HEADER]

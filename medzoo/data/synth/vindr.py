@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medzoo.data._dicom import has_pydicom
+from medzoo.data._dicom_write import write_dicom_image
 from medzoo.data.synth._common import CorpusSize, family_rng, write_text
 from medzoo.data.synth._cxr_draw import draw_findings, to_uint
 
@@ -41,11 +43,7 @@ def _reader_rows(rng: np.random.Generator, image_id: str, rad: str, boxes: dict,
 
 def write_vindr(root: Path, seed: int, size: CorpusSize) -> Path | None:
     """Write ``train.csv`` and ``train/*.dicom``; returns ``root``, or None when pydicom is not installed."""
-    try:
-        import pydicom  # noqa: F401
-
-        from medzoo.data._dicom_write import write_dicom_image
-    except ImportError:
+    if not has_pydicom():
         return None
     rng = family_rng(seed, "vindr")
     names = sorted(_FROM_NIH)
