@@ -279,20 +279,19 @@ class Predictor:
             )
 
     def _run_plain(self, x: torch.Tensor, preps: Sequence[Prepared], tasks: list[str]) -> list[dict[str, TaskOutput]]:
-        """Outputs per item of a batch ``x [B, C, *spatial]`` stacked from ``preps``."""
+        """Outputs per item of a batch ``x [B, C, *spatial]`` stacked from ``preps``: one encoder pass serves every
+        task (dense and vector heads alike)."""
+        with torch.no_grad():
+            logits = self.model(x, tasks=tasks)
         out: list[dict[str, TaskOutput]] = [{} for _ in preps]
-        dense = [t for t in tasks if self._dense(t)]
-        if dense:
-            with torch.no_grad():
-                logits = self.model(x, tasks=dense)
-            for t in dense:
+        for t in tasks:
+            if self._dense(t):
                 for i, prep in enumerate(preps):
                     out[i][t] = self._output(t, probs=self._on_input_grid(t, logits[t][i:i + 1], prep, "image"))
-        vector = [t for t in tasks if not self._dense(t)]
-        if vector:
-            act = self.model.predict(x, tasks=vector)
+                continue
+            act = self.model.heads[t].activate(logits[t], None)
             for i, o in enumerate(out):
-                o.update({t: self._output(t, **_vector_fields(act[t], i)) for t in vector})
+                o[t] = self._output(t, **_vector_fields(act, i))
         return out
 
     def _on_input_grid(self, task: str, logits: torch.Tensor, prep: Prepared, kind: str) -> np.ndarray:

@@ -153,6 +153,12 @@ def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | 
                 for ready, result in _run(predictor, batch):
                     _commit(ready, result, out, sink, report)
                 bar.update(len(batch))
+    except OSError as err:
+        if err.errno is None:
+            raise
+        raise type(err)(err.errno, f"{err.strerror}; the {len(sink.records)} input(s) finished before it are in "
+                                   f"{sink.jsonl_path.name}: free the space and run again with --resume",
+                        err.filename) from err
     finally:
         sink.close()
     sink.finish(report.errors)

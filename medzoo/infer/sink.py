@@ -65,6 +65,26 @@ def _mask_files(record: dict[str, Any], masks: Path) -> list[Path]:
     return [masks / Path(e["mask"]).name for e in record.get("tasks", {}).values() if e.get("mask")]
 
 
+def _sweep_temp_files(folder: Path) -> None:
+    """Remove the temp files (``.NAME.tmpPID``) that a killed run's atomic writes left, unless their process is
+    still running here (another shard writing into the same folder)."""
+    for tmp in folder.glob(".*.tmp*") if folder.is_dir() else ():
+        pid = tmp.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a killed run", tmp)
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class PredictionSink:
     """Append-as-you-go prediction tables (see the module docstring).
 
@@ -90,9 +110,11 @@ class PredictionSink:
 
     def _recover(self) -> list[dict[str, Any]]:
         """The earlier run's committed records whose masks are all on disk."""
+        masks = self.out / "masks"
+        _sweep_temp_files(masks)
         if not self.jsonl_path.exists():
             return []
-        kept, masks = [], self.out / "masks"
+        kept = []
         with naming_path(self.jsonl_path):
             data = self.jsonl_path.read_bytes()
         for line_no, line in enumerate(data.split(b"\n"), 1):
