@@ -35,6 +35,7 @@ EXTRAS = {
 EXTRAS["dev"] = [
     "pytest>=8",
     "pytest-timeout>=2.2",
+    "pytest-xdist>=3.5",
     "hypothesis>=6.100",
     "ruff>=0.4",
     *EXTRAS["onnx"],

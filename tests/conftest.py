@@ -31,8 +31,10 @@ def _seed_and_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    """Two threads at most: the machine is small and shared."""
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    """Two threads at most (the machine is small and shared); one per process when pytest-xdist runs several, so
+    the workers share the cores instead of fighting over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // workers))
     yield
 
 

@@ -111,6 +111,23 @@ def write_tiny_export(root: Path, name: str, tasks: dict[str, Any], seed: int = 
                                 metadata=meta))
 
 
+# ------------------------------------------------------------------------------------------------- metrics
+def pair_auc(s: Any, t: Any) -> float:
+    """AUROC written out by counting positive/negative pairs (ties count 1/2); NaN targets dropped, NaN without
+    both classes."""
+    import math
+
+    import numpy as np
+
+    s, t = np.asarray(s, float), np.asarray(t, float)
+    keep = ~np.isnan(t)
+    s, t = s[keep], t[keep]
+    pos, neg = s[t == 1], s[t == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+
+
 # ------------------------------------------------------------------------------------------------- HTTP server
 @dataclasses.dataclass
 class ServerSwitches:

@@ -229,7 +229,7 @@ def _split_arrays(bundle: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     from medzoo.train.data import MASK_KEY, build_transform
 
     ds = copy.copy(bundle.splits[split])
-    ds.transform = build_transform(bundle.config, False)
+    ds.transform = build_transform(bundle.contract, bundle.input_kind, False)
     images, masks = [], []
     for i in range(len(ds)):
         sample = ds[i]

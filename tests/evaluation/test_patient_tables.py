@@ -17,7 +17,7 @@ from medzoo.evaluation.tables import auroc_ci_table, bootstrap_tables, covidx_ct
 from medzoo.metrics import auroc_bootstrap_ci
 from medzoo.models.factory import create_model
 from medzoo.train.evaluate import TaskPredictions
-from tests.evaluation.test_tables import _pair_auc
+from tests.helpers import pair_auc
 from tests.train.train_fixtures import DATA, TASKS, WIDTHS
 
 CLASSES = ("normal", "pneumonia", "covid19")
@@ -52,7 +52,7 @@ def test_two_series_of_one_patient_give_one_patient_row():
     y = np.array([p.targets[p.patients.index(pid)] for pid in order])
     assert patient[-1]["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == y))
     for k, row in enumerate(patient[:3]):
-        assert row["auroc"] == pytest.approx(_pair_auc(probs[:, k], (y == k).astype(float)))
+        assert row["auroc"] == pytest.approx(pair_auc(probs[:, k], (y == k).astype(float)))
         assert row["bootstrap_unit"] == "patient"
 
 

@@ -15,17 +15,7 @@ from medzoo.evaluation.chexnet import format_chexnet_table
 from medzoo.evaluation.heatmaps import boxes_by_label, localization_summary, model_heatmap_fn, score_heatmaps
 from medzoo.evaluation.tables import auroc_ci_table, covidx_ct_tables, write_table
 from tests.data.dataset_fixtures import DatasetWriter
-from tests.helpers import build_model
-
-
-def _pair_auc(s, t):
-    """AUROC by counting positive/negative pairs (ties 1/2)."""
-    keep = ~np.isnan(t)
-    s, t = s[keep], t[keep]
-    pos, neg = s[t == 1], s[t == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return math.nan
-    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+from tests.helpers import build_model, pair_auc
 
 
 def test_auroc_ci_table_matches_a_hand_written_bootstrap():
@@ -37,15 +27,15 @@ def test_auroc_ci_table_matches_a_hand_written_bootstrap():
     boot, draw = np.full((200, 2), np.nan), np.random.default_rng(7)
     for b in range(200):
         idx = draw.integers(0, 40, size=40)
-        boot[b] = [_pair_auc(s[idx, j], t[idx, j]) for j in range(2)]
+        boot[b] = [pair_auc(s[idx, j], t[idx, j]) for j in range(2)]
     for j, row in enumerate(rows[:2]):
-        assert row["auroc"] == pytest.approx(_pair_auc(s[:, j], t[:, j]))
+        assert row["auroc"] == pytest.approx(pair_auc(s[:, j], t[:, j]))
         ok = boot[~np.isnan(boot[:, j]), j]
         assert row["ci_lower"] == pytest.approx(np.percentile(ok, 2.5))
         assert row["ci_upper"] == pytest.approx(np.percentile(ok, 97.5))
         assert row["n_pos"] == int((t[:, j] == 1).sum())
     assert rows[2]["label"] == "Mean"
-    assert rows[2]["auroc"] == pytest.approx(np.mean([_pair_auc(s[:, j], t[:, j]) for j in range(2)]))
+    assert rows[2]["auroc"] == pytest.approx(np.mean([pair_auc(s[:, j], t[:, j]) for j in range(2)]))
     assert rows[2]["ci_lower"] == pytest.approx(np.percentile(np.nanmean(boot, axis=1), 2.5))
     md = format_chexnet_table(rows)
     assert md.splitlines()[0] == "| Pathology | AUROC (95% CI) |"
@@ -62,10 +52,10 @@ def test_covidx_ct_slice_and_patient_levels():
     sl, pt = tables["slice"], tables["patient"]
     assert sl[-1]["accuracy"] == pytest.approx(5 / 6)  # slice 5 (p2) is called normal
     assert sl[2]["sensitivity"] == pytest.approx(2 / 3) and sl[0]["ppv"] == pytest.approx(2 / 3)
-    assert sl[2]["auroc"] == pytest.approx(_pair_auc(probs[:, 2], (y == 2).astype(float)))
+    assert sl[2]["auroc"] == pytest.approx(pair_auc(probs[:, 2], (y == 2).astype(float)))
     patient = np.array([probs[:2].mean(0), probs[2:5].mean(0), probs[5]])
     assert pt[-1]["accuracy"] == 1.0 and pt[-1]["n"] == 3
-    assert pt[0]["auroc"] == pytest.approx(_pair_auc(patient[:, 0], np.array([1.0, 0, 0])))
+    assert pt[0]["auroc"] == pytest.approx(pair_auc(patient[:, 0], np.array([1.0, 0, 0])))
     own = {"p1": [0.1, 0.1, 0.8], "p2": [0.1, 0.1, 0.8], "p3": [0.1, 0.8, 0.1]}
     assert covidx_ct_tables(pids, probs, y, ["n", "p", "c"], patient_probs=own, n_boot=5)["patient"][-1][
         "accuracy"] == pytest.approx(2 / 3)

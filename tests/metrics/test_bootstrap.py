@@ -10,7 +10,7 @@ import pytest
 
 from medzoo.metrics import auroc_bootstrap_ci
 from medzoo.metrics.bootstrap import ResamplingUnits
-from tests.evaluation.test_tables import _pair_auc
+from tests.helpers import pair_auc
 
 
 def _patient_bootstrap(s: np.ndarray, t: np.ndarray, patients: list, n_boot: int, seed: int) -> np.ndarray:
@@ -24,7 +24,7 @@ def _patient_bootstrap(s: np.ndarray, t: np.ndarray, patients: list, n_boot: int
     reps = np.full((n_boot, s.shape[1]), np.nan)
     for b in range(n_boot):
         rows = [r for g in rng.integers(0, len(clusters), size=len(clusters)) for r in clusters[g]]
-        reps[b] = [_pair_auc(s[rows, j], t[rows, j]) for j in range(s.shape[1])]
+        reps[b] = [pair_auc(s[rows, j], t[rows, j]) for j in range(s.shape[1])]
     return reps
 
 
@@ -51,7 +51,7 @@ def test_cluster_bootstrap_matches_an_independent_patient_resampling():
         col = reps[~np.isnan(reps[:, j]), j]
         assert ci.lower[j] == pytest.approx(np.percentile(col, 2.5), rel=1e-12)
         assert ci.upper[j] == pytest.approx(np.percentile(col, 97.5), rel=1e-12)
-        assert ci.auroc[j] == pytest.approx(_pair_auc(s[:, j], t[:, j]), rel=1e-12)
+        assert ci.auroc[j] == pytest.approx(pair_auc(s[:, j], t[:, j]), rel=1e-12)
     means = np.array([np.mean(r[~np.isnan(r)]) for r in reps])
     assert ci.mean_lower == pytest.approx(np.percentile(means, 2.5), rel=1e-12)
     assert ci.mean_upper == pytest.approx(np.percentile(means, 97.5), rel=1e-12)
