@@ -78,6 +78,15 @@ NOTES = {
     ("load", "DataLoader"): "a wrapper turns bad samples into reported errors; the epoch completes",
     ("load", "medzoo predict"): "predict_inputs over a 1,000-row listing (fixed: a full gc.collect() ran after "
                                 "every input, 0.2 s each)",
+    ("predict", "hostile listing ids"): "ids become plain file names (no separators, '..' or absolute paths); a "
+                                        "mask must resolve directly inside --out/masks",
+    ("predict", "control characters"): "RFC 4180 CSV (CRLF line ends: the csv module quotes CR only then); ids "
+                                       "lose control characters",
+    ("faults", "real full disk (tmpfs) during `medzoo predict`"): "the error names the file; finished inputs stay in "
+                                                                  "the tables, no torn mask; after a remount, "
+                                                                  "--resume equals an unbroken run",
+    ("faults", "SIGKILL during `medzoo predict`"): "a real process killed mid-listing: finished inputs' records and "
+                                                   "masks on disk, no torn file; --resume equals an unbroken run",
     ("predict", "duplicate ids"): "a repeated id takes the first free -2, -3... suffix no other input's id takes",
     ("predict", "write_masks"): "a mask must resolve directly inside the masks folder, or ValueError",
     ("faults", "SIGKILL during a checkpoint save"): "the last complete checkpoint loads; the torn .tmp never does",

@@ -157,7 +157,7 @@ def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | 
         if err.errno is None:
             raise
         raise type(err)(err.errno, f"{err.strerror}; the {len(sink.records)} input(s) finished before it are in "
-                                   f"{sink.jsonl_path.name}: free the space and run again with --resume",
+                                   f"{sink.jsonl_path.name}: fix the cause (free space) and run again with --resume",
                         err.filename) from err
     finally:
         sink.close()

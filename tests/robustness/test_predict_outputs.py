@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from tests.infer.scale_kit import (
     write_images,
     write_listing,
 )
-from tests.robustness.tally import case, note
+from tests.robustness.tally import case
 
 CATEGORY = "predict"
 REPO = Path(__file__).resolve().parents[2]
@@ -69,8 +68,6 @@ def test_listing_ids_cannot_write_outside_out(export: str, tmp_path: Path) -> No
                             ["../../ESCAPED", str(tmp_path / "abs" / "dir" / "ABSOLUTE"), str(tmp_path / "gt" / "P1")])
     out = tmp_path / "work" / "out"
     before, truth_bytes = _files(tmp_path), truth.read_bytes()
-    note(CATEGORY, "hostile listing ids", "ids are made plain file names (no separators, '..' or absolute paths) "
-         "and every mask must resolve directly inside --out/masks")
     with case(CATEGORY, "hostile listing ids (../../X, /abs/X, an id naming a ground-truth file)"):
         assert _predict(export, listing, out=out) == 0
         outside = sorted(str(p) for p in _files(tmp_path) - before if out not in p.parents)
@@ -114,8 +111,6 @@ def test_control_characters_in_file_names_keep_the_csv_valid(export: str, tmp_pa
     names = ["cr\rx.png", "nl\nx.png", "tab\tx.png", 'q"uote,comma.png', "plain.png"]
     rng = np.random.default_rng(0)
     paths = [write_png(tmp_path / "img" / n, rng.integers(0, 256, (40, 40), dtype=np.uint8)) for n in names]
-    note(CATEGORY, "control characters", "RFC 4180 CSV (CRLF line ends): the csv module quotes a field holding CR "
-         "only then; ids lose control characters")
     with case(CATEGORY, "control characters in input file names (CR, LF, tab, quote, comma)"):
         assert _predict(export, *paths, out=tmp_path / "out") == 0
         rows = csv_rows(tmp_path / "out")
@@ -125,26 +120,6 @@ def test_control_characters_in_file_names_keep_the_csv_valid(export: str, tmp_pa
 
 
 # --------------------------------------------------------------------------------------------------------- D6
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[callable]:
-    """``mount(size)`` -> a fresh tmpfs; ``grow(where, size)`` remounts it larger. Unmounted after the test."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        where = tmp_path / f"disk{len(mounted)}"
-        where.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def _torn(out: Path) -> list[str]:
     """Zero-byte or unreadable masks under final names, and temp files."""
     bad = [p.name for p in (out / "masks").iterdir() if p.name.startswith(".") or p.stat().st_size == 0]
@@ -171,8 +146,6 @@ def test_real_full_disk_keeps_finished_inputs_and_resume_completes(export: str, 
     images = write_images(tmp_path / "img", 16)
     whole = predict_inputs(Predictor.from_ref(export), images, tmp_path / "whole", progress=False, batch_size=4)
     out = disk / "out"
-    note(CATEGORY, "real full disk", "tmpfs filled by the kernel, then remounted larger: the error names the file; "
-         "finished inputs are in the tables; --resume completes")
     with case("faults", "real full disk (tmpfs) during `medzoo predict`, then --resume"):
         assert _predict(export, *images, out=out, extra=("--batch-size", "4")) == 2
         err = capsys.readouterr().err
@@ -206,8 +179,6 @@ def test_sigkill_mid_listing_keeps_finished_inputs_and_resume_completes(export: 
               for i in range(40)]
     listing = write_listing(tmp_path / "list.csv", images)
     out = tmp_path / "out"
-    note("faults", "SIGKILL during `medzoo predict`", "finished inputs' records and masks stay on disk, no torn "
-         "file under a final name; --resume runs only the rest and equals an unbroken run")
     with case("faults", "SIGKILL during `medzoo predict`, then --resume"):
         proc = _spawn_predict(export, listing, out)
         jsonl = out / "predictions.jsonl"
