@@ -274,10 +274,13 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def serve(root: Path) -> Iterator[LocalServer]:
-    """A started :class:`LocalServer` on 127.0.0.1 serving ``root`` (created), shut down on exit."""
+def serve(root: Path, tls: Any = None) -> Iterator[LocalServer]:
+    """A started :class:`LocalServer` on 127.0.0.1 serving ``root`` (created), shut down on exit; ``tls``: an
+    ``ssl.SSLContext`` to serve https with."""
     root.mkdir(parents=True, exist_ok=True)
     server = LocalServer(root)
+    if tls is not None:
+        server.httpd.socket = tls.wrap_socket(server.httpd.socket, server_side=True)
     server.thread.start()
     try:
         yield server

@@ -43,8 +43,13 @@ def _write(path, text):
 
 def test_typed_conversion_and_defaults():
     cfg = from_dict(Outer, {"inner": {"lr": 1, "flags": ["a"]}, "blocks": {"b": {"steps": 3}}, "size": [4, 5, 6]})
-    assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float) and cfg.inner.flags == ["a"]
-    assert cfg.blocks["b"].steps == 3 and cfg.blocks["b"].lr == 0.1 and cfg.size == (4, 5, 6) and cfg.maybe is None
+    assert cfg.inner.lr == 1.0
+    assert isinstance(cfg.inner.lr, float)
+    assert cfg.inner.flags == ["a"]
+    assert cfg.blocks["b"].steps == 3
+    assert cfg.blocks["b"].lr == 0.1
+    assert cfg.size == (4, 5, 6)
+    assert cfg.maybe is None
     assert to_dict(cfg)["size"] == [4, 5, 6]
 
 
@@ -87,7 +92,8 @@ def test_defaults_compose_left_to_right_relative_to_the_including_file(tmp_path)
     assert cfg.encoder.name == "resnet34"  # b after a
     assert cfg.encoder.output_stride == 8 and cfg.encoder.widths == (1, 2, 3, 4)  # deep merge keeps both
     assert cfg.encoder.in_channels == 3  # the including file wins
-    assert cfg.tasks["t1"].type == "segmentation" and cfg.tasks["t1"].num_classes == 2
+    assert cfg.tasks["t1"].type == "segmentation"
+    assert cfg.tasks["t1"].num_classes == 2
     assert "defaults" not in compose(top)
 
 
@@ -122,8 +128,11 @@ def test_overrides_parse_yaml_scalars_and_create_nested_keys():
             "series.checkpoint=true", "tasks.u.type=multilabel", "tasks.u.labels=[a, b]", "tasks.t.labels=null",
         ],
     )
-    assert cfg.encoder.widths == (8, 16, 32, 64) and cfg.tasks["t"].num_classes == 3
-    assert cfg.tasks["t"].dropout == 0.25 and cfg.series.checkpoint is True and cfg.tasks["u"].labels == ["a", "b"]
+    assert cfg.encoder.widths == (8, 16, 32, 64)
+    assert cfg.tasks["t"].num_classes == 3
+    assert cfg.tasks["t"].dropout == 0.25
+    assert cfg.series.checkpoint is True
+    assert cfg.tasks["u"].labels == ["a", "b"]
     assert apply_overrides({"a": {"b": 1}}, ["a.b=x y"]) == {"a": {"b": "x y"}}
 
 
@@ -151,5 +160,6 @@ def test_save_load_round_trip(tmp_path):
     )
     path = save_config(cfg, tmp_path / "sub" / "cfg.yaml")
     again = load_config(path)
-    assert again == cfg and isinstance(again, ModelConfig)
+    assert again == cfg
+    assert isinstance(again, ModelConfig)
     assert load_config(cfg) == cfg  # a dataclass instance is accepted too

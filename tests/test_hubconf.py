@@ -31,7 +31,9 @@ def test_one_entry_point_per_encoder_plus_zoo():
 def test_hub_load_builds_the_encoder():
     enc = torch.hub.load(REPO, "resnet18", source="local", widths=W, in_channels=2, output_stride=16)
     assert isinstance(enc, ResNetEncoder)
-    assert enc.architecture()["depth"] == 18 and enc.in_channels == 2 and enc.output_stride == 16
+    assert enc.architecture()["depth"] == 18
+    assert enc.in_channels == 2
+    assert enc.output_stride == 16
     assert enc(torch.zeros(1, 2, 16, 32, 32))[-1].shape == (1, 64, 1, 2, 2)
 
 
@@ -41,7 +43,8 @@ def test_hub_load_with_weights_and_zoo(tmp_path):
                           "tasks": {"cls": {"type": "classification", "level": "image", "labels": ["a", "b"]}}})
     exp = export_model(model.eval(), tmp_path / "exp", name="tiny.hub")
     enc = torch.hub.load(REPO, "resnet10", source="local", weights=str(exp), widths=W)
-    assert enc.load_report.ok and enc.load_report.ignored["heads.cls.fc.weight"] == "heads not requested (parts)"
+    assert enc.load_report.ok
+    assert enc.load_report.ignored["heads.cls.fc.weight"] == "heads not requested (parts)"
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in enc.state_dict().items())
     again = torch.hub.load(REPO, "zoo", str(exp), source="local")
     x = torch.randn(2, 1, 32, 32)

@@ -11,8 +11,11 @@ def test_register_get_list_and_natural_order():
     reg = Registry("thing")
     for name in ("net101", "net18", "net2"):
         reg.register(name)(lambda name=name: name)
-    assert reg.list() == ["net2", "net18", "net101"] and reg.list("net1*") == ["net18", "net101"]
-    assert reg.get("net18")() == "net18" and "net2" in reg and len(reg) == 3
+    assert reg.list() == ["net2", "net18", "net101"]
+    assert reg.list("net1*") == ["net18", "net101"]
+    assert reg.get("net18")() == "net18"
+    assert "net2" in reg
+    assert len(reg) == 3
 
 
 def test_duplicate_raises():
@@ -29,4 +32,6 @@ def test_unknown_lists_close_and_valid_names():
     with pytest.raises(KeyError) as err:
         reg.get("resnet81")
     msg = err.value.args[0]
-    assert "unknown encoder 'resnet81'" in msg and "Did you mean 'resnet18'" in msg and "resnet18, resnet50" in msg
+    assert "unknown encoder 'resnet81'" in msg
+    assert "Did you mean 'resnet18'" in msg
+    assert "resnet18, resnet50" in msg

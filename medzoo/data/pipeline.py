@@ -95,8 +95,13 @@ def _intensity(c: Preprocessing, stage: str) -> list[dict[str, Any]]:
         return [_t(_MONAI + "ScaleIntensityRanged", keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0,
                    clip=True)]
     if c.normalisation in ("zscore", "zscore_nonzero", "minmax"):
-        return [_t(_OPS + "NormaliseIntensityd", mode=c.normalisation, background=c.background,
-                   seed_from_input=stage != "train")]
+        clip = [] if c.intensity_window is None else [  # the window clips before the statistics, as documented
+            _t(_MONAI + "ThresholdIntensityd", keys="image", threshold=c.intensity_window[1], above=False,
+               cval=c.intensity_window[1]),
+            _t(_MONAI + "ThresholdIntensityd", keys="image", threshold=c.intensity_window[0], above=True,
+               cval=c.intensity_window[0])]
+        return clip + [_t(_OPS + "NormaliseIntensityd", mode=c.normalisation, background=c.background,
+                          seed_from_input=stage != "train")]
     return []
 
 

@@ -5,14 +5,18 @@ Layout (MONAI's bundle specification), one bundle per task::
     <task>/
       LICENSE
       configs/metadata.json     MONAI metadata: schema, versions, network_data_format (input ``image``, output
-                                ``pred``) and the medzoo weights spec under ``medzoo_spec``
+                                ``pred``), what an input file must hold (``medzoo_input``) and the medzoo weights
+                                spec under ``medzoo_spec``
       configs/inference.json    MONAI config syntax (``_target_``, ``@ref``, ``$expr``): every expression in it is
-                                written here; no text from the weights or the user is ever one
+                                written here; no text from the weights or the user is ever one. Its
+                                ``preprocessing`` is medzoo's pipeline for the input kind less geometry
+                                (:func:`medzoo.zoo.bundle_inputs.bundle_preprocessing`)
       configs/logging.conf      Python logging config (MONAI reads it when present)
       models/model.ts           the network, traced: ``net(image) -> logits`` of the task (channel first)
       models/model.pt           its state dict (``torch.load(weights_only=True)``), loaded into ``network_def``
-      scripts/medzoo_io.py      the runner the inference config instantiates (torch, numpy and MONAI only)
-      sample/sample.npz         an example input; ``monai.bundle run`` reads ``sample/`` by default
+      scripts/medzoo_io.py      the runner and the pipeline steps MONAI lacks (torch, numpy and MONAI only)
+      sample/sample.npz         an example input stored as a file holds it (uint8 pixels when the contract divides
+                                by the file's maximum value); ``monai.bundle run`` reads ``sample/`` by default
       docs/README.md
       large_files.yml           only when a hosting url is given: relative path, url, sha256
 
@@ -48,8 +52,9 @@ import yaml
 from torch import Tensor, nn
 
 from medzoo.config import check_name
-from medzoo.data.contract import contract_for, parse_preprocessing
+from medzoo.data.contract import Preprocessing, contract_for, parse_preprocessing
 from medzoo.utils.resources import package_file
+from medzoo.zoo.bundle_inputs import IO_MODULE, bundle_preprocessing, input_note, sample_input
 from medzoo.zoo.export import apply_umask, check_replaceable, replace_dir, runtime_versions, sha256_file
 from medzoo.zoo.formats import ExportModule, example_input, export_torchscript
 
@@ -112,39 +117,6 @@ def is_bundle_dir(path: str | os.PathLike) -> bool:
     return all((p / rel).is_file() for rel in ("configs/inference.json", "configs/metadata.json", "models/model.ts"))
 
 
-def _bundle_preprocessing(contract: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """MONAI transforms (config form) for the intensity part of a preprocessing contract, on key ``image``.
-
-    Only numbers from the contract enter the result; the transform names and keys are written here.
-    """
-    c = dict(contract or {})
-    norm, window = c.get("normalisation") or "none", c.get("intensity_window")
-    key = {"keys": ["image"]}
-    if norm in ("window", "linear", "meanstd"):
-        low, high = (0.0, 1.0) if norm != "linear" else map(float, c["value_range"])
-        steps = [{"_target_": "ScaleIntensityRanged", **key, "a_min": float(window[0]), "a_max": float(window[1]),
-                  "b_min": low, "b_max": high, "clip": True}]
-        if norm == "meanstd":
-            mean, std = [float(v) for v in c["mean"]], [float(v) for v in c["std"]]
-            one = len(mean) == 1
-            steps.append({"_target_": "NormalizeIntensityd", **key, "subtrahend": mean[0] if one else mean,
-                          "divisor": std[0] if one else std, "channel_wise": not one})
-        return steps
-    steps = []
-    if window is not None:  # a clip before the normalisation
-        steps += [{"_target_": "ThresholdIntensityd", **key, "threshold": float(window[1]), "above": False,
-                   "cval": float(window[1])},
-                  {"_target_": "ThresholdIntensityd", **key, "threshold": float(window[0]), "above": True,
-                   "cval": float(window[0])}]
-    named = {"none": [], "minmax": [{"_target_": "ScaleIntensityd", **key, "minv": 0.0, "maxv": 1.0}],
-             "zscore": [{"_target_": "NormalizeIntensityd", **key}],
-             "zscore_nonzero": [{"_target_": "scripts.medzoo_io.ZScorePositived", **key}]}
-    if norm not in named:
-        raise ValueError(f"preprocessing.normalisation: {norm!r} has no MONAI bundle form; known: "
-                         f"{sorted(named) + ['linear', 'meanstd', 'window']}")
-    return steps + named[norm]
-
-
 def _postprocessing(task_type: str) -> list[dict[str, Any]]:
     """Logits -> what the bundle saves: softmax (classes), sigmoid (multilabel), unchanged (regression)."""
     act = _ACTIVATION.get(task_type)
@@ -154,9 +126,11 @@ def _postprocessing(task_type: str) -> list[dict[str, Any]]:
 def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
                             postprocessing: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The MONAI inference config of a medzoo bundle; every ``$`` / ``@`` string in it is written here."""
+    # Files are read as stored when a step divides by their maximum value (it reads the dtype), else as float32.
+    raw = any(t.get("_target_") == IO_MODULE + "ScaleToUnitd" and t.get("rescale") for t in preprocessing)
     load = [{"_target_": "LoadImaged", "keys": ["image"], "reader": "NumpyReader", "npz_keys": ["image"],
-             "image_only": True, "dtype": None},
-            {"_target_": "EnsureTyped", "keys": ["image"], "dtype": "$torch.float32", "track_meta": False}]
+             "image_only": True, "dtype": None if raw else "float32"}]
+    to_net = [{"_target_": "EnsureTyped", "keys": ["image"], "dtype": "$torch.float32", "track_meta": False}]
     item = "{'image': f, 'name': os.path.basename(f)[:-4]}"
     return {
         "imports": ["$import glob", "$import os", "$import torch"],
@@ -168,7 +142,7 @@ def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
         "network_def": "$torch.jit.load(os.path.join(@bundle_root, 'models', 'model.ts'), map_location='cpu')",
         "network": {"_target_": "scripts.medzoo_io.load_weights", "network": "@network_def",
                     "path": "$os.path.join(@bundle_root, 'models', 'model.pt')", "device": "@device"},
-        "preprocessing": {"_target_": "Compose", "transforms": load + [dict(t) for t in preprocessing]},
+        "preprocessing": {"_target_": "Compose", "transforms": load + [dict(t) for t in preprocessing] + to_net},
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
@@ -183,10 +157,9 @@ def bundle_inference_config(preprocessing: Sequence[Mapping[str, Any]],
     }
 
 
-def _contract(spec: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """The spec's preprocessing contract for inputs of ``kind`` as a plain dict (empty when it records none)."""
-    pre = contract_for(parse_preprocessing(spec.get("preprocessing")), kind)
-    return pre.to_dict() if pre is not None else {}
+def _contract(spec: Mapping[str, Any], kind: str) -> Preprocessing | None:
+    """The spec's preprocessing contract for inputs of ``kind`` (None when it records none)."""
+    return contract_for(parse_preprocessing(spec.get("preprocessing")), kind)
 
 
 def _semver(version: str) -> str:
@@ -202,9 +175,11 @@ def _network_io(spec: Mapping[str, Any], module: ExportModule, example: Sequence
     step = f"{module.reduction}*n"  # sizes whose every feature map aligns with the input grid
     dims = example[0].dim() - 2 - (1 if module.input_kind == "series" else 0)
     spatial = (["*"] if module.input_kind == "series" else []) + [step] * dims
-    image = {"type": "image", "format": "hounsfield" if "CT" in (pre.get("modality") or ()) else "magnitude",
-             "modality": "/".join(pre.get("modality") or ["unknown"]), "num_channels": module.in_channels,
-             "spatial_shape": spatial, "dtype": "float32", "value_range": list(pre.get("value_range") or []),
+    modality = pre.modality if pre is not None else ("unknown",)
+    raw_ct = "CT" in modality and pre.rescale == "none"
+    image = {"type": "image", "format": "hounsfield" if raw_ct else "magnitude",
+             "modality": "/".join(modality), "num_channels": module.in_channels, "spatial_shape": spatial,
+             "dtype": "float32", "value_range": list(pre.output_range or []) if pre is not None else [],
              "is_patch_data": False, "channel_def": {str(i): f"channel {i}" for i in range(module.in_channels)}}
     dense = module.dense[0]
     out_spatial = spatial if dense else (["*"] if module.levels[0] == "slice" else [])
@@ -231,21 +206,10 @@ def bundle_metadata(spec: Mapping[str, Any], module: ExportModule, example: Sequ
         "authors": "medzoo export", "copyright": f"license: {spec.get('license', 'unknown')}",
         "intended_use": "research; check the preprocessing contract in medzoo_spec", "data_type": "numpy",
         "references": [str(spec.get("citation", "none"))], "network_data_format": _network_io(spec, module, example),
-        "medzoo_task": task, "medzoo_spec": dict(spec), "platform": platform.platform(),
+        "medzoo_task": task, "medzoo_input": input_note(_contract(spec, module.input_kind), module.input_kind),
+        "medzoo_spec": dict(spec), "platform": platform.platform(),
     }
     return data_only(meta)
-
-
-def _sample(module: ExportModule, example: Sequence[Tensor], contract: Mapping[str, Any] | None) -> np.ndarray:
-    """One raw input ``[C, *spatial]`` (series ``[C, N, H, W]``): values inside the contract's intensity window."""
-    x = example[0][0]
-    if module.input_kind == "series":
-        x = x.transpose(0, 1)
-    window = (contract or {}).get("intensity_window")
-    if window is not None:
-        g = torch.Generator().manual_seed(0)
-        x = float(window[0]) + torch.rand(x.shape, generator=g) * (float(window[1]) - float(window[0]))
-    return x.detach().cpu().numpy().astype(np.float32)
 
 
 def write_bundle(model: nn.Module, out_dir: str | os.PathLike, *, metadata: Mapping[str, Any],
@@ -302,14 +266,17 @@ def _write_contents(tmp: Path, network: TaskNetwork, module: ExportModule, examp
     # network_def is the traced network: model.pt holds its state dict (buffers the eager modules keep out included)
     torch.save({k: v.detach().cpu().clone() for k, v in traced.state_dict().items()}, tmp / "models" / "model.pt")
     contract = _contract(spec, module.input_kind)
+    if contract is None:  # medzoo's own predict refuses such weights; a bundle says so and feeds inputs unchanged
+        log.warning("%s: the weights record no preprocessing contract for %s inputs; the bundle feeds `image` to the "
+                    "network unchanged (docs/README.md says so)", spec.get("name", "model"), module.input_kind)
     kind = (spec.get("tasks") or {}).get(module.task_names[0], {}).get("type", "")
-    config = bundle_inference_config(_bundle_preprocessing(contract), _postprocessing(kind))
+    config = bundle_inference_config(bundle_preprocessing(contract, module.input_kind), _postprocessing(kind))
     (tmp / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n")
     (tmp / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / "configs" / "logging.conf").write_text(_LOGGING_CONF)
     (tmp / "scripts" / "__init__.py").write_text("")
     (tmp / "scripts" / "medzoo_io.py").write_text(Path(__file__).with_name("_bundle_io.py").read_text())
-    np.savez(tmp / "sample" / "sample.npz", image=_sample(module, example, contract))
+    np.savez(tmp / "sample" / "sample.npz", image=sample_input(module, example, contract))
     (tmp / "LICENSE").write_text(f"{data_only(str(spec.get('license', 'unknown')))}\n\n"
                                  f"Source: {data_only(str(spec.get('source', '')))}\n")
     (tmp / "docs" / "README.md").write_text(_readme(meta, module))
@@ -345,14 +312,16 @@ format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 
 
 def _readme(meta: Mapping[str, Any], module: ExportModule) -> str:
-    layout = {"volume": "[C, D, H, W]", "image": "[C, H, W]", "series": "[C, N, H, W] (N slices)"}
+    raw = meta["medzoo_input"]
     return "\n".join([
         f"# {meta['name']} (MONAI bundle exported by medzoo)", "", meta["description"], "",
         f"Task `{module.task_names[0]}`: {meta['task']}. The network (`models/model.ts`, weights also in",
         "`models/model.pt`) returns logits; the inference config saves them after `postprocessing`.", "",
-        "## Run", "", f"Put one `.npz` per input in a folder, each holding `image` {layout[module.input_kind]},",
-        "on the model's grid (spacing, orientation and size as `medzoo_spec.preprocessing` in",
-        "`configs/metadata.json` says; the intensity steps are in the config), then, in this folder:", "", "```",
+        "## Inputs", "", f"- File: {raw['file']}.", f"- Intensity: {raw['intensity']}.",
+        f"- Geometry: {raw['geometry']}.", "",
+        "The same text is `medzoo_input` in `configs/metadata.json`; the full contract is",
+        "`medzoo_spec.preprocessing` there.", "",
+        "## Run", "", "Put one `.npz` per input in a folder, then, in this folder:", "", "```",
         "python -m monai.bundle run --config_file configs/inference.json --dataset_dir INPUTS --output_dir OUTPUTS",
         "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\",
         "    --config_file configs/inference.json", "```", "",

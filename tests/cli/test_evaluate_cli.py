@@ -116,7 +116,8 @@ def test_bootstrap_tables_equal_the_library_on_independent_scores(trained, singl
     assert [r["label"] for r in table] == [*CXR14, "Mean"]
     assert table[0]["n_units"] == len(set(ref["patients"]["nih"])) < len(s)  # NIH: several images per patient
     md = (single / "findings_auroc_ci.md").read_text().splitlines()
-    assert md[0] == "| Pathology | AUROC (95% CI) |" and len(md) == 2 + 15 + 2
+    assert md[0] == "| Pathology | AUROC (95% CI) |"
+    assert len(md) == 2 + 15 + 2
     assert md[-1].startswith(f"95% CIs: percentile bootstrap over {table[0]['n_units']} patients")
 
     from medzoo.data.synth.ct import COVIDX_CT_CLASSES
@@ -156,9 +157,11 @@ def test_localization_rows_for_every_boxed_image(trained, single):
     boxed = [r for r in open_dataset("nih-cxr14", root) if r.meta.get("boxes")]
     expected = {(r.id, b["label"]) for r in boxed for b in r.meta["boxes"]}
     rows = _load(single / "localization.json")
-    assert len(boxed) > 0 and {(r["id"], r["label"]) for r in rows} == expected
+    assert len(boxed) > 0
+    assert {(r["id"], r["label"]) for r in rows} == expected
     summary = _load(single / "localization_summary.json")
-    assert summary[-1]["label"] == "all" and summary[-1]["n"] == len(rows)
+    assert summary[-1]["label"] == "all"
+    assert summary[-1]["n"] == len(rows)
     assert {"acc@0.1", "acc@0.5", "acc@0.9", "pointing", "iou@10", "dice@50"} <= set(summary[-1])
     # one row again by hand: Grad-CAM heatmap, the 1024-px NIH box scaled to the PNG, the localisation scores
     from medzoo.zoo.checkpoint import model_from_checkpoint

@@ -16,7 +16,8 @@ def test_train_resume_finetune_evaluate(corpus, tmp_path, capsys):
     cfg = write_config(run_config(corpus, tmp_path / "pre", ["nih"], max_steps=2), tmp_path / "pre.yaml")
     assert main(["train", "-c", str(cfg), "--set", "train.max_steps=1", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "finished: step 1" in out and "mean_auroc" in out
+    assert "finished: step 1" in out
+    assert "mean_auroc" in out
     # --resume with a larger budget continues from last.pt (step 1), it does not start over; a changed
     # config needs --force (tests/train/test_reliability.py)
     assert main(["train", "-c", str(cfg), "--resume", "--force", "--quiet"]) == 0
@@ -29,7 +30,8 @@ def test_train_resume_finetune_evaluate(corpus, tmp_path, capsys):
                            "--parts", "encoder", "--quiet"])
     assert code == 0
     tuned = load_checkpoint(tmp_path / "ft" / "last.pt")
-    assert "ckpt:" in tuned["config"] and "parts: [encoder]" in tuned["config"]
+    assert "ckpt:" in tuned["config"]
+    assert "parts: [encoder]" in tuned["config"]
     for key, value in pre["model"].items():  # the frozen encoder holds the loaded weights
         if key.startswith("encoder."):
             assert torch.equal(tuned["model"][key], value), key
@@ -51,6 +53,7 @@ def test_config_errors_are_one_line(corpus, tmp_path, capsys):
     cfg = write_config(run_config(corpus, tmp_path / "r", ["nih"]), tmp_path / "r.yaml")
     assert main(["train", "-c", str(cfg), "--set", "train.epoch=3"]) == 2
     err = capsys.readouterr().err
-    assert "unknown key 'train.epoch'" in err and "Did you mean 'train.epochs'" in err
+    assert "unknown key 'train.epoch'" in err
+    assert "Did you mean 'train.epochs'" in err
     assert main(["finetune", "-c", str(cfg), "--init", "hub:x"]) == 2
     assert "init.source" in capsys.readouterr().err

@@ -25,10 +25,14 @@ def test_collate_pads_series_and_marks_padding():
     batch = collate([a, b, c])
     assert batch["image"].shape == (3, 4, 1, 4, 4)
     assert batch["pad_mask"].tolist() == [[False, False, True, True], [False] * 4, [False, True, True, True]]
-    assert (batch["image"][0, 2:] == 0).all() and (batch["image"][0, :2] == 1).all()
-    assert (batch["image"][2, 0] == 3).all() and (batch["image"][2, 1:] == 0).all()
+    assert (batch["image"][0, 2:] == 0).all()
+    assert (batch["image"][0, :2] == 1).all()
+    assert (batch["image"][2, 0] == 3).all()
+    assert (batch["image"][2, 1:] == 0).all()
     lab = batch["label.covid"]
-    assert lab.dtype == torch.float32 and lab[:2].tolist() == [2.0, 0.0] and math.isnan(lab[2].item())
+    assert lab.dtype == torch.float32
+    assert lab[:2].tolist() == [2.0, 0.0]
+    assert math.isnan(lab[2].item())
     assert [m["series"] for m in batch["meta"]] == [True, True, True]
 
 
@@ -36,12 +40,19 @@ def test_collate_vector_labels_nan_rows_and_errors():
     a = {"image": torch.zeros(1, 4, 4), "label.findings": torch.tensor([1.0, float("nan"), 0.0]), "meta": {}}
     b = {"image": torch.zeros(1, 4, 4), "label.tb": torch.tensor(1.0), "meta": {}}
     batch = collate([a, b])
-    assert "pad_mask" not in batch and batch["image"].shape == (2, 1, 4, 4)
+    assert "pad_mask" not in batch
+    assert batch["image"].shape == (2, 1, 4, 4)
     f = batch["label.findings"]
-    assert f.shape == (2, 3) and f[0, 0] == 1 and f[0, 2] == 0 and torch.isnan(f[0, 1]) and torch.isnan(f[1]).all()
-    assert torch.isnan(batch["label.tb"][0]) and batch["label.tb"][1] == 1
+    assert f.shape == (2, 3)
+    assert f[0, 0] == 1
+    assert f[0, 2] == 0
+    assert torch.isnan(f[0, 1])
+    assert torch.isnan(f[1]).all()
+    assert torch.isnan(batch["label.tb"][0])
+    assert batch["label.tb"][1] == 1
     c = {"image": torch.zeros(1, 4, 4), "label.findings": torch.tensor(float("nan")), "meta": {}}
-    assert torch.isnan(collate([c, a])["label.findings"][0]).all() and collate([c, a])["label.findings"].shape == (2, 3)
+    assert torch.isnan(collate([c, a])["label.findings"][0]).all()
+    assert collate([c, a])["label.findings"].shape == (2, 3)
     with pytest.raises(ValueError, match="different shapes"):
         collate([a, {"image": torch.zeros(1, 5, 4), "meta": {}}])
     with pytest.raises(ValueError, match="mixes"):
@@ -61,11 +72,15 @@ def test_manifest_dataset_series_through_dataloader(tmp_path):
     m = Manifest("covidx-ct", tmp_path, records, {"covid": ["Normal", "Pneumonia", "COVID-19"]})
     ds = ManifestDataset(m, transform=series_preset(train=False), slice_size=(8, 8))
     batch = next(iter(DataLoader(ds, batch_size=2, collate_fn=collate)))
-    assert batch["image"].shape == (2, 5, 1, 8, 8) and batch["image"].dtype == torch.float32
+    assert batch["image"].shape == (2, 5, 1, 8, 8)
+    assert batch["image"].dtype == torch.float32
     assert batch["pad_mask"].sum(1).tolist() == [2, 0]
-    assert batch["label.covid"][0] == 1 and torch.isnan(batch["label.covid"][1])
-    assert batch["meta"][0]["id"] == "a" and batch["meta"][0]["source"] == ("split.txt", 1)
-    assert 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert batch["label.covid"][0] == 1
+    assert torch.isnan(batch["label.covid"][1])
+    assert batch["meta"][0]["id"] == "a"
+    assert batch["meta"][0]["source"] == ("split.txt", 1)
+    assert 0 <= batch["image"].min()
+    assert batch["image"].max() <= 1
 
 
 def test_manifest_dataset_mask_and_tasks(tmp_path):
@@ -78,8 +93,11 @@ def test_manifest_dataset_mask_and_tasks(tmp_path):
     m = Manifest("x", tmp_path, [rec], {"findings": ["A", "B"], "tb": ["tb"]})
     s = ManifestDataset(m)[0]
     assert set(s) == {"image", "label.findings", "label.tb", "label.seg", "meta"}
-    assert s["label.seg"].shape == (1, 8, 8) and s["label.seg"].sum() == 24
-    assert torch.isnan(s["label.tb"]) and s["label.findings"][0] == 1 and torch.isnan(s["label.findings"][1])
+    assert s["label.seg"].shape == (1, 8, 8)
+    assert s["label.seg"].sum() == 24
+    assert torch.isnan(s["label.tb"])
+    assert s["label.findings"][0] == 1
+    assert torch.isnan(s["label.findings"][1])
     assert ManifestDataset(m, tasks=["findings"], mask_task="lung")[0].keys() >= {"label.lung", "label.findings"}
 
 

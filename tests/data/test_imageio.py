@@ -28,14 +28,16 @@ def test_nifti_affine_round_trip(tmp_path, name):
     aff = _rotated_affine()
     write_nifti(tmp_path / name, vol, aff)
     arr, meta = read_image(tmp_path / name)
-    assert arr.shape == (1, 5, 6, 7) and arr.dtype == np.int16
+    assert arr.shape == (1, 5, 6, 7)
+    assert arr.dtype == np.int16
     np.testing.assert_array_equal(arr[0], vol)
     np.testing.assert_allclose(meta["affine"], aff, atol=1e-5)
     np.testing.assert_allclose(meta["spacing"], [0.7, 0.9, 2.5], atol=1e-6)
     # independent check with nibabel directly
     img = nib.load(str(tmp_path / name))
     np.testing.assert_allclose(img.affine, aff, atol=1e-5)
-    assert img.header["sform_code"] == 1 and img.header["qform_code"] == 1
+    assert img.header["sform_code"] == 1
+    assert img.header["qform_code"] == 1
 
 
 def test_nifti_gz_is_reproducible(tmp_path):
@@ -51,7 +53,8 @@ def test_nifti_4d_is_channel_first(tmp_path):
     vol = np.random.default_rng(1).random((4, 5, 6, 2)).astype(np.float32)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "v.nii"))
     arr, meta = read_image(tmp_path / "v.nii")
-    assert arr.shape == (2, 4, 5, 6) and meta["original_shape"] == (4, 5, 6, 2)
+    assert arr.shape == (2, 4, 5, 6)
+    assert meta["original_shape"] == (4, 5, 6, 2)
     np.testing.assert_array_equal(arr[1], vol[..., 1])
 
 
@@ -60,9 +63,11 @@ def test_png_8_and_16_bit(tmp_path, dtype, bits):
     img = np.random.default_rng(2).integers(0, np.iinfo(dtype).max, (9, 13), endpoint=True).astype(dtype)
     write_png(tmp_path / "x.png", img)
     arr, meta = read_image(tmp_path / "x.png")
-    assert arr.shape == (1, 9, 13) and arr.dtype == dtype
+    assert arr.shape == (1, 9, 13)
+    assert arr.dtype == dtype
     np.testing.assert_array_equal(arr[0], img)
-    assert meta["bit_depth"] == bits and meta["max_value"] == 2.0**bits - 1
+    assert meta["bit_depth"] == bits
+    assert meta["max_value"] == 2.0**bits - 1
 
 
 def test_rgb_and_jpeg(tmp_path):
@@ -72,10 +77,13 @@ def test_rgb_and_jpeg(tmp_path):
     rgb[..., 0] = 200
     Image.fromarray(rgb).save(tmp_path / "c.png")
     arr, _ = read_image(tmp_path / "c.png")
-    assert arr.shape == (3, 6, 8) and (arr[0] == 200).all() and (arr[1] == 0).all()
+    assert arr.shape == (3, 6, 8)
+    assert (arr[0] == 200).all()
+    assert (arr[1] == 0).all()
     Image.fromarray(np.full((16, 16), 100, np.uint8)).save(tmp_path / "g.jpg", quality=95)
     arr, meta = read_image(tmp_path / "g.jpg")
-    assert arr.shape == (1, 16, 16) and meta["bit_depth"] == 8
+    assert arr.shape == (1, 16, 16)
+    assert meta["bit_depth"] == 8
     assert np.abs(arr.astype(int) - 100).max() <= 2
 
 
@@ -91,7 +99,8 @@ def test_dicom_series_sorted_by_position(tmp_path):
     for p, n in zip(tmp_names, names):
         p.rename(p.with_name(n))
     arr, meta = read_image(tmp_path / "s")
-    assert arr.shape == (1, 6, 5, 7) and arr.dtype == np.float32
+    assert arr.shape == (1, 6, 5, 7)
+    assert arr.dtype == np.float32
     np.testing.assert_array_equal(arr[0], vol.astype(np.float32))  # RescaleIntercept -1024 applied
     expected = np.array([[-0.7, 0, 0, -10.0], [0, -0.8, 0, 20.0], [0, 0, 2.5, 30.0], [0, 0, 0, 1]])
     np.testing.assert_allclose(meta["affine"], expected, atol=1e-6)
@@ -135,7 +144,9 @@ def test_missing_file_and_source_in_message(tmp_path):
     with pytest.raises(DatasetFormatError) as err:
         load_record(rec)
     msg = str(err.value)
-    assert "nope.png" in msg and "not found" in msg and "labels.txt:7" in msg
+    assert "nope.png" in msg
+    assert "not found" in msg
+    assert "labels.txt:7" in msg
 
 
 def test_nonfinite_policy(tmp_path):
@@ -146,7 +157,9 @@ def test_nonfinite_policy(tmp_path):
     with pytest.raises(DatasetFormatError, match="2 NaN/Inf"):
         read_image(tmp_path / "n.nii")
     arr, _ = read_image(tmp_path / "n.nii", nonfinite="zero")
-    assert arr[0, 1, 1, 1] == 0 and arr[0, 0, 0, 0] == 0 and arr.sum() == 25
+    assert arr[0, 1, 1, 1] == 0
+    assert arr[0, 0, 0, 0] == 0
+    assert arr.sum() == 25
     arr, _ = read_image(tmp_path / "n.nii", nonfinite="keep")
     assert np.isnan(arr[0, 1, 1, 1])
 
@@ -164,7 +177,9 @@ def test_masks_merged_and_shape_mismatch(tmp_path):
     rec.meta["mask"] = str(tmp_path / "small.png")
     with pytest.raises(DatasetFormatError) as err:
         load_record(rec)
-    assert "small.png" in str(err.value) and "img.png" in str(err.value) and "(9, 12)" in str(err.value)
+    assert "small.png" in str(err.value)
+    assert "img.png" in str(err.value)
+    assert "(9, 12)" in str(err.value)
 
 
 def test_nifti_mask_keeps_label_values(tmp_path):
@@ -173,7 +188,8 @@ def test_nifti_mask_keeps_label_values(tmp_path):
     write_nifti(tmp_path / "i.nii.gz", np.zeros((4, 4, 4), np.int16), np.eye(4))
     write_nifti(tmp_path / "l.nii.gz", lab, np.eye(4))
     s = load_record(Record("a", "p", str(tmp_path / "i.nii.gz"), meta={"mask": str(tmp_path / "l.nii.gz")}))
-    assert s["image"].shape == (1, 4, 4, 4) and sorted(np.unique(s["mask"])) == [0, 1, 2]
+    assert s["image"].shape == (1, 4, 4, 4)
+    assert sorted(np.unique(s["mask"])) == [0, 1, 2]
     np.testing.assert_allclose(s["meta"]["affine"], np.eye(4))
 
 
@@ -197,7 +213,8 @@ def test_series_crop_resize_stack(tmp_path):
         boxes.append(box)
     rec = Record("NCP_1_2", "NCP_1", paths, meta={"bboxes": boxes})
     s = load_record(rec, slice_size=(8, 12))
-    assert s["image"].shape == (3, 1, 8, 12) and s["meta"]["series"] is True
+    assert s["image"].shape == (3, 1, 8, 12)
+    assert s["meta"]["series"] is True
     for i in range(3):  # inside the crop box each slice is constant, so resizing keeps the value exactly
         np.testing.assert_allclose(s["image"][i], 10 * (i + 1), atol=1e-4)
     with pytest.raises(DatasetFormatError, match="slice_size"):

@@ -95,7 +95,9 @@ def test_relabel_keeps_order_other_tasks_and_input():
     np.testing.assert_array_equal(out[0].labels["findings"], np.array([np.nan, 0, np.nan, 1], dtype=np.float32))
     assert out.label_names == {"findings": ["Mass", "Pleural Effusion", "Edema", "Pleural Thickening"],
                                "tb": ["n", "y"]}
-    assert out[0].labels["tb"] == 1 and out[0].meta == {"k": 1} and out.split == "train"
+    assert out[0].labels["tb"] == 1
+    assert out[0].meta == {"k": 1}
+    assert out.split == "train"
     np.testing.assert_array_equal(m[0].labels["findings"], [1, 0, np.nan])  # input untouched
 
 

@@ -44,12 +44,15 @@ def test_cached_equals_uncached_cxr(tmp_path):
     t = cxr_preset(train=False, size=16)
     out = prepare(m, tmp_path / "cache", transform=t, part_size=2)
     cached, plain = PreparedDataset(out), ManifestDataset(m, transform=t)
-    assert len(cached) == len(plain) == 5 and cached.label_names["findings"] == ["A", "B", "C"]
+    assert len(cached) == len(plain) == 5
+    assert cached.label_names["findings"] == ["A", "B", "C"]
     for i in range(5):
         _assert_same(cached[i], plain[i])
-    assert cached[0]["meta"]["id"] == "00000000_000.png" and cached[0]["meta"]["series"] is False
+    assert cached[0]["meta"]["id"] == "00000000_000.png"
+    assert cached[0]["meta"]["series"] is False
     arr = np.load(out / json.loads((out / "index.json").read_text())["samples"][0]["image"], mmap_mode="r")
-    assert isinstance(arr, np.memmap) and arr.dtype == np.float32
+    assert isinstance(arr, np.memmap)
+    assert arr.dtype == np.float32
 
 
 def test_cached_equals_uncached_ct_and_series(tmp_path):
@@ -80,7 +83,8 @@ def test_cached_equals_uncached_ct_and_series(tmp_path):
     for i in range(2):
         a, b = PreparedDataset(out)[i], ManifestDataset(ms, transform=st, slice_size=(8, 8))[i]
         _assert_same(a, b)
-        assert a["meta"]["series"] is True and a["image"].shape[0] == [2, 4][i]
+        assert a["meta"]["series"] is True
+        assert a["image"].shape[0] == [2, 4][i]
 
 
 def test_uint8_cache_and_augmentation_on_top(tmp_path):

@@ -126,7 +126,8 @@ def test_chexpert_paths_resolve_inside_root(ds):
 def test_chexpert_split_and_bad_options(ds):
     root = ds.chexpert()
     valid = open_dataset("chexpert", root, split="valid")
-    assert [r.patient_id for r in valid] == ["patient64541"] and valid.split == "valid"
+    assert [r.patient_id for r in valid] == ["patient64541"]
+    assert valid.split == "valid"
     with pytest.raises(ValueError, match="uncertainty must be one of"):
         open_dataset("chexpert", root, uncertainty="u-maybe")
     with pytest.raises(ValueError, match=r"blank must be one of \['nan', 'zero'\]"):
@@ -146,7 +147,8 @@ def test_chexpert_bad_rows(ds, row, reason):
     root = ds.chexpert(train=[CHEXPERT_TRAIN[0], row])
     with pytest.raises(DatasetFormatError) as info:
         open_dataset("chexpert", root)
-    assert str(info.value).startswith(f"{root / 'train.csv'}:3: ") and reason in str(info.value)
+    assert str(info.value).startswith(f"{root / 'train.csv'}:3: ")
+    assert reason in str(info.value)
 
 
 def test_chexpert_unknown_column(ds):
@@ -160,7 +162,8 @@ def test_chexpert_skip(ds):
     root = ds.chexpert(train=[CHEXPERT_TRAIN[0], CHEXPERT_TRAIN[1].replace("1.0,,-1.0,-1.0", "x,,-1.0,-1.0"),
                               CHEXPERT_TRAIN[2]])
     m = open_dataset("chexpert", root, on_error="skip", views="*")
-    assert len(m) == 3 and [(s.line, "unknown label value 'x'" in s.reason) for s in m.skipped] == [(3, True)]
+    assert len(m) == 3
+    assert [(s.line, "unknown label value 'x'" in s.reason) for s in m.skipped] == [(3, True)]
 
 
 MIMIC_COLS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
@@ -206,7 +209,8 @@ def test_mimic_missing_image_names_metadata_line(ds):
     with pytest.raises(DatasetFormatError, match=r"mimic-cxr-2.0.0-metadata.csv:4: image not found"):
         open_dataset("mimic-cxr-jpg", root)
     m = open_dataset("mimic-cxr-jpg", root, on_error="skip", views="*")
-    assert len(m) == 3 and [s.line for s in m.skipped] == [4]
+    assert len(m) == 3
+    assert [s.line for s in m.skipped] == [4]
 
 
 def test_mimic_view_filter_needs_the_view_column(ds):

@@ -36,21 +36,26 @@ def test_multilabel(table):
     np.testing.assert_array_equal(np.stack([r.labels["findings"] for r in m]),
                                   np.array([[1, 0], [0, np.nan], [np.nan, 1]], dtype=np.float32))
     assert [r.patient_id for r in m] == ["P1", "P1", "P2"]
-    assert m[2].image == str(path.parent / "sub" / "c.png") and m[2].id == "sub/c.png"
-    assert m[0].meta["columns"] == {"grade": "mild", "score": "0.5"} and m[0].meta["source"] == (str(path), 2)
+    assert m[2].image == str(path.parent / "sub" / "c.png")
+    assert m[2].id == "sub/c.png"
+    assert m[0].meta["columns"] == {"grade": "mild", "score": "0.5"}
+    assert m[0].meta["source"] == (str(path), 2)
 
 
 def test_class_and_regression(table):
     path = table(ROWS)
     cls = open_dataset("csv", path, image_col="file", label_cols="grade", task="grade", type="class")
-    assert cls.label_names == {"grade": ["mild", "severe"]} and [r.labels["grade"] for r in cls] == [0, 1, 0]
+    assert cls.label_names == {"grade": ["mild", "severe"]}
+    assert [r.labels["grade"] for r in cls] == [0, 1, 0]
     assert [r.patient_id for r in cls] == ["a.png", "b.png", "sub/c.png"]  # no patient_col: per image
     cls2 = open_dataset("csv", path, image_col="file", label_cols=["grade"], task="grade", type="class",
                         classes=["severe", "mild", "moderate"])
     assert [r.labels["grade"] for r in cls2] == [1, 0, 1]
     reg = open_dataset("csv", path, image_col="file", label_cols=["score"], task="score", type="regression")
     got = [r.labels["score"] for r in reg]
-    assert got[0][0] == 0.5 and np.isnan(got[1][0]) and got[2][0] == 2.25
+    assert got[0][0] == 0.5
+    assert np.isnan(got[1][0])
+    assert got[2][0] == 2.25
 
 
 @pytest.mark.parametrize("kw,row,reason", [
@@ -70,9 +75,11 @@ def test_csv_errors_name_file_and_line(table, kw, row, reason):
     path = table([ROWS[0], row])
     with pytest.raises(DatasetFormatError) as info:
         open_dataset("csv", path, image_col="file", task="t", **kw)
-    assert str(info.value).startswith(f"{path}:3: ") and reason in str(info.value)
+    assert str(info.value).startswith(f"{path}:3: ")
+    assert reason in str(info.value)
     m = open_dataset("csv", path, image_col="file", task="t", on_error="skip", **kw)
-    assert len(m) == 1 and [(s.path, s.line) for s in m.skipped] == [(str(path), 3)]
+    assert len(m) == 1
+    assert [(s.path, s.line) for s in m.skipped] == [(str(path), 3)]
 
 
 def test_csv_missing_column_and_bad_options(table):
@@ -86,7 +93,8 @@ def test_csv_missing_column_and_bad_options(table):
 
 
 def test_registry_and_options(ds):
-    assert list_datasets() == KINDS and list_datasets("covidx-*") == ["covidx-ct", "covidx-cxr"]
+    assert list_datasets() == KINDS
+    assert list_datasets("covidx-*") == ["covidx-ct", "covidx-cxr"]
     with pytest.raises(KeyError, match="Did you mean 'nih-cxr14'"):
         open_dataset("nih-cxr15", ds.nih())
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['uncertainty'\]; valid options: \['boxes'"):
@@ -107,7 +115,8 @@ def test_utf8_bom_and_crlf(table, tmp_path):
     path = tmp_path / "imgs" / "labels.csv"
     path.write_bytes(b"\xef\xbb\xbffile,effusion\r\na.png,1\r\n")
     m = open_dataset("csv", path, image_col="file", label_cols=["effusion"], task="findings")
-    assert m.label_names == {"findings": ["effusion"]} and m[0].labels["findings"][0] == 1
+    assert m.label_names == {"findings": ["effusion"]}
+    assert m[0].labels["findings"][0] == 1
 
 
 def test_mask_column(table, tmp_path):
@@ -117,7 +126,8 @@ def test_mask_column(table, tmp_path):
     write_lines(path, [lines[0] + ",mask", *lines[1:]])
     m = open_dataset("csv", path, image_col="file", label_cols=["score"], task="severity", type="regression",
                      mask_col="mask")
-    assert m[0].meta["mask"] == [str(tmp_path / "imgs" / "masks" / "a.png")] and "mask" not in m[1].meta
+    assert m[0].meta["mask"] == [str(tmp_path / "imgs" / "masks" / "a.png")]
+    assert "mask" not in m[1].meta
     assert "mask" not in m[0].meta["columns"]
     write_lines(path, [lines[0] + ",mask", ROWS[0] + ",masks/zz.png"])
     with pytest.raises(DatasetFormatError, match=rf"{path}:2: mask not found"):

@@ -38,11 +38,14 @@ def test_labels_patients_and_meta(ds, variant, kaggle):
     assert [r.id for r in m] == list(EXPECTED)
     for r in m:
         np.testing.assert_array_equal(r.labels["findings"], EXPECTED[r.id])
-        assert os.path.isabs(r.image) and os.path.exists(r.image)
+        assert os.path.isabs(r.image)
+        assert os.path.exists(r.image)
         assert r.image.endswith(("images_001/images/" if kaggle else "nih/images/") + r.id)
     assert [r.patient_id for r in m] == ["1", "1", "2", "3", "4"]
     r = m[1]
-    assert r.meta["view"] == "PA" and r.meta["sex"] == "M" and r.meta["age"] == 58
+    assert r.meta["view"] == "PA"
+    assert r.meta["sex"] == "M"
+    assert r.meta["age"] == 58
     assert r.meta["original_size"] == (2894, 2729)
     assert r.meta["pixel_spacing"] == pytest.approx((0.143, 0.143))
     name = "Data_Entry_2017_v2020.csv" if variant == "v2020" else "Data_Entry_2017.csv"
@@ -62,9 +65,11 @@ def test_boxes_infiltrate_spelling(ds):
 def test_official_split(ds):
     root = ds.nih()
     test = open_dataset("nih-cxr14", root, split="test")
-    assert [r.id for r in test] == ["00000003_000.png"] and test.split == "test"
+    assert [r.id for r in test] == ["00000003_000.png"]
+    assert test.split == "test"
     train = open_dataset("nih-cxr14", root, split="train_val")
-    assert len(train) == 4 and {r.meta["official_split"] for r in train} == {"train_val"}
+    assert len(train) == 4
+    assert {r.meta["official_split"] for r in train} == {"train_val"}
     with pytest.raises(ValueError, match="unknown split 'bogus'"):
         open_dataset("nih-cxr14", root, split="bogus")
 
@@ -99,7 +104,8 @@ def test_non_utf8_line(ds):
     with pytest.raises(DatasetFormatError, match=rf"{path}:3: not valid UTF-8 \(byte 0xe9 at column 25\)"):
         open_dataset("nih-cxr14", root)
     m = open_dataset("nih-cxr14", root, on_error="skip")
-    assert "00000001_001.png" not in [r.id for r in m] and len(m) == 4
+    assert "00000001_001.png" not in [r.id for r in m]
+    assert len(m) == 4
     assert [(s.line, s.reason.startswith("not valid UTF-8")) for s in m.skipped] == [(3, True)]
 
 
@@ -125,5 +131,6 @@ def test_skip_reports_each_bad_record(ds, caplog):
     assert [r.id for r in m] == ["00000001_000.png", "00000002_000.png", "00000004_000.png"]
     assert [(s.path, s.line) for s in m.skipped] == [(str(root / "Data_Entry_2017_v2020.csv"), 3),
                                                      (str(root / "Data_Entry_2017_v2020.csv"), 5)]
-    assert "unknown finding 'Foo'" in m.skipped[0].reason and "image not found" in m.skipped[1].reason
+    assert "unknown finding 'Foo'" in m.skipped[0].reason
+    assert "image not found" in m.skipped[1].reason
     assert "skipped 2 bad record(s)" in caplog.text

@@ -26,7 +26,8 @@ def test_padchest_labels(ds):
     assert [int((r.labels["findings"] == 0).sum()) for r in m] == [192, 191, 192, 0]
     assert [r.meta["labelled"] for r in m] == [True, True, True, False]
     assert [r.patient_id for r in m] == ["pat1", "pat1", "pat2", "pat3"]
-    assert m[2].image == os.path.join(root, "1", "img_c.png") and m[1].meta["projection"] == "L"
+    assert m[2].image == os.path.join(root, "1", "img_c.png")
+    assert m[1].meta["projection"] == "L"
     assert m[1].meta["source"] == (str(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"), 3)
 
 
@@ -69,11 +70,13 @@ def test_vindr_consensus_and_boxes(ds):
     want_any = np.zeros(14, dtype=np.float32)
     want_any[[cardio, aortic]] = 1
     np.testing.assert_array_equal(sick.labels["findings"], want_any)
-    assert sick.meta["votes"][cardio] == 2 and sick.meta["votes"][aortic] == 1
+    assert sick.meta["votes"][cardio] == 2
+    assert sick.meta["votes"][aortic] == 1
     assert sick.meta["radiologists"] == ["R10", "R9", "R8"]
     assert [(b["label"], b["box"]) for b in sick.meta["boxes"]["R10"]] == [
         ("Cardiomegaly", (691.0, 1375.0, 1653.0, 1831.0)), ("Aortic enlargement", (1264.0, 743.0, 1611.0, 1019.0))]
-    assert sick.meta["boxes"]["R8"] == [] and sick.meta["source"] == (str(root / "train.csv"), 5)
+    assert sick.meta["boxes"]["R8"] == []
+    assert sick.meta["source"] == (str(root / "train.csv"), 5)
     majority = open_dataset("vindr-cxr", root, consensus="majority")[1].labels["findings"]
     np.testing.assert_array_equal(np.flatnonzero(majority), [cardio])
     assert not open_dataset("vindr-cxr", root, consensus="all")[1].labels["findings"].any()
@@ -91,9 +94,11 @@ def test_vindr_bad_rows(ds, row, reason):
     root = ds.vindr(rows=[*VINDR_ROWS[:3], row, *VINDR_ROWS[3:]])
     with pytest.raises(DatasetFormatError) as info:
         open_dataset("vindr-cxr", root)
-    assert str(info.value).startswith(f"{root / 'train.csv'}:4: ") and reason in str(info.value)
+    assert str(info.value).startswith(f"{root / 'train.csv'}:4: ")
+    assert reason in str(info.value)
     skipped = open_dataset("vindr-cxr", root, on_error="skip")
-    assert len(skipped) == 2 and [s.line for s in skipped.skipped] == [4]
+    assert len(skipped) == 2
+    assert [s.line for s in skipped.skipped] == [4]
 
 
 def test_vindr_header_without_class_id(ds):

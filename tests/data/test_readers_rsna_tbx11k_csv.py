@@ -63,7 +63,8 @@ def test_rsna_bad_rows_name_file_and_line(tmp_path, labels, classes, where, reas
     root = write_rsna(tmp_path, labels, classes)
     with pytest.raises(DatasetFormatError) as info:
         open_dataset("rsna-pneumonia", root)
-    assert str(info.value).startswith(f"{root / where[0]}:{where[1]}: ") and reason in str(info.value)
+    assert str(info.value).startswith(f"{root / where[0]}:{where[1]}: ")
+    assert reason in str(info.value)
 
 
 def test_tbx11k_labels_per_image(tmp_path):
@@ -126,7 +127,8 @@ def test_quoted_newline_and_comma_in_cohen_metadata(ds):
         'https://www.nejm.org/doi/full/10.1056/NEJMc2001272,,"On January 22, 2020, a 65-year-old man',
         'with a history of hypertension, was admitted.",,'])
     m = open_dataset("covid-severity", root)
-    assert m[0].patient_id == "2" and m[1].patient_id == m[1].id
+    assert m[0].patient_id == "2"
+    assert m[1].patient_id == m[1].id
 
 
 def test_patientid_header_capitalisation(ds):

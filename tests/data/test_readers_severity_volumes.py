@@ -19,7 +19,8 @@ def test_severity_cohen_scale(ds):
     np.testing.assert_allclose(np.stack([r.labels["severity"] for r in m]),
                                [[6.0, 4.0], [2.3333333333333335, 1.6666666666666667]], rtol=1e-6)
     assert [r.patient_id for r in m] == ["2", m[1].id]  # from metadata.csv, else the image itself
-    assert m[0].meta["scale"] == "cohen" and m[0].meta["ranges"] == {"geographic": (0, 8), "opacity": (0, 6)}
+    assert m[0].meta["scale"] == "cohen"
+    assert m[0].meta["ranges"] == {"geographic": (0, 8), "opacity": (0, 6)}
     assert m[0].meta["source"] == (str(root / "annotations" / "covid-severity-scores.csv"), 7)
     assert m[0].image == str(root / "images" / "01E392EE-69F9-4E33-BFCE-E5C968654078.jpeg")
 
@@ -30,7 +31,8 @@ def test_severity_covidnet_s_scale_is_named_apart(ds):
     assert m.label_names == {"severity": ["geographic", "opacity_0_8"]}
     np.testing.assert_array_equal(m[0].labels["severity"], [4, 7])
     assert np.isnan(m[1].labels["severity"]).all()  # unscored row kept, NaN
-    assert [r.patient_id for r in m] == ["19", "A1"] and m[0].meta["scale"] == "covidnet-s"
+    assert [r.patient_id for r in m] == ["19", "A1"]
+    assert m[0].meta["scale"] == "covidnet-s"
 
 
 @pytest.mark.parametrize("row,reason", [
@@ -60,7 +62,8 @@ def test_msd(ds):
     assert [r.id for r in m] == ["lung_001", "lung_003", "lung_002"]
     assert m[0].image == str(root / "imagesTr" / "lung_001.nii.gz")
     assert m[0].meta["mask"] == str(root / "labelsTr" / "lung_001.nii.gz")
-    assert "mask" not in m[2].meta and m[2].meta["official_split"] == "test"
+    assert "mask" not in m[2].meta
+    assert m[2].meta["official_split"] == "test"
     lines = (root / "dataset.json").read_text().splitlines()
     assert '"./imagesTr/lung_003.nii.gz"' in lines[m[1].meta["source"][1] - 1]
     assert [r.id for r in open_dataset("msd", root, split="training")] == ["lung_001", "lung_003"]
@@ -79,7 +82,8 @@ def test_msd_bad_entries_name_the_line(ds, entry, reason):
     with pytest.raises(DatasetFormatError) as info:
         open_dataset("msd", root)
     line = info.value.line
-    assert reason in str(info.value) and line is not None
+    assert reason in str(info.value)
+    assert line is not None
     lines = (root / "dataset.json").read_text().splitlines()
     assert json.dumps(entry["image"]) in lines[line - 1]
     assert line > max(i for i, t in enumerate(lines, 1) if "lung_003" in t)  # the appended entry, not the first
@@ -113,14 +117,16 @@ def test_medicalnet_bad_lines(ds, line, reason):
     path = ds.medicalnet(lines=["MRBrainS18/images/071.nii.gz MRBrainS18/labels/071.nii.gz", line])
     with pytest.raises(DatasetFormatError) as info:
         open_dataset("medicalnet-list", path)
-    assert str(info.value).startswith(f"{path}:2: ") and reason in str(info.value)
+    assert str(info.value).startswith(f"{path}:2: ")
+    assert reason in str(info.value)
 
 
 def test_nifti_folder(ds):
     root = ds.nifti_folder()
     m = open_dataset("nifti-folder", root)
     assert [r.id for r in m] == ["a", "b"]  # the macOS ._a.nii.gz is ignored
-    assert m[1].meta["mask"] == str(root / "labels" / "b.nii.gz") and m[1].image == str(root / "images" / "b.nii.gz")
+    assert m[1].meta["mask"] == str(root / "labels" / "b.nii.gz")
+    assert m[1].image == str(root / "images" / "b.nii.gz")
 
 
 def test_nifti_folder_missing_label(ds):
@@ -128,7 +134,8 @@ def test_nifti_folder_missing_label(ds):
     with pytest.raises(DatasetFormatError, match=r"c.nii.gz: label without an image"):
         open_dataset("nifti-folder", root)
     m = open_dataset("nifti-folder", root, on_error="skip")
-    assert [r.id for r in m] == ["a"] and len(m.skipped) == 2
+    assert [r.id for r in m] == ["a"]
+    assert len(m.skipped) == 2
     assert any(s.path.endswith("images/b.nii.gz") and "no label" in s.reason for s in m.skipped)
 
 
@@ -139,7 +146,8 @@ def test_nifti_folder_csv_manifest(ds, tmp_path):
                                               f"{tmp_path / 'elsewhere' / 'z.nii'},,P2"])
     m = open_dataset("nifti-folder", root)
     assert [(r.id, r.patient_id) for r in m] == [("a", "P1"), ("z", "P2")]
-    assert m[0].meta["mask"] == os.path.join(root, "labels", "a.nii.gz") and "mask" not in m[1].meta
+    assert m[0].meta["mask"] == os.path.join(root, "labels", "a.nii.gz")
+    assert "mask" not in m[1].meta
     assert [r.id for r in open_dataset("nifti-folder", csv)] == ["a", "z"]
     write_lines(csv, ["image,label", "images/a.nii.gz,labels/nope.nii.gz"])
     with pytest.raises(DatasetFormatError, match=r"manifest.csv:2: label not found"):

@@ -21,7 +21,8 @@ def test_montgomery(ds):
     set_dir = root / "MontgomerySet"
     assert left == str(set_dir / "ManualMask" / "leftMask" / "MCUCXR_0002_1.png")
     assert right == str(set_dir / "ManualMask" / "rightMask" / "MCUCXR_0002_1.png")
-    assert m[0].image == str(set_dir / "CXR_png" / "MCUCXR_0001_0.png") and m[0].patient_id == "MCUCXR_0001"
+    assert m[0].image == str(set_dir / "CXR_png" / "MCUCXR_0001_0.png")
+    assert m[0].patient_id == "MCUCXR_0001"
     assert len(open_dataset("montgomery", set_dir)) == 3  # the set folder itself works too
 
 
@@ -41,7 +42,8 @@ def test_shenzhen_optional_masks(ds):
     root = ds.shenzhen()
     m = open_dataset("shenzhen", root)
     assert [(r.id, r.labels["tb"]) for r in m] == [("CHNCXR_0001_0", 0), ("CHNCXR_0002_1", 1)]
-    assert "mask" not in m[0].meta and m[1].meta["mask"] == [str(root / "mask" / "CHNCXR_0002_1_mask.png")]
+    assert "mask" not in m[0].meta
+    assert m[1].meta["mask"] == [str(root / "mask" / "CHNCXR_0002_1_mask.png")]
 
 
 def test_covidx_cxr_both_line_formats(ds):
@@ -66,8 +68,11 @@ def test_covidx_cxr_binary_files_get_their_own_task(ds):
     root = ds.covidx_cxr(train=["p1 8a6b1a3f.png negative rsna", "p2 COVID(1).png positive sirm"])
     m = open_dataset("covidx-cxr", root)
     assert m.label_names == {"covid": ["Normal", "Pneumonia", "COVID-19"], "covid_binary": ["negative", "positive"]}
-    assert m[0].labels["covid_binary"] == 0 and m[1].labels["covid_binary"] == 1
-    assert np.isnan(m[0].labels["covid"]) and np.isnan(m[2].labels["covid_binary"]) and m[2].labels["covid"] == 0
+    assert m[0].labels["covid_binary"] == 0
+    assert m[1].labels["covid_binary"] == 1
+    assert np.isnan(m[0].labels["covid"])
+    assert np.isnan(m[2].labels["covid_binary"])
+    assert m[2].labels["covid"] == 0
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -79,7 +84,8 @@ def test_covidx_cxr_bad_lines(ds, line, reason):
     root = ds.covidx_cxr(train=[COVIDX_TRAIN[0], line])
     with pytest.raises(DatasetFormatError) as info:
         open_dataset("covidx-cxr", root)
-    assert str(info.value).startswith(f"{root / 'train_COVIDx9A.txt'}:2: ") and reason in str(info.value)
+    assert str(info.value).startswith(f"{root / 'train_COVIDx9A.txt'}:2: ")
+    assert reason in str(info.value)
 
 
 def test_covidx_cxr_ambiguous_files(ds):
@@ -113,8 +119,11 @@ def test_covidx_ct_slices(ds):
     assert m.label_names == {"covid": ["Normal", "Pneumonia", "COVID-19"]}
     assert [r.id for r in m] == [line.split()[0] for lines in COVIDX_CT.values() for line in lines]
     r = m[0]
-    assert r.labels["covid"] == 2 and r.meta["bbox"] == (0, 130, 512, 429) and r.patient_id == "NCP_341"
-    assert r.image == str(root / "2A_images" / "NCP_341_1834_0022.png") and r.meta["slice_index"] == 22
+    assert r.labels["covid"] == 2
+    assert r.meta["bbox"] == (0, 130, 512, 429)
+    assert r.patient_id == "NCP_341"
+    assert r.image == str(root / "2A_images" / "NCP_341_1834_0022.png")
+    assert r.meta["slice_index"] == 22
     assert [r.meta["official_split"] for r in m] == ["train"] * 4 + ["val"] + ["test"] * 2
     assert [r.id for r in open_dataset("covidx-ct", root, split="val")] == ["CP_5_200_0001.png"]
 
@@ -127,9 +136,12 @@ def test_covidx_ct_series(ds):
     assert ncp.image == [str(root / "2A_images" / f"NCP_341_1834_{i:04d}.png") for i in (21, 22)]
     assert ncp.meta["slice_index"] == [21, 22]
     assert ncp.meta["bboxes"] == [(1, 131, 511, 430), (0, 130, 512, 429)]
-    assert ncp.meta["source"] == (str(root / "train_COVIDx_CT-2A.txt"), 1) and ncp.labels["covid"] == 2
+    assert ncp.meta["source"] == (str(root / "train_COVIDx_CT-2A.txt"), 1)
+    assert ncp.labels["covid"] == 2
     md = m[4]  # slices labelled 2 and 1: the scan takes the highest class
-    assert md.meta["slice_labels"] == [1, 2] and md.labels["covid"] == 2 and md.meta["slice_index"] == [40, 41]
+    assert md.meta["slice_labels"] == [1, 2]
+    assert md.labels["covid"] == 2
+    assert md.meta["slice_index"] == [40, 41]
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -147,7 +159,8 @@ def test_covidx_ct_bad_lines(ds, line, reason):
     root = ds.covidx_ct(files=files)
     with pytest.raises(DatasetFormatError) as info:
         open_dataset("covidx-ct", root)
-    assert str(info.value).startswith(f"{root / 'val_COVIDx_CT-2A.txt'}:2: ") and reason in str(info.value)
+    assert str(info.value).startswith(f"{root / 'val_COVIDx_CT-2A.txt'}:2: ")
+    assert reason in str(info.value)
 
 
 def test_covidx_ct_duplicate_slice_index_in_series(ds):

@@ -37,7 +37,9 @@ def test_patient_disjoint_and_complete(stratify):
     m = synthetic()
     parts = patient_split(m, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0, stratify=stratify)
     pats = {k: {r.patient_id for r in v} for k, v in parts.items()}
-    assert not (pats["train"] & pats["val"]) and not (pats["train"] & pats["test"]) and not (pats["val"] & pats["test"])
+    assert not (pats["train"] & pats["val"])
+    assert not (pats["train"] & pats["test"])
+    assert not (pats["val"] & pats["test"])
     assert sorted(r.id for v in parts.values() for r in v) == sorted(r.id for r in m)
     assert [len(pats[k]) for k in ("train", "val", "test")] == [60, 20, 20]
     assert all(v.split == k for k, v in parts.items())

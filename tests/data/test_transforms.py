@@ -36,7 +36,8 @@ def test_ct_preset_window_and_crop_pad_match_numpy():
     s = _ct_sample()
     out = ct_preset(train=False, spacing=None, patch=(8, 16, 8))(s)
     expected = _center_crop_pad(np.clip((s["image"].astype(np.float64) + 1000) / 1400, 0, 1), (8, 16, 8))
-    assert out["image"].shape == (1, 8, 16, 8) and out["image"].dtype == torch.float32
+    assert out["image"].shape == (1, 8, 16, 8)
+    assert out["image"].dtype == torch.float32
     np.testing.assert_allclose(out["image"].numpy(), expected, atol=1e-6)
     np.testing.assert_array_equal(out["mask"].numpy(), _center_crop_pad(s["mask"], (8, 16, 8)))
 
@@ -55,7 +56,8 @@ def test_ct_preset_spacing_resample_keeps_labels():
     out = ct_preset(train=False, spacing=(1.0, 1.0, 1.5), patch=None)(s)
     assert tuple(out["image"].shape[1:]) in {(11, 11, 7), (12, 12, 8)}
     assert set(np.unique(out["mask"].numpy())) <= {0.0, 1.0, 2.0}
-    assert out["image"].min() >= 0 and out["image"].max() <= 1
+    assert out["image"].min() >= 0
+    assert out["image"].max() <= 1
 
 
 def test_train_augmentation_seeded_per_sample():
@@ -72,7 +74,8 @@ def test_train_augmentation_seeded_per_sample():
     torch.testing.assert_close(a3, b3)
     assert not torch.equal(run(5, epoch=1), a5) or not torch.equal(run(5, epoch=2), a5)
     assert sample_seed(7, 0, 5) != sample_seed(7, 0, 6)
-    assert (a5 >= 0).all() and (a5 <= 1).all()
+    assert (a5 >= 0).all()
+    assert (a5 <= 1).all()
 
 
 def test_eval_presets_are_deterministic():

@@ -18,12 +18,18 @@ def tiny(in_channels: int = 1) -> DenseNetEncoder:
 
 
 def test_registered_and_protocol():
-    assert "densenet121" in list_encoders() and "densenet121" in ENCODERS
+    assert "densenet121" in list_encoders()
+    assert "densenet121" in ENCODERS
     enc = tiny()
-    assert isinstance(enc, Encoder) and isinstance(enc, DenseNetEncoder)
-    assert enc.spatial_dims == 2 and enc.output_stride == 32 and enc.feature_dim == enc.out_channels[-1]
+    assert isinstance(enc, Encoder)
+    assert isinstance(enc, DenseNetEncoder)
+    assert enc.spatial_dims == 2
+    assert enc.output_stride == 32
+    assert enc.feature_dim == enc.out_channels[-1]
     arch = enc.architecture()
-    assert arch["encoder"] == "densenet121" and arch["block_config"] == [2, 1, 2, 1] and arch["output_stride"] == 32
+    assert arch["encoder"] == "densenet121"
+    assert arch["block_config"] == [2, 1, 2, 1]
+    assert arch["output_stride"] == 32
 
 
 def test_channels_formula_matches_monai_default():
@@ -57,10 +63,12 @@ def test_in_channels_and_gradients(in_channels):
     enc = tiny(in_channels).train()
     x = torch.randn(2, in_channels, 32, 32, requires_grad=True)
     sum(m.mean() for m in enc(x)).backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert x.grad is not None
+    assert x.grad.abs().sum() > 0
     assert enc.features.conv0.weight.shape[1] == in_channels
     grads = [p.grad for p in enc.parameters() if p.requires_grad]
-    assert all(g is not None for g in grads) and all(torch.isfinite(g).all() for g in grads)
+    assert all(g is not None for g in grads)
+    assert all(torch.isfinite(g).all() for g in grads)
     assert enc.features.conv0.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="input channel"):
         enc(torch.zeros(1, in_channels + 1, 32, 32))
@@ -82,7 +90,8 @@ def test_bad_arguments():
 
 def test_state_dict_keys_are_monais_without_classifier():
     keys = set(tiny().state_dict())
-    assert "features.conv0.weight" in keys and "features.norm5.weight" in keys
+    assert "features.conv0.weight" in keys
+    assert "features.norm5.weight" in keys
     assert "features.denseblock1.denselayer1.layers.conv1.weight" in keys
     assert not any(k.startswith("class_layers") for k in keys)
 
@@ -95,4 +104,5 @@ def test_in_a_multitask_model_on_images():
                                     "lung": {"type": "segmentation", "level": "image",
                                              "labels": ["background", "lung"], "decoder_channels": [8, 8, 8, 8, 8]}}})
     out = model(torch.randn(2, 1, 64, 64))
-    assert out["tb"].shape == (2, 2) and out["lung"].shape == (2, 2, 64, 64)
+    assert out["tb"].shape == (2, 2)
+    assert out["lung"].shape == (2, 2, 64, 64)

@@ -36,7 +36,8 @@ def test_protocol_and_architecture(name):
     enc = tiny(name)
     assert isinstance(enc, Encoder)
     arch = enc.architecture()
-    assert arch["encoder"] == name and arch["widths"] == list(TINY_WIDTHS)
+    assert arch["encoder"] == name
+    assert arch["widths"] == list(TINY_WIDTHS)
     expected_shortcut = "A" if name in ("resnet18", "resnet34") else "B"
     assert enc.shortcut == expected_shortcut
     expansion = 4 if arch["block"] == "bottleneck" else 1

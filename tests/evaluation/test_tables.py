@@ -51,10 +51,12 @@ def test_covidx_ct_slice_and_patient_levels():
     tables = covidx_ct_tables(pids, probs, y, ["normal", "pneumonia", "covid"], n_boot=20)
     sl, pt = tables["slice"], tables["patient"]
     assert sl[-1]["accuracy"] == pytest.approx(5 / 6)  # slice 5 (p2) is called normal
-    assert sl[2]["sensitivity"] == pytest.approx(2 / 3) and sl[0]["ppv"] == pytest.approx(2 / 3)
+    assert sl[2]["sensitivity"] == pytest.approx(2 / 3)
+    assert sl[0]["ppv"] == pytest.approx(2 / 3)
     assert sl[2]["auroc"] == pytest.approx(pair_auc(probs[:, 2], (y == 2).astype(float)))
     patient = np.array([probs[:2].mean(0), probs[2:5].mean(0), probs[5]])
-    assert pt[-1]["accuracy"] == 1.0 and pt[-1]["n"] == 3
+    assert pt[-1]["accuracy"] == 1.0
+    assert pt[-1]["n"] == 3
     assert pt[0]["auroc"] == pytest.approx(pair_auc(patient[:, 0], np.array([1.0, 0, 0])))
     own = {"p1": [0.1, 0.1, 0.8], "p2": [0.1, 0.1, 0.8], "p3": [0.1, 0.8, 0.1]}
     assert covidx_ct_tables(pids, probs, y, ["n", "p", "c"], patient_probs=own, n_boot=5)["patient"][-1][
@@ -73,22 +75,30 @@ def test_localization_on_nih_boxes(tmp_path):
                                               "00000001_000.png,Cardiomegaly,0,0,4,4"])
     manifest = open_dataset("nih-cxr14", root, boxes=True)
     rows = score_heatmaps(lambda rec, label: _heat_with_block(), manifest, ["Mass"], ks=(1.5625, 3.125))
-    assert len(rows) == 1 and rows[0]["id"] == "00000004_000.png" and rows[0]["label"] == "Mass"
+    assert len(rows) == 1
+    assert rows[0]["id"] == "00000004_000.png"
+    assert rows[0]["label"] == "Mass"
     r = rows[0]
     # box: rows 16..23, cols 8..23 (128 cells); the heat block is its left half (64 cells)
-    assert r["iou@1.5625"] == pytest.approx(0.5) and r["dice@1.5625"] == pytest.approx(2 * 64 / 192)
-    assert r["iobb@1.5625"] == pytest.approx(1.0) and r["pointing"] == 1.0
+    assert r["iou@1.5625"] == pytest.approx(0.5)
+    assert r["dice@1.5625"] == pytest.approx(2 * 64 / 192)
+    assert r["iobb@1.5625"] == pytest.approx(1.0)
+    assert r["pointing"] == 1.0
     # top 128 cells: the 64-cell block, then 64 of the 4032 tied zeros. The default keeps every tied cell (the whole
     # map: IoU = 128 box cells / 4096); ties="first" takes the first 64 zeros in raster order (row 0, outside the box)
     assert r["ties"] == "include"
     assert r["iou@3.125"] == pytest.approx(128 / 4096)
     assert r["kept@3.125"] == 1.0
     first = score_heatmaps(lambda rec, label: _heat_with_block(), manifest, ["Mass"], ks=(3.125,), ties="first")[0]
-    assert first["iou@3.125"] == pytest.approx(64 / 192) and first["dice@3.125"] == pytest.approx(0.5)
+    assert first["iou@3.125"] == pytest.approx(64 / 192)
+    assert first["dice@3.125"] == pytest.approx(0.5)
     assert r["soft_dice"] == pytest.approx(2 * 64 / (64 + 128))
     summary = localization_summary(rows, iobb_k=1.5625, thresholds=(0.5, 0.99))
-    assert summary[0]["label"] == "Mass" and summary[-1]["label"] == "all"
-    assert summary[0]["acc@0.5"] == 1.0 and summary[0]["acc@0.99"] == 1.0 and summary[0]["n"] == 1
+    assert summary[0]["label"] == "Mass"
+    assert summary[-1]["label"] == "all"
+    assert summary[0]["acc@0.5"] == 1.0
+    assert summary[0]["acc@0.99"] == 1.0
+    assert summary[0]["n"] == 1
     assert summary[0]["ties"] == "include"
 
 
@@ -102,7 +112,9 @@ def test_vindr_boxes_merge_radiologists(tmp_path):
     assert boxes_by_label(rec) == {"Cardiomegaly": [(8.0, 16.0, 8.0, 8.0), (16.0, 16.0, 8.0, 8.0)]}
     out = score_heatmaps(lambda rec, label: _heat_with_block(), manifest, ["Heart"],
                                 label_map={"Cardiomegaly": "Heart"}, ks=(1.5625,))
-    assert len(out) == 1 and out[0]["label"] == "Heart" and out[0]["n_boxes"] == 2
+    assert len(out) == 1
+    assert out[0]["label"] == "Heart"
+    assert out[0]["n_boxes"] == 2
     assert out[0]["iou@1.5625"] == pytest.approx(0.5)  # same union as the NIH box above
 
 
@@ -113,13 +125,15 @@ def test_model_heatmap_fn_returns_image_sized_maps(tmp_path):
 
     heat = model_heatmap_fn(cxr, "findings", "cam", "cxr")(
         Record("x", "x", str(p)), "b")
-    assert heat.shape == (40, 56) and np.isfinite(heat).all()
+    assert heat.shape == (40, 56)
+    assert np.isfinite(heat).all()
 
 
 def test_write_table_formats(tmp_path):
     rows = [{"label": "a", "auroc": 0.81234, "ci_lower": math.nan}, {"label": "b", "auroc": 0.5, "ci_lower": 0.4}]
     md = write_table(rows, tmp_path / "t.md").read_text().splitlines()
-    assert md[0] == "| label | auroc | ci_lower |" and md[2] == "| a | 0.812 | nan |"
+    assert md[0] == "| label | auroc | ci_lower |"
+    assert md[2] == "| a | 0.812 | nan |"
     assert list(csv.DictReader(open(write_table(rows, tmp_path / "t.csv"))))[0]["ci_lower"] == ""
     assert json.loads(write_table(rows, tmp_path / "t.json").read_text())[0]["ci_lower"] is None
     with pytest.raises(ValueError, match="unknown table format"):

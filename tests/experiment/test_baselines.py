@@ -78,7 +78,8 @@ def test_fit_threshold_finds_the_band_that_separates_the_lungs():
     x[:, 28:31, 20:26] = 0.3  # a dark bubble below the left lung, smaller than either lung
     params = B.fit_threshold(x, masks)
     assert B.mean_dice(B.predict_threshold(x, params), masks) == pytest.approx(1.0)
-    assert params.lo <= 0.2 and 0.4 <= params.hi <= 0.6
+    assert params.lo <= 0.2
+    assert 0.4 <= params.hi <= 0.6
 
 
 def test_fit_threshold_adapts_to_exposure_with_otsu():

@@ -98,7 +98,8 @@ def test_report_has_the_baselines_and_the_paired_interval_at_every_fraction(runs
             d = np.array([value[(init, f, s)] - value[("scratch", f, s)] for s in seeds])
             half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
             assert f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}] {(d > 0).sum()}/{len(d)}" in line
-    assert "threshold (baseline)" in printed and "zoo − scratch" in printed
+    assert "threshold (baseline)" in printed
+    assert "zoo − scratch" in printed
     for f in fractions:
         assert f"Fraction {f:g}: zoo − scratch" in report
 
@@ -122,7 +123,8 @@ def test_rerun_reuses_everything_and_a_lost_cell_runs_again(runs, monkeypatch):
     real_fit = trainer.Trainer.fit
     monkeypatch.setattr(trainer.Trainer, "fit", lambda self: calls.append(self.cfg.output.dir) or real_fit(self))
     assert _cli(demo_cmd, ["demo", "--profile", "tiny", "--out", str(out), "--workers", "1"]) == 0
-    assert len(calls) == 1 and "lung_seg-zoo-f0.5-s0" in calls[0]
+    assert len(calls) == 1
+    assert "lung_seg-zoo-f0.5-s0" in calls[0]
     assert _results(out / "experiment") == before  # same seed, same numbers
 
 

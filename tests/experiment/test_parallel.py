@@ -41,7 +41,8 @@ def test_worker_init_keeps_workers_at_warning_unless_debug():
     old = root.level, logger.level, torch.get_num_threads()
     try:
         parallel._worker_init(logging.INFO, {"medzoo.test_parallel_probe": logging.ERROR})
-        assert root.level == logging.WARNING and logger.level == logging.ERROR
+        assert root.level == logging.WARNING
+        assert logger.level == logging.ERROR
         parallel._worker_init(logging.DEBUG, {})
         assert root.level == logging.DEBUG
     finally:

@@ -59,9 +59,11 @@ def test_model_config_matches_the_experiment(name):
     model_file = load_config(CONFIG_DIR.parent / "models" / f"{name}.yaml")
     experiment = load_recipe(name)
     assert to_dict(model_file) == to_dict(experiment.model)
-    assert experiment.data_root == "data/synth" and experiment.data
+    assert experiment.data_root == "data/synth"
+    assert experiment.data
     if name == "cxr14_chexnet":
-        assert model_file.encoder.name == "densenet121" and experiment.data[0].transform.size == [224]
+        assert model_file.encoder.name == "densenet121"
+        assert experiment.data[0].transform.size == [224]
         assert len(model_file.tasks["findings"].labels) == 14
         assert experiment.train.loss["findings"].type == "bce"
         assert experiment.train.loss["findings"].options == {"pos_weight": "auto"}
@@ -142,7 +144,8 @@ def test_joint_training_updates_the_encoder_from_both_losses(corpus, tmp_path):
     steps = []
     trainer.add_callback("on_step_end", lambda t: steps.append(dict(t.last_task_losses)))
     trainer.fit()
-    assert len(steps) == STEPS and all(set(s) == {"lung", "severity"} for s in steps)
+    assert len(steps) == STEPS
+    assert all(set(s) == {"lung", "severity"} for s in steps)
 
 
 def _auroc(s, y):
@@ -159,30 +162,39 @@ def test_chexnet_table_has_the_published_columns(chexnet_run, corpus):
     labels = cfg.model.tasks["findings"].labels
     assert [r["label"] for r in rows] == [*labels, "Mean"]
     for r in rows:
-        assert r["chexnet"] == PUBLISHED_CHEXNET[r["label"]] and r["wang2017"] == PUBLISHED_WANG2017[r["label"]]
-    assert rows[-1]["chexnet"] == 0.841 and rows[labels.index("Hernia")]["chexnet"] == 0.9164
+        assert r["chexnet"] == PUBLISHED_CHEXNET[r["label"]]
+        assert r["wang2017"] == PUBLISHED_WANG2017[r["label"]]
+    assert rows[-1]["chexnet"] == 0.841
+    assert rows[labels.index("Hernia")]["chexnet"] == 0.9164
     scores, targets, names = collect_scores(cfg, ckpt)
-    assert names == labels and scores.shape == targets.shape and scores.shape[1] == 14
+    assert names == labels
+    assert scores.shape == targets.shape
+    assert scores.shape[1] == 14
     checked = 0
     for j, r in enumerate(rows[:-1]):
         y = targets[:, j]
-        assert r["n_pos"] == int((y == 1).sum()) and r["n_neg"] == int((y == 0).sum())
+        assert r["n_pos"] == int((y == 1).sum())
+        assert r["n_neg"] == int((y == 0).sum())
         if r["n_pos"] and r["n_neg"]:
             assert r["auroc"] == pytest.approx(_auroc(scores[:, j], y), abs=1e-9)
-            assert r["ci_lower"] <= r["auroc"] + 1e-9 and r["auroc"] <= r["ci_upper"] + 1e-9
+            assert r["ci_lower"] <= r["auroc"] + 1e-9
+            assert r["auroc"] <= r["ci_upper"] + 1e-9
             checked += 1
         else:
             assert math.isnan(r["auroc"])
     assert checked >= 2
-    assert is_synthetic_corpus(corpus) and not is_synthetic_corpus(corpus / "nih")
+    assert is_synthetic_corpus(corpus)
+    assert not is_synthetic_corpus(corpus / "nih")
     text = format_chexnet_table(rows, synthetic=True)
     header = text.splitlines()[0]
     assert "CheXNet 2017 (published, different data)" in header
     assert "Wang et al. 2017 (published, different data)" in header
-    assert "| Pleural Thickening |" in text and "| 0.9164 | 0.767 |" in text
+    assert "| Pleural Thickening |" in text
+    assert "| 0.9164 | 0.767 |" in text
     assert "different data" not in format_chexnet_table(rows, synthetic=False)
     rows2, text2 = chexnet_report(cfg, ckpt, n_boot=50)  # what `medzoo evaluate --table chexnet` prints
-    assert [r["label"] for r in rows2] == [r["label"] for r in rows] and text2 == text
+    assert [r["label"] for r in rows2] == [r["label"] for r in rows]
+    assert text2 == text
 
 
 def test_chexnet_table_needs_a_multilabel_task(corpus, tmp_path):
@@ -207,10 +219,12 @@ def test_cli_trains_chexnet_recipe_with_auto_pos_weight_and_prints_the_table(cor
     assert main(["-q", "train", "-c", config, *sets, "--set", "train.max_steps=2",
                  "--set", f"output.dir={tmp_path / 'run'}"]) == 0
     saved = (tmp_path / "run" / "config.yaml").read_text()
-    assert "pos_weight: auto" not in saved and "pos_weight:" in saved
+    assert "pos_weight: auto" not in saved
+    assert "pos_weight:" in saved
     capsys.readouterr()
     assert main(["-q", "evaluate", "-c", config, *sets, "--model", str(tmp_path / "run" / "last.pt"),
                  "--table", "chexnet", "--n-boot", "20", "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out
-    assert "CheXNet 2017 (published, different data)" in out and "| Cardiomegaly |" in out
+    assert "CheXNet 2017 (published, different data)" in out
+    assert "| Cardiomegaly |" in out
     assert (tmp_path / "eval" / "chexnet_table.csv").is_file()

@@ -68,14 +68,19 @@ def test_cell_config_sets_fraction_seed_init_and_split(tiny_corpus, tmp_path):
     exp["inits"]["frozen"]["set"] = ["train.head_lr_mult=30"]
     cfg = load_experiment_config(exp)
     cells = list_cells(cfg)
-    assert len(cells) == 1 * 2 * 2 * 2 and cells[0] == Cell("tb", "scratch", 0.5, 0)
+    assert len(cells) == 1 * 2 * 2 * 2
+    assert cells[0] == Cell("tb", "scratch", 0.5, 0)
     run = cell_run_config(cfg, Cell("tb", "frozen", 0.5, 1), tmp_path / "r")
-    assert run.data[0].fraction == 0.5 and run.train.seed == 1 and run.data[0].split.seed == 7
+    assert run.data[0].fraction == 0.5
+    assert run.train.seed == 1
+    assert run.data[0].split.seed == 7
     assert run.data[0].fraction_seed == 1  # each seed draws its own subset (the default, subsets: per_seed)
     assert run.train.head_lr_mult == 30  # the init's own overrides
-    assert run.train.freeze_encoder_epochs == run.train.epochs and run.output.dir == str(tmp_path / "r")
+    assert run.train.freeze_encoder_epochs == run.train.epochs
+    assert run.output.dir == str(tmp_path / "r")
     scratch = cell_run_config(cfg, cells[0], tmp_path)
-    assert scratch.train.freeze_encoder_epochs == 0 and scratch.train.head_lr_mult == 1
+    assert scratch.train.freeze_encoder_epochs == 0
+    assert scratch.train.head_lr_mult == 1
     fixed = load_experiment_config(_experiment(tiny_corpus, subsets="fixed"))
     assert cell_run_config(fixed, Cell("tb", "scratch", 0.5, 1), tmp_path).data[0].fraction_seed is None
 
@@ -113,12 +118,16 @@ def test_resume_skips_finished_cells_and_files_hold_measured_values(tiny_corpus,
     calls, values = [], {}
     cfg = _experiment(tiny_corpus)
     first = run_experiment(cfg, output=tmp_path, fit_fn=_fake_fit(calls, values), plots=False)
-    assert len(calls) == 8 and len(first.ran) == 8 and not first.skipped
+    assert len(calls) == 8
+    assert len(first.ran) == 8
+    assert not first.skipped
     # A run cut short: one result lost. Only that cell trains again.
     lost = tmp_path / "cells" / "tb-frozen-f1-s1" / "result.json"
     lost.unlink()
     again = run_experiment(cfg, output=tmp_path, fit_fn=_fake_fit(calls, values), plots=False)
-    assert len(calls) == 9 and again.ran == ["tb-frozen-f1-s1"] and len(again.skipped) == 7
+    assert len(calls) == 9
+    assert again.ran == ["tb-frozen-f1-s1"]
+    assert len(again.skipped) == 7
     # A third run trains nothing.
     run_experiment(cfg, output=tmp_path, fit_fn=_fake_fit(calls, values), plots=False)
     assert len(calls) == 9
@@ -136,7 +145,8 @@ def test_resume_skips_finished_cells_and_files_hold_measured_values(tiny_corpus,
         for f in (0.5, 1.0):
             v = np.array([values[(frozen, f, s)] for s in (0, 1)])
             assert f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" in line
-    assert "fraction 0.5" in first.table and "scratch" in first.table
+    assert "fraction 0.5" in first.table
+    assert "scratch" in first.table
 
 
 def test_changed_config_runs_the_cell_again(tiny_corpus, tmp_path):
@@ -165,7 +175,8 @@ def test_real_runs_are_deterministic_and_plots_written(tiny_corpus, tmp_path):
         torch.set_num_threads(before)
     assert (tmp_path / "a" / "results.csv").read_bytes() == (tmp_path / "b" / "results.csv").read_bytes()
     ma, mb = a.rows[0]["metrics"], b.rows[0]["metrics"]
-    assert a.rows[0]["steps"] == 2 and set(ma) == set(mb)
+    assert a.rows[0]["steps"] == 2
+    assert set(ma) == set(mb)
     for k in ma:
         assert ma[k] == mb[k] or (math.isnan(ma[k]) and math.isnan(mb[k])), k
     assert a.rows[0]["history"], "the run recorded no validation history"
@@ -219,7 +230,8 @@ def test_one_seed_gives_no_interval_and_no_conclusion():
 
     rows = _rows({("scratch", 1.0): [0.8], ("zoo", 1.0): [0.9]})
     paired = paired_differences(rows, "scratch")
-    assert math.isnan(paired[0]["lo"]) and math.isnan(paired[0]["hi"])
+    assert math.isnan(paired[0]["lo"])
+    assert math.isnan(paired[0]["hi"])
     assert "no conclusion" in claims(rows, paired)[0]
 
 
@@ -237,8 +249,12 @@ def test_summarise_matches_numpy():
     rows = [{"task": "t", "init": i, "fraction": f, "seed": s, "metric": "m", "value": float(v)}
             for (i, f, s), v in zip([("a", 0.1, 0), ("a", 0.1, 1), ("a", 0.1, 2), ("b", 0.1, 0)], [3, 5, 10, 7])]
     a, b = summarise(rows)
-    assert a["n"] == 3 and a["mean"] == pytest.approx(6.0) and a["std"] == pytest.approx(np.std([3, 5, 10], ddof=1))
-    assert b["n"] == 1 and b["std"] == 0.0 and b["values"] == [7.0]
+    assert a["n"] == 3
+    assert a["mean"] == pytest.approx(6.0)
+    assert a["std"] == pytest.approx(np.std([3, 5, 10], ddof=1))
+    assert b["n"] == 1
+    assert b["std"] == 0.0
+    assert b["values"] == [7.0]
 
 
 @pytest.mark.parametrize("override, key", [("fractions=[0]", "fractions"), ("seeds=[1, 1]", "seeds"),

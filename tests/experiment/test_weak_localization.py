@@ -34,7 +34,8 @@ def test_choose_boxed_draws_only_boxed_images():
     boxes = [[(0, (0, 0, 1, 1))] if i % 3 == 0 else [] for i in range(30)]
     kept = _choose_boxed(boxes, 0.2, np.random.default_rng(0))
     chosen = [i for i, b in enumerate(kept) if b]
-    assert len(chosen) == 6 and all(i % 3 == 0 for i in chosen)
+    assert len(chosen) == 6
+    assert all(i % 3 == 0 for i in chosen)
     assert not any(_choose_boxed(boxes, 0.0, np.random.default_rng(0)))
 
 
@@ -43,7 +44,9 @@ def test_train_and_evaluate_on_a_tiny_corpus(tiny_nih, one_thread):
 
     cfg = WeakLocConfig(data=str(tiny_nih), image_size=32, epochs=1, batch_size=8, box_fraction=0.1)
     train = load_nih(tiny_nih, cfg.labels, "train_val", 32)
-    assert train.x.shape[1:] == (1, 32, 32) and train.y.shape[1] == 8 and any(train.boxes)
+    assert train.x.shape[1:] == (1, 32, 32)
+    assert train.y.shape[1] == 8
+    assert any(train.boxes)
     model, info = train_weak_loc(cfg, train)
     assert info["n_boxed"] == min(round(0.1 * info["n_train"]), sum(1 for b in train.boxes if b)) > 0
     scores = evaluate_localization(model, cfg)
@@ -61,7 +64,9 @@ def test_experiment_config_is_typed():
     path = config_dir("weak_localization") / "synthetic.yaml"
     data = yaml.safe_load(path.read_text())
     exp = from_dict(WeakLocExperiment, data)
-    assert exp.box_fractions == [0.0, 0.1] and len(exp.seeds) >= 3 and exp.run.pooling == "noisy_or"
+    assert exp.box_fractions == [0.0, 0.1]
+    assert len(exp.seeds) >= 3
+    assert exp.run.pooling == "noisy_or"
     data["run"]["box_wieght"] = 2.0
     with pytest.raises(ConfigError, match="box_wieght"):
         from_dict(WeakLocExperiment, data)

@@ -60,7 +60,8 @@ def test_head_shapes_dtypes_and_raw_logits(name, encoders):
         pooled = feats[-1].flatten(2).mean(-1)
         out = head(feats, x.shape[2:]) if head.kind == "dense" else head(pooled)
     assert out.dtype == torch.float32
-    assert out.shape[:2] == (2, len(head.label_names)) and head.num_outputs == len(head.label_names)
+    assert out.shape[:2] == (2, len(head.label_names))
+    assert head.num_outputs == len(head.label_names)
     if head.kind == "vector":
         assert out.shape == (2, len(head.label_names))
         # logits are exactly the affine map: no activation in forward
@@ -135,9 +136,13 @@ def test_medicalnet_seg_key_layout():
     types = [type(m) for m in head]
     assert types == [torch.nn.ConvTranspose3d, torch.nn.BatchNorm3d, torch.nn.ReLU, torch.nn.Conv3d,
                      torch.nn.BatchNorm3d, torch.nn.ReLU, torch.nn.Conv3d]
-    assert head[0].weight.shape == (64, 32, 2, 2, 2) and head[0].stride == (2, 2, 2)
-    assert head[3].weight.shape == (32, 32, 3, 3, 3) and head[3].bias is None and head[3].padding == (1, 1, 1)
-    assert head[6].weight.shape == (2, 32, 1, 1, 1) and head[6].bias is None
+    assert head[0].weight.shape == (64, 32, 2, 2, 2)
+    assert head[0].stride == (2, 2, 2)
+    assert head[3].weight.shape == (32, 32, 3, 3, 3)
+    assert head[3].bias is None
+    assert head[3].padding == (1, 1, 1)
+    assert head[6].weight.shape == (2, 32, 1, 1, 1)
+    assert head[6].bias is None
 
 
 def test_medicalnet_seg_loads_a_medicalnet_style_state_dict():
@@ -163,7 +168,8 @@ def test_medicalnet_seg_resolution_and_activation(encoders):
         logits = head(enc(x))
     assert logits.shape == (1, 2, 4, 8, 8)
     act = head.activate(logits, x.shape[2:])
-    assert act["probs"].shape == (1, 2, 16, 32, 32) and act["pred"].shape == (1, 16, 32, 32)
+    assert act["probs"].shape == (1, 2, 16, 32, 32)
+    assert act["pred"].shape == (1, 16, 32, 32)
     up = torch.nn.functional.interpolate(logits, size=(16, 32, 32), mode="trilinear", align_corners=False)
     e = np.exp(up.numpy() - up.numpy().max(1, keepdims=True))
     np.testing.assert_allclose(act["probs"].numpy(), e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)

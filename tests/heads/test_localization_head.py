@@ -41,7 +41,8 @@ def test_noisy_or_is_stable_for_very_negative_patches():
     logit = mil_pool(x, "noisy_or")
     # P = 1 - (1 - s)^144 ~= 144 s for s = sigmoid(-40); logit ~= log(144 s)
     expected = math.log(144 / (1 + math.exp(40)))
-    assert torch.isfinite(logit).all() and logit.item() == pytest.approx(expected, rel=1e-6)
+    assert torch.isfinite(logit).all()
+    assert logit.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_lse_and_max_pooling():
@@ -63,7 +64,8 @@ def test_head_shapes_logits_and_activate():
     expected = torch.einsum("bchw,kc->bkhw", feats[0], conv.weight[:, :, 0, 0]) + conv.bias[None, :, None, None]
     torch.testing.assert_close(logits, expected)  # raw logits, no activation in forward
     out = head.activate(logits, (48, 48))
-    assert out["probs"].shape == (2, 3) and out["heatmap"].shape == (2, 3, 48, 48)
+    assert out["probs"].shape == (2, 3)
+    assert out["heatmap"].shape == (2, 3, 48, 48)
     torch.testing.assert_close(out["patch_probs"], logits.sigmoid())
     torch.testing.assert_close(out["probs"], head.pool(logits).sigmoid())
     assert torch.equal(out["pred"], (out["probs"] >= 0.5).long())
@@ -82,7 +84,9 @@ def test_registered_and_built_from_features():
     reductions = ((2,) * 3, (4,) * 3, (8,) * 3, (8,) * 3, (8,) * 3)
     info = FeatureInfo((8, 8, 16, 32, 64), reductions, output_stride=8, in_features=64, spatial_dims=2)
     head = create_head("localization", info, num_classes=4, pooling="lse")
-    assert type(head).__name__ == "LocalizationHead" and head.classifier.in_channels == 64 and head.pooling == "lse"
+    assert type(head).__name__ == "LocalizationHead"
+    assert head.classifier.in_channels == 64
+    assert head.pooling == "lse"
     with pytest.raises(ValueError, match="2D"):
         create_head("localization", FeatureInfo((8, 8, 16, 32, 64), reductions, 8, 64, spatial_dims=3), num_classes=2)
     with pytest.raises(ValueError, match="pooling"):

@@ -58,9 +58,11 @@ def test_create_model_forward_backward(path):
 def test_config_values_reach_the_model():
     model = create_model(CONFIGS[0].parent / "multitask.yaml", overrides=TINY)
     assert model.task_levels == {"ct_seg": "volume", "covid_ct": "series", "findings": "image"}
-    assert model.heads["findings"].label_names[12] == "Pleural_Thickening" and model.heads["findings"].num_outputs == 14
+    assert model.heads["findings"].label_names[12] == "Pleural_Thickening"
+    assert model.heads["findings"].num_outputs == 14
     assert model.heads["covid_ct"].label_names == ("normal", "pneumonia", "covid19")
-    assert model.max_items_per_chunk == 64 and type(model.aggregator).__name__ == "AttentionMIL"
+    assert model.max_items_per_chunk == 64
+    assert type(model.aggregator).__name__ == "AttentionMIL"
 
 
 def test_dict_dataclass_and_saved_yaml_build_the_same_model(tmp_path):

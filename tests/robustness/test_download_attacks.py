@@ -23,7 +23,7 @@ import medzoo.zoo.download as dl
 from medzoo.cli.main import main
 from medzoo.zoo.download import DownloadError, cache_path, download, read_pins
 from medzoo.zoo.spec import FileSpec, WeightsSpec
-from tests.helpers import LocalServer
+from tests.helpers import serve
 from tests.robustness.attack_kit import REPO, small_fs
 from tests.robustness.tally import case, note
 
@@ -238,18 +238,10 @@ def tls_server(tmp_path, monkeypatch):
     if made is None or made.returncode != 0:
         pytest.skip("openssl cannot make a test certificate here")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    root = tmp_path / "tls"
-    root.mkdir()
-    server = LocalServer(root)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
-    server.httpd.socket = ctx.wrap_socket(server.httpd.socket, server_side=True)
-    server.thread.start()
-    try:
+    with serve(tmp_path / "tls", tls=ctx) as server:
         yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
 
 
 def _has_openssl() -> bool:

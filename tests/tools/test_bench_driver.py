@@ -19,9 +19,12 @@ def test_runs_a_suite_prints_and_writes_section(tmp_path):
     out, lines = tmp_path / "docs" / "BENCHMARKS.md", []
     fake_suite.CALLS.clear()
     results = run_benchmarks(["fake"], quick=True, output=out, emit=lines.append, suites=FAKE)
-    assert fake_suite.CALLS == [True] and list(results) == ["fake"]
+    assert fake_suite.CALLS == [True]
+    assert list(results) == ["fake"]
     text = out.read_text()
-    assert text.startswith("# Benchmarks") and "## fake (quick)" in text and "Machine: cpu" in text
+    assert text.startswith("# Benchmarks")
+    assert "## fake (quick)" in text
+    assert "Machine: cpu" in text
     assert "| met figure | 2 | >= 1.5 |" in text and "| extra |" in text.splitlines()[text.splitlines().index(
         next(line for line in text.splitlines() if line.startswith("| name")))]
     assert any("## fake (quick)" in line for line in lines)
@@ -30,7 +33,8 @@ def test_runs_a_suite_prints_and_writes_section(tmp_path):
                        "| name | ratio | target |"], "rows with different keys get their own tables"
     summary = text[text.index("<!-- suite:summary -->"): text.index("<!-- /suite:summary -->")]
     assert "missed figure: measured 1.2, target <= 1.05. Reason: too slow here" in summary
-    assert "met figure: measured" not in summary and "report only" not in summary
+    assert "met figure: measured" not in summary
+    assert "report only" not in summary
 
 
 def test_rewrite_replaces_only_its_section_and_summary_covers_all(tmp_path):
@@ -40,7 +44,9 @@ def test_rewrite_replaces_only_its_section_and_summary_covers_all(tmp_path):
     first = out.read_text()
     run_benchmarks(["fake"], quick=True, output=out, emit=lambda s: None, suites=FAKE)
     text = out.read_text()
-    assert text.count("<!-- suite:fake -->") == 1 and "## fake (quick)" in text and "## fake\n" not in text
+    assert text.count("<!-- suite:fake -->") == 1
+    assert "## fake (quick)" in text
+    assert "## fake\n" not in text
     assert text.index("<!-- suite:summary -->") < text.index("<!-- suite:fake -->") < text.index("<!-- suite:pairs")
     assert first[first.index("<!-- suite:pairs -->"):] == text[text.index("<!-- suite:pairs -->"):]
     targets = read_section_targets(text)
@@ -71,7 +77,9 @@ def test_import_error_inside_a_suite_is_not_hidden_as_missing():
 def test_row_targets_formats():
     assert row_targets("s", {"name": "a", "ratio": 1.0, "target": "report"}) == []
     (t,) = row_targets("s", {"name": "a", "ratio": 5.5, "target": 5.0, "note": "n"})
-    assert t["met"] and t["target"] == ">= 5" and t["reason"] == "n"
+    assert t["met"]
+    assert t["target"] == ">= 5"
+    assert t["reason"] == "n"
     (t,) = row_targets("s", {"name": "a", "ratio": 1.04, "target": "<= 1.05"})
     assert t["met"]
 
@@ -82,12 +90,16 @@ def test_write_keeps_foreign_text(tmp_path):
     write_benchmarks_md(out, "x", "## x\n\nbody", [])
     write_benchmarks_md(out, "x", "## x\n\nbody 2", [])
     text = out.read_text()
-    assert "hand-written intro" in text and "body 2" in text and "body\n" not in text and "None." in text
+    assert "hand-written intro" in text
+    assert "body 2" in text
+    assert "body\n" not in text
+    assert "None." in text
 
 
 def test_real_suite_table_and_command_line():
     assert {"overhead", "roofline", "encoder", "series", "data", "predict"} <= set(SUITES)
-    assert callable(load_suite("overhead")) and callable(load_suite("roofline"))
+    assert callable(load_suite("overhead"))
+    assert callable(load_suite("roofline"))
     with pytest.raises(SystemExit):
         main(["nope"])
 
@@ -108,8 +120,10 @@ def test_command_line_runs_a_registered_suite(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(SUITES, "gone", FAKE["gone"])
     out = tmp_path / "B.md"
     assert main(["fake", "--quick", "--write", "--output", str(out)]) == 0
-    assert "## fake (quick)" in capsys.readouterr().out and "<!-- suite:fake -->" in out.read_text()
-    assert main(["gone"]) == 2 and "module tools.bench_does_not_exist not found" in capsys.readouterr().err
+    assert "## fake (quick)" in capsys.readouterr().out
+    assert "<!-- suite:fake -->" in out.read_text()
+    assert main(["gone"]) == 2
+    assert "module tools.bench_does_not_exist not found" in capsys.readouterr().err
 
 
 def test_the_package_does_not_reach_into_the_repository():

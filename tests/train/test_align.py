@@ -61,7 +61,8 @@ def test_losses_consistency_and_frozen_perceptual():
     ref, x = torch.rand(1, 1, 32, 32), torch.rand(3, 1, 32, 32)
     net = AlignNet(size=32)
     train_alignment(x, ref, encoder=enc, steps=1, batch_size=2, net=net)
-    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
+    assert not enc.training
+    assert not any(p.requires_grad for p in enc.parameters())
     out = alignment_losses(x, ref, enc, levels=(1, 2), perceptual_weight=0.5)
     assert out["consistency"].item() == pytest.approx(((x - ref) ** 2).mean().item(), rel=1e-6)
     fx, fr = enc(x), enc(ref.expand(3, -1, -1, -1))
@@ -82,7 +83,8 @@ def test_recovers_known_transforms(trained):
         aligned = warp(moving, theta)
     before = ((moving - reference) ** 2).mean(dim=(1, 2, 3))
     after = ((aligned - reference) ** 2).mean(dim=(1, 2, 3))
-    assert (after < before).all() and after.mean() < 0.5 * before.mean()
+    assert (after < before).all()
+    assert after.mean() < 0.5 * before.mean()
     residual = _homog(A) @ _homog(theta)  # aligned(p) = chest(A theta p): ideally the identity
     rot = torch.rad2deg(torch.atan2(residual[:, 1, 0], residual[:, 0, 0])).abs()
     scale = torch.det(residual[:, :2, :2]).sqrt()
@@ -125,7 +127,8 @@ def test_cli_aligns_a_folder(trained, tmp_path, capsys):
     assert args.func(args) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cxr0.png", "cxr1.png", "cxr2.png"]
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    assert len(rows) == 3 and all(float(after) < float(before) for _, before, after in rows)
+    assert len(rows) == 3
+    assert all(float(after) < float(before) for _, before, after in rows)
     args = parser.parse_args(["align", str(tmp_path / "in"), "--reference", str(tmp_path / "ref.png"),
                               "--out", str(tmp_path / "o2")])
     with pytest.raises(SystemExit, match="--weights"):

@@ -21,7 +21,8 @@ def _state(value: float, model: dict | None = None) -> dict:
 def test_round_trip(tmp_path):
     p = save_checkpoint(tmp_path / "sub" / "last.pt", _state(2.0))
     out = load_checkpoint(p)
-    assert out["step"] == 2 and torch.equal(out["model"]["w"], torch.full((3,), 2.0))
+    assert out["step"] == 2
+    assert torch.equal(out["model"]["w"], torch.full((3,), 2.0))
     assert not (tmp_path / "sub" / "last.pt.tmp").exists()
 
 

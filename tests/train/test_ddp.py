@@ -120,7 +120,8 @@ def _assert_equal_metrics(got: dict[str, float], expected: dict[str, float]) -> 
 def test_ranks_report_identical_metrics_equal_to_evaluate(launch, corpus):
     r0, r1 = _read(launch, "metrics")
     assert _nan_safe(r0) == _nan_safe(r1)  # history (every validation), test metrics, step, stop: one answer
-    assert r0["stopped_early"] and r0["stop_reason"] == "early_stopping"
+    assert r0["stopped_early"]
+    assert r0["stop_reason"] == "early_stopping"
     assert r0["step"] == r1["step"] == r0["history"][-1]["step"]  # both ranks left at the 2nd evaluation
     assert len(r0["history"]) == 2
     run = launch / "metrics"
@@ -139,7 +140,8 @@ def test_nan_loss_on_one_rank_stops_both_at_the_same_step(launch):
     r0, r1 = _read(launch, "nan")
     assert r1["error"].startswith("optimizer step 2: the training loss is not finite on dataset 'nih'")
     assert r0["error"].startswith("optimizer step 2: the training loss is not finite on another rank")
-    assert "\n" not in r0["error"] and "\n" not in r1["error"]
+    assert "\n" not in r0["error"]
+    assert "\n" not in r1["error"]
 
 
 def test_max_minutes_ends_both_ranks_at_the_same_step(launch):
@@ -205,7 +207,8 @@ def test_sigkill_and_resume_under_ddp_matches_unbroken_run(corpus, tmp_path):
     hang.kill()
     hang.wait(60)
     killed = load_checkpoint(tmp_path / "crash" / "last.pt")
-    assert killed["step"] == 3 and not (tmp_path / "crash" / "last.pt.tmp").exists()
+    assert killed["step"] == 3
+    assert not (tmp_path / "crash" / "last.pt.tmp").exists()
 
     resumed = subprocess.run([*medzoo, str(crash_cfg), "--resume"], env=_env(), cwd=ROOT, capture_output=True,
                              text=True, timeout=300)

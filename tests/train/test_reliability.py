@@ -128,7 +128,8 @@ def test_out_of_range_numbers_are_one_line_errors(corpus, tmp_path, capsys, over
     path = write_config(run_config(corpus, tmp_path / "run", ["nih"]), tmp_path / "r.yaml")
     assert main(["train", "-c", str(path), "--set", override, "--quiet"]) == 2
     line = _one_line_error(capsys, "train")
-    assert key in line and str(path) in line
+    assert key in line
+    assert str(path) in line
 
 
 def test_nan_loss_is_one_line_naming_step_and_dataset(corpus, tmp_path, capsys):
@@ -157,6 +158,8 @@ def test_max_minutes_stops_evaluates_and_saves(corpus, tmp_path):
     from medzoo.train.trainer import fit
 
     res = fit(run_config(corpus, tmp_path / "run", ["nih"], max_steps=None, epochs=20, max_minutes=1e-9))
-    assert res.step == 1 and res.stop_reason == "max_minutes" and not res.stopped_early
+    assert res.step == 1
+    assert res.stop_reason == "max_minutes"
+    assert not res.stopped_early
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
     assert math.isfinite(res.history[-1]["val/loss"])  # the cut epoch was evaluated

@@ -25,7 +25,8 @@ def test_loader_kwargs_defaults_and_overrides():
     cpus = len(os.sched_getaffinity(0))
     assert default_workers(cuda, 1) == max(0, min(4, cpus - 1))  # a core stays with the training loop
     on_gpu = loader_kwargs(TrainConfig(), cuda)
-    assert on_gpu["pin_memory"] is True and on_gpu["num_workers"] == default_workers(cuda, 1)
+    assert on_gpu["pin_memory"] is True
+    assert on_gpu["num_workers"] == default_workers(cuda, 1)
     kw = loader_kwargs(TrainConfig(num_workers=3, prefetch_factor=4, persistent_workers=False, pin_memory=True), cpu)
     assert kw == {"num_workers": 3, "pin_memory": True, "persistent_workers": False, "prefetch_factor": 4}
 
@@ -69,7 +70,8 @@ def test_persistent_workers_give_the_main_process_batches():
         expected, main_pids = _batches(main, epoch)
         got, pids = _batches(pooled, epoch)
         assert got == expected, epoch
-        assert main_pids == {os.getpid()} and os.getpid() not in pids
+        assert main_pids == {os.getpid()}
+        assert os.getpid() not in pids
         seen.append(pids)
     assert len(set().union(*seen)) <= 4  # 2 workers per dataset served every pass of every epoch: none restarted
     assert {e for _, rows in expected for _, e in rows} != {0.0}  # the epoch tag reached the dataset

@@ -19,8 +19,11 @@ def test_loads_with_overrides_and_round_trips(cfg, tmp_path):
     path = write_config(cfg, tmp_path / "run.yaml")
     rc = load_run_config(path, ["train.lr=0.5", "train.scheduler.name=exponential", "output.checkpoint_every=3"])
     assert isinstance(rc, RunConfig)
-    assert rc.train.lr == 0.5 and rc.train.scheduler.name == "exponential" and rc.output.checkpoint_every == 3
-    assert rc.data[1].options == {"level": "series"} and rc.data[0].tasks == {"findings": "findings"}
+    assert rc.train.lr == 0.5
+    assert rc.train.scheduler.name == "exponential"
+    assert rc.output.checkpoint_every == 3
+    assert rc.data[1].options == {"level": "series"}
+    assert rc.data[0].tasks == {"findings": "findings"}
     again = load_run_config(yaml.safe_load(run_config_yaml(rc)))
     assert again == rc
 

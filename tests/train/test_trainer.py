@@ -39,7 +39,8 @@ def test_two_step_multitask_run_writes_everything(corpus, tmp_path):
                          "versions"}
     assert ckpt["step"] == 3 and ckpt["epoch"] == 0 and ckpt["batch"] == 3  # where a resume continues
     model, stored = model_from_checkpoint(run / "last.pt")
-    assert stored["data_root"] == str(corpus) and sorted(model.tasks) == ["covid_ct", "findings", "tb"]
+    assert stored["data_root"] == str(corpus)
+    assert sorted(model.tasks) == ["covid_ct", "findings", "tb"]
     assert json.loads((run / "result.json").read_text())["step"] == 3
 
 
@@ -57,7 +58,8 @@ def test_objective_masks_nan_labels():
     expected_f = bce[valid].mean()
     logp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
     expected_c = -(logp[0, 2] + logp[2, 0]) / 2
-    assert parts["f"] == pytest.approx(expected_f, rel=1e-5) and parts["c"] == pytest.approx(expected_c, rel=1e-5)
+    assert parts["f"] == pytest.approx(expected_f, rel=1e-5)
+    assert parts["c"] == pytest.approx(expected_c, rel=1e-5)
     weighted = Objective(mc, {"f": LossConfig(weight=2.5), "c": LossConfig(type="focal", options={"mode": "multiclass"},
                                                                            weight=0.5)})
     total_w, parts_w = weighted({"f": logits, "c": logits}, {"f": y, "c": cls})
@@ -82,8 +84,10 @@ def test_label_mapping_by_name():
                           {"cov": [1, 2, 0], "f": [1, -1]})
     out = mapping.targets({"label.covid": torch.tensor([0.0, 2.0, NAN]),
                            "label.findings": torch.tensor([[0.0, 1.0], [1.0, 0.0]])}, "ds")
-    assert out["cov"][:2].tolist() == [1.0, 0.0] and math.isnan(out["cov"][2])
-    assert out["f"][:, 0].tolist() == [1.0, 0.0] and torch.isnan(out["f"][:, 1]).all()
+    assert out["cov"][:2].tolist() == [1.0, 0.0]
+    assert math.isnan(out["cov"][2])
+    assert out["f"][:, 0].tolist() == [1.0, 0.0]
+    assert torch.isnan(out["f"][:, 1]).all()
     with pytest.raises(KeyError, match="batch label 'tb' is not mapped"):
         mapping.targets({"label.tb": torch.zeros(2)}, "ds")
 
@@ -118,7 +122,8 @@ def test_multiloader_resumes_mid_epoch():
                      seed=1)
     loader = MultiLoader(data, [3, 2], plan, seed=4, collate_fn=lambda s: torch.stack([x["image"] for x in s]))
     full = [(i, b.flatten().tolist()) for i, b in loader.epoch(2)]
-    assert len(full) == 5 and sorted(i for i, _ in full) == [0, 0, 0, 1, 1]
+    assert len(full) == 5
+    assert sorted(i for i, _ in full) == [0, 0, 0, 1, 1]
     for start in range(1, 5):
         assert [(i, b.flatten().tolist()) for i, b in loader.epoch(2, start)] == full[start:]
     assert full != [(i, b.flatten().tolist()) for i, b in loader.epoch(3)]
@@ -149,7 +154,8 @@ def test_freeze_encoder_epochs(corpus, tmp_path):
     head0 = tr.model.heads["findings"].fc.weight.detach().clone()
     tr.total_steps = tr.steps_per_epoch  # stop after the frozen epoch
     tr.fit()
-    assert all(frozen for epoch, frozen in seen) and len(seen) == tr.steps_per_epoch
+    assert all(frozen for epoch, frozen in seen)
+    assert len(seen) == tr.steps_per_epoch
     assert torch.equal(tr.model.encoder.conv1.weight, enc0)  # frozen: unchanged (BN statistics too)
     assert torch.equal(tr.model.state_dict()["encoder.bn1.running_mean"], before["encoder.bn1.running_mean"])
     assert not torch.equal(tr.model.heads["findings"].fc.weight, head0)
@@ -162,7 +168,9 @@ def test_early_stopping_and_best_checkpoint(corpus, tmp_path):
     res = fit(cfg)
     assert res.stopped_early and res.epoch == 2  # the 2nd evaluation cannot beat the 1st by 100
     best = load_checkpoint(tmp_path / "run" / "best.pt")["best"]
-    assert best["metric"] == "val/tb/accuracy" and best == res.best and len(res.history) == 2
+    assert best["metric"] == "val/tb/accuracy"
+    assert best == res.best
+    assert len(res.history) == 2
     assert best["value"] == max(h["val/tb/accuracy"] for h in res.history)
 
 
@@ -170,12 +178,15 @@ def test_grad_accumulation_counts_optimizer_steps(corpus, tmp_path):
     cfg = run_config(corpus, tmp_path / "run", ["nih"], max_steps=None, epochs=1, grad_accum=2)
     tr = Trainer(cfg)
     res = tr.fit()
-    assert res.step == len(tr.plan) // 2 and tr.scheduler.last_epoch == res.step
+    assert res.step == len(tr.plan) // 2
+    assert tr.scheduler.last_epoch == res.step
 
 
 def test_load_run_config_defaults(corpus, tmp_path):
     rc = load_run_config(run_config(corpus, tmp_path, ["nih"]))
-    assert rc.train.best_metric is None and rc.init.source == "scratch" and rc.data[0].fraction == 1.0
+    assert rc.train.best_metric is None
+    assert rc.init.source == "scratch"
+    assert rc.data[0].fraction == 1.0
 
 
 @pytest.mark.parametrize("name", ["pretrain_multitask.yaml", "finetune_tb.yaml"])
@@ -185,7 +196,8 @@ def test_example_configs_build_on_the_corpus(corpus, tmp_path, name):
     path = Path(__file__).resolve().parents[2] / "configs" / "experiments" / name
     tr = Trainer(path, [f"data_root={corpus}", f"output.dir={tmp_path}", "init.source=scratch",
                         "output.tensorboard=false"], quiet=True)
-    assert tr.total_steps > 0 and all("train" in b.splits for b in tr.train_bundles)
+    assert tr.total_steps > 0
+    assert all("train" in b.splits for b in tr.train_bundles)
     i, batch = next(iter(tr.loader.epoch(0)))
     targets = tr.train_bundles[i].mapping.targets(batch, tr.train_bundles[i].name)
     outputs = tr.model(batch["image"], pad_mask=batch.get("pad_mask"), tasks=list(targets))
@@ -209,4 +221,5 @@ def test_mixed_precision_on_cuda(corpus, tmp_path, precision):
     tr = Trainer(cfg)
     assert tr.scaler.is_enabled() == (precision == "fp16")  # bf16 keeps fp32's exponent range: no scaler
     res = tr.fit()
-    assert res.step == 3 and math.isfinite(res.metrics["val/loss"])
+    assert res.step == 3
+    assert math.isfinite(res.metrics["val/loss"])

@@ -62,12 +62,14 @@ def test_mil_loss_masks_nan():
 
 def test_pixel_loss_literal_balanced_and_plain():
     masks, has_box = _top_left_box()
-    assert masks[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]] and has_box.tolist() == [[True], [False]]
+    assert masks[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert has_box.tolist() == [[True], [False]]
     inside = -math.log(0.75)  # p = 0.75, target 1
     outside = [-math.log(0.5), -math.log(0.25), -math.log(0.75)]  # p = 0.5, 0.75, 0.25, target 0
     balanced = 0.5 * (inside + sum(outside) / 3)
     plain = (inside + sum(outside)) / 4
-    assert balanced == pytest.approx(0.5383617, abs=1e-6) and plain == pytest.approx(0.6637015, abs=1e-6)
+    assert balanced == pytest.approx(0.5383617, abs=1e-6)
+    assert plain == pytest.approx(0.6637015, abs=1e-6)
     assert pixel_loss(LOGITS, masks.double(), has_box).item() == pytest.approx(balanced, abs=1e-10)
     assert pixel_loss(LOGITS, masks.double(), has_box, balanced=False).item() == pytest.approx(plain, abs=1e-10)
 
@@ -96,14 +98,16 @@ def test_images_without_boxes_contribute_no_pixel_loss():
     targets = torch.tensor([[1.0, 0.0, 1.0]] * 4, dtype=torch.float64)
     for m, h in ((None, None), (torch.zeros_like(masks).double(), torch.zeros_like(has_box))):
         out = weak_loc_loss(logits, targets, m, h, box_weight=3.0)
-        assert out["pixel"].item() == 0.0 and out["loss"].item() == out["mil"].item()
+        assert out["pixel"].item() == 0.0
+        assert out["loss"].item() == out["mil"].item()
 
 
 def test_rasterize_scales_nih_boxes_to_the_grid():
     assert _w().NIH_BOX_SPACE == NIH_BOX_SPACE
     masks, has_box = rasterize_boxes([[(0, (512.0, 0.0, 512.0, 256.0))]], 2, (4, 4), NIH_BOX_SPACE)
     assert masks[0, 0].tolist() == [[0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
-    assert has_box.tolist() == [[True, False]] and masks[0, 1].sum() == 0
+    assert has_box.tolist() == [[True, False]]
+    assert masks[0, 1].sum() == 0
     with pytest.raises(ValueError, match="class index 5"):
         rasterize_boxes([[(5, (0, 0, 1, 1))]], 2, (4, 4), NIH_BOX_SPACE)
 
@@ -143,4 +147,5 @@ def test_record_boxes_from_the_vindr_reader(tmp_path):
         box = tuple(round(v, 4) for v in (x0, y0, max(x1 - x0, 1.0), max(y1 - y0, 1.0)))
         assert (VINDR_LABELS.index(r[1]), box) in [(k, tuple(round(v, 4) for v in b)) for k, b in by_id[r[0]]]
     masks, has_box = rasterize_boxes([b for _, b in got], len(VINDR_LABELS), (8, 8), (32, 32))
-    assert has_box.sum() > 0 and masks.sum() > 0
+    assert has_box.sum() > 0
+    assert masks.sum() > 0

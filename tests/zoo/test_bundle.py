@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +21,16 @@ import pytest
 import torch
 import yaml
 
+from medzoo.data.contract import contract_for, parse_preprocessing
 from medzoo.zoo.bundle import (
     SCHEMA_URL,
     TaskNetwork,
-    _bundle_preprocessing,
     _postprocessing,
     bundle_inference_config,
     schema_file,
     write_bundle,
 )
+from medzoo.zoo.bundle_inputs import bundle_preprocessing
 from medzoo.zoo.export import sha256_file
 from medzoo.zoo.formats import ExportModule, example_input
 from medzoo.zoo.publish import model_metadata
@@ -53,8 +55,12 @@ KINDS = {
     "series": ({"encoder": {"name": "resnet10", "widths": W}, "aggregator": {"name": "attention"},
                 "tasks": {"covid": {"type": "classification", "level": "series",
                                     "labels": ["normal", "pneumonia", "covid"]}}},
-               "covid", {"modality": ["CT"], "normalisation": "zscore"}, {"spatial": (32, 32), "slices": 3}, {}),
+               "covid", {"series": {"modality": ["CT"], "axes": "HW", "rescale": "max_value",
+                                    "normalisation": "window", "intensity_window": [0.2, 0.7]}},
+               {"spatial": (32, 32), "slices": 3}, {}),
 }
+#: The maximum value of a file by the dtype its pixels are stored in (8-bit and 16-bit PNG).
+MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +81,21 @@ def _expected(kind: str, model: torch.nn.Module, raw: np.ndarray) -> np.ndarray:
     softmax (classes) or sigmoid (multilabel)."""
     if kind == "volume":
         x = (np.clip(raw, -200, 300) + 200) / 500
-    elif kind == "image":
-        x = np.clip(raw, 0, 255) / 255 * 2048 - 1024
+    elif kind == "image":  # the flat CXR contract: 8-bit window [0, 255] = [0, 1] of the file's maximum value
+        x = np.clip(raw / MAX_VALUE[raw.dtype], 0, 1) * 2048 - 1024
     else:
-        x = (raw - raw.mean()) / raw.std()
+        x = (np.clip(raw / MAX_VALUE[raw.dtype], 0.2, 0.7) - 0.2) / 0.5
     x = torch.from_numpy(x.astype(np.float32))[None]
     with torch.no_grad():
         logits = model(x.transpose(1, 2) if kind == "series" else x)[KINDS[kind][1]][0]
     return (torch.sigmoid(logits) if kind == "image" else torch.softmax(logits, dim=0)).numpy()
+
+
+def _another(raw: np.ndarray) -> np.ndarray:
+    """A second input: 8-bit pixels become other 16-bit ones (the 65535 path), raw intensities are shifted."""
+    if raw.dtype == np.uint8:
+        return raw.astype(np.uint16) * 200 + 7
+    return raw * 0.5 + 3.0
 
 
 @contextlib.contextmanager
@@ -162,7 +175,7 @@ def test_verify_net_in_out_passes(bundles, kind):
 def test_bundle_workflow_runs_the_sample_and_matches_eager(bundles, kind, tmp_path):
     model, out, _, _ = bundles[kind]
     raw = np.load(out / "sample" / "sample.npz")["image"]
-    other = raw * 0.5 + 3.0
+    other = _another(raw)
     np.savez(tmp_path / "other.npz", image=other)
     assert _run_workflow(out, out / "sample", tmp_path / "pred") == [1]  # the run expressions' results
     assert _run_workflow(out, tmp_path, tmp_path / "pred") == [1]
@@ -198,7 +211,8 @@ def _strings(obj, out: list[str]) -> list[str]:
 def test_no_bundle_file_holds_weight_or_user_text_as_monai_syntax(bundles):
     model, out, contract, task = bundles["image"]
     config = json.loads((out / "configs" / "inference.json").read_text())
-    assert config == bundle_inference_config(_bundle_preprocessing(contract), _postprocessing("multilabel"))
+    typed = contract_for(parse_preprocessing(contract), "image")
+    assert config == bundle_inference_config(bundle_preprocessing(typed, "image"), _postprocessing("multilabel"))
     extra = {"metadata.json": ""}
     torch.jit.load(str(out / "models" / "model.ts"), _extra_files=extra)
     for name, text in (("metadata.json", (out / "configs" / "metadata.json").read_text()),
@@ -298,58 +312,60 @@ def test_the_shipped_schema_is_the_published_file():
     assert "network_data_format" in json.loads(data)["required"]
 
 
-def _numpy_contract(x: np.ndarray, c: dict) -> np.ndarray:
-    """The preprocessing contract's intensity steps, written out with numpy."""
-    norm, window = c["normalisation"], c.get("intensity_window")
-    if window is not None:
-        x = np.clip(x, *window)
-    if norm == "window":
-        return (x - window[0]) / (window[1] - window[0])
-    if norm == "linear":
-        lo, hi = c["value_range"]
-        return lo + (x - window[0]) / (window[1] - window[0]) * (hi - lo)
-    if norm == "meanstd":
-        unit = (x - window[0]) / (window[1] - window[0])
-        return (unit - np.array(c["mean"])[:, None, None]) / np.array(c["std"])[:, None, None]
-    if norm == "minmax":
-        return (x - x.min()) / (x.max() - x.min())
-    if norm in ("zscore", "zscore_nonzero"):
-        sel = x[x > 0] if norm == "zscore_nonzero" else x
-        return (x - sel.mean()) / sel.std()
-    return x
+def test_the_sample_is_stored_as_the_contract_reads_files(bundles):
+    assert np.load(bundles["image"][1] / "sample" / "sample.npz")["image"].dtype == np.uint8
+    assert np.load(bundles["series"][1] / "sample" / "sample.npz")["image"].dtype == np.uint8
+    assert np.load(bundles["volume"][1] / "sample" / "sample.npz")["image"].dtype == np.float32
 
 
-@pytest.mark.parametrize("contract", [
-    {"normalisation": "none"},
-    {"normalisation": "window", "intensity_window": [-200, 300]},
-    {"normalisation": "linear", "intensity_window": [0, 255], "value_range": [-1024, 1024]},
-    {"normalisation": "meanstd", "intensity_window": [0, 255], "mean": [0.485, 0.456, 0.406],
-     "std": [0.229, 0.224, 0.225]},
-    {"normalisation": "minmax"},
-    {"normalisation": "zscore", "intensity_window": [-500, 500]},
-    {"normalisation": "zscore_nonzero"},
-])
-def test_bundle_preprocessing_is_the_contract(contract):
-    from monai import transforms
+def test_metadata_and_readme_say_how_the_maximum_value_is_found(bundles):
+    _, out, _, _ = bundles["series"]
+    raw = json.loads((out / "configs" / "metadata.json").read_text())["medzoo_input"]
+    assert "uint8 / 255, uint16 / 65535" in raw["intensity"]
+    assert "`max_value` entry" in raw["intensity"]
+    assert raw["geometry"].startswith("not in the bundle")
+    readme = (out / "docs" / "README.md").read_text()
+    assert f"- Intensity: {raw['intensity']}." in readme
 
-    from medzoo.zoo._bundle_io import ZScorePositived
 
-    x = np.random.default_rng(0).normal(50, 300, size=(3, 6, 7)).astype(np.float32)
-    steps = []
-    for step in _bundle_preprocessing(contract):
-        kwargs = {k: v for k, v in step.items() if k != "_target_"}
-        name = step["_target_"]
-        cls = ZScorePositived if name == "scripts.medzoo_io.ZScorePositived" else getattr(transforms, name)
-        steps.append(cls(**kwargs))
-    got = transforms.Compose(steps)({"image": torch.from_numpy(x.copy())})["image"]
-    np.testing.assert_allclose(np.asarray(got), _numpy_contract(x.astype(np.float64), contract), atol=1e-4,
-                               rtol=1e-4)
+def test_weights_without_a_contract_give_a_bundle_that_says_so(bundles, tmp_path, caplog):
+    model, _, _, task = bundles["volume"]
+    meta = model_metadata(model, name="tiny.volume")
+    assert "preprocessing" not in meta
+    with caplog.at_level("WARNING", logger="medzoo.zoo.bundle"):
+        out = write_bundle(model, tmp_path / "raw", metadata=meta, task=task)
+    assert "no preprocessing contract for volume inputs" in caplog.text
+    config = json.loads((out / "configs" / "inference.json").read_text())
+    assert [t["_target_"] for t in config["preprocessing"]["transforms"]] == ["LoadImaged", "EnsureTyped"]
+    raw = json.loads((out / "configs" / "metadata.json").read_text())["medzoo_input"]
+    assert "no preprocessing contract" in raw["intensity"]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bundle_output_equals_medzoo_predictor_on_the_same_png(bundles, bits, tmp_path):
+    """An image contract with ``rescale: max_value``: the bundle on the PNG's pixels as stored == ``Predictor``."""
+    from medzoo.data.imageio import write_png
+    from medzoo.infer.inputs import discover_inputs, load_input
+    from medzoo.infer.predict import Predictor
+
+    model, out, contract, task = bundles["image"]
+    rng = np.random.default_rng(bits)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    write_png(tmp_path / "cxr.png", rng.integers(0, 2 ** bits, size=(1, 32, 32)).astype(dtype))
+    items, bad = discover_inputs([tmp_path / "cxr.png"])
+    loaded = load_input(items[0])
+    want = Predictor(model, preprocessing=contract).predict_loaded(loaded)[task].probs
+    (tmp_path / "in").mkdir()
+    np.savez(tmp_path / "in" / "cxr.npz", image=loaded.array)
+    _run_workflow(out, tmp_path / "in", tmp_path / "pred")
+    got = np.load(tmp_path / "pred" / "cxr.npz")["pred"]
+    assert loaded.array.dtype == dtype
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow
 def test_the_readme_bundle_commands_run_as_written(bundles, tmp_path):
     import os
-    import re
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Exports", 1)[1].split("\n## ", 1)[0]

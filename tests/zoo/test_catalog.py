@@ -97,7 +97,9 @@ def test_catalog_entry_lint(raw):
         for src in [f["url"], *f.get("mirrors", [])]:
             assert urlparse(src).scheme in ("https", "http", "file"), src
         if f["sha256"] is not None:
-            assert re.fullmatch(r"[0-9a-f]{64}", f["sha256"]) and isinstance(f["size"], int) and f["size"] > 0
+            assert re.fullmatch(r"[0-9a-f]{64}", f["sha256"])
+            assert isinstance(f["size"], int)
+            assert f["size"] > 0
         elif f.get("sha256_prefix"):
             assert "prefix-pinned" in raw.get("notes", "").lower(), "a prefix-pinned entry says so in its notes"
         else:
@@ -107,7 +109,8 @@ def test_catalog_entry_lint(raw):
 def test_catalog_names_unique_and_complete():
     names = [e["name"] for e in RAW]
     extra = [e["name"] for e in RAW_UNPINNED]
-    assert len(names) == len(set(names)) == 17 and len(extra) == len(set(extra)) == 7
+    assert len(names) == len(set(names)) == 17
+    assert len(extra) == len(set(extra)) == 7
     medicalnet = {f"resnet{d}.medicalnet8" for d in MEDICALNET} | {f"resnet{d}.medicalnet23" for d in (10, 18, 34, 50)}
     assert set(names) | set(extra) == medicalnet | IMAGENET | TXV
     assert set(names) == set(list_entries(catalog=CATALOG))
@@ -131,11 +134,15 @@ def test_medicalnet_entries_match_the_release(name):
     assert (f.format, f.part, f.name) == ("medicalnet-pth", "encoder", fname)
     assert f.sha256.startswith(sha_head)
     assert f"{f.size / 1e6:.3g} MB" == hf_size  # the exact size rounds to the Hugging Face listing
-    assert commit in spec.notes and str(f.size) in spec.notes
+    assert commit in spec.notes
+    assert str(f.size) in spec.notes
     a = spec.architecture
     assert (a.encoder, a.output_stride, a.in_channels, a.shortcut) == (f"resnet{depth}", 8, 1, shortcut)
-    assert spec.parts == ("encoder",) and spec.tasks == {} and spec.license == "MIT"
-    assert "Med3D" in spec.citation and "2019" in spec.citation
+    assert spec.parts == ("encoder",)
+    assert spec.tasks == {}
+    assert spec.license == "MIT"
+    assert "Med3D" in spec.citation
+    assert "2019" in spec.citation
     assert spec.preprocessing == {"volume": medicalnet_contract()}  # MedicalNet's own steps, axes DHW
 
 
@@ -158,7 +165,9 @@ def test_good_spec_round_trips():
     spec = WeightsSpec.from_dict(GOOD)
     assert spec.to_dict()["tasks"]["severity"]["ranges"] == {"geographic": [0.0, 8.0], "opacity": [0.0, 6.0]}
     assert WeightsSpec.from_dict(spec.to_dict()) == spec
-    assert spec.pinned and spec.size == 10 and spec.tasks["covid"].labels == ("normal", "pneumonia", "covid")
+    assert spec.pinned
+    assert spec.size == 10
+    assert spec.tasks["covid"].labels == ("normal", "pneumonia", "covid")
 
 
 def _with(path: str, value):
@@ -255,13 +264,16 @@ def test_add_entry_appends_keeps_comments_and_refuses_duplicates(tmp_path):
     text = path.read_text()
     assert text.startswith(CATALOG.read_text()), "existing text and comments are kept"
     cat = read_catalog_file(path)
-    assert list(cat)[-1] == "tiny.covid" and cat["tiny.covid"] == spec and len(cat) == len(RAW) + 1
+    assert list(cat)[-1] == "tiny.covid"
+    assert cat["tiny.covid"] == spec
+    assert len(cat) == len(RAW) + 1
     with pytest.raises(ValueError, match="exists"):
         add_entry(path, spec)
     changed = WeightsSpec.from_dict(dict(copy.deepcopy(GOOD), version="0.2"))
     add_entry(path, changed, replace=True)
     cat = read_catalog_file(path)
-    assert cat["tiny.covid"].version == "0.2" and len(cat) == len(RAW) + 1
+    assert cat["tiny.covid"].version == "0.2"
+    assert len(cat) == len(RAW) + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.yaml", "catalog.yaml.lock"]
 
 
@@ -329,7 +341,8 @@ def test_cli_list_and_info(capsys, medzoo_home):
     out = capsys.readouterr().out
     body = yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("#")))
     assert WeightsSpec.from_dict(body) == get_entry("resnet34.medicalnet23", catalog=CATALOG)
-    assert "not cached" in out and "--allow-unpinned" not in out
+    assert "not cached" in out
+    assert "--allow-unpinned" not in out
     assert _cli(["info", "densenet121-res224-nih", "--catalog", str(UNPINNED)]) == 0
     assert "--allow-unpinned" in capsys.readouterr().out
 

@@ -48,7 +48,8 @@ def test_convert_imagenet_cli_writes_an_export_that_loads_exactly(tmp_path, caps
     assert main(["convert", "imagenet", str(path), "--out", str(out), "--in-channels", "1"]) == 0
     assert "meanstd" in capsys.readouterr().out
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["preprocessing"]["mean"] == [0.449] and meta["architecture"]["shortcut"] == "B"
+    assert meta["preprocessing"]["mean"] == [0.449]
+    assert meta["architecture"]["shortcut"] == "B"
     assert "inflation centre" in meta["notes"]
     model, pre = medzoo.zoo.load(out)
     x = torch.randn(1, 1, 32, 32)

@@ -52,12 +52,16 @@ def test_download_verifies_and_cache_hit_does_not_refetch(http_server, medzoo_ho
     monkeypatch.setattr(dl, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
     path = download(spec, progress=False)
     assert path.read_bytes() == DATA
-    assert path == cache_path(None, spec) and medzoo_home in path.parents
-    assert leftovers(path) == [] and hashed == ["w.safetensors.part"]
+    assert path == cache_path(None, spec)
+    assert medzoo_home in path.parents
+    assert leftovers(path) == []
+    assert hashed == ["w.safetensors.part"]
     assert download(spec, progress=False) == path  # verified stamp matches: no re-hash, no request
-    assert http_server.count("w.safetensors") == 1 and hashed == ["w.safetensors.part"]
+    assert http_server.count("w.safetensors") == 1
+    assert hashed == ["w.safetensors.part"]
     os.utime(path, ns=(1, 1))  # the file changed on disk (mtime): the next hit re-hashes it
-    assert download(spec, progress=False) == path and hashed[-1] == "w.safetensors"
+    assert download(spec, progress=False) == path
+    assert hashed[-1] == "w.safetensors"
     assert http_server.count("w.safetensors") == 1
 
 
@@ -66,9 +70,12 @@ def test_tampered_server_file_rejected_and_removed(http_server, medzoo_home):
     with pytest.raises(IntegrityError) as err:
         download(spec, progress=False)
     msg = str(err.value)
-    assert spec.url in msg and SHA in msg and hashlib.sha256(tampered()).hexdigest() in msg
+    assert spec.url in msg
+    assert SHA in msg
+    assert hashlib.sha256(tampered()).hexdigest() in msg
     dest = cache_path(None, spec)
-    assert not dest.exists() and leftovers(dest) == []
+    assert not dest.exists()
+    assert leftovers(dest) == []
 
 
 def test_tampered_cache_file_removed_then_refetched(http_server, medzoo_home, monkeypatch):
@@ -95,8 +102,10 @@ def test_dropped_connection_leaves_no_corrupt_cache_and_retry_resumes(http_serve
     assert part.read_bytes() == DATA[:20_000]
     assert download(spec, progress=False).read_bytes() == DATA
     first, second = http_server.requests
-    assert "Range" not in first.headers and first.body_bytes == 20_000
-    assert second.headers["Range"] == "bytes=20000-" and second.status == 206
+    assert "Range" not in first.headers
+    assert first.body_bytes == 20_000
+    assert second.headers["Range"] == "bytes=20000-"
+    assert second.status == 206
     assert second.body_bytes == len(DATA) - 20_000
     assert leftovers(dest) == []
 
@@ -115,7 +124,9 @@ def test_server_ignoring_range_restarts_from_zero(http_server, medzoo_home):
     http_server.switches.drop_after, http_server.switches.ignore_range = 7_000, True
     assert download(spec, progress=False, retries=2).read_bytes() == DATA
     first, second = http_server.requests
-    assert second.headers["Range"] == "bytes=7000-" and second.status == 200 and second.body_bytes == len(DATA)
+    assert second.headers["Range"] == "bytes=7000-"
+    assert second.status == 200
+    assert second.body_bytes == len(DATA)
 
 
 def test_offline_uses_cache_or_fails_naming_the_variable(http_server, medzoo_home, monkeypatch):
@@ -126,7 +137,8 @@ def test_offline_uses_cache_or_fails_naming_the_variable(http_server, medzoo_hom
     assert download(spec, progress=False) == path
     with pytest.raises(OfflineError) as err:
         download(other, progress=False)
-    assert "MEDZOO_OFFLINE" in str(err.value) and str(cache_path(None, other)) in str(err.value)
+    assert "MEDZOO_OFFLINE" in str(err.value)
+    assert str(cache_path(None, other)) in str(err.value)
     assert [r.path for r in http_server.requests] == ["/w.bin"]
     assert download(other, progress=False, offline=False).read_bytes() == DATA[::-1]
 
@@ -145,7 +157,8 @@ def test_two_processes_end_with_one_verified_file_and_one_transfer(http_server, 
     paths = {o[0].strip() for o in outs}
     assert paths == {str(cache_path(None, spec))}
     assert Path(paths.pop()).read_bytes() == DATA
-    assert http_server.count("w.bin") == 1 and http_server.requests[0].body_bytes == len(DATA)
+    assert http_server.count("w.bin") == 1
+    assert http_server.requests[0].body_bytes == len(DATA)
 
 
 def test_unpinned_refused_without_flag_and_recorded_with_it(http_server, medzoo_home, caplog):
@@ -176,7 +189,8 @@ def test_file_url_and_plain_path_sources(tmp_path, medzoo_home, monkeypatch):
     for url in (src.as_uri(), str(src)):
         spec = FileSpec(url=url, sha256=SHA, size=len(DATA), format="safetensors", filename=f"{len(url)}.bin")
         path = download(spec, progress=False)
-        assert path.read_bytes() == DATA and path != src
+        assert path.read_bytes() == DATA
+        assert path != src
     src.write_bytes(tampered())
     spec = FileSpec(url=str(src), sha256=SHA, size=len(DATA), format="safetensors", filename="t.bin")
     with pytest.raises(IntegrityError, match=str(src)):
@@ -193,7 +207,8 @@ def test_mirrors_are_tried_in_order(http_server, medzoo_home, tmp_path):
     all_bad = pinned(http_server.url("missing.bin"), http_server.url("bad.bin"))
     with pytest.raises(IntegrityError) as err:
         download(all_bad, progress=False, cache_dir=tmp_path / "other")
-    assert "HTTP 404" in str(err.value) and http_server.url("bad.bin") in str(err.value)
+    assert "HTTP 404" in str(err.value)
+    assert http_server.url("bad.bin") in str(err.value)
     assert str(err.value).index("missing.bin") < str(err.value).index("bad.bin")
 
 
@@ -207,7 +222,8 @@ def test_size_lies_are_rejected(http_server, medzoo_home, tmp_path):
                      format="safetensors", filename="short.bin")
     with pytest.raises(IntegrityError, match=f"more than the {len(DATA) - 10} bytes"):
         download(short, progress=False)
-    assert not cache_path(None, short).exists() and leftovers(cache_path(None, short)) == []
+    assert not cache_path(None, short).exists()
+    assert leftovers(cache_path(None, short)) == []
     # Without Content-Length a correct body is still accepted (its size and hash are checked after).
     assert download(spec, progress=False).read_bytes() == DATA
 
@@ -230,7 +246,8 @@ def test_download_by_catalog_name_and_cli(tmp_path, medzoo_home, monkeypatch, ca
     cat.write_text(yaml.safe_dump({"schema": 1, "entries": [_entry(src.as_uri())]}))
     monkeypatch.setenv("MEDZOO_CATALOG", str(cat))
     path = download("tiny.test", progress=False)
-    assert path == medzoo_home / "weights" / "tiny.test" / "1.0" / "w.safetensors" and path.read_bytes() == DATA
+    assert path == medzoo_home / "weights" / "tiny.test" / "1.0" / "w.safetensors"
+    assert path.read_bytes() == DATA
     parser = argparse.ArgumentParser()
     zoo_cmd.add_parser(parser.add_subparsers())
     args = parser.parse_args(["download", "tiny.test", "--cache-dir", str(tmp_path / "c")])

@@ -316,3 +316,28 @@ def test_encoder_export_names_the_selected_stages():
         got, want = module(x), enc(x)
     assert list(got) == ["layer2", "layer4"]
     np.testing.assert_allclose(got["layer4"].numpy(), want[-1].numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_readme_export_table_commands_run_as_written(tmp_path):
+    """Each format's check command in README's export table, run on a volume model exported as README shows."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Exports", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    commands = {row.split("|")[1].strip(): re.findall(r'`(python -c "[^"]*")`', row) for row in rows}
+    checked = {name: cmds for name, cmds in commands.items() if cmds}
+    assert sorted(checked) == ["`model.onnx`", "`model.safetensors`, `config.yaml`, `metadata.json`", "`model.ts`"]
+    model = stats_model(VOLUME)
+    _checkpoint(model, tmp_path / "best.pt")
+    assert _cli(["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "exp"), "--format",
+                 "safetensors,torchscript,onnx", "--input-size", "16,32,32"]) == 0
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for command in [c for cmds in checked.values() for c in cmds]:
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr, command

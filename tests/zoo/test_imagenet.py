@@ -54,7 +54,8 @@ def test_report_lists_every_key_once(resnet18_ref):
     assert report.adapted["conv1.weight"] == "input channels 3 -> 1; 2D kernel inflated to 3D (centre)"
     assert report.adapted["layer1.0.conv1.weight"] == "2D kernel inflated to 3D (centre)"
     assert sorted(report.ignored) == ["fc.bias", "fc.weight"]
-    assert not report.missing and not report.unexpected
+    assert not report.missing
+    assert not report.unexpected
     assert sorted(report.loaded + list(report.adapted)) == sorted(enc.state_dict())
     assert "2D kernels inflated to 3D (centre)" in report.summary()
 
@@ -96,7 +97,8 @@ def test_mean_inflation_encoder_stem_matches_2d_stem(resnet18_ref):
 def test_bottleneck_tiny_resnet50_and_from_imagenet():
     ref = randomised(50, seed=5, widths=(8, 16, 32, 64), num_classes=7)
     model = from_imagenet(ref.state_dict(), in_channels=3).eval()
-    assert model.load_report.inflation == "centre" and model.load_report.ok
+    assert model.load_report.inflation == "centre"
+    assert model.load_report.ok
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.encoder(x)[-1], ref(x)[-1], rtol=1e-5, atol=1e-5)
@@ -137,8 +139,11 @@ def test_file_round_trip_and_model_prefix(tmp_path, resnet18_ref):
 def test_preprocessing_contract_is_valid_and_states_the_grey_rule():
     three = Preprocessing.from_dict(imagenet_preprocessing(3), _Ctx("imagenet"))
     one = Preprocessing.from_dict(imagenet_preprocessing(1), _Ctx("imagenet"))
-    assert three.mean == (0.485, 0.456, 0.406) and three.std == (0.229, 0.224, 0.225)
-    assert one.mean == (0.449,) and one.std == (0.226,)
-    assert "replicated" in three.notes and "summed" in one.notes
+    assert three.mean == (0.485, 0.456, 0.406)
+    assert three.std == (0.229, 0.224, 0.225)
+    assert one.mean == (0.449,)
+    assert one.std == (0.226,)
+    assert "replicated" in three.notes
+    assert "summed" in one.notes
     with pytest.raises(SpecError, match="needs mean and std"):
         Preprocessing.from_dict({**imagenet_preprocessing(3), "std": [0.2]}, _Ctx("x"))

@@ -68,8 +68,11 @@ def test_load_export_dir_gives_the_exact_model(series_export):
     model, full, _ = series_export
     loaded, pre = load(full)
     _assert_same(model, loaded)
-    assert loaded.load_report.ok and not loaded.load_report.adapted and not loaded.load_report.ignored
-    assert pre["image"].intensity_window == (-1000.0, 400.0) and pre["image"].modality == ("CT",)
+    assert loaded.load_report.ok
+    assert not loaded.load_report.adapted
+    assert not loaded.load_report.ignored
+    assert pre["image"].intensity_window == (-1000.0, 400.0)
+    assert pre["image"].modality == ("CT",)
     # non-persistent head state (thresholds, ranges) comes from the spec, not the weights
     torch.testing.assert_close(loaded.heads["findings"].thresholds, torch.tensor([0.3, 0.7]))
     assert loaded.heads["severity"].bounded.tolist() == [True, False]
@@ -108,7 +111,9 @@ def test_load_pretrained_encoder_only_report(series_export):
     enc_keys = [f"encoder.{k}" for k in model.encoder.state_dict()]
     assert sorted(report.loaded) == sorted(enc_keys)
     assert sorted(report.missing) == ["heads.tb.fc.bias", "heads.tb.fc.weight"]
-    assert not report.unexpected and not report.ignored and not report.adapted
+    assert not report.unexpected
+    assert not report.ignored
+    assert not report.adapted
     assert target.load_report is report
     _assert_same(model.encoder, target.encoder)
     assert torch.equal(target.heads["tb"].fc.weight, head_before)
@@ -124,7 +129,8 @@ def test_load_pretrained_drops_mismatched_heads_by_name(series_export):
     report = load_pretrained(target, full, parts="all")
     assert report.ignored["heads.covid.fc.weight"].startswith("labels differ")
     assert report.ignored["heads.severity.fc.weight"] == "the model has no head 'severity'"
-    assert "heads.findings.fc.weight" in report.loaded and "aggregator.attention_v.weight" in report.loaded
+    assert "heads.findings.fc.weight" in report.loaded
+    assert "aggregator.attention_v.weight" in report.loaded
     assert {"heads.covid.fc.weight", "heads.covid.fc.bias"} <= set(report.missing)
     assert torch.equal(target.heads["covid"].fc.weight, covid_before)
     assert torch.equal(target.heads["findings"].fc.weight, model.heads["findings"].fc.weight)
@@ -176,8 +182,11 @@ def test_load_adapts_in_channels_and_adds_new_heads(series_export):
     _, full, _ = series_export
     model, _ = load(full, parts=["encoder"], in_channels=2, output_stride=8,
                     tasks={"tb": {"type": "classification", "level": "image", "labels": ["no", "yes"]}})
-    assert model.encoder.in_channels == 2 and model.encoder.output_stride == 8 and model.tasks == ["tb"]
-    assert "encoder.conv1.weight" in model.load_report.adapted and "<geometry>" in model.load_report.adapted
+    assert model.encoder.in_channels == 2
+    assert model.encoder.output_stride == 8
+    assert model.tasks == ["tb"]
+    assert "encoder.conv1.weight" in model.load_report.adapted
+    assert "<geometry>" in model.load_report.adapted
     assert model.load_report.ignored["heads.covid.fc.weight"] == "heads not requested (parts)"
     assert sorted(model.load_report.missing) == ["heads.tb.fc.bias", "heads.tb.fc.weight"]
 
@@ -245,10 +254,12 @@ def test_medicalnet_format_entry_loads_through_the_converter(tmp_path, medzoo_ho
     catalog = add_entry(tmp_path / "catalog.yaml", spec)
     model, _ = load("tiny.medicalnet", catalog=catalog)
     _assert_same(source, model.encoder)
-    assert model.encoder.output_stride == 8 and model.load_report.ok
+    assert model.encoder.output_stride == 8
+    assert model.load_report.ok
     target = create_model({"encoder": {"name": "resnet10", "widths": W, "in_channels": 2}, "tasks": {}})
     report = load_pretrained(target, "tiny.medicalnet", catalog=catalog)
-    assert "encoder.conv1.weight" in report.adapted and "<geometry>" in report.adapted
+    assert "encoder.conv1.weight" in report.adapted
+    assert "<geometry>" in report.adapted
 
 
 def test_resolve_makes_every_kind_of_reference_into_the_same_model(series_export, tmp_path):

@@ -41,7 +41,9 @@ def test_released_backbone_gives_medicalnet_features(released, depth, shortcut):
     ref, path = released[depth]
     enc = create_encoder(f"resnet{depth}", output_stride=8, widths=TINY_WIDTHS).eval()
     report = load_medicalnet(enc, path)
-    assert report.ok and not report.adapted and not report.ignored
+    assert report.ok
+    assert not report.adapted
+    assert not report.ignored
     assert sorted(report.loaded) == sorted(enc.state_dict())
     with torch.no_grad():
         ours, (theirs, _) = enc(X), ref(X)
@@ -56,9 +58,11 @@ def test_train_checkpoint_with_seg_head_gives_medicalnet_logits(tmp_path, depth,
     path = tmp_path / "epoch_3.pth.tar"
     save_train_checkpoint(ref, path)
     model = from_medicalnet(path).eval()
-    assert model.encoder.architecture()["shortcut"] == shortcut and model.encoder.output_stride == 8
+    assert model.encoder.architecture()["shortcut"] == shortcut
+    assert model.encoder.output_stride == 8
     report = model.load_report
-    assert report.ok and any(k.startswith("heads.seg.") for k in report.loaded)
+    assert report.ok
+    assert any(k.startswith("heads.seg.") for k in report.loaded)
     assert all(k.startswith(("encoder.", "heads.seg.")) for k in report.loaded)
     with torch.no_grad():
         logits, (_, expected) = model(X)["seg"], ref(X)
@@ -118,7 +122,10 @@ def test_architecture_mismatch_names_both(released):
     with pytest.raises(ValueError) as err:
         load_medicalnet(enc, path)
     msg = str(err.value)
-    assert "resnet18" in msg and "shortcut A" in msg and "resnet10" in msg and "shortcut B" in msg
+    assert "resnet18" in msg
+    assert "shortcut A" in msg
+    assert "resnet10" in msg
+    assert "shortcut B" in msg
     assert str(path) in msg
     with pytest.raises(ValueError, match=r"widths \[8, 16, 32, 64\].*widths \[64, 128, 256, 512\]"):
         load_medicalnet(create_encoder("resnet18", output_stride=8), path)
@@ -129,7 +136,8 @@ def test_detects_architecture_from_keys(released, tmp_path):
         sd = {k.removeprefix("module."): v for k, v in torch.load(released[depth][1])["state_dict"].items()}
         arch = detect_architecture(sd)
         assert (arch["depth"], arch["shortcut"], arch["widths"]) == (depth, shortcut, list(TINY_WIDTHS))
-        assert arch["num_seg_classes"] is None and arch["in_channels"] == 1
+        assert arch["num_seg_classes"] is None
+        assert arch["in_channels"] == 1
     with pytest.raises(ValueError, match="no 'conv1.weight'"):
         detect_architecture({"fc.weight": torch.zeros(1)}, "x.pth")
 
@@ -150,7 +158,8 @@ def test_missing_num_batches_tracked_is_tolerated_and_reported(released, tmp_pat
     sd = {f"module.{k}": v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save({"state_dict": sd}, tmp_path / "old.pth")
     report = load_medicalnet(create_encoder("resnet10", output_stride=8, widths=TINY_WIDTHS), tmp_path / "old.pth")
-    assert report.missing and all(k.endswith("num_batches_tracked") for k in report.missing)
+    assert report.missing
+    assert all(k.endswith("num_batches_tracked") for k in report.missing)
 
 
 def test_seg_head_ignored_by_a_bare_encoder_and_refused_off_stride_8(tmp_path):
@@ -201,10 +210,13 @@ def test_convert_cli_writes_safetensors_and_metadata(released, tmp_path):
     ref, path = released[18]
     assert main(["convert", "medicalnet", str(path), "--out", str(tmp_path / "out")]) == 0
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
-    assert meta["architecture"]["encoder"] == "resnet18" and meta["architecture"]["shortcut"] == "A"
-    assert meta["architecture"]["output_stride"] == 8 and meta["parts"] == ["encoder"]
+    assert meta["architecture"]["encoder"] == "resnet18"
+    assert meta["architecture"]["shortcut"] == "A"
+    assert meta["architecture"]["output_stride"] == 8
+    assert meta["parts"] == ["encoder"]
     state = load_file(str(tmp_path / "out" / "model.safetensors"))
-    assert "conv1.weight" in state and not any(k.startswith(("module.", "encoder.")) for k in state)
+    assert "conv1.weight" in state
+    assert not any(k.startswith(("module.", "encoder.")) for k in state)
     enc = create_encoder("resnet18", output_stride=8, widths=TINY_WIDTHS).eval()
     enc.load_state_dict(state)
     with torch.no_grad():

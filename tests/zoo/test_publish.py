@@ -43,7 +43,8 @@ def _cli(argv: list[str]) -> int:
 
 def _same(a, b) -> None:
     sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_publish_file_url_then_load_by_name_is_exact(exported, tmp_path, medzoo_home):
@@ -53,9 +54,11 @@ def test_publish_file_url_then_load_by_name_is_exact(exported, tmp_path, medzoo_
     files = {f.name: f for f in spec.files}
     assert files["model.safetensors"].sha256 == sha256_file(exp / "model.safetensors")
     assert files["model.safetensors"].size == (exp / "model.safetensors").stat().st_size
-    assert files["config.yaml"].sha256 == sha256_file(exp / "config.yaml") and files["config.yaml"].part == "config"
+    assert files["config.yaml"].sha256 == sha256_file(exp / "config.yaml")
+    assert files["config.yaml"].part == "config"
     assert read_catalog_file(catalog)["tiny.cxr"] == spec == get_entry("tiny.cxr", catalog=catalog)
-    assert spec.version == "2.1" and spec.license == "CC-BY-4.0"
+    assert spec.version == "2.1"
+    assert spec.license == "CC-BY-4.0"
     loaded, _ = load("tiny.cxr", catalog=catalog)
     _same(model, loaded)
     x = torch.randn(2, 1, 32, 32)
@@ -63,7 +66,8 @@ def test_publish_file_url_then_load_by_name_is_exact(exported, tmp_path, medzoo_
         want, got = model(x), loaded(x)
     assert all(torch.equal(want[t], got[t]) for t in want)
     torch.testing.assert_close(loaded.heads["cxr"].thresholds, torch.tensor([0.4, 0.6]))
-    assert loaded.load_report.ok and (medzoo_home / "weights" / "tiny.cxr" / "2.1" / "model.safetensors").is_file()
+    assert loaded.load_report.ok
+    assert (medzoo_home / "weights" / "tiny.cxr" / "2.1" / "model.safetensors").is_file()
 
 
 def test_publish_http_url_downloads_and_verifies(exported, tmp_path, http_server, medzoo_home):
@@ -74,7 +78,8 @@ def test_publish_http_url_downloads_and_verifies(exported, tmp_path, http_server
     publish(exp, "tiny.cxr", http_server.url(""), catalog=catalog)
     loaded, _ = load("zoo:tiny.cxr", catalog=catalog)
     _same(model, loaded)
-    assert http_server.count("model.safetensors") == 1 and http_server.count("config.yaml") == 1
+    assert http_server.count("model.safetensors") == 1
+    assert http_server.count("config.yaml") == 1
     load("tiny.cxr", catalog=catalog)  # a cache hit: nothing fetched again
     assert http_server.count("model.safetensors") == 1
     # a server that now serves other bytes of the same size: the cache is fine, a fresh cache refuses them
@@ -115,7 +120,8 @@ def test_publish_cli(exported, tmp_path, capsys, medzoo_home):
     assert _cli(["publish", str(exp), "--name", "tiny.cli", "--url", "https://example.org/z/",
                  "--catalog", str(catalog), "--mirror", "https://mirror.example.org/z"]) == 0
     out = capsys.readouterr().out
-    assert "tiny.cli" in out and sha256_file(exp / "model.safetensors") in out
+    assert "tiny.cli" in out
+    assert sha256_file(exp / "model.safetensors") in out
     spec = get_entry("tiny.cli", catalog=catalog)
     assert spec.files[0].url == "https://example.org/z/model.safetensors"
     assert spec.files[0].mirrors == ("https://mirror.example.org/z/model.safetensors",)
@@ -126,12 +132,16 @@ def test_cli_reexports_an_export_dir_as_encoder_only(exported, tmp_path, capsys)
     assert _cli(["export", str(exp), "--out", str(tmp_path / "enc"), "--parts", "encoder"]) == 0
     assert "model.safetensors" in capsys.readouterr().out
     meta = json.loads((tmp_path / "enc" / "metadata.json").read_text())
-    assert meta["parts"] == ["encoder"] and meta["tasks"] == {} and meta["license"] == "CC-BY-4.0"
-    assert meta["version"] == "2.1" and meta["name"] == "enc"
+    assert meta["parts"] == ["encoder"]
+    assert meta["tasks"] == {}
+    assert meta["license"] == "CC-BY-4.0"
+    assert meta["version"] == "2.1"
+    assert meta["name"] == "enc"
     from safetensors.torch import load_file
 
     assert sorted(load_file(str(tmp_path / "enc" / "model.safetensors"))) == sorted(model.encoder.state_dict())
     target = create_model({"encoder": {"name": "resnet18", "widths": W}, "tasks": {}})
     report = load_pretrained(target, tmp_path / "enc")
-    assert report.ok and len(report.loaded) == len(model.encoder.state_dict())
+    assert report.ok
+    assert len(report.loaded) == len(model.encoder.state_dict())
     _same(model.encoder, target.encoder)

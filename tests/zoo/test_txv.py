@@ -85,7 +85,8 @@ def test_load_report_accounts_for_every_key(tmp_path):
     assert set(report.loaded) == encoder_keys
     assert report.adapted["heads.findings.fc.weight"].startswith(f"rows {KEPT} of TXV's classifier.weight")
     dropped = report.ignored["classifier.weight/bias rows"]
-    assert "Fracture (15)" in dropped and "(unnamed) (2)" in dropped
+    assert "Fracture (15)" in dropped
+    assert "(unnamed) (2)" in dropped
     assert len(ref.state_dict()) == len(encoder_keys) + 3  # + classifier.weight, classifier.bias, op_threshs
 
 
@@ -128,7 +129,8 @@ def test_txv_resnet50_state_dict_through_inflation(tmp_path):
     torch.save(ref.state_dict(), path)
     w = read_torchxrayvision(path)  # labels and op_threshs come from TXV's table, found by the file name
     entry = TXV_WEIGHTS["resnet50-res512-all"]
-    assert w.pathologies == entry["labels"] and w.resolution == 512
+    assert w.pathologies == entry["labels"]
+    assert w.resolution == 512
     model = from_torchxrayvision(w)
     x = torch.randn(2, 1, 32, 32)
     ops = torch.tensor(entry["op_threshs"])
