@@ -41,6 +41,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "series": ("tools.bench_series", "bench_series"),
     "data": ("tools.bench_data", "bench_data"),
     "predict": ("tools.bench_predict", "bench_predict"),
+    "predict-batch": ("tools.bench_predict_batch", "bench_predict_batch"),
     "roofline": ("tools.bench_roofline", "bench_roofline"),
     "train": ("tools.bench_train", "bench_train"),
 }

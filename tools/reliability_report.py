@@ -32,6 +32,8 @@ CATEGORY_TITLES = {
     "weights": "Weight files and downloads",
     "downloads": "Downloads against a hostile server on 127.0.0.1",
     "config": "Configs and catalogs (YAML, special files, urls)",
+    "listings": "Predict listings (byte-order marks, special files)",
+    "predict": "Predict outputs (ids, file names, tables, masks)",
     "faults": "Faults (SIGKILL, full disk)",
     "load": "Load",
 }
@@ -76,6 +78,17 @@ NOTES = {
     ("load", "DataLoader"): "a wrapper turns bad samples into reported errors; the epoch completes",
     ("load", "medzoo predict"): "predict_inputs over a 1,000-row listing (fixed: a full gc.collect() ran after "
                                 "every input, 0.2 s each)",
+    ("predict", "hostile listing ids"): "ids become plain file names (no separators, '..' or absolute paths); a "
+                                        "mask must resolve directly inside --out/masks",
+    ("predict", "control characters"): "RFC 4180 CSV (CRLF line ends: the csv module quotes CR only then); ids "
+                                       "lose control characters",
+    ("faults", "real full disk (tmpfs) during `medzoo predict`"): "the error names the file; finished inputs stay in "
+                                                                  "the tables, no torn mask; after a remount, "
+                                                                  "--resume equals an unbroken run",
+    ("faults", "SIGKILL during `medzoo predict`"): "a real process killed mid-listing: finished inputs' records and "
+                                                   "masks on disk, no torn file; --resume equals an unbroken run",
+    ("predict", "duplicate ids"): "a repeated id takes the first free -2, -3... suffix no other input's id takes",
+    ("predict", "write_masks"): "a mask must resolve directly inside the masks folder, or ValueError",
     ("faults", "SIGKILL during a checkpoint save"): "the last complete checkpoint loads; the torn .tmp never does",
     ("faults", "full disk (ENOSPC) during a checkpoint save"): "previous checkpoint intact, no temp file left; the "
                                                                "file is named only because the patched open names "
@@ -115,6 +128,14 @@ FIXED = [
     "YAML: nested aliases in a 14 KB catalog expanded into GBs; deep nesting gave a recursion error naming no file; "
     "FIFOs hung and /dev/zero was read without end as catalogs or configs; data:/javascript:/ftp: urls without '//' "
     "passed the scheme allow-list.",
+    "predict: the tables were written once, after the last input: a SIGKILL or a full disk lost every finished "
+    "input, and a full disk left the tables' temp file; each input is now appended to predictions.csv/.jsonl as it "
+    "finishes (after its masks, written atomically), a failed append is cut back, and `--resume` completes a run.",
+    "predict: listing ids reached file paths verbatim (`../../X` and `/abs/X` wrote outside `--out`; an id naming "
+    "a ground-truth label overwrote it) and de-duplicated ids collided (`a`, `a`, `a-2`); ids are now plain file "
+    "names, unique against every other id, and each mask must resolve inside `--out/masks`.",
+    "predict: a carriage return in an input's file name split `predictions.csv` rows (LF line ends left CR "
+    "unquoted); the CSV now follows RFC 4180 (CRLF line ends, CR and LF quoted).",
     "ENOSPC: a real full disk while exporting raised safetensors' SafetensorError (a traceback naming no file) and, "
     "while downloading, an error naming no file; both now name the path.",
 ]

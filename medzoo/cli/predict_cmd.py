@@ -1,13 +1,19 @@
 """``medzoo predict --model M [--model M2 ...] INPUT... --out DIR``: predictions, masks and ensembles on files.
 
+Images run in batches (``--batch-size``), read and prepared ahead of the model by DataLoader workers
+(``--num-workers``); volumes and DICOM series run one at a time. ``--shard K/N`` runs every N-th input from the K-th,
+so N processes or machines can share a listing and one ``--out`` (tables ``predictions-K-of-N.*``). Each finished
+input is appended to ``predictions.csv`` and ``predictions.jsonl`` at once, and its masks are written atomically, so a
+killed run keeps what finished and ``--resume`` runs only the rest.
+
 ``--model`` is repeatable, as in ``evaluate`` and ``explain`` (no positional model, so inputs are never mistaken
 for models); several models form an ensemble that averages probabilities over the tasks and labels they share
 (``--weights`` for a weighted mean). Each model applies the preprocessing contract its weights were trained with; a
 model without one is refused unless ``--preprocessing NAME|FILE`` gives it (once for every model, or once per
 ``--model``; it replaces a model's own contract, with a warning). ``--series`` and ``--uneven-slices`` say how a
-DICOM folder is read. Writes
-``predictions.csv``, ``predictions.json`` and ``masks/`` under ``--out``. The exit code is 0 when every input ran,
-1 when some failed (the others still ran).
+DICOM folder is read. Writes ``predictions.csv``, ``predictions.jsonl``, ``predictions.json`` and ``masks/`` under
+``--out``. The exit code is 0 when every input ran, 1 when some failed (the others still ran), 2 when the run stopped
+(an output could not be written: the error names the file).
 """
 
 from __future__ import annotations
@@ -36,11 +42,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--blend", choices=["constant", "gaussian"], default="constant", help="window blending")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--num-workers", type=_non_negative, default=2,
+                   help="processes reading and preparing images ahead of the model (default 2; 0: none)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="run shard K of N (from 1): every N-th input from the K-th; tables predictions-K-of-N.*")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the complete outputs of an earlier run in --out and predict only the other inputs")
     p.add_argument("--max-voxels", type=int, default=512 ** 3,
                    help="refuse a volume whose resampling would exceed this many voxels (default 512^3)")
     add_preprocessing_option(p)
     add_dicom_options(p)
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
 
 
 def add_preprocessing_option(p: argparse.ArgumentParser) -> None:
@@ -79,10 +106,12 @@ def dicom_options(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Build the predictor(s), run every input and print a summary table."""
     from medzoo.infer.ensemble import Ensemble
+    from medzoo.infer.inputs import parse_shard
     from medzoo.infer.predict import Predictor, predict_inputs
 
     kw = {"patch_size": args.patch, "overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
           "blend": args.blend, "device": args.device, "tasks": args.tasks, "max_voxels": args.max_voxels}
+    shard = parse_shard(args.shard) if args.shard else None
     pres = preprocessing_options(args, len(args.model))
     members = [Predictor.from_ref(ref, preprocessing=pre, **kw) for ref, pre in zip(args.model, pres)]
     if args.weights is not None and len(args.weights) != len(members):
@@ -90,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = members[0] if len(members) == 1 else Ensemble(members, args.weights)
     quiet = getattr(args, "quiet", False)
     report = predict_inputs(predictor, args.inputs, args.out, progress=None if not quiet else False,
-                            dicom=dicom_options(args))
-    print(f"{len(report.records)} input(s) predicted, {len(report.errors)} failed -> {args.out}")
+                            dicom=dicom_options(args), batch_size=args.batch_size, num_workers=args.num_workers,
+                            shard=shard, resume=args.resume)
+    done = f", {report.skipped} already complete" if args.resume else ""
+    print(f"{len(report.records)} input(s) predicted{done}, {len(report.errors)} failed -> {args.out}")
     for rec in report.records:
         for task, entry in rec["tasks"].items():
             print(f"  {rec['id']:<24} {task:<16} {_summary(entry)}")

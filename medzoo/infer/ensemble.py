@@ -143,6 +143,19 @@ class Ensemble:
         """Every member's prediction on one read input, averaged."""
         return combine_outputs([m.predict_loaded(loaded) for m in self.members], self.weights)
 
+    def batchable(self, item: Any) -> bool:
+        """Whether every member runs ``item`` in batches (see :meth:`Predictor.batchable`)."""
+        return all(m.batchable(item) for m in self.members)
+
+    def prepare_input(self, loaded: Any) -> tuple[Any, ...]:
+        """Each member's prepared input (members may have different contracts)."""
+        return tuple(m.prepare_input(loaded) for m in self.members)
+
+    def predict_prepared(self, preps: Sequence[tuple[Any, ...]]) -> list[dict[str, TaskOutput]]:
+        """Each member's batched predictions (:meth:`Predictor.predict_prepared`), averaged per input."""
+        per_member = [m.predict_prepared([p[j] for p in preps]) for j, m in enumerate(self.members)]
+        return [combine_outputs([outs[i] for outs in per_member], self.weights) for i in range(len(preps))]
+
     def predict_array(self, array: np.ndarray, kind: str, meta: dict[str, Any] | None = None) -> dict[str, TaskOutput]:
         """As :meth:`Predictor.predict_array`, averaged over members."""
         return combine_outputs([m.predict_array(array, kind, meta) for m in self.members], self.weights)

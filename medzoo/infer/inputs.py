@@ -14,6 +14,12 @@ An input is one of:
   ``image``, ``filename``) column, else the first column; an optional ``id`` column names the input. Relative
   paths resolve against the listing's folder.
 
+Ids name output files, so :func:`discover_inputs` makes them safe and unique: path separators, ``..`` parts,
+control characters and leading dots are removed (``../../x`` -> ``x``, ``/data/P1/P1`` -> ``data_P1_P1``), and a
+repeated id gets the first free ``-2``, ``-3``... suffix that no other input's id takes. :func:`shard_items` splits a
+listing across processes (``medzoo predict --shard K/N``) after the ids are fixed, so every shard names an input
+the same way.
+
 Discovery never decodes images; :func:`load_input` does, one input at a time, so memory stays flat over many
 inputs.
 
@@ -29,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -43,9 +50,14 @@ from medzoo.data.imageio import NIFTI_SUFFIXES, RASTER_SUFFIXES, check_series_bu
 from medzoo.data.manifest import DatasetFormatError
 
 __all__ = ["InputItem", "LoadedInput", "DicomOptions", "discover_inputs", "load_input", "classify_path", "file_stem",
-           "LISTING_SUFFIXES"]
+           "LISTING_SUFFIXES", "parse_shard", "safe_id", "shard_items"]
+
+log = logging.getLogger(__name__)
 
 LISTING_SUFFIXES = (".csv", ".tsv", ".txt")
+#: An id's UTF-8 length, so that ``{id}_{task}.nii.gz`` fits the usual 255-byte file-name limit.
+MAX_ID_BYTES = 160
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _PATH_COLUMNS = ("path", "image", "filename", "file")
 
 
@@ -162,7 +174,7 @@ def discover_inputs(paths: Iterable[str | Path],
 
     Returns:
         ``(items, errors)``: the inputs found, and ``(where, message)`` for each path that could not be used
-        (the rest still run). Duplicate ids get a ``-2``, ``-3``... suffix.
+        (the rest still run). Ids are safe file names, unique (see the module docstring).
     """
     items: list[InputItem] = []
     errors: list[tuple[str, str]] = []
@@ -184,14 +196,58 @@ def discover_inputs(paths: Iterable[str | Path],
     return _unique_ids(items), errors
 
 
+def safe_id(raw: str) -> str:
+    """``raw`` as one file-name component: no separators, ``.``/``..`` parts, control characters or leading dot.
+
+    Example:
+        >>> safe_id("../../x"), safe_id("/data/P1/P1"), safe_id("a\\rb"), safe_id("..")
+        ('x', 'data_P1_P1', 'a_b', 'input')
+    """
+    parts = [q for q in re.split(r"[/\\]+", _UNSAFE.sub("_", raw)) if q not in ("", ".", "..")]
+    name = "_".join(parts).lstrip(".") or "input"
+    while len(name.encode("utf-8")) > MAX_ID_BYTES:
+        name = name[:-1]
+    return name
+
+
 def _unique_ids(items: list[InputItem]) -> list[InputItem]:
-    seen: dict[str, int] = {}
+    """Safe ids, unique against every other input's id (case-insensitively, for macOS and Windows disks)."""
+    safe = [safe_id(it.id) for it in items]
+    for it, s in zip(items, safe):
+        if s != it.id:
+            log.warning("%s: id %r is not a safe file name; outputs are named %r", it.source, it.id, s)
+    taken = {s.casefold() for s in safe}
+    seen: set[str] = set()
     out = []
-    for it in items:
-        n = seen.get(it.id, 0) + 1
-        seen[it.id] = n
-        out.append(it if n == 1 else replace(it, id=f"{it.id}-{n}"))
+    for it, s in zip(items, safe):
+        name, n = s, 1
+        while name.casefold() in seen or (n > 1 and name.casefold() in taken):
+            n += 1
+            name = f"{s}-{n}"
+        seen.add(name.casefold())
+        taken.add(name.casefold())
+        out.append(it if name == it.id else replace(it, id=name))
     return out
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with ``1 <= K <= N`` (shard K of N, counted from 1 as ``split -n l/K/N`` does).
+
+    Raises:
+        ValueError: not of that form.
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise ValueError(f"--shard {text!r}: expected K/N with 1 <= K <= N (for example 1/4)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_items(items: list[InputItem], k: int, n: int) -> list[InputItem]:
+    """Shard ``k`` of ``n`` (from 1): every ``n``-th input starting at the ``k``-th, so the shards of one listing
+    are disjoint, cover it, and balance runs of large and small inputs."""
+    if not 1 <= k <= n:
+        raise ValueError(f"shard {k}/{n}: expected 1 <= K <= N")
+    return items[k - 1::n]
 
 
 def load_input(item: InputItem) -> LoadedInput:

@@ -15,8 +15,10 @@ NoContractError`) unless one is given (``preprocessing=``, ``medzoo predict --pr
 - Slice series (a COVIDx-CT patient folder) run the series-level and slice-level tasks; an image-level model runs
   every slice and reports the mean over slices (plus each slice).
 
-:func:`predict_inputs` runs a predictor (or an :class:`~medzoo.infer.ensemble.Ensemble`) over many inputs, one at a
-time (memory stays flat), with a progress bar; one bad input is reported and the rest still run.
+:func:`predict_inputs` (:mod:`medzoo.infer.runner`) runs a predictor (or an :class:`~medzoo.infer.ensemble.Ensemble`)
+over many inputs: images in batches (:meth:`Predictor.prepare_input` in DataLoader workers, then
+:meth:`Predictor.predict_prepared`), volumes and series one at a time; one bad input is reported and the rest still
+run.
 
 Example:
     >>> import medzoo
@@ -30,31 +32,22 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import logging
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+from monai.utils import TraceKeys
 from torch import nn
-from tqdm.auto import tqdm
 
 from medzoo.data.contract import Preprocessing, parse_preprocessing
 from medzoo.data.pipeline import DEFAULT_MAX_VOXELS, Prepared, prepare
 from medzoo.heads import ClassificationHead, MultilabelHead, RegressionHead
-from medzoo.infer.inputs import DicomOptions, InputItem, LoadedInput, discover_inputs, load_input
-from medzoo.infer.writers import (
-    check_finite_outputs,
-    output_record,
-    prediction_rows,
-    write_masks,
-    write_predictions,
-)
+from medzoo.infer.inputs import InputItem, LoadedInput
 from medzoo.models import LEVEL_INPUT
 from medzoo.utils.perf import inference_defaults
 from medzoo.zoo.preprocessing import NoContractError, contracts_of, require_contract
@@ -199,6 +192,34 @@ class Predictor:
         """Predictions for one read input (see :func:`~medzoo.infer.inputs.load_input`)."""
         return self.predict_array(loaded.array, loaded.item.kind, loaded.meta, loaded.item.id)
 
+    def batchable(self, item: InputItem) -> bool:
+        """Whether ``item`` takes the batched path: an image, for a model with image-level tasks."""
+        return item.kind == "image" and bool(self._tasks_for("image"))
+
+    def prepare_input(self, loaded: LoadedInput) -> Prepared:
+        """A batchable input through the image contract, ready to cross a process boundary (DataLoader workers):
+        the ids of the transforms that made it are not checked by the inverse, since another process's copies
+        of those transforms have other ids."""
+        prep = self.prepare(loaded.array, "image", loaded.meta, loaded.item.id)
+        if prep.image is not None:
+            for op in prep.image.applied_operations:
+                op[TraceKeys.ID] = TraceKeys.NONE
+        return prep
+
+    def predict_prepared(self, preps: Sequence[Prepared]) -> list[dict[str, TaskOutput]]:
+        """Predictions for prepared images (:meth:`prepare_input`), run in batches of equal-shape tensors
+        (``[B, C, H, W]``); each output is on its own input's grid, as :meth:`predict_array` gives it."""
+        tasks = self._require("image")
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, prep in enumerate(preps):
+            groups.setdefault(tuple(prep.tensor.shape), []).append(i)
+        out: list[dict[str, TaskOutput]] = [{} for _ in preps]
+        for idx in groups.values():
+            x = torch.cat([preps[i].tensor for i in idx]).to(self.device)
+            for i, result in zip(idx, self._run_plain(x, [preps[i] for i in idx], tasks)):
+                out[i] = result
+        return out
+
     def prepare(self, array: np.ndarray, kind: str, meta: dict[str, Any] | None = None, name: str = "input",
                 stage: str = "predict") -> Prepared:
         """``array`` through the pipeline of this model's contract for ``kind`` (see :func:`prepare`)."""
@@ -213,7 +234,8 @@ class Predictor:
         if kind == "image" and not self._tasks_for("image") and self._tasks_for("series"):
             kind, array = "series", np.asarray(array)[None]
         if kind == "image":
-            return self._run_plain(self.prepare(array, "image", meta, name), self._require("image"))
+            prep = self.prepare(array, "image", meta, name)
+            return self._run_plain(prep.tensor.to(self.device), [prep], self._require("image"))[0]
         if kind == "series":
             return self._run_series(self.prepare(array, "series", meta, name))
         raise ValueError(f"unknown input kind {kind!r}; expected volume, image or series")
@@ -256,16 +278,20 @@ class Predictor:
                 predictor=lambda w: self.model(w, tasks=tasks), overlap=self.overlap, mode=self.blend,
             )
 
-    def _run_plain(self, prep: Prepared, tasks: list[str]) -> dict[str, TaskOutput]:
-        x = prep.tensor.to(self.device)
-        out = {}
-        dense = [t for t in tasks if self._dense(t)]
-        if dense:
-            with torch.no_grad():
-                logits = self.model(x, tasks=dense)
-            for t in dense:
-                out[t] = self._output(t, probs=self._on_input_grid(t, logits[t], prep, "image"))
-        out.update(self._vector_outputs(x, [t for t in tasks if not self._dense(t)]))
+    def _run_plain(self, x: torch.Tensor, preps: Sequence[Prepared], tasks: list[str]) -> list[dict[str, TaskOutput]]:
+        """Outputs per item of a batch ``x [B, C, *spatial]`` stacked from ``preps``: one encoder pass serves every
+        task (dense and vector heads alike)."""
+        with torch.no_grad():
+            logits = self.model(x, tasks=tasks)
+        out: list[dict[str, TaskOutput]] = [{} for _ in preps]
+        for t in tasks:
+            if self._dense(t):
+                for i, prep in enumerate(preps):
+                    out[i][t] = self._output(t, probs=self._on_input_grid(t, logits[t][i:i + 1], prep, "image"))
+                continue
+            act = self.model.heads[t].activate(logits[t], None)
+            for i, o in enumerate(out):
+                o[t] = self._output(t, **_vector_fields(act, i))
         return out
 
     def _on_input_grid(self, task: str, logits: torch.Tensor, prep: Prepared, kind: str) -> np.ndarray:
@@ -320,59 +346,5 @@ def _mean_over_slices(act: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {key: per.mean(axis=0), "slice_probs": per}
 
 
-@dataclass
-class PredictReport:
-    """What :func:`predict_inputs` did: output rows, per-input records, and ``(where, message)`` errors."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-
-
-def predict_inputs(predictor: Any, inputs: Sequence[str | Path], out_dir: str | Path, *,
-                   progress: bool | None = None, dicom: DicomOptions | None = None) -> PredictReport:
-    """Predict on every input and write ``predictions.csv``, ``predictions.json`` and masks under ``out_dir``.
-
-    Args:
-        predictor: a :class:`Predictor` or an :class:`~medzoo.infer.ensemble.Ensemble` (``predict_loaded``).
-        inputs: files, folders or listings (see :mod:`medzoo.infer.inputs`).
-        out_dir: created if needed; masks go to ``out_dir/masks/{id}_{task}.nii.gz`` (volumes) or ``.png``.
-        progress: a tqdm bar over inputs (default: when stderr is a terminal).
-        dicom: how to read DICOM inputs (series choice, uneven slices).
-
-    Returns:
-        A :class:`PredictReport`; a failed input is logged and listed in ``errors``, the rest still run.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    items, errors = discover_inputs(inputs, dicom)
-    report = PredictReport(errors=list(errors))
-    for where, msg in errors:
-        log.error("skipped %s: %s", where, msg)
-    for item in tqdm(items, desc="predict", unit="input", disable=_no_bar(progress)):
-        try:
-            record = _predict_one(predictor, item, out)
-        except Exception as err:  # noqa: BLE001  (one bad input is reported; the others still run)
-            log.error("%s: %s: %s", item.source, type(err).__name__, err)
-            report.errors.append((item.source, f"{type(err).__name__}: {err}"))
-            continue
-        report.records.append(record)
-        report.rows.extend(prediction_rows(record))
-        if len(report.records) % 100 == 0:  # a full collection costs ~0.2 s; memory stays flat without one per input
-            gc.collect()
-    write_predictions(out, report.rows, report.records, report.errors)
-    return report
-
-
-def _predict_one(predictor: Any, item: InputItem, out: Path) -> dict[str, Any]:
-    loaded = load_input(item)
-    outputs = predictor.predict_loaded(loaded)
-    check_finite_outputs(outputs, item.source)
-    files = write_masks(out / "masks", item, outputs, loaded.meta)
-    return output_record(item, outputs, files)
-
-
-def _no_bar(progress: bool | None) -> bool:
-    if progress is None:
-        return not sys.stderr.isatty()
-    return not progress
+# The dataset-scale loop lives in its own module; re-exported here, where users have always imported it.
+from medzoo.infer.runner import PredictReport, predict_inputs  # noqa: E402

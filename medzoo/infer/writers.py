@@ -1,10 +1,11 @@
 """Output writers: prediction tables (CSV, JSON), masks, heatmap overlays (PNG), 3D montages and NIfTI heatmaps.
 
-- ``predictions.csv``: one row per (input, task, label) with the probability (or value), the threshold and the
-  decision; segmentation rows give each label's voxel count.
-- ``predictions.json``: one record per input with every task's label names, probabilities, decisions, per-slice
-  probabilities and slice weights (series), mask paths; plus the inputs that failed.
-- Masks: NIfTI with the input's own affine for volumes (uint8 labels), PNG for images (uint8 label values).
+- Prediction rows (``predictions.csv``, see :mod:`medzoo.infer.sink`): one row per (input, task, label) with the
+  probability (or value), the threshold and the decision; segmentation rows give each label's voxel count.
+- Prediction records (``predictions.jsonl`` / ``.json``): one per input with every task's label names,
+  probabilities, decisions, per-slice probabilities and slice weights (series), mask paths.
+- Masks: NIfTI with the input's own affine for volumes (uint8 labels), PNG for images (uint8 label values), each
+  written atomically, and only directly inside the masks folder (an id or task name never leads elsewhere).
 - Heatmaps: :func:`overlay_png` blends a heatmap over a grayscale image; :func:`montage_png` shows the three
   mid-slices of a volume with their heatmaps; :func:`write_heatmap_nifti` keeps a 3D heatmap in the input's space.
 
@@ -17,8 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,12 +27,10 @@ import numpy as np
 from PIL import Image
 
 from medzoo.data.imageio import write_nifti, write_png
-from medzoo.utils.jsonio import dumps_strict
 
 __all__ = [
     "CSV_COLUMNS", "NonFiniteOutputError", "check_finite_outputs", "heat_colors", "montage_png", "output_record",
-    "overlay_png", "overlay_rgb", "prediction_rows",
-    "write_heatmap_nifti", "write_masks", "write_predictions",
+    "overlay_png", "overlay_rgb", "prediction_rows", "write_heatmap_nifti", "write_masks",
 ]
 
 CSV_COLUMNS = ["input", "path", "task", "type", "label", "probability", "threshold", "decision", "value", "voxels"]
@@ -67,17 +64,32 @@ def check_finite_outputs(outputs: dict[str, Any], name: str) -> None:
 
 
 def write_masks(folder: Path, item: Any, outputs: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
-    """Write each segmentation output's label map; returns ``{task: path}``."""
+    """Write each segmentation output's label map (atomically) as ``folder/{id}_{task}.nii.gz`` (volumes) or
+    ``.png``; returns ``{task: path}``.
+
+    Raises:
+        ValueError: a name that would put the mask anywhere but directly inside ``folder``.
+    """
     files = {}
     for task, o in outputs.items():
         if o.type != "segmentation":
             continue
         labels = o.decisions()
         if item.kind == "volume":
-            files[task] = str(write_nifti(folder / f"{item.id}_{task}.nii.gz", labels, meta.get("affine", np.eye(4))))
+            path = _inside(folder, f"{item.id}_{task}.nii.gz")
+            files[task] = str(write_nifti(path, labels, meta.get("affine", np.eye(4))))
         else:
-            files[task] = str(write_png(folder / f"{item.id}_{task}.png", labels.astype(np.uint8)))
+            files[task] = str(write_png(_inside(folder, f"{item.id}_{task}.png"), labels.astype(np.uint8)))
     return files
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refused unless it resolves to a file directly inside ``folder``."""
+    path = Path(folder) / name
+    if os.sep in name or (os.altsep and os.altsep in name) or path.resolve().parent != Path(folder).resolve():
+        raise ValueError(f"output name {name!r} would be written outside {folder}; ids and task names must be "
+                         "plain file names")
+    return path
 
 
 def _named(labels: Sequence[str], values: np.ndarray, cast: type = float) -> dict[str, Any]:
@@ -125,26 +137,6 @@ def prediction_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                 row["threshold"] = e.get("thresholds", {}).get(lab, "")
             rows.append(row)
     return rows
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_predictions(out: Path, rows: list[dict[str, Any]], records: list[dict[str, Any]],
-                      errors: Sequence[tuple[str, str]]) -> tuple[Path, Path]:
-    """Write ``predictions.csv`` and ``predictions.json`` (with the failed inputs) under ``out``."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    csv_path, json_path = out / "predictions.csv", out / "predictions.json"
-    _atomic_text(csv_path, buf.getvalue())
-    payload = {"predictions": records, "errors": [{"input": w, "error": m} for w, m in errors]}
-    _atomic_text(json_path, dumps_strict(payload, indent=2))  # strict JSON: a bare NaN makes parsers reject it
-    return csv_path, json_path
 
 
 # ---------------------------------------------------------------------------------------------------- heatmaps

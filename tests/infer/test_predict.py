@@ -215,7 +215,7 @@ def test_inputs_are_released_after_each_prediction(cxr, tmp_path, monkeypatch):
     import gc
     import weakref
 
-    import medzoo.infer.predict as predict_mod
+    import medzoo.infer.runner as predict_mod
 
     paths = [write_png(tmp_path / f"i{i}.png", np.full((32, 32), 10 * i, np.uint8)) for i in range(4)]
     refs, real = [], predict_mod.load_input

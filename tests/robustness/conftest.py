@@ -2,11 +2,14 @@
 
 The profile ``medzoo-robustness`` (deadline=None, derandomize=True, at most 50 examples) is registered and loaded
 here, so every run tries the same examples. ``corpus`` is the tiny synthetic corpus, written once per session; the
-tests that mutate a file of it restore the original bytes afterwards.
+tests that mutate a file of it restore the original bytes afterwards. ``small_disk`` mounts a real tmpfs (root only),
+so a full disk is the kernel's, not a patched ``open``.
 """
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,23 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (task / "manifest_volumes.csv").write_text("\n".join(rows) + "\n")
     paths["nifti-folder"] = task / "manifest_volumes.csv"
     return paths
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """``mount(size)``: a fresh tmpfs of ``size`` under ``tmp_path``, unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -9,8 +9,6 @@ path it was writing, leave no temp file, and leave no cache or result that looks
 from __future__ import annotations
 
 import errno
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,26 +21,6 @@ from medzoo.train.trainer import TrainResult
 from tests.robustness.tally import case, note
 
 CATEGORY = "faults"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[callable]:
-    """``mount(size)``: a fresh tmpfs of ``size`` under ``tmp_path``, unmounted after the test."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        where = tmp_path / f"disk{len(mounted)}"
-        where.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _leftovers(root: Path) -> list[str]:

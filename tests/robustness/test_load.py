@@ -11,6 +11,7 @@ first 100 inputs (every kind of bad input included), without the memory check, w
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 
 import numpy as np
@@ -194,7 +195,7 @@ def test_predict_over_1000_mixed_inputs(mixed: tuple[list[Record], dict[int, str
 def test_predict_does_not_collect_garbage_per_input(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     predict = pytest.importorskip("medzoo.infer.predict", reason="medzoo predict is not on main yet")
     counter = _GcCounter()
-    monkeypatch.setattr(predict, "gc", counter)
+    monkeypatch.setattr(importlib.import_module("medzoo.infer.runner"), "gc", counter)
     paths = [str(write_png(tmp_path / f"{i}.png", np.full((16, 16), i, np.uint8))) for i in range(40)]
     report = predict.predict_inputs(predict.Predictor(_tiny_model(), preprocessing=AS_READ), paths, tmp_path / "out",
                                     progress=False)
