@@ -14,6 +14,8 @@ model without one is refused unless ``--preprocessing NAME|FILE`` gives it (once
 DICOM folder is read. Writes ``predictions.csv``, ``predictions.jsonl``, ``predictions.json`` and ``masks/`` under
 ``--out``. The exit code is 0 when every input ran, 1 when some failed (the others still ran), 2 when the run stopped
 (an output could not be written: the error names the file).
+
+Library imports sit inside the functions, so that ``medzoo --help`` stays light (see :mod:`medzoo.cli`).
 """
 
 from __future__ import annotations
