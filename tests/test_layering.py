@@ -201,8 +201,6 @@ LAZY_IMPORTS = {
     ("medzoo.zoo.formats", "onnxruntime"): "optional dependency (medzoo[onnx])",
 }
 
-#: CLI modules import the library inside their functions so that ``medzoo --help`` stays light; each says so in its
-#: docstring. predict_cmd is being reworked on another branch and gains the sentence there.
 def _imported_name(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
     """What one import statement names: a third-party top-level package, or the full medzoo module."""
     if isinstance(node, ast.Import):
