@@ -42,14 +42,14 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, encoding: str = "ut
     """Write ``data`` (text is encoded with ``encoding``) to ``path`` through a temp file and ``os.replace``.
 
     Raises:
-        OSError: the write failed (naming the temp file next to ``path``); ``path`` is untouched and no temp file
-            is left.
+        OSError: the write failed; an error without a file name (a full disk) names ``path``, the file the caller
+            asked for. ``path`` is untouched and no temp file is left.
     """
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     payload = data.encode(encoding) if isinstance(data, str) else data
     try:
-        with naming_path(tmp), open(tmp, "wb") as fh:
+        with naming_path(p), open(tmp, "wb") as fh:
             fh.write(payload)
         os.replace(tmp, p)
     finally:
