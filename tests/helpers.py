@@ -8,6 +8,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -115,10 +117,6 @@ def write_tiny_export(root: Path, name: str, tasks: dict[str, Any], seed: int = 
 def pair_auc(s: Any, t: Any) -> float:
     """AUROC written out by counting positive/negative pairs (ties count 1/2); NaN targets dropped, NaN without
     both classes."""
-    import math
-
-    import numpy as np
-
     s, t = np.asarray(s, float), np.asarray(t, float)
     keep = ~np.isnan(t)
     s, t = s[keep], t[keep]
@@ -126,6 +124,19 @@ def pair_auc(s: Any, t: Any) -> float:
     if len(pos) == 0 or len(neg) == 0:
         return math.nan
     return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+
+
+def check_bootstrap_ci(ci: Any, reps: np.ndarray, scores: np.ndarray, targets: np.ndarray) -> None:
+    """``ci`` (an ``auroc_bootstrap_ci`` result) equals the percentile CIs of replicate AUROCs ``reps [B, L]``
+    computed independently: per label, NaN replicates dropped; for the mean, the mean of each replicate's labels."""
+    for j in range(reps.shape[1]):
+        col = reps[~np.isnan(reps[:, j]), j]
+        assert ci.lower[j] == pytest.approx(np.percentile(col, 2.5), rel=1e-12)
+        assert ci.upper[j] == pytest.approx(np.percentile(col, 97.5), rel=1e-12)
+        assert ci.auroc[j] == pytest.approx(pair_auc(scores[:, j], targets[:, j]), rel=1e-12)
+    means = np.array([np.mean(r[~np.isnan(r)]) for r in reps])
+    assert ci.mean_lower == pytest.approx(np.percentile(means, 2.5), rel=1e-12)
+    assert ci.mean_upper == pytest.approx(np.percentile(means, 97.5), rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------- HTTP server

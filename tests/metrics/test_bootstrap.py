@@ -10,7 +10,7 @@ import pytest
 
 from medzoo.metrics import auroc_bootstrap_ci
 from medzoo.metrics.bootstrap import ResamplingUnits
-from tests.helpers import pair_auc
+from tests.helpers import check_bootstrap_ci, pair_auc
 
 
 def _patient_bootstrap(s: np.ndarray, t: np.ndarray, patients: list, n_boot: int, seed: int) -> np.ndarray:
@@ -47,14 +47,7 @@ def test_cluster_bootstrap_matches_an_independent_patient_resampling():
     reps = _patient_bootstrap(s, t, patients, 150, 5)
     assert ci.clustered
     assert ci.n_units == len(set(patients))
-    for j in range(2):
-        col = reps[~np.isnan(reps[:, j]), j]
-        assert ci.lower[j] == pytest.approx(np.percentile(col, 2.5), rel=1e-12)
-        assert ci.upper[j] == pytest.approx(np.percentile(col, 97.5), rel=1e-12)
-        assert ci.auroc[j] == pytest.approx(pair_auc(s[:, j], t[:, j]), rel=1e-12)
-    means = np.array([np.mean(r[~np.isnan(r)]) for r in reps])
-    assert ci.mean_lower == pytest.approx(np.percentile(means, 2.5), rel=1e-12)
-    assert ci.mean_upper == pytest.approx(np.percentile(means, 97.5), rel=1e-12)
+    check_bootstrap_ci(ci, reps, s, t)
 
 
 def test_one_row_per_patient_is_the_row_bootstrap_draw_for_draw():

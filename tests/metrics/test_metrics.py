@@ -27,16 +27,7 @@ from medzoo.metrics import (
     r2_score,
     regression_metrics,
 )
-
-
-def _brute_auroc(scores: np.ndarray, targets: np.ndarray) -> float:
-    """P(random positive outranks random negative), ties 1/2, by enumerating every pair."""
-    keep = ~np.isnan(targets)
-    pos, neg = scores[keep][targets[keep] == 1], scores[keep][targets[keep] == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
-    return wins / (len(pos) * len(neg))
+from tests.helpers import check_bootstrap_ci, pair_auc
 
 
 # --------------------------------------------------------------------------------------------- segmentation
@@ -127,7 +118,7 @@ def test_auroc_matches_brute_force_pairs_with_ties_and_nan():
     targets[rng.random((40, 5)) < 0.2] = np.nan
     targets[:, 3] = np.where(np.isnan(targets[:, 3]), np.nan, 1.0)  # label 3: positives only -> undefined
     ours = auroc(scores, targets)
-    ref = np.array([_brute_auroc(scores[:, j], targets[:, j]) for j in range(5)])
+    ref = np.array([pair_auc(scores[:, j], targets[:, j]) for j in range(5)])
     assert np.isnan(ours[3])
     assert np.isnan(ref[3])
     np.testing.assert_allclose(ours, ref, rtol=1e-12, equal_nan=True)
@@ -140,7 +131,7 @@ def test_auroc_matches_brute_force_pairs_with_ties_and_nan():
 def test_auroc_property_matches_brute_force(rows):
     scores = np.array([r[0] for r in rows], dtype=float) / 4  # few distinct values: many ties
     targets = np.array([r[1] for r in rows])
-    ours, ref = auroc(scores, targets), _brute_auroc(scores, targets)
+    ours, ref = auroc(scores, targets), pair_auc(scores, targets)
     assert (np.isnan(ours) and np.isnan(ref)) or ours == pytest.approx(ref, rel=1e-12)
 
 
@@ -182,7 +173,7 @@ def test_one_hot_targets_give_one_vs_rest_auroc():
     assert t[~np.isnan(y)].sum(axis=1).tolist() == [1.0] * 6
     for k in range(3):
         is_k = np.where(np.isnan(y), np.nan, (y == k).astype(float))
-        assert auroc(probs, t)[k] == pytest.approx(_brute_auroc(probs[:, k], is_k), rel=1e-12)
+        assert auroc(probs, t)[k] == pytest.approx(pair_auc(probs[:, k], is_k), rel=1e-12)
 
 
 def test_bootstrap_ci_matches_an_independent_resampling():
@@ -195,16 +186,8 @@ def test_bootstrap_ci_matches_an_independent_resampling():
     reps = []
     for _ in range(60):
         idx = draw.integers(0, 25, size=25)
-        reps.append([_brute_auroc(scores[idx, j], targets[idx, j]) for j in range(2)])
-    reps = np.array(reps)
-    for j in range(2):
-        col = reps[~np.isnan(reps[:, j]), j]
-        assert ci.lower[j] == pytest.approx(np.percentile(col, 2.5), rel=1e-12)
-        assert ci.upper[j] == pytest.approx(np.percentile(col, 97.5), rel=1e-12)
-        assert ci.auroc[j] == pytest.approx(_brute_auroc(scores[:, j], targets[:, j]), rel=1e-12)
-    means = np.array([np.mean(r[~np.isnan(r)]) for r in reps])
-    assert ci.mean_lower == pytest.approx(np.percentile(means, 2.5), rel=1e-12)
-    assert ci.mean_upper == pytest.approx(np.percentile(means, 97.5), rel=1e-12)
+        reps.append([pair_auc(scores[idx, j], targets[idx, j]) for j in range(2)])
+    check_bootstrap_ci(ci, np.array(reps), scores, targets)
     again = auroc_bootstrap_ci(scores, targets, n_boot=60, seed=7)
     np.testing.assert_array_equal(again.lower, ci.lower)
     other = auroc_bootstrap_ci(scores, targets, n_boot=60, seed=8)
@@ -252,7 +235,7 @@ def test_binary_metrics_and_undefined_rates():
     assert m["specificity"] == pytest.approx(1 / 2)
     assert m["precision"] == pytest.approx(2 / 3)
     assert m["f1"] == pytest.approx(2 / 3)
-    assert m["auroc"] == pytest.approx(_brute_auroc(s, y))
+    assert m["auroc"] == pytest.approx(pair_auc(s, y))
     no_pos = binary_metrics(np.array([0.0, 0.0]), np.array([0.1, 0.2]))
     assert np.isnan(no_pos["sensitivity"])
     assert no_pos["specificity"] == 1.0
