@@ -136,10 +136,22 @@ def test_total_deadline_ends_a_steady_but_endless_download(http_server, tmp_path
         assert time.monotonic() - t0 < 2.0
 
 
+def _entry(name: str, file: dict) -> dict:
+    """A catalog entry (plain data) of one encoder weight file."""
+    return {"name": name, "version": "1", "architecture": {"encoder": "resnet10"}, "parts": ["encoder"],
+            "files": [{"format": "safetensors", **file}], "license": "MIT", "source": "https://example.org",
+            "citation": "none"}
+
+
+def _use_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: dict) -> None:
+    """Make ``entry`` the only catalog entry the CLI sees (``MEDZOO_CATALOG``)."""
+    cat = tmp_path / "cat.yaml"
+    cat.write_text(yaml.safe_dump({"schema": 1, "entries": [entry]}))
+    monkeypatch.setenv("MEDZOO_CATALOG", str(cat))
+
+
 def _catalog_entry(url: str, notes: str | None) -> WeightsSpec:
-    d = {"name": "big.unpinned", "version": "1", "architecture": {"encoder": "resnet10"}, "parts": ["encoder"],
-         "files": [{"url": url, "sha256": None, "format": "safetensors", "filename": "w.bin"}],
-         "license": "MIT", "source": "https://example.org", "citation": "none"}
+    d = _entry("big.unpinned", {"url": url, "sha256": None, "filename": "w.bin"})
     return WeightsSpec.from_dict({**d, "notes": notes} if notes else d)
 
 
@@ -190,12 +202,7 @@ def test_cli_full_disk_message_names_the_part(http_server, tmp_path, capsys, mon
     with case("faults", "real full disk: `medzoo download` prints one line naming the .part"):
         data = os.urandom(200 * 1024)
         url = http_server.add("big.bin", data)
-        cat = tmp_path / "cat.yaml"
-        entry = {"name": "big.one", "version": "1", "architecture": {"encoder": "resnet10"}, "parts": ["encoder"],
-                 "files": [{"url": url, "sha256": sha(data), "size": len(data), "format": "safetensors"}],
-                 "license": "MIT", "source": "https://example.org", "citation": "none"}
-        cat.write_text(yaml.safe_dump({"schema": 1, "entries": [entry]}))
-        monkeypatch.setenv("MEDZOO_CATALOG", str(cat))
+        _use_catalog(tmp_path, monkeypatch, _entry("big.one", {"url": url, "sha256": sha(data), "size": len(data)}))
         with small_fs(tmp_path / "disk", "64k") as disk:
             assert main(["-q", "download", "big.one", "--cache-dir", str(disk)]) == 2
             err = capsys.readouterr().err.strip().splitlines()
@@ -305,12 +312,7 @@ def test_rot_behind_a_fresh_stamp_is_caught_by_verify_and_by_age(http_server, tm
 def test_cli_download_verify_flag(http_server, tmp_path, monkeypatch, capsys):
     with case("downloads", "bit rot behind a matching stamp: --verify and stamp expiry"):
         url = http_server.add("w.bin", A)
-        cat = tmp_path / "cat.yaml"
-        entry = {"name": "w.one", "version": "1", "architecture": {"encoder": "resnet10"}, "parts": ["encoder"],
-                 "files": [{"url": url, "sha256": sha(A), "size": len(A), "format": "safetensors"}],
-                 "license": "MIT", "source": "https://example.org", "citation": "none"}
-        cat.write_text(yaml.safe_dump({"schema": 1, "entries": [entry]}))
-        monkeypatch.setenv("MEDZOO_CATALOG", str(cat))
+        _use_catalog(tmp_path, monkeypatch, _entry("w.one", {"url": url, "sha256": sha(A), "size": len(A)}))
         assert main(["-q", "download", "w.one", "--cache-dir", str(tmp_path / "c")]) == 0
         path = Path(capsys.readouterr().out.strip())
         rotted = bytearray(A)
