@@ -36,12 +36,18 @@ def test_top_level_layout():
         assert (ROOT / name).exists(), name
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    """Run ``python -c code`` in a fresh interpreter at the repository root; it must exit 0."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_import_is_lazy_and_side_effect_free():
     code = ("import sys, logging, warnings; before = list(warnings.filters); import medzoo; "
             "assert 'torch' not in sys.modules, 'import medzoo imported torch'; "
             "assert warnings.filters == before; assert not logging.getLogger().handlers; print(medzoo.__version__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = _python(code)
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", out.stdout.strip())
 
 
@@ -58,8 +64,7 @@ def test_subpackages_resolve_without_a_separate_import():
     code = ("import sys, medzoo; assert 'medzoo.data' not in sys.modules; d = medzoo.data; "
             "assert d.open_dataset.__module__.startswith('medzoo.data'); assert 'torch' not in sys.modules; "
             "assert {'resolve', 'load', 'load_pretrained'} <= set(dir(medzoo.zoo)); assert 'torch' not in sys.modules")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 0, out.stderr
+    _python(code)
 
 
 def test_configs_and_catalog_are_package_resources_in_the_checkout():
