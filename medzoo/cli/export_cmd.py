@@ -107,6 +107,19 @@ def _example(module: Any, meta: dict[str, Any], args: argparse.Namespace) -> tup
     return example_input(module, batch=2, slices=max(2, args.slices), spatial=size or None)
 
 
+def _encoder_kind(encoder: Any, meta: dict[str, Any], args: argparse.Namespace) -> str:
+    """What an encoder-only export reads: images for a 2-D-only encoder; else as many sizes as ``--input-size``
+    gives; else images when the recorded contract names no volume; else volumes."""
+    from medzoo.data.contract import parse_preprocessing
+
+    if getattr(encoder, "spatial_dims", 3) == 2:
+        return "image"
+    if args.input_size:
+        return "image" if len(args.input_size.split(",")) == 2 else "volume"
+    kinds = set(parse_preprocessing(meta.get("preprocessing")))
+    return "image" if kinds and "volume" not in kinds else "volume"
+
+
 def _module(model: Any, meta: dict[str, Any], formats: list[str], args: argparse.Namespace) -> Any:
     """What the extra formats export: the encoder alone (``--parts encoder``, or no heads) or the tasks."""
     from medzoo.zoo import formats as fmt
@@ -115,13 +128,7 @@ def _module(model: Any, meta: dict[str, Any], formats: list[str], args: argparse
         if "bundle" in formats:
             raise ValueError("--format bundle: a MONAI bundle serves a task, and this export has none (--parts "
                              "encoder, or a model without heads); export with --parts all")
-        from medzoo.data.contract import parse_preprocessing
-
-        kinds = set(parse_preprocessing(meta.get("preprocessing")))
-        sized = len(args.input_size.split(",")) if args.input_size else None
-        images = sized == 2 or (sized is None and bool(kinds) and "volume" not in kinds) or \
-            getattr(model.encoder, "spatial_dims", 3) == 2
-        return fmt.EncoderExport(model.encoder, "image" if images else "volume")
+        return fmt.EncoderExport(model.encoder, _encoder_kind(model.encoder, meta, args))
     module = fmt.ExportModule(model.eval(), args.tasks.split(",") if args.tasks else None)
     left = [t for t in model.tasks if t not in module.task_names]
     if left:
