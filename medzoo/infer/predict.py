@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from monai.utils import TraceKeys
 from torch import nn
 
 from medzoo.data.contract import Preprocessing, parse_preprocessing
@@ -197,14 +196,9 @@ class Predictor:
         return item.kind == "image" and bool(self._tasks_for("image"))
 
     def prepare_input(self, loaded: LoadedInput) -> Prepared:
-        """A batchable input through the image contract, ready to cross a process boundary (DataLoader workers):
-        the ids of the transforms that made it are not checked by the inverse, since another process's copies
-        of those transforms have other ids."""
-        prep = self.prepare(loaded.array, "image", loaded.meta, loaded.item.id)
-        if prep.image is not None:
-            for op in prep.image.applied_operations:
-                op[TraceKeys.ID] = TraceKeys.NONE
-        return prep
+        """A batchable input through the image contract; it may cross a process boundary (DataLoader workers), as
+        :class:`~medzoo.data.pipeline.Prepared` pickles light."""
+        return self.prepare(loaded.array, "image", loaded.meta, loaded.item.id)
 
     def predict_prepared(self, preps: Sequence[Prepared]) -> list[dict[str, TaskOutput]]:
         """Predictions for prepared images (:meth:`prepare_input`), run in batches of equal-shape tensors

@@ -4,6 +4,7 @@ mapping back to the input's grid, noise seeded from the input, and the voxel bud
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -55,6 +56,22 @@ def test_inverse_maps_back_exactly_through_orientation_spacing_and_pad():
     truth = _world(aff, shape) @ coef
     assert back.shape == shape
     np.testing.assert_allclose(back[2:-2, 2:-2, 2:-2], truth[2:-2, 2:-2, 2:-2], atol=1e-3)
+
+
+def test_a_pickled_prepared_travels_light_and_maps_back_the_same():
+    """What a DataLoader worker sends: no Compose and no MetaTensor cross, the transform is rebuilt from the recipe
+    (new transform ids, which the inverse then does not check), and the mapping back equals the original's."""
+    aff = _affine((1.5, 2.0, 3.0), (40.0, 30.0, -20.0), flip=(-1, -1, 1))
+    c = ct_contract(spacing=(2.5, 2.5, 2.5), patch=(16, 16, 16))
+    prep = prepare(c, np.zeros((1, 20, 14, 9), np.float32) - 1000, {"affine": aff}, "volume")
+    moved = pickle.loads(pickle.dumps(prep))
+    assert moved.transform is None
+    assert moved.image is None
+    torch.testing.assert_close(moved.tensor, prep.tensor, rtol=0, atol=0)
+    maps = torch.rand(2, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    want = prep.to_original(maps)  # the sender keeps its own ids and transform
+    np.testing.assert_array_equal(moved.to_original(maps), want)
+    assert want.shape == (2, 20, 14, 9)
 
 
 def test_medicalnet_predict_steps_equal_its_published_code():
