@@ -1,8 +1,9 @@
 """``medzoo predict --model M [--model M2 ...] INPUT... --out DIR``: predictions, masks and ensembles on files.
 
 Images run in batches (``--batch-size``), read and prepared ahead of the model by DataLoader workers
-(``--num-workers``); volumes and DICOM series run one at a time. ``--shard K/N`` runs every N-th input from the K-th,
-so N processes or machines can share a listing and one ``--out`` (tables ``predictions-K-of-N.*``). Each finished
+(``--num-workers``; ``--threads`` sets the model's torch threads on the CPU); volumes and DICOM series run one at a
+time. ``--shard K/N`` runs every N-th input from the K-th, so N processes or machines can share a listing and one
+``--out`` (tables ``predictions-K-of-N.*``). Each finished
 input is appended to ``predictions.csv`` and ``predictions.jsonl`` at once, and its masks are written atomically, so a
 killed run keeps what finished and ``--resume`` runs only the rest.
 
@@ -47,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass (default 8)")
     p.add_argument("--num-workers", type=_non_negative, default=2,
                    help="processes reading and preparing images ahead of the model (default 2; 0: none)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="torch threads for the model on the CPU (default: torch's, one per core); cores minus "
+                        "--num-workers leaves the workers cores of their own")
     p.add_argument("--shard", default=None, metavar="K/N",
                    help="run shard K of N (from 1): every N-th input from the K-th; tables predictions-K-of-N.*")
     p.add_argument("--resume", action="store_true",
@@ -107,6 +111,8 @@ def dicom_options(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Build the predictor(s), run every input and print a summary table."""
+    import torch
+
     from medzoo.infer.ensemble import Ensemble
     from medzoo.infer.inputs import parse_shard
     from medzoo.infer.predict import Predictor, predict_inputs
@@ -120,9 +126,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--weights has {len(args.weights)} values for {len(members)} --model")
     predictor = members[0] if len(members) == 1 else Ensemble(members, args.weights)
     quiet = getattr(args, "quiet", False)
-    report = predict_inputs(predictor, args.inputs, args.out, progress=None if not quiet else False,
-                            dicom=dicom_options(args), batch_size=args.batch_size, num_workers=args.num_workers,
-                            shard=shard, resume=args.resume)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)  # DataLoader workers run one thread each, whatever this says
+    try:
+        report = predict_inputs(predictor, args.inputs, args.out, progress=None if not quiet else False,
+                                dicom=dicom_options(args), batch_size=args.batch_size, num_workers=args.num_workers,
+                                shard=shard, resume=args.resume)
+    finally:
+        torch.set_num_threads(threads)
     done = f", {report.skipped} already complete" if args.resume else ""
     print(f"{len(report.records)} input(s) predicted{done}, {len(report.errors)} failed -> {args.out}")
     for rec in report.records:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medzoo.cli.main import main
 from medzoo.data.imageio import write_nifti
@@ -158,3 +159,26 @@ def test_cli_batch_shard_and_resume_flags(tmp_path: Path, capsys) -> None:
     assert "--shard '3/2': expected K/N" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--batch-size", "0"])
+
+
+def test_cli_threads_sets_the_models_torch_threads_for_the_run_only(tmp_path: Path, monkeypatch) -> None:
+    import medzoo.infer.predict as predict_mod
+
+    seen, real = [], predict_mod.predict_inputs
+
+    def spy(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(predict_mod, "predict_inputs", spy)
+    export = write_tiny_export(tmp_path, "seg", SEG_TASKS)
+    images = write_images(tmp_path / "img", 2)
+    args = ["-q", "predict", "--model", export, *map(str, images), "--out", str(tmp_path / "o"), "--num-workers", "0"]
+    before = torch.get_num_threads()
+    want = before + 1  # differs from whatever the test process runs with
+    assert main([*args, "--threads", str(want)]) == 0
+    assert seen == [want]
+    assert len(jsonl_records(tmp_path / "o")) == 2
+    assert torch.get_num_threads() == before
+    with pytest.raises(SystemExit):
+        main([*args, "--threads", "0"])
