@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medzoo.data.imageio import NonFinitePolicy, load_record
+from medzoo.data.imageio import NonFinitePolicy
 from medzoo.data.manifest import Manifest, Record
+from medzoo.data.record_io import load_record
 from medzoo.data.transforms import set_sample_seed
 
 __all__ = ["ManifestDataset", "label_tensor", "finalize_sample"]

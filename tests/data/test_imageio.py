@@ -9,8 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medzoo.data.imageio import load_record, read_image, write_dicom_series, write_nifti, write_png
+from medzoo.data.imageio import read_image, write_dicom_series, write_nifti, write_png
 from medzoo.data.manifest import DatasetFormatError, Record
+from medzoo.data.record_io import load_record
 
 
 def _rotated_affine() -> np.ndarray:

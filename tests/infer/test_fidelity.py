@@ -16,9 +16,10 @@ import torch
 
 from medzoo.cli.main import main
 from medzoo.data.dataset import ManifestDataset
-from medzoo.data.imageio import load_record, write_nifti
+from medzoo.data.imageio import write_nifti
 from medzoo.data.manifest import Record
 from medzoo.data.presets import ct_contract
+from medzoo.data.record_io import load_record
 from medzoo.data.synth.ct import phantom_volume
 from medzoo.evaluation.checkpoint import evaluate_checkpoint
 from medzoo.infer.inputs import classify_path, load_input

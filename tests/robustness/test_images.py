@@ -24,8 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medzoo.data.dataset import ManifestDataset
-from medzoo.data.imageio import load_record, read_image, write_nifti, write_png
+from medzoo.data.imageio import read_image, write_nifti, write_png
 from medzoo.data.manifest import DatasetFormatError, Record
+from medzoo.data.record_io import load_record
 from medzoo.data.transforms import ct_preset, cxr_preset
 from tests.robustness.tally import case, outcome
 

@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from medzoo.data.dataset import ManifestDataset
-from medzoo.data.imageio import load_record, write_nifti, write_png
+from medzoo.data.imageio import write_nifti, write_png
 from medzoo.data.manifest import DatasetFormatError, Record
+from medzoo.data.record_io import load_record
 from medzoo.data.transforms import cxr_preset
 from tests.helpers import build_model
 from tests.robustness.tally import case
