@@ -1,9 +1,9 @@
 """A real full disk: a small tmpfs mounted for the test (root only; skipped where mounting is not allowed).
 
-The patched ``open`` of ``test_faults.py`` raises ``OSError(ENOSPC)`` *with* the file name, which real disks never
-do: a failing ``write()`` (or the ``close()`` that flushes it) carries no file name, so ``medzoo prepare`` printed
-only "error: [Errno 28] No space left on device". Here the kernel fills the disk, and every error must name the
-path it was writing, leave no temp file, and leave no cache or result that looks complete.
+The patched ``open`` of ``test_faults_enospc.py`` raises ``OSError(ENOSPC)`` *with* the file name, which real
+disks never do: a failing ``write()`` (or the ``close()`` that flushes it) carries no file name, so ``medzoo
+prepare`` printed only "error: [Errno 28] No space left on device". Here the kernel fills the disk, and every
+error must name the path it was writing, leave no temp file, and leave no cache or result that looks complete.
 """
 
 from __future__ import annotations
