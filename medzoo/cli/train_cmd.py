@@ -125,8 +125,10 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         result = fit(args.config, [*args.overrides, *extra, *device], resume=args.resume, force=args.force,
                      quiet=bool(args.quiet))
-    finally:
-        distributed.shutdown()
+    except BaseException:
+        distributed.shutdown(wait=False)
+        raise
+    distributed.shutdown()
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # every rank holds the same result; rank 0 reports it
     print(f"finished: step {result.step}, epoch {result.epoch}, {result.seconds:.1f} s; run folder {result.run_dir}")
