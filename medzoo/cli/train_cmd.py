@@ -128,14 +128,16 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     except BaseException:
         distributed.shutdown(wait=False)
         raise
+    if distributed.rank() == 0:  # every rank holds the same result; rank 0 reports it
+        print(f"finished: step {result.step}, epoch {result.epoch}, {result.seconds:.1f} s; run folder "
+              f"{result.run_dir}")
+        if result.best:
+            print(f"best {result.best['metric']} = {result.best['value']:.4f} at step {result.best['step']}")
+        if result.metrics:
+            print(format_table(result.metrics))
+    if distributed.is_distributed():
+        distributed.exit_rank(0)  # a torchrun process: see exit_rank for why it skips finalisation
     distributed.shutdown()
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0  # every rank holds the same result; rank 0 reports it
-    print(f"finished: step {result.step}, epoch {result.epoch}, {result.seconds:.1f} s; run folder {result.run_dir}")
-    if result.best:
-        print(f"best {result.best['metric']} = {result.best['value']:.4f} at step {result.best['step']}")
-    if result.metrics:
-        print(format_table(result.metrics))
     return 0
 
 
