@@ -31,7 +31,6 @@ Run: ``python tools/bench.py predict-batch [--quick] [--write]``.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import statistics
 import tempfile
@@ -45,7 +44,9 @@ import yaml
 
 import medzoo
 from medzoo.data.imageio import write_png
+from medzoo.experiment.parallel import usable_cores
 from medzoo.infer.predict import Predictor, predict_inputs
+from medzoo.utils.perf import torch_threads
 
 __all__ = ["bench_predict_batch"]
 
@@ -133,23 +134,14 @@ def bench_predict_batch(quick: bool = False, workdir: str | Path | None = None) 
     return rows
 
 
-def _cores() -> int:
-    """Cores this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _own_core_rounds(model_fn: Any, batched_fn: Any, model_warm: Any, batched_warm: Any,
                      repeats: int) -> tuple[int, list[float], list[float]] | None:
     """Model-only and batched (1 worker) seconds with the model on ``cores - 1`` threads, or None on one core."""
-    threads = _cores() - 1
+    threads = usable_cores() - 1
     if threads < 1:
         return None
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         model, batched = _rounds([model_fn, batched_fn], repeats, [model_warm, batched_warm])
-    finally:
-        torch.set_num_threads(before)
     return threads, model, batched
 
 
@@ -208,7 +200,7 @@ def _rows(n: int, batch: int, repeats: int, model: list[float], batched: list[fl
              "shared-core ceiling": round(ceiling, 3)}
     if vs_model < 0.9:
         first["reason"] = (f"reading and preparing a 1024^2 PNG costs {data_s * 1e3:.0f} ms of CPU, and the workers "
-                           f"run on the {_cores()} cores the model's {torch.get_num_threads()} threads use: that "
+                           f"run on the {usable_cores()} cores the model's {torch.get_num_threads()} threads use: that "
                            f"CPU alone caps the ratio at {ceiling:.2f}, and threads contending for the same cores "
                            "(and other jobs on this shared machine) lose more; with a core of their own (the next "
                            "row), as on a GPU host, the workers keep up")

@@ -3,9 +3,9 @@
 Images run in batches (``--batch-size``), read and prepared ahead of the model by DataLoader workers
 (``--num-workers``; ``--threads`` sets the model's torch threads on the CPU); volumes and DICOM series run one at a
 time. ``--shard K/N`` runs every N-th input from the K-th, so N processes or machines can share a listing and one
-``--out`` (tables ``predictions-K-of-N.*``). Each finished
-input is appended to ``predictions.csv`` and ``predictions.jsonl`` at once, and its masks are written atomically, so a
-killed run keeps what finished and ``--resume`` runs only the rest.
+``--out`` (tables ``predictions-K-of-N.*``). Each finished input is appended to ``predictions.csv`` and
+``predictions.jsonl`` at once, and its masks are written atomically, so a killed run keeps what finished and
+``--resume`` runs only the rest.
 
 ``--model`` is repeatable, as in ``evaluate`` and ``explain`` (no positional model, so inputs are never mistaken
 for models); several models form an ensemble that averages probabilities over the tasks and labels they share
@@ -111,11 +111,10 @@ def dicom_options(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Build the predictor(s), run every input and print a summary table."""
-    import torch
-
     from medzoo.infer.ensemble import Ensemble
     from medzoo.infer.inputs import parse_shard
     from medzoo.infer.predict import Predictor, predict_inputs
+    from medzoo.utils.perf import torch_threads
 
     kw = {"patch_size": args.patch, "overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
           "blend": args.blend, "device": args.device, "tasks": args.tasks, "max_voxels": args.max_voxels}
@@ -126,14 +125,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--weights has {len(args.weights)} values for {len(members)} --model")
     predictor = members[0] if len(members) == 1 else Ensemble(members, args.weights)
     quiet = getattr(args, "quiet", False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads or threads)  # DataLoader workers run one thread each, whatever this says
-    try:
+    with torch_threads(args.threads):
         report = predict_inputs(predictor, args.inputs, args.out, progress=None if not quiet else False,
                                 dicom=dicom_options(args), batch_size=args.batch_size, num_workers=args.num_workers,
                                 shard=shard, resume=args.resume)
-    finally:
-        torch.set_num_threads(threads)
     done = f", {report.skipped} already complete" if args.resume else ""
     print(f"{len(report.records)} input(s) predicted{done}, {len(report.errors)} failed -> {args.out}")
     for rec in report.records:

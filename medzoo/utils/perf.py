@@ -21,7 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 import torch
@@ -29,7 +31,7 @@ from torch import nn
 
 from medzoo.utils.fuse import fuse_bn
 
-__all__ = ["inference_defaults", "inference_context"]
+__all__ = ["inference_defaults", "inference_context", "torch_threads"]
 
 
 def inference_defaults(model: nn.Module, *, fuse: bool = True, inplace: bool = False) -> nn.Module:
@@ -59,3 +61,27 @@ def inference_context() -> AbstractContextManager:
     Tensors made inside cannot enter autograd later; use ``torch.no_grad()`` where outputs must be trained on.
     """
     return torch.inference_mode()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block (unchanged for None), restored after it.
+
+    DataLoader workers run one thread each whatever this says, so ``n`` = cores minus workers gives them cores of
+    their own.
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with torch_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
